@@ -1,0 +1,109 @@
+# edgetrain — build, test, bench, install.
+#   make            build/libedgetrain.a and build/edgetrain
+#   make check      build and run every test (cmocka)
+#   make asan       the same tests under AddressSanitizer + UBSan (build-asan/)
+#   make bench      benchmarks against PyTorch, measured in the same run
+#   make demo       the main job (installs missing Debian packages when root)
+#   make install PREFIX=/usr/local
+#
+# Files named *_avx2.c / *_avx512.c are compiled with those ISA flags only;
+# everything else targets baseline x86-64 (or any other CPU), and the kernels
+# are chosen at run time from the CPU's features.
+
+CC      ?= cc
+BUILD   ?= build
+PREFIX  ?= /usr/local
+OPENMP  ?= 1
+OPT     ?= -O2
+CFLAGS  ?=
+SAN     ?=
+
+WARN     = -Wall -Wextra -Wno-unused-parameter
+ALLCFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g $(WARN) -Iinclude -Isrc $(SAN) $(CFLAGS)
+ifeq ($(OPENMP),1)
+ALLCFLAGS += -fopenmp
+LDOMP = -fopenmp
+endif
+LDLIBS   = -lz -lcjson -lm $(LDOMP) $(SAN)
+
+ARCH := $(shell uname -m)
+ifeq ($(ARCH),x86_64)
+AVX2FLAGS   = -mavx2 -mfma -mf16c
+AVX512FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mf16c
+else
+AVX2FLAGS   =
+AVX512FLAGS =
+endif
+
+LIB_SRC  := $(sort $(wildcard src/*/*.c))
+ifneq ($(ARCH),x86_64)
+LIB_SRC  := $(filter-out %_avx2.c %_avx512.c,$(LIB_SRC))
+endif
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_SRC  := $(sort $(wildcard tools/*.c))
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_UTIL:= $(sort $(wildcard tests/util/*.c))
+BENCH_SRC:= $(sort $(wildcard bench/*.c))
+BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+LIB = $(BUILD)/libedgetrain.a
+CLI = $(BUILD)/edgetrain
+
+.PHONY: all check asan bench demo install clean tests format
+all: $(LIB) $(CLI)
+
+$(BUILD)/obj/%_avx2.o: %_avx2.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLCFLAGS) $(AVX2FLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/obj/%_avx512.o: %_avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLCFLAGS) $(AVX512FLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLCFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(CLI): $(CLI_OBJ) $(LIB)
+	$(CC) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c $(TEST_UTIL) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLCFLAGS) -Itests -o $@ $< $(TEST_UTIL) $(LIB) -lcmocka $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLCFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+tests: $(TEST_BIN) $(CLI)
+
+check: tests
+	@BUILD=$(BUILD) sh tests/run_all.sh $(TEST_BIN)
+
+asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" check
+
+bench: $(CLI) $(BENCH_BIN)
+	sh bench/run.sh
+
+demo:
+	sh scripts/demo.sh
+
+install: $(LIB) $(CLI)
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/edgetrain
+	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 include/edgetrain.h $(DESTDIR)$(PREFIX)/include/
+	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
+	cp -r models $(DESTDIR)$(PREFIX)/share/edgetrain/
+
+format:
+	clang-format -i $(LIB_SRC) $(CLI_SRC) $(TEST_SRC) include/*.h
+
+clean:
+	rm -rf build build-asan
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

@@ -1,0 +1,176 @@
+/*
+ * edgetrain.h — the public C API of edgetrain, one umbrella header.
+ *
+ * edgetrain trains deep neural networks the way edge-learning processors do
+ * (run-time sparsity, low/mixed precision) and models what that costs on such
+ * a processor. Sections:
+ *   1. errors and status codes
+ *   2. threads and CPU features
+ *   3. kernels: the FP32 GEMM every matmul ends in
+ *   4. the matmul call (the one path all FF/EP/WG arithmetic goes through)
+ *   5. data sets (IDX / Fashion-MNIST)
+ *   6. safetensors checkpoints
+ *   7. models: spec parsing, building, training, evaluation
+ *
+ * Conventions: prefix et_, functions return et_status, a message for the last
+ * error of the calling thread is in et_last_error(). The library never exits
+ * and never prints.
+ */
+#ifndef EDGETRAIN_H
+#define EDGETRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- 1 errors */
+
+typedef enum et_status {
+    ET_OK = 0,
+    ET_ERR_INVALID,     /* bad argument or option */
+    ET_ERR_NOMEM,       /* allocation failed or would exceed a stated limit */
+    ET_ERR_IO,          /* cannot open / read / write a file */
+    ET_ERR_FORMAT,      /* file content is malformed or truncated */
+    ET_ERR_SHAPE,       /* tensor shapes do not agree */
+    ET_ERR_UNSUPPORTED, /* valid request this build cannot do */
+} et_status;
+
+/* Message describing the last error set on this thread ("" if none). */
+const char *et_last_error(void);
+/* Sets the thread's error message (printf-style) and returns `st`. */
+et_status et_set_error(et_status st, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+const char *et_status_name(et_status st);
+
+/* --------------------------------------------------- 2 threads, CPU features */
+
+/* Number of worker threads used by kernels (default: all cores). Results never
+ * depend on it. */
+void et_set_threads(int n);
+int et_get_threads(void);
+
+typedef enum et_isa { ET_ISA_SCALAR = 0, ET_ISA_AVX2 = 1, ET_ISA_AVX512 = 2 } et_isa;
+/* Best ISA this CPU supports, capped by the environment variable ET_ISA
+ * (scalar|avx2|avx512) when set. */
+et_isa et_cpu_isa(void);
+const char *et_isa_name(et_isa isa);
+
+/* -------------------------------------------------------------- 3 kernels */
+
+/*
+ * Row-major single-precision GEMM:
+ *   C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C[M,N]
+ * op(A) = A (ta == 0, A is M x K, leading dimension lda) or A^T (ta != 0,
+ * A is K x M). Likewise op(B). beta == 0 means C is not read (may hold NaN).
+ * Multithreaded over output tiles only: every C element is summed over K in
+ * the same order at any thread count, so results are bit-identical for 1..n
+ * threads. Never allocates after et_gemm_init() (called lazily on first use).
+ */
+void et_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc);
+/* Allocates the per-thread packing buffers for up to `max_threads` threads.
+ * Idempotent; returns ET_ERR_NOMEM on failure. */
+et_status et_gemm_init(int max_threads);
+/* Bytes of packing workspace the GEMM holds (for the memory plan). */
+size_t et_gemm_workspace_bytes(void);
+/* Name of the micro-kernel in use, e.g. "avx512 16x28". */
+const char *et_gemm_kernel_name(void);
+
+/* ------------------------------------------------------- 4 the matmul call */
+
+typedef enum et_stage { ET_FF = 0, ET_EP = 1, ET_WG = 2, ET_NSTAGES = 3 } et_stage;
+const char *et_stage_name(et_stage s);
+
+/* Per-run counters kept by the matmul path. MACs are multiply-accumulates. */
+typedef struct et_counters {
+    uint64_t macs_dense[ET_NSTAGES];
+    uint64_t macs_executed[ET_NSTAGES];
+    uint64_t calls[ET_NSTAGES];
+} et_counters;
+
+/* One matrix product of one layer in one stage; see docs/architecture.md. */
+typedef struct et_matmul {
+    et_stage stage;
+    int layer; /* index of the layer in the model (-1: none) */
+    int ta, tb, M, N, K;
+    const float *A;
+    int lda;
+    const float *B;
+    int ldb;
+    float *C;
+    int ldc;
+    float beta; /* 0: C = A*B, 1: C += A*B */
+} et_matmul;
+
+typedef struct et_engine et_engine; /* the matmul path's state: counters, hooks */
+
+/* Runs one matmul through the engine: kernel choice, counting, hooks. */
+et_status et_matmul_run(et_engine *eng, const et_matmul *mm);
+
+/* ------------------------------------------------------------ 5 data sets */
+
+/* A labelled image set, pixels kept as bytes (converted per batch). */
+typedef struct et_dataset {
+    int64_t n;       /* number of images */
+    int rows, cols;  /* image size */
+    uint8_t *images; /* n * rows * cols, row-major */
+    uint8_t *labels; /* n */
+} et_dataset;
+
+/* Loads an IDX image file (magic 0x00000803) and label file (0x00000801),
+ * gzipped or not (detected from content). Reads the first `limit` items
+ * (limit < 0: all). Rejects truncated/garbled files, count mismatches and
+ * absurd headers with ET_ERR_FORMAT and a message; never allocates more than
+ * the data actually present justifies. */
+et_status et_idx_load(const char *images_path, const char *labels_path, int64_t limit,
+                      et_dataset *out);
+/* Fashion-MNIST from `dir` (NULL: /usr/share/datasets/fashion-mnist); `train`
+ * selects train-* or t10k-* files; each file is looked up as NAME and NAME.gz. */
+et_status et_fmnist_load(const char *dir, int train, int64_t limit, et_dataset *out);
+void et_dataset_free(et_dataset *ds);
+
+/* ---------------------------------------------------------- 6 safetensors */
+
+typedef enum et_dtype {
+    ET_F32 = 0, ET_F16, ET_BF16, ET_F64, ET_I64, ET_I32, ET_I16, ET_I8, ET_U8, ET_BOOL,
+    ET_NDTYPES
+} et_dtype;
+const char *et_dtype_name(et_dtype t); /* safetensors spelling: "F32", "I64", ... */
+size_t et_dtype_size(et_dtype t);
+
+#define ET_MAX_DIMS 8
+typedef struct et_st_tensor {
+    const char *name;
+    et_dtype dtype;
+    int ndim;
+    int64_t shape[ET_MAX_DIMS];
+    const void *data; /* little-endian bytes, row-major */
+    size_t nbytes;
+} et_st_tensor;
+
+typedef struct et_safetensors et_safetensors; /* an opened file */
+/* Reads and validates a whole safetensors file: header length within the file,
+ * well-formed JSON, known dtypes, shapes whose byte size matches the offsets,
+ * offsets inside the data area and non-overlapping. */
+et_status et_st_open(const char *path, et_safetensors **out);
+int et_st_count(const et_safetensors *st);
+const et_st_tensor *et_st_get(const et_safetensors *st, int i);
+const et_st_tensor *et_st_find(const et_safetensors *st, const char *name);
+/* Value of a "__metadata__" entry, or NULL. */
+const char *et_st_meta(const et_safetensors *st, const char *key);
+void et_st_close(et_safetensors *st);
+/* Writes tensors (and metadata key/value string pairs, meta[2*i], meta[2*i+1])
+ * atomically: to PATH.tmp.PID, fsync, rename over PATH. */
+et_status et_st_write(const char *path, const et_st_tensor *tensors, int n,
+                      const char *const *meta, int n_meta);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EDGETRAIN_H */
