@@ -134,6 +134,9 @@ et_status et_idx_load(const char *images_path, const char *labels_path, int64_t 
  * selects train-* or t10k-* files; each file is looked up as NAME and NAME.gz. */
 et_status et_fmnist_load(const char *dir, int train, int64_t limit, et_dataset *out);
 void et_dataset_free(et_dataset *ds);
+/* The seeded shuffle of one epoch: a permutation of 0..n-1 that is a pure
+ * function of (seed, epoch). */
+void et_shuffle(uint64_t seed, uint64_t epoch, int64_t n, int64_t *perm);
 
 /* ---------------------------------------------------------- 6 safetensors */
 
@@ -169,6 +172,98 @@ void et_st_close(et_safetensors *st);
  * atomically: to PATH.tmp.PID, fsync, rename over PATH. */
 et_status et_st_write(const char *path, const et_st_tensor *tensors, int n,
                       const char *const *meta, int n_meta);
+
+/* ----------------------------------------------------------------- 7 models */
+
+typedef struct et_model et_model;
+
+/* Parses a model spec (docs/model-spec.md). `name` labels the model. */
+et_status et_model_parse(const char *text, const char *name, et_model **out);
+/* Reads a spec file; `path` may also be a bare name looked up as models/NAME.et
+ * under the current directory and under ET_MODELS_DIR / the install prefix. */
+et_status et_model_load_spec(const char *path, et_model **out);
+void et_model_free(et_model *m);
+const char *et_model_name(const et_model *m);
+const char *et_model_spec_text(const et_model *m);
+
+typedef enum et_optim_kind { ET_OPT_SGD = 0, ET_OPT_ADAM = 1 } et_optim_kind;
+typedef struct et_optim {
+    et_optim_kind kind;
+    float lr;           /* base learning rate */
+    float momentum;     /* SGD: v = momentum*v + g; p -= lr*v (PyTorch convention) */
+    int nesterov;       /* SGD: p -= lr*(g + momentum*v) */
+    float weight_decay; /* g += weight_decay * p (both optimizers, as PyTorch) */
+    float beta1, beta2, eps; /* Adam */
+} et_optim;
+et_optim et_optim_default(et_optim_kind kind);
+
+/* The memory plan, in bytes: everything training needs is one allocation. */
+typedef struct et_memory_plan {
+    size_t params, grads, optimizer, activations, act_grads, scratch, workspace, total;
+} et_memory_plan;
+
+/* Plans and allocates all memory for batches of up to `batch` images and the
+ * optimizer (NULL: inference only). Nothing is allocated after this. */
+et_status et_model_plan(et_model *m, int batch, const et_optim *opt);
+et_memory_plan et_model_memory(const et_model *m);
+/* Multiply-accumulates per image in each stage (EP of the first layer is
+ * skipped, as it is in training). */
+void et_model_macs(const et_model *m, int64_t macs[ET_NSTAGES]);
+int64_t et_model_num_params(const et_model *m);
+int et_model_num_classes(const et_model *m);
+/* Input shape per image: channels, height, width. */
+void et_model_input_shape(const et_model *m, int *c, int *h, int *w);
+
+/* He-normal init (std = sqrt(2/fan_in)) of conv/linear weights, zero biases,
+ * batchnorm weight 1 and bias 0: a pure function of the seed. */
+et_status et_model_init_he(et_model *m, uint64_t seed);
+void et_model_set_seed(et_model *m, uint64_t seed); /* for dropout masks */
+
+/* Input batch buffer (NCHW floats, batch_cap images) to fill before a step. */
+float *et_model_input(et_model *m);
+/* Fills the input with images idx[0..n) of `ds`, scaled by 1/255. */
+et_status et_model_set_input_u8(et_model *m, const et_dataset *ds, const int64_t *idx, int n);
+
+/* Forward pass on the first n images of the input; logits [n, classes]. */
+et_status et_model_forward(et_model *m, int n, int train, const float **logits);
+/* Softmax cross-entropy of the last forward (mean over the batch), then the
+ * backward pass (EP and WG of every layer) leaving gradients in the params. */
+et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int64_t *correct);
+/* Optimizer update with learning rate `lr`, then step += 1. */
+et_status et_model_update(et_model *m, float lr);
+/* forward + backward + update. */
+et_status et_model_train_step(et_model *m, const uint8_t *labels, int n, float lr, float *loss);
+/* Accuracy and mean loss over the first `limit` images of ds (limit<0: all). */
+et_status et_model_evaluate(et_model *m, const et_dataset *ds, int64_t limit, double *accuracy,
+                            double *loss);
+int64_t et_model_step(const et_model *m);
+void et_model_set_step(et_model *m, int64_t step);
+
+/* Parameters by PyTorch state_dict name, for tests and tools. */
+int et_model_num_tensors(const et_model *m);
+/* i-th state tensor: name, float data, number of elements, gradient (NULL for buffers). */
+et_status et_model_tensor(et_model *m, int i, const char **name, float **data, int64_t *n,
+                          float **grad);
+/* Freezes a layer's parameters (no WG, no update) by PyTorch prefix ("3"). */
+et_status et_model_freeze(et_model *m, const char *prefix);
+
+/* Checkpoints (safetensors, PyTorch state_dict names and layouts). With
+ * `with_optimizer`, also optimizer state ("optimizer.NAME.momentum_buffer",
+ * ".exp_avg", ".exp_avg_sq") and the step counter in the metadata. */
+et_status et_model_save(const et_model *m, const char *path, int with_optimizer);
+/* Loads parameters (strict: every name present with its shape, nothing
+ * unexpected except optimizer.* entries); with `with_optimizer`, also the
+ * optimizer state and step. */
+et_status et_model_load(et_model *m, const char *path, int with_optimizer);
+
+/* The matmul path's counters for this model: totals and per layer node. */
+const et_counters *et_model_counters(const et_model *m);
+void et_model_reset_counters(et_model *m);
+et_engine *et_model_engine(et_model *m);
+
+/* Learning-rate schedules (per epoch, as PyTorch's StepLR / CosineAnnealingLR). */
+float et_lr_step(float base, int epoch, int step_size, float gamma);
+float et_lr_cosine(float base, int epoch, int t_max, float eta_min);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,34 @@
+/* The one matmul call: see docs/architecture.md. */
+#include "kernels/matmul.h"
+
+#include <string.h>
+
+const char *et_stage_name(et_stage s) {
+    static const char *const names[ET_NSTAGES] = {"ff", "ep", "wg"};
+    return (unsigned)s < ET_NSTAGES ? names[s] : "?";
+}
+
+void et_engine_reset(et_engine *eng) {
+    memset(&eng->total, 0, sizeof eng->total);
+    if (eng->per_layer) memset(eng->per_layer, 0, sizeof(et_counters) * (size_t)eng->nlayers);
+}
+
+static void count(et_counters *c, et_stage s, uint64_t dense, uint64_t executed) {
+    c->macs_dense[s] += dense;
+    c->macs_executed[s] += executed;
+    c->calls[s]++;
+}
+
+et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
+    if (mm->M < 0 || mm->N < 0 || mm->K < 0 || (unsigned)mm->stage >= ET_NSTAGES)
+        return et_set_error(ET_ERR_INVALID, "matmul: bad shape %dx%dx%d", mm->M, mm->N, mm->K);
+    uint64_t macs = (uint64_t)mm->M * (uint64_t)mm->N * (uint64_t)mm->K;
+    et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta,
+             mm->C, mm->ldc);
+    if (eng) {
+        count(&eng->total, mm->stage, macs, macs);
+        if (eng->per_layer && mm->layer >= 0 && mm->layer < eng->nlayers)
+            count(&eng->per_layer[mm->layer], mm->stage, macs, macs);
+    }
+    return ET_OK;
+}

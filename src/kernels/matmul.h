@@ -1,0 +1,15 @@
+/* The matmul path's state. Every FF/EP/WG product of every layer goes through
+ * et_matmul_run(), which chooses the kernel, counts the work and (in later
+ * stages of the project) applies precision policies, sparsity and tracing. */
+#ifndef ET_MATMUL_H
+#define ET_MATMUL_H
+#include "edgetrain.h"
+
+struct et_engine {
+    et_counters total;
+    et_counters *per_layer; /* nlayers entries, may be NULL */
+    int nlayers;
+};
+
+void et_engine_reset(et_engine *eng);
+#endif

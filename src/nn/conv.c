@@ -1,0 +1,211 @@
+/* conv2d: FF, EP and WG as GEMMs over an im2col buffer, in chunks of images.
+ *
+ * Activations are CNHW, so for a chunk of nb images
+ *   FF: Y[Cout, nb*HoWo]  = W[Cout, CK] · col[CK, nb*HoWo]        (+ bias)
+ *   EP: dcol[CK, nb*HoWo] = W^T · dY[Cout, nb*HoWo],  then col2im
+ *   WG: dW[Cout, CK]     += dY[Cout, nb*HoWo] · col^T
+ * with CK = Cin*KH*KW and the chunk's columns of Y/dY addressed in place
+ * (leading dimension N*HoWo). The chunk size depends only on the shapes, so
+ * WG's accumulation order never depends on the thread count. A 1x1, stride-1,
+ * unpadded convolution uses its input directly as the col matrix. */
+#include "nn/layer_impl.h"
+
+#include <string.h>
+
+#define COL_BUDGET_FLOATS ((size_t)1 << 21) /* 8 MB of im2col per chunk */
+
+static int conv_direct(const et_conv_cfg *c) {
+    return c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && c->ph == 0 && c->pw == 0;
+}
+
+static et_status conv_setup(et_layer *l) {
+    et_conv_cfg *c = &l->cfg.conv;
+    if (!l->in.is_image) return et_set_error(ET_ERR_SHAPE, "conv needs an image input (C H W)");
+    if (c->out <= 0 || c->kh <= 0 || c->kw <= 0 || c->sh <= 0 || c->sw <= 0 || c->ph < 0 ||
+        c->pw < 0)
+        return et_set_error(ET_ERR_INVALID, "conv: sizes must be positive (padding >= 0)");
+    int ho = (l->in.h + 2 * c->ph - c->kh) / c->sh + 1;
+    int wo = (l->in.w + 2 * c->pw - c->kw) / c->sw + 1;
+    if (l->in.h + 2 * c->ph < c->kh || l->in.w + 2 * c->pw < c->kw || ho <= 0 || wo <= 0)
+        return et_set_error(ET_ERR_SHAPE, "conv: kernel %dx%d larger than padded input %dx%d",
+                            c->kh, c->kw, l->in.h + 2 * c->ph, l->in.w + 2 * c->pw);
+    l->out = (et_shape){c->out, ho, wo, 1};
+    int64_t ws[4] = {c->out, l->in.c, c->kh, c->kw};
+    et_param_define(l, "weight", 1, 4, ws);
+    if (c->bias) {
+        int64_t bs[1] = {c->out};
+        et_param_define(l, "bias", 1, 1, bs);
+    }
+    return ET_OK;
+}
+
+static int64_t conv_ck(const et_layer *l) {
+    return (int64_t)l->in.c * l->cfg.conv.kh * l->cfg.conv.kw;
+}
+
+static int conv_chunk(const et_layer *l, int batch) {
+    int64_t per = conv_ck(l) * l->out.h * l->out.w;
+    int64_t nb = (int64_t)COL_BUDGET_FLOATS / (per > 0 ? per : 1);
+    if (nb < 1) nb = 1;
+    if (nb > batch) nb = batch;
+    return (int)nb;
+}
+
+static size_t conv_scratch(const et_layer *l, int batch) {
+    if (conv_direct(&l->cfg.conv)) return 0;
+    return (size_t)conv_ck(l) * l->out.h * l->out.w * (size_t)conv_chunk(l, batch);
+}
+
+static int64_t conv_macs(const et_layer *l) {
+    return conv_ck(l) * l->out.c * l->out.h * l->out.w;
+}
+
+/* col[(ci*KH+ky)*KW+kx][n*HoWo + oy*Wo + ox] = x[ci][n0+n][oy*sh-ph+ky][ox*sw-pw+kx] */
+static void im2col(const et_layer *l, const float *x, int N, int n0, int nb, float *col) {
+    const et_conv_cfg *c = &l->cfg.conv;
+    const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w;
+    const int64_t rows = conv_ck(l), ld = (int64_t)nb * Ho * Wo;
+#pragma omp parallel for schedule(static) if (rows * ld > 32768)
+    for (int64_t r = 0; r < rows; r++) {
+        int kx = (int)(r % c->kw), ky = (int)(r / c->kw % c->kh), ci = (int)(r / c->kw / c->kh);
+        float *dst = col + r * ld;
+        for (int n = 0; n < nb; n++) {
+            const float *src = x + ((int64_t)ci * N + n0 + n) * H * W;
+            for (int oy = 0; oy < Ho; oy++, dst += Wo) {
+                int iy = oy * c->sh - c->ph + ky;
+                if (iy < 0 || iy >= H) {
+                    memset(dst, 0, sizeof(float) * (size_t)Wo);
+                    continue;
+                }
+                const float *srow = src + (int64_t)iy * W;
+                if (c->sw == 1) {
+                    int ix0 = kx - c->pw;
+                    int lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < Wo ? W - ix0 : Wo;
+                    if (hi < lo) hi = lo;
+                    for (int ox = 0; ox < lo; ox++) dst[ox] = 0.0f;
+                    memcpy(dst + lo, srow + ix0 + lo, sizeof(float) * (size_t)(hi - lo));
+                    for (int ox = hi; ox < Wo; ox++) dst[ox] = 0.0f;
+                } else {
+                    for (int ox = 0; ox < Wo; ox++) {
+                        int ix = ox * c->sw - c->pw + kx;
+                        dst[ox] = (ix >= 0 && ix < W) ? srow[ix] : 0.0f;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* dx[ci][n0+n][..] += col entries, parallel over input channels. */
+static void col2im(const et_layer *l, const float *col, int N, int n0, int nb, float *dx) {
+    const et_conv_cfg *c = &l->cfg.conv;
+    const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w, C = l->in.c;
+    const int64_t ld = (int64_t)nb * Ho * Wo;
+#pragma omp parallel for schedule(static) if ((int64_t)C * c->kh * c->kw * ld > 32768)
+    for (int ci = 0; ci < C; ci++) {
+        for (int ky = 0; ky < c->kh; ky++)
+            for (int kx = 0; kx < c->kw; kx++) {
+                const float *src = col + (((int64_t)ci * c->kh + ky) * c->kw + kx) * ld;
+                for (int n = 0; n < nb; n++) {
+                    float *dplane = dx + ((int64_t)ci * N + n0 + n) * H * W;
+                    for (int oy = 0; oy < Ho; oy++, src += Wo) {
+                        int iy = oy * c->sh - c->ph + ky;
+                        if (iy < 0 || iy >= H) continue;
+                        float *drow = dplane + (int64_t)iy * W;
+                        for (int ox = 0; ox < Wo; ox++) {
+                            int ix = ox * c->sw - c->pw + kx;
+                            if (ix >= 0 && ix < W) drow[ix] += src[ox];
+                        }
+                    }
+                }
+            }
+    }
+}
+
+static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *y) {
+    const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
+    const int nbmax = conv_chunk(l, N), direct = conv_direct(&l->cfg.conv);
+    const int CK = (int)conv_ck(l);
+    for (int n0 = 0; n0 < N; n0 += nbmax) {
+        int nb = N - n0 < nbmax ? N - n0 : nbmax;
+        const float *B;
+        int ldb;
+        if (direct) {
+            B = x + (int64_t)n0 * HWo;
+            ldb = N * HWo;
+        } else {
+            im2col(l, x, N, n0, nb, cx->scratch);
+            B = cx->scratch;
+            ldb = nb * HWo;
+        }
+        et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].data, CK,
+                        B, ldb, y + (int64_t)n0 * HWo, N * HWo, 0.0f};
+        et_status st = et_matmul_run(cx->eng, &mm);
+        if (st) return st;
+    }
+    if (l->cfg.conv.bias) {
+        const float *b = l->params[1].data;
+        const int64_t plane = (int64_t)N * HWo;
+#pragma omp parallel for schedule(static) if (Cout * plane > 32768)
+        for (int co = 0; co < Cout; co++) {
+            float *yc = y + co * plane, bv = b[co];
+            for (int64_t i = 0; i < plane; i++) yc[i] += bv;
+        }
+    }
+    return ET_OK;
+}
+
+static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const float *y,
+                         const float *dy, float *dx) {
+    const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
+    const int nbmax = conv_chunk(l, N), direct = conv_direct(&l->cfg.conv);
+    const int CK = (int)conv_ck(l);
+    if (direct) { /* dX[Cin, N*HW] = W^T dY in one product */
+        et_matmul mm = {ET_EP, l->index, 1, 0, CK, N * HWo, Cout, l->params[0].data, CK,
+                        dy, N * HWo, dx, N * HWo, 0.0f};
+        return et_matmul_run(cx->eng, &mm);
+    }
+    memset(dx, 0, sizeof(float) * (size_t)(et_shape_numel(l->in) * N));
+    for (int n0 = 0; n0 < N; n0 += nbmax) {
+        int nb = N - n0 < nbmax ? N - n0 : nbmax;
+        et_matmul mm = {ET_EP, l->index, 1, 0, CK, nb * HWo, Cout, l->params[0].data, CK,
+                        dy + (int64_t)n0 * HWo, N * HWo, cx->scratch, nb * HWo, 0.0f};
+        et_status st = et_matmul_run(cx->eng, &mm);
+        if (st) return st;
+        col2im(l, cx->scratch, N, n0, nb, dx);
+    }
+    return ET_OK;
+}
+
+static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const float *dy) {
+    const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
+    const int nbmax = conv_chunk(l, N), direct = conv_direct(&l->cfg.conv);
+    const int CK = (int)conv_ck(l);
+    for (int n0 = 0; n0 < N; n0 += nbmax) {
+        int nb = N - n0 < nbmax ? N - n0 : nbmax;
+        const float *B;
+        int ldb;
+        if (direct) {
+            B = x + (int64_t)n0 * HWo;
+            ldb = N * HWo;
+        } else {
+            im2col(l, x, N, n0, nb, cx->scratch);
+            B = cx->scratch;
+            ldb = nb * HWo;
+        }
+        et_matmul mm = {ET_WG, l->index, 0, 1, Cout, CK, nb * HWo, dy + (int64_t)n0 * HWo,
+                        N * HWo, B, ldb, l->params[0].grad, CK, n0 == 0 ? 0.0f : 1.0f};
+        et_status st = et_matmul_run(cx->eng, &mm);
+        if (st) return st;
+    }
+    if (l->cfg.conv.bias) {
+        float *db = l->params[1].grad;
+        const int64_t plane = (int64_t)N * HWo;
+#pragma omp parallel for schedule(static) if (Cout * plane > 32768)
+        for (int co = 0; co < Cout; co++) db[co] = et_sum_f32(dy + co * plane, plane);
+    }
+    return ET_OK;
+}
+
+const et_layer_ops et_conv_ops = {"conv", conv_setup, conv_scratch, NULL, conv_ff,
+                                  conv_ep, conv_wg, conv_macs};

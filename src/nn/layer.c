@@ -1,0 +1,31 @@
+/* The layer table and helpers shared by layer implementations. */
+#include "nn/layer_impl.h"
+
+#include <stdio.h>
+#include <string.h>
+
+const et_layer_ops *const et_layer_table[ET_L_NTYPES] = {
+    [ET_L_CONV] = &et_conv_ops,       [ET_L_LINEAR] = &et_linear_ops,
+    [ET_L_RELU] = &et_relu_ops,       [ET_L_MAXPOOL] = &et_maxpool_ops,
+    [ET_L_AVGPOOL] = &et_avgpool_ops, [ET_L_BN] = &et_bn_ops,
+    [ET_L_FLATTEN] = &et_flatten_ops, [ET_L_DROPOUT] = &et_dropout_ops,
+    [ET_L_ADD] = &et_add_ops,
+};
+_Static_assert(ET_L_NTYPES == 9, "update et_layer_table when adding a layer type");
+
+void et_param_define(et_layer *l, const char *suffix, int trainable, int ndim,
+                     const int64_t *shape) {
+    et_param *p = &l->params[l->nparams++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s%s%s", l->prefix, l->prefix[0] ? "." : "", suffix);
+    p->ndim = ndim;
+    p->n = 1;
+    for (int i = 0; i < ndim; i++) p->shape[i] = shape[i], p->n *= shape[i];
+    p->trainable = trainable;
+}
+
+float et_sum_f32(const float *x, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += x[i];
+    return (float)s;
+}

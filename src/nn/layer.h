@@ -1,0 +1,103 @@
+/* Layers: one small config struct per layer type, and a const table of
+ * operations (setup, FF, EP, WG) indexed by the layer type.
+ *
+ * Activation layouts: image tensors are stored "CNHW" (channel-major, then
+ * image, then row, column) so that a whole-batch convolution is one GEMM whose
+ * output lands in the same layout; vector tensors are [N, F]. `flatten` turns
+ * an image tensor into a vector tensor in PyTorch's C,H,W feature order. */
+#ifndef ET_LAYER_H
+#define ET_LAYER_H
+#include "edgetrain.h"
+
+typedef enum et_layer_type {
+    ET_L_CONV,
+    ET_L_LINEAR,
+    ET_L_RELU,
+    ET_L_MAXPOOL,
+    ET_L_AVGPOOL,
+    ET_L_BN,
+    ET_L_FLATTEN,
+    ET_L_DROPOUT,
+    ET_L_ADD,
+    ET_L_NTYPES
+} et_layer_type;
+
+typedef struct et_shape {
+    int c, h, w;  /* per image; vectors have h == w == 1 */
+    int is_image; /* 1: CNHW, 0: [N, F] with F = c */
+} et_shape;
+
+static inline int64_t et_shape_numel(et_shape s) { return (int64_t)s.c * s.h * s.w; }
+
+typedef struct et_conv_cfg { int out, kh, kw, sh, sw, ph, pw, bias; } et_conv_cfg;
+typedef struct et_linear_cfg { int out, bias; } et_linear_cfg;
+typedef struct et_pool_cfg { int kh, kw, sh, sw, ph, pw, global; } et_pool_cfg;
+typedef struct et_bn_cfg { float eps, momentum; } et_bn_cfg;
+typedef struct et_dropout_cfg { float p; } et_dropout_cfg;
+
+/* A parameter or buffer tensor of a layer. */
+typedef struct et_param {
+    char name[96];   /* PyTorch state_dict name, e.g. "3.weight" */
+    int ndim;
+    int64_t shape[4];
+    int64_t n;
+    float *data;
+    float *grad;     /* NULL for buffers */
+    float *opt[2];   /* optimizer state (momentum / Adam moments), NULL if unused */
+    int trainable;   /* 0 for buffers (running stats) */
+} et_param;
+
+#define ET_MAX_PARAMS 4
+typedef struct et_layer {
+    et_layer_type type;
+    int index;        /* position in the model's layer list (also the matmul layer id) */
+    char prefix[80];  /* PyTorch module path, e.g. "3" or "4.body.0"; "" for add */
+    et_shape in, out;
+    union {
+        et_conv_cfg conv;
+        et_linear_cfg linear;
+        et_pool_cfg pool;
+        et_bn_cfg bn;
+        et_dropout_cfg dropout;
+    } cfg;
+    int nparams;
+    et_param params[ET_MAX_PARAMS];
+    int64_t num_batches_tracked; /* bn only */
+    float *state;                /* per-layer training state (bn: mean, invstd) */
+    int skip_ep, skip_wg;        /* first layer / frozen layer */
+} et_layer;
+
+/* What a layer call gets besides its tensors. */
+typedef struct et_lctx {
+    et_engine *eng;
+    float *scratch;        /* scratch_floats() floats, 64-byte aligned */
+    int batch;             /* images in this call */
+    int train;             /* 1: training mode (bn batch stats, dropout active) */
+    uint64_t seed, step;   /* for dropout masks */
+} et_lctx;
+
+typedef struct et_layer_ops {
+    const char *keyword;
+    /* Computes out shape and parameter shapes from l->in and l->cfg. */
+    et_status (*setup)(et_layer *l);
+    /* Scratch floats a call needs at `batch` images; state floats kept per layer. */
+    size_t (*scratch_floats)(const et_layer *l, int batch);
+    size_t (*state_floats)(const et_layer *l);
+    et_status (*ff)(et_layer *l, const et_lctx *c, const float *x, float *y);
+    /* EP: dx from dy (x, y are the FF input and output). Overwrites dx. */
+    et_status (*ep)(et_layer *l, const et_lctx *c, const float *x, const float *y,
+                    const float *dy, float *dx);
+    /* WG: parameter gradients from x and dy (overwrites grads). NULL if no params. */
+    et_status (*wg)(et_layer *l, const et_lctx *c, const float *x, const float *dy);
+    /* Forward MACs per image in the matmul path (0 for non-matmul layers). */
+    int64_t (*macs)(const et_layer *l);
+} et_layer_ops;
+
+extern const et_layer_ops *const et_layer_table[ET_L_NTYPES];
+
+/* Add layer: two inputs; FF y = x + x2; EP gives dy to both. */
+et_status et_add_ff(const et_lctx *c, et_shape s, const float *a, const float *b, float *y);
+
+/* Helpers shared by layer implementations. */
+void et_param_define(et_layer *l, const char *suffix, int trainable, int ndim, const int64_t *shape);
+#endif

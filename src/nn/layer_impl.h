@@ -1,0 +1,11 @@
+/* Shared by the files that implement layers (not part of the API). */
+#ifndef ET_LAYER_IMPL_H
+#define ET_LAYER_IMPL_H
+#include "nn/layer.h"
+
+/* Sum of n floats in a fixed order with a double accumulator. */
+float et_sum_f32(const float *x, int64_t n);
+
+extern const et_layer_ops et_conv_ops, et_linear_ops, et_relu_ops, et_maxpool_ops,
+    et_avgpool_ops, et_bn_ops, et_flatten_ops, et_dropout_ops, et_add_ops;
+#endif

@@ -1,0 +1,63 @@
+/* The model: a list of nodes in topological order over numbered tensors.
+ * Tensor 0 is the input batch. Each node is one layer with one input tensor,
+ * or a residual add with two. See docs/architecture.md. */
+#ifndef ET_MODEL_H
+#define ET_MODEL_H
+#include "kernels/matmul.h"
+#include "nn/layer.h"
+
+typedef struct et_tensor {
+    et_shape shape;
+    int producer;   /* node index, -1 for the input */
+    int consumers;  /* number of nodes reading it */
+    int alias_of;   /* -1, or the tensor whose storage it shares (in-place relu) */
+    int grad_slot;  /* gradient slot, -1 if no gradient */
+    int needs_grad; /* some layer upstream has parameters */
+    float *val;     /* batch_cap * numel floats */
+} et_tensor;
+
+typedef struct et_node {
+    et_layer layer;
+    int in, in2; /* in2 >= 0 only for add */
+    int out;
+} et_node;
+
+struct et_model {
+    char name[64];
+    char *spec_text;
+    int nnodes, cap_nodes;
+    et_node *nodes;
+    int ntensors, cap_tensors;
+    et_tensor *tensors;
+    int entries; /* top-level entries (PyTorch Sequential indices used) */
+
+    /* plan */
+    int batch_cap;
+    int planned;
+    et_optim optim;
+    int nslots;
+    float **slots;    /* gradient slots, each slot_floats */
+    size_t slot_floats;
+    float *tmp;       /* accumulation buffer for tensors read twice */
+    float *scratch;
+    size_t scratch_floats;
+    float *input_nchw; /* caller-filled input; tensor 0's storage when C == 1 */
+    void *arena;
+    et_memory_plan mem;
+
+    /* training state */
+    int64_t step;
+    uint64_t seed;
+    et_engine eng;
+    et_counters *layer_counters;
+    float *probs;     /* softmax of the last forward (= dlogits workspace) */
+    int last_batch;
+    int last_train;
+};
+
+/* Builders used by the spec parser. Return the new output tensor id or -1. */
+int et_model_add_input(et_model *m, et_shape s);
+et_status et_model_add_layer(et_model *m, et_layer_type t, const void *cfg, size_t cfg_size,
+                             const char *prefix, int in, int *out);
+et_status et_model_add_residual(et_model *m, int a, int b, int *out);
+#endif

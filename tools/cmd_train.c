@@ -1,0 +1,326 @@
+/* edgetrain train: the training loop, checkpoints, JSON summary. */
+#include "cli.h"
+
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char train_help[] =
+    "usage: edgetrain train --model SPEC --data fmnist [options]\n"
+    "\n"
+    "Trains a model with softmax cross-entropy and writes a summary.\n"
+    "\n"
+    "  --model SPEC        model spec file, or a name in models/ (mlp, lenet, vgg8, alexnet, resnet)\n"
+    "  --data NAME         data set: fmnist (Fashion-MNIST)\n"
+    "  --data-dir DIR      directory with the four IDX files, gzipped or not\n"
+    "                      (default /usr/share/datasets/fashion-mnist)\n"
+    "  --epochs E          passes over the training data (default 1)\n"
+    "  --steps S           optimizer steps instead of epochs\n"
+    "  --batch B           images per step (default 100; the last batch of an epoch may be smaller)\n"
+    "  --lr LR             learning rate (default 0.01 for sgd, 0.001 for adam)\n"
+    "  --momentum M        SGD momentum (default 0.9)\n"
+    "  --nesterov          Nesterov momentum\n"
+    "  --weight-decay WD   L2 weight decay added to the gradient (default 0)\n"
+    "  --optimizer NAME    sgd (default) or adam\n"
+    "  --lr-schedule S     none (default), step:SIZE:GAMMA (per epoch), cosine[:T_MAX epochs]\n"
+    "  --seed S            seed for init, shuffling and dropout (default 1)\n"
+    "  --threads T         worker threads (default: all cores; results do not depend on it)\n"
+    "  --init-from F       start from the weights in a safetensors checkpoint (PyTorch names)\n"
+    "  --resume F          continue a run from a checkpoint written by --save (with optimizer state)\n"
+    "  --save F            write the final checkpoint (weights + optimizer state), atomically\n"
+    "  --no-shuffle        use file order instead of a seeded shuffle per epoch\n"
+    "  --train-limit N     use the first N training images (default all)\n"
+    "  --test-limit N      evaluate on the first N test images (default all; 0 skips)\n"
+    "  --json F            write a JSON summary\n"
+    "  --log-loss F        write CSV step,loss (each step's batch loss before its update)\n"
+    "  --quiet             no progress output\n"
+    "\n"
+    "final_loss in the summary is the mean batch loss over the last min(100, steps) steps.\n";
+
+enum { O_MODEL = 1000, O_DATA, O_DATADIR, O_EPOCHS, O_STEPS, O_BATCH, O_LR, O_MOM, O_NEST, O_WD, O_OPT,
+       O_SCHED, O_SEED, O_THREADS, O_INIT, O_RESUME, O_SAVE, O_NOSHUF, O_TRLIM, O_TELIM, O_JSON,
+       O_LOGLOSS, O_QUIET, O_HELP };
+
+static const struct option train_opts[] = {
+    {"model", 1, 0, O_MODEL},     {"data", 1, 0, O_DATA},       {"data-dir", 1, 0, O_DATADIR},
+    {"epochs", 1, 0, O_EPOCHS},   {"steps", 1, 0, O_STEPS},     {"batch", 1, 0, O_BATCH},
+    {"lr", 1, 0, O_LR},           {"momentum", 1, 0, O_MOM},    {"nesterov", 0, 0, O_NEST},
+    {"weight-decay", 1, 0, O_WD}, {"optimizer", 1, 0, O_OPT},   {"lr-schedule", 1, 0, O_SCHED},
+    {"seed", 1, 0, O_SEED},       {"threads", 1, 0, O_THREADS}, {"init-from", 1, 0, O_INIT},
+    {"resume", 1, 0, O_RESUME},   {"save", 1, 0, O_SAVE},       {"no-shuffle", 0, 0, O_NOSHUF},
+    {"train-limit", 1, 0, O_TRLIM}, {"test-limit", 1, 0, O_TELIM}, {"json", 1, 0, O_JSON},
+    {"log-loss", 1, 0, O_LOGLOSS}, {"quiet", 0, 0, O_QUIET},    {"help", 0, 0, O_HELP},
+    {0, 0, 0, 0}};
+
+typedef struct {
+    const char *model, *data, *data_dir, *init_from, *resume, *save, *json, *log_loss;
+    long long epochs, steps, batch, seed, threads, train_limit, test_limit;
+    double lr, momentum, wd;
+    int nesterov, shuffle, quiet, have_lr, have_mom;
+    et_optim_kind opt;
+    int sched; /* 0 none, 1 step, 2 cosine */
+    long long sched_size;
+    double sched_gamma;
+} train_args;
+
+static int parse_schedule(train_args *a, const char *s) {
+    if (!strcmp(s, "none")) return a->sched = 0, 1;
+    if (!strncmp(s, "step:", 5)) {
+        char buf[64];
+        snprintf(buf, sizeof buf, "%s", s + 5);
+        char *colon = strchr(buf, ':');
+        if (!colon) return 0;
+        *colon = 0;
+        a->sched = 1;
+        return cli_int(buf, 1, 1000000, &a->sched_size) && cli_float(colon + 1, 0, 1e6, &a->sched_gamma);
+    }
+    if (!strcmp(s, "cosine")) return a->sched = 2, a->sched_size = 0, 1;
+    if (!strncmp(s, "cosine:", 7)) return a->sched = 2, cli_int(s + 7, 1, 1000000, &a->sched_size);
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, train_args *a) {
+    memset(a, 0, sizeof *a);
+    a->epochs = 1, a->batch = 100, a->seed = 1, a->train_limit = -1, a->test_limit = -1;
+    a->momentum = 0.9, a->shuffle = 1, a->opt = ET_OPT_SGD, a->steps = -1;
+    int c, li = 0, have_epochs = 0;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", train_opts, &li)) != -1) {
+        const char *v = optarg;
+        int ok = 1;
+        switch (c) {
+        case O_MODEL: a->model = v; break;
+        case O_DATA: a->data = v; break;
+        case O_DATADIR: a->data_dir = v; break;
+        case O_EPOCHS: ok = cli_int(v, 1, 100000, &a->epochs), have_epochs = 1; break;
+        case O_STEPS: ok = cli_int(v, 1, (long long)1 << 40, &a->steps); break;
+        case O_BATCH: ok = cli_int(v, 1, 65536, &a->batch); break;
+        case O_LR: ok = cli_float(v, 1e-12, 1e6, &a->lr), a->have_lr = 1; break;
+        case O_MOM: ok = cli_float(v, 0, 1, &a->momentum), a->have_mom = 1; break;
+        case O_NEST: a->nesterov = 1; break;
+        case O_WD: ok = cli_float(v, 0, 1e3, &a->wd); break;
+        case O_OPT:
+            if (!strcmp(v, "sgd")) a->opt = ET_OPT_SGD;
+            else if (!strcmp(v, "adam")) a->opt = ET_OPT_ADAM;
+            else return cli_fail("train", 1, "unknown optimizer '%s' (sgd or adam)", v);
+            break;
+        case O_SCHED:
+            if (!parse_schedule(a, v))
+                return cli_fail("train", 1, "bad --lr-schedule '%s' (none, step:SIZE:GAMMA, cosine[:T_MAX])", v);
+            break;
+        case O_SEED: ok = cli_int(v, 0, INT64_MAX, &a->seed); break;
+        case O_THREADS: ok = cli_int(v, 1, 1024, &a->threads); break;
+        case O_INIT: a->init_from = v; break;
+        case O_RESUME: a->resume = v; break;
+        case O_SAVE: a->save = v; break;
+        case O_NOSHUF: a->shuffle = 0; break;
+        case O_TRLIM: ok = cli_int(v, 1, INT64_MAX, &a->train_limit); break;
+        case O_TELIM: ok = cli_int(v, 0, INT64_MAX, &a->test_limit); break;
+        case O_JSON: a->json = v; break;
+        case O_LOGLOSS: a->log_loss = v; break;
+        case O_QUIET: a->quiet = 1; break;
+        case O_HELP: fputs(train_help, stdout); exit(0);
+        default: return cli_bad_option("train", argv[optind - 1]);
+        }
+        if (!ok) return cli_fail("train", 1, "bad value '%s' for --%s", v, train_opts[li].name);
+    }
+    if (optind < argc) return cli_fail("train", 1, "unexpected argument '%s'", argv[optind]);
+    if (!a->model) return cli_fail("train", 1, "--model is required (see edgetrain train --help)");
+    if (!a->data) return cli_fail("train", 1, "--data is required (e.g. --data fmnist)");
+    if (have_epochs && a->steps > 0) return cli_fail("train", 1, "give --epochs or --steps, not both");
+    if (a->init_from && a->resume) return cli_fail("train", 1, "give --init-from or --resume, not both");
+    if (!a->have_lr) a->lr = a->opt == ET_OPT_ADAM ? 1e-3 : 0.01;
+    return 0;
+}
+
+static float lr_at(const train_args *a, int epoch, int total_epochs) {
+    if (a->sched == 1) return et_lr_step((float)a->lr, epoch, (int)a->sched_size, (float)a->sched_gamma);
+    if (a->sched == 2) return et_lr_cosine((float)a->lr, epoch, a->sched_size ? (int)a->sched_size : total_epochs, 0.0f);
+    return (float)a->lr;
+}
+
+static cJSON *stage_obj(const uint64_t v[ET_NSTAGES]) {
+    cJSON *o = cJSON_CreateObject();
+    for (int s = 0; s < ET_NSTAGES; s++) cJSON_AddNumberToObject(o, et_stage_name((et_stage)s), (double)v[s]);
+    return o;
+}
+
+int cmd_train(int argc, char **argv) {
+    train_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc) return rc;
+    if (a.threads) et_set_threads((int)a.threads);
+
+    et_model *m = NULL;
+    et_dataset train = {0}, test = {0};
+    int64_t *perm = NULL;
+    uint8_t *labels = NULL;
+    FILE *lossf = NULL;
+    char loss_tmp[4096] = "";
+    float *recent = NULL;
+    rc = 1;
+
+    et_optim opt = et_optim_default(a.opt);
+    opt.lr = (float)a.lr;
+    opt.momentum = a.opt == ET_OPT_SGD ? (float)a.momentum : 0.0f;
+    opt.nesterov = a.nesterov;
+    opt.weight_decay = (float)a.wd;
+    if (a.nesterov && opt.momentum == 0.0f) {
+        cli_fail("train", 1, "--nesterov needs a non-zero --momentum");
+        goto out;
+    }
+    if (et_model_load_spec(a.model, &m) || et_model_plan(m, (int)a.batch, &opt)) {
+        cli_fail("train", 0, "%s", et_last_error());
+        goto out;
+    }
+    if (et_model_init_he(m, (uint64_t)a.seed)) goto fail;
+    if (a.init_from && et_model_load(m, a.init_from, 0)) goto fail;
+    if (a.resume && et_model_load(m, a.resume, 1)) goto fail;
+    et_model_set_seed(m, (uint64_t)a.seed);
+
+    if (cli_load_data(a.data, a.data_dir, 1, a.train_limit, &train)) goto fail;
+    if (a.test_limit != 0 && cli_load_data(a.data, a.data_dir, 0, a.test_limit, &test)) goto fail;
+
+    const int64_t ntrain = train.n, B = a.batch;
+    const int64_t spe = (ntrain + B - 1) / B;
+    const int64_t total = a.steps > 0 ? a.steps : a.epochs * spe;
+    const int total_epochs = (int)((total + spe - 1) / spe);
+    int64_t start = et_model_step(m);
+    if (start > total) {
+        cli_fail("train", 0, "checkpoint is at step %lld, past the requested %lld steps", (long long)start, (long long)total);
+        goto out;
+    }
+    perm = malloc(sizeof *perm * (size_t)ntrain);
+    labels = malloc((size_t)B);
+    recent = calloc(100, sizeof *recent);
+    if (!perm || !labels || !recent) {
+        cli_fail("train", 0, "out of memory");
+        goto out;
+    }
+    if (a.log_loss) {
+        snprintf(loss_tmp, sizeof loss_tmp, "%s.tmp.%ld", a.log_loss, (long)getpid());
+        if (!(lossf = fopen(loss_tmp, "w"))) {
+            cli_fail("train", 0, "cannot write %s", a.log_loss);
+            goto out;
+        }
+        fprintf(lossf, "step,loss\n");
+    }
+
+    cli_progress prog;
+    cli_progress_init(&prog, total, a.quiet);
+    int64_t images = 0, cur_epoch = -1;
+    float loss = NAN;
+    int nrecent = 0;
+    et_model_reset_counters(m);
+    double t0 = cli_now();
+    for (int64_t s = start; s < total; s++) {
+        int64_t epoch = s / spe, b = s % spe;
+        if (epoch != cur_epoch) {
+            if (a.shuffle) et_shuffle((uint64_t)a.seed, (uint64_t)epoch, ntrain, perm);
+            else for (int64_t i = 0; i < ntrain; i++) perm[i] = i;
+            cur_epoch = epoch;
+        }
+        int n = (int)(ntrain - b * B < B ? ntrain - b * B : B);
+        const int64_t *idx = perm + b * B;
+        for (int i = 0; i < n; i++) labels[i] = train.labels[idx[i]];
+        float lr = lr_at(&a, (int)epoch, total_epochs);
+        if (et_model_set_input_u8(m, &train, idx, n) || et_model_train_step(m, labels, n, lr, &loss)) goto fail;
+        if (!isfinite(loss)) {
+            cli_progress_end(&prog);
+            cli_fail("train", 0, "loss became %f at step %lld: lower --lr", loss, (long long)s);
+            goto out;
+        }
+        images += n;
+        recent[nrecent++ % 100] = loss;
+        if (lossf) fprintf(lossf, "%lld,%.9g\n", (long long)s, loss);
+        cli_progress_update(&prog, s + 1, images, loss, s + 1 == total);
+        if (!a.quiet && !prog.enabled && (b == spe - 1 || s + 1 == total))
+            fprintf(stderr, "epoch %lld: step %lld/%lld loss %.4f %.0f img/s\n", (long long)epoch + 1,
+                    (long long)s + 1, (long long)total, loss, images / (cli_now() - t0));
+    }
+    double secs = cli_now() - t0;
+    cli_progress_end(&prog);
+    et_counters cnt = *et_model_counters(m);
+
+    if (lossf) {
+        int bad = fflush(lossf) != 0 || fsync(fileno(lossf)) != 0;
+        bad |= fclose(lossf) != 0;
+        lossf = NULL;
+        if (bad || rename(loss_tmp, a.log_loss)) {
+            cli_fail("train", 0, "cannot write %s", a.log_loss);
+            goto out;
+        }
+        loss_tmp[0] = 0;
+    }
+    if (a.save && et_model_save(m, a.save, 1)) goto fail;
+
+    double acc = NAN, test_loss = NAN;
+    if (test.n > 0 && et_model_evaluate(m, &test, -1, &acc, &test_loss)) goto fail;
+    int nr = nrecent < 100 ? nrecent : 100;
+    double final_loss = 0;
+    for (int i = 0; i < nr; i++) final_loss += recent[i];
+    final_loss = nr ? final_loss / nr : NAN;
+    et_memory_plan mem = et_model_memory(m);
+    double ips = secs > 0 ? images / secs : 0;
+
+    printf("model %s: %lld steps, %lld images in %.2f s (%.0f images/s, %d threads)\n", et_model_name(m),
+           (long long)(total - start), (long long)images, secs, ips, et_get_threads());
+    if (test.n > 0) printf("test accuracy %.4f on %lld images (loss %.4f)\n", acc, (long long)test.n, test_loss);
+    printf("final training loss %.4f; memory plan %.1f MB; peak RSS %.1f MB\n", final_loss,
+           mem.total / 1048576.0, cli_peak_rss_bytes() / 1048576.0);
+
+    if (a.json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", et_model_name(m));
+        cJSON_AddNumberToObject(j, "steps", (double)(total - start));
+        cJSON_AddNumberToObject(j, "first_step", (double)start);
+        cJSON_AddNumberToObject(j, "epochs", total_epochs);
+        cJSON_AddNumberToObject(j, "batch", (double)B);
+        cJSON_AddNumberToObject(j, "train_images", (double)images);
+        if (test.n > 0) {
+            cJSON_AddNumberToObject(j, "test_accuracy", acc);
+            cJSON_AddNumberToObject(j, "test_loss", test_loss);
+            cJSON_AddNumberToObject(j, "test_images", (double)test.n);
+        } else {
+            cJSON_AddNullToObject(j, "test_accuracy");
+        }
+        if (isfinite(final_loss)) cJSON_AddNumberToObject(j, "final_loss", final_loss);
+        else cJSON_AddNullToObject(j, "final_loss");
+        cJSON_AddNumberToObject(j, "train_seconds", secs);
+        cJSON_AddNumberToObject(j, "train_images_per_second", ips);
+        cJSON_AddNumberToObject(j, "peak_memory_bytes", (double)mem.total);
+        cJSON_AddNumberToObject(j, "peak_rss_bytes", (double)cli_peak_rss_bytes());
+        cJSON_AddNumberToObject(j, "threads", et_get_threads());
+        cJSON_AddNumberToObject(j, "seed", (double)a.seed);
+        cJSON_AddStringToObject(j, "optimizer", a.opt == ET_OPT_ADAM ? "adam" : "sgd");
+        cJSON_AddNumberToObject(j, "lr", a.lr);
+        cJSON_AddStringToObject(j, "gemm_kernel", et_gemm_kernel_name());
+        cJSON_AddItemToObject(j, "macs_dense", stage_obj(cnt.macs_dense));
+        cJSON_AddItemToObject(j, "macs_executed", stage_obj(cnt.macs_executed));
+        char *txt = cJSON_Print(j);
+        cJSON_Delete(j);
+        size_t len = txt ? strlen(txt) : 0;
+        int bad = !txt || cli_write_atomic(a.json, txt, len);
+        free(txt);
+        if (bad) {
+            cli_fail("train", 0, "cannot write %s", a.json);
+            goto out;
+        }
+    }
+    rc = 0;
+    goto out;
+fail:
+    cli_fail("train", 0, "%s", et_last_error());
+out:
+    if (lossf) fclose(lossf);
+    if (loss_tmp[0]) remove(loss_tmp);
+    free(perm), free(labels), free(recent);
+    et_dataset_free(&train);
+    et_dataset_free(&test);
+    et_model_free(m);
+    return rc;
+}
