@@ -170,7 +170,7 @@ static int plan_tensors(et_model *m) {
             if (t < 0 || !m->tensors[t].needs_grad) continue;
             if (m->tensors[t].grad_slot < 0) m->tensors[t].grad_slot = ALLOC_SLOT();
         }
-        if (nfree < 64) free_list[nfree++] = m->tensors[n->out].grad_slot;
+        if (m->tensors[n->out].grad_slot >= 0 && nfree < 64) free_list[nfree++] = m->tensors[n->out].grad_slot;
     }
 #undef ALLOC_SLOT
     return nslots;
@@ -467,6 +467,7 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
         et_node *nd = &m->nodes[i];
         et_layer *L = &nd->layer;
         const et_layer_ops *ops = et_layer_table[L->type];
+        if (m->tensors[nd->out].grad_slot < 0) continue; /* nothing upstream learns */
         const float *x = m->tensors[nd->in].val, *y = m->tensors[nd->out].val;
         const float *dy = m->slots[m->tensors[nd->out].grad_slot];
         const int64_t nin = et_shape_numel(L->in) * n;
