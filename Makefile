@@ -82,7 +82,7 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 tests: $(TEST_BIN) $(CLI)
 
 check: tests
-	@BUILD=$(BUILD) sh tests/run_all.sh $(TEST_BIN)
+	@ET_CLI=$(CLI) sh tests/run_all.sh $(TEST_BIN)
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" check
@@ -107,3 +107,39 @@ clean:
 	rm -rf build build-asan
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+
+# --- fuzzing (clang + libFuzzer) ---
+#   make fuzz [FUZZ_SECONDS=60]   builds build-fuzz/fuzz_safetensors and
+#   build-fuzz/fuzz_idx (clang -fsanitize=fuzzer,address,undefined) and runs
+#   each for FUZZ_SECONDS. Seeds: tests/fuzz/corpus/<target>/ (read only);
+#   inputs found are kept in build-fuzz/corpus/<target>/, crashes in
+#   build-fuzz/crash-*. Only the sources a target needs are compiled.
+FUZZ_CC      ?= clang
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS   = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -g -O1 \
+                -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=undefined $(WARN) -Iinclude -Isrc
+FUZZ_ST_SRC   = tests/fuzz/fuzz_safetensors.c src/io/safetensors.c src/core/error.c
+FUZZ_IDX_SRC  = tests/fuzz/fuzz_idx.c src/data/idx.c src/core/error.c
+
+.PHONY: fuzz fuzz-build fuzz-clean
+$(FUZZ_BUILD)/fuzz_safetensors: $(FUZZ_ST_SRC) src/io/safetensors_internal.h include/edgetrain.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(FUZZ_ST_SRC) -lcjson
+$(FUZZ_BUILD)/fuzz_idx: $(FUZZ_IDX_SRC) include/edgetrain.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(FUZZ_IDX_SRC) -lz
+
+fuzz-build: $(FUZZ_BUILD)/fuzz_safetensors $(FUZZ_BUILD)/fuzz_idx
+
+fuzz: fuzz-build
+	@mkdir -p $(FUZZ_BUILD)/corpus/safetensors $(FUZZ_BUILD)/corpus/idx
+	cd $(FUZZ_BUILD) && ./fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    -dict=$(CURDIR)/tests/fuzz/safetensors.dict corpus/safetensors $(CURDIR)/tests/fuzz/corpus/safetensors
+	cd $(FUZZ_BUILD) && ./fuzz_idx -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    corpus/idx $(CURDIR)/tests/fuzz/corpus/idx
+
+fuzz-clean:
+	rm -rf $(FUZZ_BUILD)
+clean: fuzz-clean

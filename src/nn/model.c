@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define ALIGN 64
 #define MAX_FLOATS ((int64_t)1 << 34) /* refuse plans beyond 64 GB */
@@ -71,6 +72,10 @@ et_status et_model_add_layer(et_model *m, et_layer_type t, const void *cfg, size
     }
     if (et_shape_numel(l->out) <= 0 || et_shape_numel(l->out) > (1 << 28))
         return et_set_error(ET_ERR_SHAPE, "layer %s: output size out of range", prefix);
+    for (int p = 0; p < l->nparams; p++)
+        if (l->params[p].n > ((int64_t)1 << 31))
+            return et_set_error(ET_ERR_SHAPE, "layer %s: %lld parameters is too many", prefix,
+                                (long long)l->params[p].n);
     int o = new_tensor(m, l->out, n->layer.index);
     if (o < 0) return et_set_error(ET_ERR_NOMEM, "out of memory building the model");
     m->tensors[in].consumers++;
@@ -146,6 +151,16 @@ static int opt_buffers(const et_optim *o) {
     if (!o) return 0;
     if (o->kind == ET_OPT_ADAM) return 2;
     return o->momentum != 0.0f ? 1 : 0;
+}
+
+/* Largest plan we accept: 3/4 of physical memory (a clear error instead of
+ * an allocation the OS would kill us for). */
+static size_t plan_cap_bytes(void) {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && psz > 0) return (size_t)pages / 4 * 3 * (size_t)psz;
+#endif
+    return (size_t)1 << 40;
 }
 
 /* Assigns in-place aliases and gradient slots; returns the number of slots. */
@@ -240,6 +255,10 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
     a_bytes += stage_bytes;
     size_t total = p_bytes + g_bytes + o_bytes + a_bytes + s_bytes + st_bytes + scratch_bytes + probs_bytes;
 
+    size_t cap = plan_cap_bytes();
+    if (total > cap)
+        return et_set_error(ET_ERR_NOMEM, "the memory plan needs %.1f GB, more than the %.1f GB allowed (3/4 of RAM)",
+                            total / 1e9, cap / 1e9);
     m->slots = calloc((size_t)m->nslots, sizeof *m->slots);
     m->layer_counters = NULL;
     size_t counters_bytes = align_up(sizeof(et_counters) * (size_t)m->nnodes);
