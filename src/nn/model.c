@@ -442,7 +442,7 @@ et_status et_model_forward(et_model *m, int n, int train, const float **logits) 
 }
 
 /* Softmax cross-entropy, mean over the batch. probs <- dL/dlogits. */
-static double softmax_xent(const float *logits, const uint8_t *labels, int n, int k, float *dlogits,
+double et_softmax_xent(const float *logits, const uint8_t *labels, int n, int k, float *dlogits,
                            int64_t *correct) {
     double total = 0;
     int64_t right = 0;
@@ -473,7 +473,7 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
     for (int i = 0; i < n; i++)
         if (labels[i] >= k) return et_set_error(ET_ERR_INVALID, "label %d out of range for %d classes", labels[i], k);
     const int T = m->ntensors - 1;
-    double l = softmax_xent(m->tensors[T].val, labels, n, k, m->slots[m->tensors[T].grad_slot], correct);
+    double l = et_softmax_xent(m->tensors[T].val, labels, n, k, m->slots[m->tensors[T].grad_slot], correct);
     if (loss) *loss = (float)l;
 
     et_lctx c = make_ctx(m, n, m->last_train);
