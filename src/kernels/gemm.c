@@ -1,0 +1,381 @@
+/* Packed, blocked FP32 GEMM (BLIS-style) with run-time ISA dispatch.
+ *
+ * Loop nest per thread region [m0,m1) x [n0,n1) of C:
+ *   jc over N in NC blocks
+ *     pc over K in KC blocks        (fixed from 0, never depends on threads)
+ *       pack op(B)[pc, jc] into NR-wide panels            (thread-private)
+ *       ic over M in MC blocks
+ *         pack op(A)[ic, pc] into MR-tall panels          (thread-private)
+ *         jr over NR panels, ir over MR panels: micro-kernel
+ * The first K block applies beta (beta == 0: C never read), later ones add.
+ * Threads split C into disjoint rectangles on the MR x NR tile grid, so each C
+ * element is computed by one thread in one fixed order: results are
+ * bit-identical for any thread count. K is never split.
+ */
+#include "kernels/gemm_internal.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "edgetrain.h"
+
+/* ------------------------------------------------------------ kernel table */
+
+typedef struct kinfo {
+    et_gemm_ukernel kern;
+    et_gemm_packa packa; /* NULL: the portable packers */
+    et_gemm_packb packb;
+    int mr, nr;          /* micro-tile */
+    int mc, kc, nc;      /* cache blocks: mc % mr == 0, nc % nr == 0 */
+    const char *name;
+} kinfo;
+
+static void ukernel_scalar(int m, int n, int k, const float *a, ptrdiff_t as, const float *b,
+                           ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta);
+
+enum { MAX_MR = 8, MAX_NR = 48, MAX_KC = 512 };
+
+static const kinfo kernels[3] = {
+    [ET_ISA_SCALAR] = {ukernel_scalar, NULL, NULL, ET_GEMM_SCALAR_MR, ET_GEMM_SCALAR_NR, 128, 256, 1024,
+                       "scalar 4x8"},
+#if ET_GEMM_HAVE_X86
+    [ET_ISA_AVX2] = {et_gemm_ukernel_avx2, NULL, NULL, ET_GEMM_AVX2_MR, ET_GEMM_AVX2_NR, 144, 256, 2048,
+                     "avx2 6x16"},
+    [ET_ISA_AVX512] = {et_gemm_ukernel_avx512, et_gemm_packa_avx512, et_gemm_packb_avx512,
+                       ET_GEMM_AVX512_MR,
+                       ET_GEMM_AVX512_NR, 128, 384, 1536, "avx512 8x48"},
+#endif
+};
+
+static const kinfo *pick(et_isa isa) {
+    et_isa cpu = et_cpu_isa();
+    if ((unsigned)isa > (unsigned)cpu) isa = cpu;
+    while (isa > ET_ISA_SCALAR && !kernels[isa].kern) isa = (et_isa)(isa - 1);
+    return &kernels[isa];
+}
+
+/* ------------------------------------------------------- scalar micro-kernel */
+
+static void ukernel_scalar(int m, int n, int k, const float *a, ptrdiff_t as, const float *b,
+                           ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta) {
+    enum { MR = ET_GEMM_SCALAR_MR, NR = ET_GEMM_SCALAR_NR };
+    float acc[MR][NR];
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++) acc[r][j] = 0.0f;
+    for (int p = 0; p < k; p++) {
+        for (int r = 0; r < MR; r++) {
+            float ar = a[r];
+            for (int j = 0; j < NR; j++) acc[r][j] += ar * b[j];
+        }
+        a += as;
+        b += bs;
+    }
+    for (int r = 0; r < m; r++) {
+        float *cr = c + r * ldc;
+        if (beta == 0.0f)
+            for (int j = 0; j < n; j++) cr[j] = alpha * acc[r][j];
+        else
+            for (int j = 0; j < n; j++) cr[j] = alpha * acc[r][j] + beta * cr[j];
+    }
+}
+
+/* ---------------------------------------------------------------- packing */
+
+typedef struct args {
+    int ta, tb, M, N, K;
+    float alpha, beta;
+    const float *A;
+    ptrdiff_t lda;
+    const float *B;
+    ptrdiff_t ldb;
+    float *C;
+    ptrdiff_t ldc;
+} args;
+
+/* op(A)[i0 .. i0+mb, p0 .. p0+kb] -> ceil(mb/mr) panels of kb x mr (zero-padded). */
+static void pack_a(const args *g, const kinfo *ki, int i0, int mb, int p0, int kb,
+                   float *restrict dst) {
+    const int mr = ki->mr;
+    for (int ir = 0; ir < mb; ir += mr) {
+        int m = mb - ir < mr ? mb - ir : mr;
+        float *d = dst + (size_t)ir * kb;
+        if (ki->packa) {
+            const float *a = g->ta ? g->A + (ptrdiff_t)p0 * g->lda : g->A + p0;
+            ki->packa(g->ta, a, g->lda, i0 + ir, m, kb, d);
+        } else if (!g->ta) {
+            /* A is M x K: row i contiguous in p. */
+            for (int r = 0; r < m; r++) {
+                const float *s = g->A + (ptrdiff_t)(i0 + ir + r) * g->lda + p0;
+                for (int p = 0; p < kb; p++) d[(size_t)p * mr + r] = s[p];
+            }
+            for (int r = m; r < mr; r++)
+                for (int p = 0; p < kb; p++) d[(size_t)p * mr + r] = 0.0f;
+        } else {
+            /* A is K x M: row p contiguous in i. */
+            const float *s = g->A + (ptrdiff_t)p0 * g->lda + i0 + ir;
+            for (int p = 0; p < kb; p++) {
+                const float *sp = s + (ptrdiff_t)p * g->lda;
+                float *dp = d + (size_t)p * mr;
+                int r = 0;
+                for (; r < m; r++) dp[r] = sp[r];
+                for (; r < mr; r++) dp[r] = 0.0f;
+            }
+        }
+    }
+}
+
+static void packb_generic(int tb, const float *B, ptrdiff_t ldb, int p0, int kb, int j0, int n,
+                          int nr, float *restrict d) {
+    if (!tb) {
+        const float *s = B + (ptrdiff_t)p0 * ldb + j0;
+        for (int p = 0; p < kb; p++) {
+            const float *sp = s + (ptrdiff_t)p * ldb;
+            float *dp = d + (size_t)p * nr;
+            int j = 0;
+            for (; j < n; j++) dp[j] = sp[j];
+            for (; j < nr; j++) dp[j] = 0.0f;
+        }
+    } else {
+        /* B is N x K: column j of op(B) contiguous in p. */
+        for (int j = 0; j < n; j++) {
+            const float *s = B + (ptrdiff_t)(j0 + j) * ldb + p0;
+            for (int p = 0; p < kb; p++) d[(size_t)p * nr + j] = s[p];
+        }
+        for (int j = n; j < nr; j++)
+            for (int p = 0; p < kb; p++) d[(size_t)p * nr + j] = 0.0f;
+    }
+}
+
+static void pack_b(const args *g, const kinfo *ki, int p0, int kb, int j0, int nb,
+                   float *restrict dst) {
+    for (int jr = 0; jr < nb; jr += ki->nr) {
+        int n = nb - jr < ki->nr ? nb - jr : ki->nr;
+        float *d = dst + (size_t)jr * kb;
+        if (ki->packb)
+            ki->packb(g->tb, g->B, g->ldb, p0, kb, j0 + jr, n, d);
+        else
+            packb_generic(g->tb, g->B, g->ldb, p0, kb, j0 + jr, n, ki->nr, d);
+    }
+}
+
+/* ------------------------------------------------------------ the driver */
+
+/* One thread's rectangle of C. Ap holds mc*kc floats, Bp kc*nc floats. */
+static void gemm_region(const args *g, const kinfo *ki, int mc, int nc, int m0, int m1, int n0,
+                        int n1, float *Ap, float *Bp) {
+    const int mr = ki->mr, nr = ki->nr, kc = ki->kc;
+    for (int jc = n0; jc < n1; jc += nc) {
+        int nb = n1 - jc < nc ? n1 - jc : nc;
+        for (int pc = 0; pc < g->K; pc += kc) {
+            int kb = g->K - pc < kc ? g->K - pc : kc;
+            float beta = pc == 0 ? g->beta : 1.0f;
+            pack_b(g, ki, pc, kb, jc, nb, Bp);
+            for (int ic = m0; ic < m1; ic += mc) {
+                int mb = m1 - ic < mc ? m1 - ic : mc;
+                pack_a(g, ki, ic, mb, pc, kb, Ap);
+                for (int jr = 0; jr < nb; jr += nr) {
+                    int n = nb - jr < nr ? nb - jr : nr;
+                    const float *bp = Bp + (size_t)jr * kb;
+                    for (int ir = 0; ir < mb; ir += mr) {
+                        int m = mb - ir < mr ? mb - ir : mr;
+                        ki->kern(m, n, kb, Ap + (size_t)ir * kb, mr, bp, nr,
+                                 g->C + (ptrdiff_t)(ic + ir) * g->ldc + jc + jr, g->ldc, g->alpha,
+                                 beta);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* C = beta * C (K == 0 or alpha == 0). */
+static void scale_c(const args *g) {
+    for (int i = 0; i < g->M; i++) {
+        float *c = g->C + (ptrdiff_t)i * g->ldc;
+        if (g->beta == 0.0f)
+            memset(c, 0, sizeof(float) * (size_t)g->N);
+        else if (g->beta != 1.0f)
+            for (int j = 0; j < g->N; j++) c[j] *= g->beta;
+    }
+}
+
+/* ------------------------------------------------------ per-thread buffers */
+
+static size_t ws_mc_kc, ws_kc_nc; /* floats per thread for A and B blocks */
+static int ws_threads;
+static float *ws_mem;
+static atomic_flag ws_busy = ATOMIC_FLAG_INIT;
+
+static void ws_sizes(void) {
+    size_t a = 0, b = 0;
+    for (int i = 0; i < 3; i++) {
+        const kinfo *k = &kernels[i];
+        if (!k->kern) continue;
+        if ((size_t)k->mc * k->kc > a) a = (size_t)k->mc * k->kc;
+        if ((size_t)k->kc * k->nc > b) b = (size_t)k->kc * k->nc;
+    }
+    /* round to whole cache lines so every block starts 64-byte aligned */
+    ws_mc_kc = (a + 15) & ~(size_t)15;
+    ws_kc_nc = (b + 15) & ~(size_t)15;
+}
+
+static void lock_ws(void) {
+    while (atomic_flag_test_and_set_explicit(&ws_busy, memory_order_acquire)) {
+    }
+}
+static void unlock_ws(void) { atomic_flag_clear_explicit(&ws_busy, memory_order_release); }
+
+/* Caller holds the lock. */
+static et_status ws_grow(int max_threads) {
+    if (max_threads < 1) max_threads = 1;
+    if (ws_mem && ws_threads >= max_threads) return ET_OK;
+    ws_sizes();
+    size_t per = ws_mc_kc + ws_kc_nc;
+    size_t bytes = per * sizeof(float) * (size_t)max_threads;
+    float *mem = aligned_alloc(64, bytes);
+    if (!mem) return et_set_error(ET_ERR_NOMEM, "gemm: cannot allocate %zu bytes of workspace", bytes);
+    free(ws_mem);
+    ws_mem = mem;
+    ws_threads = max_threads;
+    return ET_OK;
+}
+
+et_status et_gemm_init(int max_threads) {
+    lock_ws();
+    et_status st = ws_grow(max_threads);
+    unlock_ws();
+    return st;
+}
+
+size_t et_gemm_workspace_bytes(void) {
+    return ws_mem ? (ws_mc_kc + ws_kc_nc) * sizeof(float) * (size_t)ws_threads : 0;
+}
+
+const char *et_gemm_kernel_name(void) { return pick(et_cpu_isa())->name; }
+
+/* -------------------------------------------------------- thread partition */
+
+/* Below this many multiply-adds per thread, extra threads cost more than they
+ * save. Only the speed depends on it. */
+#define MIN_MACS_PER_THREAD (1 << 18)
+
+typedef struct part {
+    int tm, tn; /* thread grid: tm row groups x tn column groups */
+} part;
+
+static part choose_part(const args *g, const kinfo *ki, int T) {
+    int mt = (g->M + ki->mr - 1) / ki->mr, nt = (g->N + ki->nr - 1) / ki->nr;
+    double macs = (double)g->M * g->N * g->K;
+    int want = (int)(macs / MIN_MACS_PER_THREAD);
+    if (want < T) T = want < 1 ? 1 : want;
+    part best = {1, 1};
+    double best_cost = -1;
+    for (int tm = 1; tm <= T; tm++) {
+        for (int tn = 1; tm * tn <= T; tn++) {
+            if (tm > mt || tn > nt) continue;
+            int rm = (mt + tm - 1) / tm, rn = (nt + tn - 1) / tn; /* tiles per thread */
+            /* compute of the largest rectangle + its packing (A rows and B columns,
+             * counted at a fraction of a micro-kernel's rate) */
+            double cost = (double)rm * ki->mr * rn * ki->nr + 4.0 * (rm * ki->mr + rn * ki->nr);
+            if (best_cost < 0 || cost < best_cost - 1e-9) {
+                best_cost = cost;
+                best.tm = tm;
+                best.tn = tn;
+            }
+        }
+    }
+    return best;
+}
+
+/* Range of tiles [lo, hi) of group `i` out of `n` over `tiles` tiles, in elements. */
+static void split(int tiles, int n, int i, int t, int size, int *lo, int *hi) {
+    int a = (int)((long)tiles * i / n), b = (int)((long)tiles * (i + 1) / n);
+    *lo = a * t;
+    *hi = b * t < size ? b * t : size;
+}
+
+static void run(const args *g, const kinfo *ki) {
+    if (g->M <= 0 || g->N <= 0) return;
+    if (g->K <= 0 || g->alpha == 0.0f) {
+        scale_c(g);
+        return;
+    }
+    int nested = 0;
+#ifdef _OPENMP
+    nested = omp_in_parallel();
+#endif
+    if (nested || atomic_flag_test_and_set_explicit(&ws_busy, memory_order_acquire)) {
+        /* Called from inside a parallel region or concurrently with another
+         * call: compute serially in small stack buffers. Same KC and kernel,
+         * hence the same results. */
+        float Ap[MAX_MR * MAX_KC] __attribute__((aligned(64)));
+        float Bp[MAX_KC * MAX_NR] __attribute__((aligned(64)));
+        gemm_region(g, ki, ki->mr, ki->nr, 0, g->M, 0, g->N, Ap, Bp);
+        return;
+    }
+    int T = et_get_threads();
+    if (T < 1) T = 1;
+    if (!ws_mem || ws_threads < T) {
+#ifdef _OPENMP
+        int np = omp_get_num_procs();
+#else
+        int np = 1;
+#endif
+        if (ws_grow(T > np ? T : np) != ET_OK && !ws_mem) {
+            unlock_ws();
+            float Ap[MAX_MR * MAX_KC] __attribute__((aligned(64)));
+            float Bp[MAX_KC * MAX_NR] __attribute__((aligned(64)));
+            gemm_region(g, ki, ki->mr, ki->nr, 0, g->M, 0, g->N, Ap, Bp);
+            return;
+        }
+    }
+    if (T > ws_threads) T = ws_threads;
+    int mt = (g->M + ki->mr - 1) / ki->mr, nt = (g->N + ki->nr - 1) / ki->nr;
+    part pt = choose_part(g, ki, T);
+    int nreg = pt.tm * pt.tn;
+    float *mem = ws_mem;
+    size_t per = ws_mc_kc + ws_kc_nc;
+    if (nreg == 1) {
+        gemm_region(g, ki, ki->mc, ki->nc, 0, g->M, 0, g->N, mem, mem + ws_mc_kc);
+    } else {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nreg)
+        {
+            int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+            float *Ap = mem + per * (size_t)tid, *Bp = Ap + ws_mc_kc;
+            for (int r = tid; r < nreg; r += nth) {
+                int m0, m1, n0, n1;
+                split(mt, pt.tm, r / pt.tn, ki->mr, g->M, &m0, &m1);
+                split(nt, pt.tn, r % pt.tn, ki->nr, g->N, &n0, &n1);
+                if (m0 < m1 && n0 < n1) gemm_region(g, ki, ki->mc, ki->nc, m0, m1, n0, n1, Ap, Bp);
+            }
+        }
+#else
+        (void)per;
+        gemm_region(g, ki, ki->mc, ki->nc, 0, g->M, 0, g->N, mem, mem + ws_mc_kc);
+#endif
+    }
+    unlock_ws();
+}
+
+static void sgemm(const kinfo *ki, int ta, int tb, int M, int N, int K, float alpha,
+                  const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                  int ldc) {
+    args g = {ta != 0, tb != 0, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc};
+    run(&g, ki);
+}
+
+void et_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc) {
+    sgemm(pick(et_cpu_isa()), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void et_sgemm_isa(et_isa isa, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                  int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    sgemm(pick(isa), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}

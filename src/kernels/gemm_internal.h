@@ -1,0 +1,59 @@
+/* Internal interface of the packed FP32 GEMM (src/kernels/gemm*.c).
+ *
+ * A micro-kernel computes one MR x NR tile of C from a K-slice:
+ *   acc[r][c] = sum_{p<k} a[p*as + r] * b[p*bs + c]     (p ascending, one
+ *                                                      accumulator per element)
+ *   C[r][c]   = alpha*acc + beta*C   (beta == 0: C is not read)
+ * for r < m <= MR, c < n <= NR. `a` holds MR values per step p (packed A: as =
+ * MR), `b` holds NR values per step (packed B: bs = NR); both are read for the
+ * full MR x NR tile, so callers zero-pad partial panels. Only the m x n corner
+ * of C is read or written. Every element is summed in the same order whatever
+ * the tile shape, position or thread, which keeps results thread-independent.
+ */
+#ifndef ET_GEMM_INTERNAL_H
+#define ET_GEMM_INTERNAL_H
+#include <stddef.h>
+
+#include "edgetrain.h"
+
+typedef void (*et_gemm_ukernel)(int m, int n, int k, const float *a, ptrdiff_t as,
+                                const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc,
+                                float alpha, float beta);
+
+/* Packs rows [0,kc) x cols [j0,j0+n) of op(B) (n <= nr) into a zero-padded
+ * kc x nr panel (row p at dst + p*nr). */
+typedef void (*et_gemm_packb)(int tb, const float *B, ptrdiff_t ldb, int p0, int kc, int j0,
+                              int n, float *dst);
+
+/* Packs rows [i0,i0+m) x cols [0,kc) of op(A) (m <= mr) into a zero-padded
+ * kc x mr panel (step p at dst + p*mr); A already points at column p0. */
+typedef void (*et_gemm_packa)(int ta, const float *A, ptrdiff_t lda, int i0, int m, int kc,
+                              float *dst);
+
+/* Micro-tile shapes; the drivers in gemm.c rely on these. */
+#define ET_GEMM_SCALAR_MR 4
+#define ET_GEMM_SCALAR_NR 8
+#define ET_GEMM_AVX2_MR 6
+#define ET_GEMM_AVX2_NR 16
+#define ET_GEMM_AVX512_MR 8
+#define ET_GEMM_AVX512_NR 48
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define ET_GEMM_HAVE_X86 1
+void et_gemm_ukernel_avx2(int m, int n, int k, const float *a, ptrdiff_t as, const float *b,
+                          ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta);
+void et_gemm_ukernel_avx512(int m, int n, int k, const float *a, ptrdiff_t as, const float *b,
+                            ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta);
+void et_gemm_packa_avx512(int ta, const float *A, ptrdiff_t lda, int i0, int m, int kc,
+                          float *dst);
+void et_gemm_packb_avx512(int tb, const float *B, ptrdiff_t ldb, int p0, int kc, int j0, int n,
+                          float *dst);
+#else
+#define ET_GEMM_HAVE_X86 0
+#endif
+
+/* et_sgemm forced onto one ISA's kernels (capped at what this CPU runs). */
+void et_sgemm_isa(et_isa isa, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                  int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+#endif /* ET_GEMM_INTERNAL_H */

@@ -1,0 +1,290 @@
+/* FP32 GEMM: every ISA this CPU runs against a double-precision reference
+ * (all ta/tb, odd sizes, padded leading dimensions, alpha/beta, NaN in C with
+ * beta == 0), degenerate shapes, and bit-identical results across thread
+ * counts, repeated calls and nested (inside a parallel region) calls. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "edgetrain.h"
+#include "kernels/gemm_internal.h"
+
+/* ------------------------------------------------------------- helpers */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(rng_state >> 40) / (double)(1ull << 24) * 2.0 - 1.0);
+}
+
+static int isa_ok(et_isa isa) { return isa <= et_cpu_isa(); }
+
+/* A stored matrix of rows x cols with leading dimension ld >= cols; the
+ * padding holds NaN so that reading it shows up in the result. */
+static float *make_mat(int rows, int cols, int ld, int nan_fill) {
+    size_t n = (size_t)(rows > 0 ? rows : 1) * (size_t)(ld > 0 ? ld : 1);
+    float *m = malloc(n * sizeof(float));
+    assert_non_null(m);
+    for (size_t i = 0; i < n; i++) m[i] = NAN;
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++) m[(size_t)i * ld + j] = nan_fill ? NAN : frand();
+    return m;
+}
+
+typedef struct gcase {
+    et_isa isa;
+    int ta, tb, M, N, K;
+    float alpha, beta;
+    int pad; /* extra elements per row of A, B and C */
+} gcase;
+
+static void run_case(const gcase *t) {
+    const int M = t->M, N = t->N, K = t->K;
+    int ar = t->ta ? K : M, ac = t->ta ? M : K;
+    int br = t->tb ? N : K, bc = t->tb ? K : N;
+    int lda = ac + t->pad, ldb = bc + t->pad, ldc = N + t->pad;
+    if (lda < 1) lda = 1;
+    if (ldb < 1) ldb = 1;
+    if (ldc < 1) ldc = 1;
+    float *A = make_mat(ar, ac, lda, 0), *B = make_mat(br, bc, ldb, 0);
+    float *C = make_mat(M, N, ldc, t->beta == 0.0f);
+    size_t cn = (size_t)(M > 0 ? M : 1) * ldc;
+    float *C0 = malloc(cn * sizeof(float));
+    assert_non_null(C0);
+    memcpy(C0, C, cn * sizeof(float));
+
+    et_sgemm_isa(t->isa, t->ta, t->tb, M, N, K, t->alpha, A, lda, B, ldb, t->beta, C, ldc);
+
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < ldc; j++) {
+            float got = C[(size_t)i * ldc + j];
+            if (j >= N) { /* padding must be untouched */
+                if (!isnan(got)) fail_msg("padding of C written at %d,%d", i, j);
+                continue;
+            }
+            double s = 0, sa = 0;
+            for (int p = 0; p < K; p++) {
+                double a = t->ta ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p];
+                double b = t->tb ? B[(size_t)j * ldb + p] : B[(size_t)p * ldb + j];
+                s += a * b;
+                sa += fabs(a * b);
+            }
+            double ref = (double)t->alpha * s, mag = fabs((double)t->alpha) * sa;
+            if (t->beta != 0.0f) {
+                double c0 = C0[(size_t)i * ldc + j];
+                ref += (double)t->beta * c0;
+                mag += fabs((double)t->beta * c0);
+            }
+            double tol = 2.0 * FLT_EPSILON * (K + 2) * mag + 1e-30;
+            if (!(fabs(got - ref) <= tol))
+                fail_msg("%s ta=%d tb=%d M=%d N=%d K=%d alpha=%g beta=%g pad=%d: C[%d,%d] = %.9g, "
+                         "want %.9g (tol %.3g)",
+                         et_isa_name(t->isa), t->ta, t->tb, M, N, K, t->alpha, t->beta, t->pad, i,
+                         j, got, ref, tol);
+        }
+    }
+    free(A);
+    free(B);
+    free(C);
+    free(C0);
+}
+
+/* ---------------------------------------------------------- correctness */
+
+static void test_small_sizes(void **state) {
+    (void)state;
+    static const int sz[] = {1, 2, 7, 17, 33};
+    const int ns = (int)(sizeof sz / sizeof sz[0]);
+    for (int isa = 0; isa <= ET_ISA_AVX512; isa++) {
+        if (!isa_ok((et_isa)isa)) continue;
+        for (int tt = 0; tt < 4; tt++)
+            for (int a = 0; a < ns; a++)
+                for (int b = 0; b < ns; b++)
+                    for (int c = 0; c < ns; c++) {
+                        gcase t = {(et_isa)isa, tt & 1, tt >> 1, sz[a], sz[b], sz[c],
+                                   1.0f, 0.0f, (a + b + c) % 3};
+                        run_case(&t);
+                    }
+    }
+}
+
+static void test_alpha_beta(void **state) {
+    (void)state;
+    static const float ab[][2] = {{1, 0}, {1, 1}, {-0.5f, 0}, {2.5f, 1}, {0.75f, -1.5f}, {1, 0.5f}};
+    for (int isa = 0; isa <= ET_ISA_AVX512; isa++) {
+        if (!isa_ok((et_isa)isa)) continue;
+        for (int tt = 0; tt < 4; tt++)
+            for (size_t i = 0; i < sizeof ab / sizeof ab[0]; i++) {
+                gcase t = {(et_isa)isa, tt & 1, tt >> 1, 19, 53, 29, ab[i][0], ab[i][1], 5};
+                run_case(&t);
+                gcase u = {(et_isa)isa, tt & 1, tt >> 1, 8, 48, 16, ab[i][0], ab[i][1], 0};
+                run_case(&u); /* exactly one full AVX-512 tile */
+            }
+    }
+}
+
+/* Shapes crossing every block boundary: K > KC (several K blocks, so beta
+ * is applied once and later blocks accumulate), M > MC, N > NC, and large
+ * enough to be threaded. */
+static void test_large_sizes(void **state) {
+    (void)state;
+    static const int shp[][3] = {{100, 257, 33},  {257, 100, 600}, {9, 1600, 20},
+                                 {130, 70, 1100}, {64, 200, 576},  {16, 3200, 9}};
+    for (int isa = 0; isa <= ET_ISA_AVX512; isa++) {
+        if (!isa_ok((et_isa)isa)) continue;
+        for (int tt = 0; tt < 4; tt++)
+            for (size_t i = 0; i < sizeof shp / sizeof shp[0]; i++) {
+                float beta = (i & 1) ? 1.0f : 0.0f;
+                gcase t = {(et_isa)isa, tt & 1, tt >> 1, shp[i][0], shp[i][1], shp[i][2],
+                           i == 2 ? 0.5f : 1.0f, beta, (int)i % 4};
+                run_case(&t);
+            }
+    }
+}
+
+static void test_degenerate(void **state) {
+    (void)state;
+    for (int isa = 0; isa <= ET_ISA_AVX512; isa++) {
+        if (!isa_ok((et_isa)isa)) continue;
+        for (int tt = 0; tt < 4; tt++) {
+            /* K == 0: C = beta * C; with beta == 0 the NaN in C is overwritten */
+            gcase k0 = {(et_isa)isa, tt & 1, tt >> 1, 5, 9, 0, 1.0f, 0.0f, 1};
+            run_case(&k0);
+            gcase k0b = {(et_isa)isa, tt & 1, tt >> 1, 5, 9, 0, 1.0f, 2.0f, 1};
+            run_case(&k0b);
+            gcase k1 = {(et_isa)isa, tt & 1, tt >> 1, 33, 65, 1, 1.0f, 1.0f, 0};
+            run_case(&k1);
+            gcase m1 = {(et_isa)isa, tt & 1, tt >> 1, 1, 100, 70, 1.0f, 0.0f, 3};
+            run_case(&m1);
+            gcase n1 = {(et_isa)isa, tt & 1, tt >> 1, 100, 1, 70, 1.0f, 0.0f, 3};
+            run_case(&n1);
+            gcase a0 = {(et_isa)isa, tt & 1, tt >> 1, 7, 7, 7, 0.0f, 0.5f, 0};
+            run_case(&a0);
+        }
+        /* M == 0 or N == 0: nothing is read or written */
+        float c = 42.0f;
+        et_sgemm_isa((et_isa)isa, 0, 0, 0, 5, 5, 1.0f, NULL, 5, NULL, 5, 0.0f, NULL, 5);
+        et_sgemm_isa((et_isa)isa, 0, 0, 1, 0, 5, 1.0f, NULL, 5, NULL, 1, 0.0f, &c, 1);
+        assert_true(c == 42.0f);
+    }
+}
+
+/* ------------------------------------------------------------ determinism */
+
+typedef struct dshape {
+    int ta, tb, M, N, K;
+    float beta;
+} dshape;
+
+/* conv FF / EP / WG and linear shapes, plus odd ones */
+static const dshape dshapes[] = {
+    {0, 0, 32, 3136, 288, 0},  {1, 0, 288, 3136, 32, 0}, {0, 1, 32, 288, 3136, 0},
+    {0, 1, 100, 256, 1152, 0}, {0, 0, 100, 1152, 256, 1}, {1, 0, 256, 1152, 100, 0},
+    {0, 0, 129, 1000, 777, 1}, {1, 1, 77, 2049, 401, 0},  {0, 0, 8, 25088, 9, 0},
+};
+
+static float *run_threads(et_isa isa, const dshape *s, int threads, const float *A,
+                          const float *B, const float *Cin) {
+    size_t cn = (size_t)s->M * s->N;
+    float *C = malloc(cn * sizeof(float));
+    assert_non_null(C);
+    memcpy(C, Cin, cn * sizeof(float));
+    et_set_threads(threads);
+    int lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N;
+    et_sgemm_isa(isa, s->ta, s->tb, s->M, s->N, s->K, 1.0f, A, lda, B, ldb, s->beta, C, s->N);
+    return C;
+}
+
+static void test_thread_determinism(void **state) {
+    (void)state;
+    int saved = et_get_threads();
+    for (int isa = 0; isa <= ET_ISA_AVX512; isa++) {
+        if (!isa_ok((et_isa)isa)) continue;
+        for (size_t i = 0; i < sizeof dshapes / sizeof dshapes[0]; i++) {
+            const dshape *s = &dshapes[i];
+            size_t an = (size_t)s->M * s->K, bn = (size_t)s->K * s->N, cn = (size_t)s->M * s->N;
+            float *A = malloc(an * sizeof(float)), *B = malloc(bn * sizeof(float));
+            float *Cin = malloc(cn * sizeof(float));
+            assert_non_null(A);
+            assert_non_null(B);
+            assert_non_null(Cin);
+            for (size_t j = 0; j < an; j++) A[j] = frand();
+            for (size_t j = 0; j < bn; j++) B[j] = frand();
+            for (size_t j = 0; j < cn; j++) Cin[j] = s->beta == 0.0f ? NAN : frand();
+            float *C1 = run_threads((et_isa)isa, s, 1, A, B, Cin);
+            float *C1b = run_threads((et_isa)isa, s, 1, A, B, Cin);
+            float *C2 = run_threads((et_isa)isa, s, 2, A, B, Cin);
+            float *C3 = run_threads((et_isa)isa, s, 3, A, B, Cin);
+            float *C2b = run_threads((et_isa)isa, s, 2, A, B, Cin);
+            for (size_t j = 0; j < cn; j++) assert_false(isnan(C1[j]));
+            if (memcmp(C1, C1b, cn * sizeof(float)))
+                fail_msg("%s shape %zu: repeated call differs", et_isa_name((et_isa)isa), i);
+            if (memcmp(C1, C2, cn * sizeof(float)))
+                fail_msg("%s shape %zu: 1 vs 2 threads differ", et_isa_name((et_isa)isa), i);
+            if (memcmp(C1, C3, cn * sizeof(float)))
+                fail_msg("%s shape %zu: 1 vs 3 threads differ", et_isa_name((et_isa)isa), i);
+            if (memcmp(C2, C2b, cn * sizeof(float)))
+                fail_msg("%s shape %zu: repeated 2-thread call differs", et_isa_name((et_isa)isa), i);
+#ifdef _OPENMP
+            /* called from inside a parallel region (serial fallback path) */
+            float *Cn = malloc(cn * sizeof(float));
+            assert_non_null(Cn);
+            memcpy(Cn, Cin, cn * sizeof(float));
+            et_set_threads(2);
+            int lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N;
+#pragma omp parallel num_threads(2)
+            {
+#pragma omp single
+                et_sgemm_isa((et_isa)isa, s->ta, s->tb, s->M, s->N, s->K, 1.0f, A, lda, B, ldb,
+                             s->beta, Cn, s->N);
+            }
+            if (memcmp(C1, Cn, cn * sizeof(float)))
+                fail_msg("%s shape %zu: nested call differs", et_isa_name((et_isa)isa), i);
+            free(Cn);
+#endif
+            free(C1);
+            free(C1b);
+            free(C2);
+            free(C3);
+            free(C2b);
+            free(A);
+            free(B);
+            free(Cin);
+        }
+    }
+    et_set_threads(saved);
+}
+
+static void test_info(void **state) {
+    (void)state;
+    assert_int_equal(et_gemm_init(2), ET_OK);
+    assert_int_equal(et_gemm_init(2), ET_OK); /* idempotent */
+    assert_true(et_gemm_workspace_bytes() > 0);
+    const char *name = et_gemm_kernel_name();
+    assert_non_null(name);
+    assert_true(strlen(name) > 0);
+    assert_non_null(strstr(name, et_isa_name(et_cpu_isa())));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_info),
+        cmocka_unit_test(test_small_sizes),
+        cmocka_unit_test(test_alpha_beta),
+        cmocka_unit_test(test_large_sizes),
+        cmocka_unit_test(test_degenerate),
+        cmocka_unit_test(test_thread_determinism),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
