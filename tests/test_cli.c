@@ -62,6 +62,8 @@ static void write_file(const char *name, const void *data, size_t n) {
     fclose(f);
 }
 
+static void write_text(const char *name, const char *text) { write_file(name, text, strlen(text)); }
+
 static void write_gz(const char *name, const void *data, size_t n) {
     char p[512];
     snprintf(p, sizeof p, "%s/%s", dir, name);
@@ -114,13 +116,13 @@ static void test_bad_input(void **state) {
     make_data("trunc", 20, 20, 1, 0x803);
     make_data("mismatch", 20, 19, 0, 0x803);
     make_data("magic", 20, 20, 0, 0x1234);
-    write_file("bad_layer.et", "input 1 28 28\nflatten\nlinaer 10\n", 34);
-    write_file("bad_opt.et", "input 1 28 28\nconv 4 k=3 q=1\n", 29);
-    write_file("neg.et", "input 1 28 28\nconv -3 k=3\nflatten\nlinear 10\n", 43);
-    write_file("zero.et", "input 1 0 28\nflatten\nlinear 10\n", 31);
-    write_file("huge.et", "input 1 28 28\nconv 60000 k=3\nconv 60000 k=3\nflatten\nlinear 10\n", 61);
-    write_file("bigk.et", "input 1 28 28\nconv 4 k=40\nflatten\nlinear 10\n", 43);
-    write_file("empty.et", "# nothing\n", 10);
+    write_text("bad_layer.et", "input 1 28 28\nflatten\nlinaer 10\n");
+    write_text("bad_opt.et", "input 1 28 28\nconv 4 k=3 q=1\n");
+    write_text("neg.et", "input 1 28 28\nconv -3 k=3\nflatten\nlinear 10\n");
+    write_text("zero.et", "input 1 0 28\nflatten\nlinear 10\n");
+    write_text("huge.et", "input 1 28 28\nconv 60000 k=3\nconv 60000 k=3\nflatten\nlinear 10\n");
+    write_text("bigk.et", "input 1 28 28\nconv 4 k=40\nflatten\nlinear 10\n");
+    write_text("empty.et", "# nothing\n");
     write_file("garbage.st", "\xff\xff\xff\xff\xff\xff\xff\x7f{}", 10);
     write_file("short.st", "\x10\x00", 2);
     const char *cmds[] = {
