@@ -153,37 +153,59 @@ static void packb_generic(int tb, const float *B, ptrdiff_t ldb, int p0, int kb,
 
 static void pack_b(const args *g, const kinfo *ki, int p0, int kb, int j0, int nb,
                    float *restrict dst) {
+    if (ki->packb) {
+        ki->packb(g->tb, g->B, g->ldb, p0, kb, j0, nb, dst);
+        return;
+    }
     for (int jr = 0; jr < nb; jr += ki->nr) {
         int n = nb - jr < ki->nr ? nb - jr : ki->nr;
-        float *d = dst + (size_t)jr * kb;
-        if (ki->packb)
-            ki->packb(g->tb, g->B, g->ldb, p0, kb, j0 + jr, n, d);
-        else
-            packb_generic(g->tb, g->B, g->ldb, p0, kb, j0 + jr, n, ki->nr, d);
+        packb_generic(g->tb, g->B, g->ldb, p0, kb, j0 + jr, n, ki->nr, dst + (size_t)jr * kb);
     }
 }
 
 /* ------------------------------------------------------------ the driver */
 
-/* One thread's rectangle of C. Ap holds mc*kc floats, Bp kc*nc floats. */
+static void prefetch_panel(const float *b, int kb, ptrdiff_t bs, int nr) {
+    for (int p = 0; p < kb; p++, b += bs)
+        for (int j = 0; j < nr; j += 16) __builtin_prefetch(b + j, 0, 2);
+}
+
+/* One thread's rectangle of C. Ap holds mc*kc floats, Bp kc*nc floats.
+ * When op(B) is row-major (tb == 0) and the rectangle is a single MC block,
+ * each B panel is used by one pass over the rows only: the micro-kernel then
+ * reads B in place (packing would be one more trip through memory for no
+ * reuse) and only a partial last panel is packed. */
 static void gemm_region(const args *g, const kinfo *ki, int mc, int nc, int m0, int m1, int n0,
                         int n1, float *Ap, float *Bp) {
     const int mr = ki->mr, nr = ki->nr, kc = ki->kc;
+    const int direct = !g->tb && m1 - m0 <= mc;
     for (int jc = n0; jc < n1; jc += nc) {
         int nb = n1 - jc < nc ? n1 - jc : nc;
         for (int pc = 0; pc < g->K; pc += kc) {
             int kb = g->K - pc < kc ? g->K - pc : kc;
             float beta = pc == 0 ? g->beta : 1.0f;
-            pack_b(g, ki, pc, kb, jc, nb, Bp);
+            if (!direct) pack_b(g, ki, pc, kb, jc, nb, Bp);
             for (int ic = m0; ic < m1; ic += mc) {
                 int mb = m1 - ic < mc ? m1 - ic : mc;
                 pack_a(g, ki, ic, mb, pc, kb, Ap);
                 for (int jr = 0; jr < nb; jr += nr) {
                     int n = nb - jr < nr ? nb - jr : nr;
                     const float *bp = Bp + (size_t)jr * kb;
+                    ptrdiff_t bs = nr;
+                    if (direct && n == nr) {
+                        bp = g->B + (ptrdiff_t)pc * g->ldb + jc + jr;
+                        bs = g->ldb;
+                        /* B comes from memory in short strided pieces the
+                         * hardware prefetchers miss: fetch the panel two
+                         * ahead into L2 while this one is computed. */
+                        if (ic == m0 && jr + 3 * nr <= nb) prefetch_panel(bp + 2 * nr, kb, bs, nr);
+                    } else if (direct) {
+                        pack_b(g, ki, pc, kb, jc + jr, n, Bp);
+                        bp = Bp;
+                    }
                     for (int ir = 0; ir < mb; ir += mr) {
                         int m = mb - ir < mr ? mb - ir : mr;
-                        ki->kern(m, n, kb, Ap + (size_t)ir * kb, mr, bp, nr,
+                        ki->kern(m, n, kb, Ap + (size_t)ir * kb, mr, bp, bs,
                                  g->C + (ptrdiff_t)(ic + ir) * g->ldc + jc + jr, g->ldc, g->alpha,
                                  beta);
                     }

@@ -214,45 +214,53 @@ void et_gemm_packa_avx512(int ta, const float *A, ptrdiff_t lda, int i0, int m, 
 
 void et_gemm_packb_avx512(int tb, const float *B, ptrdiff_t ldb, int p0, int kc, int j0, int n,
                           float *dst) {
+    const ptrdiff_t panel = (ptrdiff_t)kc * NR;
     if (!tb) {
-        const float *s = B + (ptrdiff_t)p0 * ldb + j0;
-        if (n == NR) {
-            for (int p = 0; p < kc; p++) {
-                const float *sp = s + (ptrdiff_t)p * ldb;
-                float *dp = dst + (ptrdiff_t)p * NR;
+        /* B is K x N: walk each row of the block once, left to right, so the
+         * reads are one sequential stream per row, and deal it into panels. */
+        int full = n / NR, rest = n - full * NR;
+        __mmask16 mk[NV];
+        for (int v = 0; v < NV; v++) {
+            int left = rest - 16 * v;
+            mk[v] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+        }
+        for (int p = 0; p < kc; p++) {
+            const float *sp = B + (ptrdiff_t)(p0 + p) * ldb + j0;
+            float *dp = dst + (ptrdiff_t)p * NR;
+            for (int q = 0; q < full; q++) {
 #pragma GCC unroll 4
-                for (int v = 0; v < NV; v++) _mm512_storeu_ps(dp + 16 * v, _mm512_loadu_ps(sp + 16 * v));
-            }
-        } else {
-            __mmask16 mk[NV];
-            for (int v = 0; v < NV; v++) {
-                int left = n - 16 * v;
-                mk[v] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
-            }
-            for (int p = 0; p < kc; p++) {
-                const float *sp = s + (ptrdiff_t)p * ldb;
-                float *dp = dst + (ptrdiff_t)p * NR;
                 for (int v = 0; v < NV; v++)
-                    _mm512_storeu_ps(dp + 16 * v, _mm512_maskz_loadu_ps(mk[v], sp + 16 * v));
+                    _mm512_storeu_ps(dp + q * panel + 16 * v, _mm512_loadu_ps(sp + q * NR + 16 * v));
+            }
+            if (rest) {
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++)
+                    _mm512_storeu_ps(dp + full * panel + 16 * v,
+                                     _mm512_maskz_loadu_ps(mk[v], sp + full * NR + 16 * v));
             }
         }
         return;
     }
     /* tb: op(B)[p][j] = B[j*ldb + p]. Each group of 16 columns is 16 rows of
      * B read as 16 sequential streams and transposed 16 x 16 at a time. */
-    for (int v = 0; v < NV; v++) {
-        const float *s = B + (ptrdiff_t)(j0 + 16 * v) * ldb + p0;
-        float *d = dst + 16 * v;
-        int cols = n - 16 * v, p = 0;
-        if (cols >= 16)
+    for (int jg = 0; jg < n; jg += 16) {
+        const float *s = B + (ptrdiff_t)(j0 + jg) * ldb + p0;
+        float *d = dst + (jg / NR) * panel + jg % NR;
+        int cols = n - jg < 16 ? n - jg : 16, p = 0;
+        if (cols == 16)
             for (; p + 16 <= kc; p += 16) transpose16(s + p, ldb, d + (ptrdiff_t)p * NR, NR, 16);
-        else if (cols > 0)
+        else
             for (; p + 16 <= kc; p += 16) transpose16(s + p, ldb, d + (ptrdiff_t)p * NR, NR, cols);
         for (; p < kc; p++) {
             float *dp = d + (ptrdiff_t)p * NR;
             int j = 0;
-            for (; j < cols && j < 16; j++) dp[j] = s[(ptrdiff_t)j * ldb + p];
+            for (; j < cols; j++) dp[j] = s[(ptrdiff_t)j * ldb + p];
             for (; j < 16; j++) dp[j] = 0.0f;
         }
     }
+    /* zero the column groups of the last panel that hold no columns */
+    int used = (n + 15) / 16 * 16;
+    if (used % NR)
+        for (int p = 0; p < kc; p++)
+            for (int j = used % NR; j < NR; j++) dst[(used / NR) * panel + (ptrdiff_t)p * NR + j] = 0.0f;
 }

@@ -9,6 +9,8 @@
  * full MR x NR tile, so callers zero-pad partial panels. Only the m x n corner
  * of C is read or written. Every element is summed in the same order whatever
  * the tile shape, position or thread, which keeps results thread-independent.
+ * B may also be read in place (bs = ldb) when op(B) is row-major and the
+ * panel is full; the values and order, hence results, are the same.
  */
 #ifndef ET_GEMM_INTERNAL_H
 #define ET_GEMM_INTERNAL_H
@@ -20,8 +22,8 @@ typedef void (*et_gemm_ukernel)(int m, int n, int k, const float *a, ptrdiff_t a
                                 const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc,
                                 float alpha, float beta);
 
-/* Packs rows [0,kc) x cols [j0,j0+n) of op(B) (n <= nr) into a zero-padded
- * kc x nr panel (row p at dst + p*nr). */
+/* Packs rows [p0,p0+kc) x cols [j0,j0+n) of op(B) into ceil(n/nr) panels
+ * of kc x nr, zero-padded (panel q at dst + q*kc*nr, row p at + p*nr). */
 typedef void (*et_gemm_packb)(int tb, const float *B, ptrdiff_t ldb, int p0, int kc, int j0,
                               int n, float *dst);
 
