@@ -145,7 +145,7 @@ static void test_large_sizes(void **state) {
         if (!isa_ok((et_isa)isa)) continue;
         for (int tt = 0; tt < 4; tt++)
             for (size_t i = 0; i < sizeof shp / sizeof shp[0]; i++) {
-                float beta = (i & 1) ? 1.0f : 0.0f;
+                float beta = i == 3 ? -0.5f : (i & 1) ? 1.0f : 0.0f;
                 gcase t = {(et_isa)isa, tt & 1, tt >> 1, shp[i][0], shp[i][1], shp[i][2],
                            i == 2 ? 0.5f : 1.0f, beta, (int)i % 4};
                 run_case(&t);

@@ -31,24 +31,25 @@ typedef struct kinfo {
     et_gemm_packa packa; /* NULL: the portable packers */
     et_gemm_packb packb;
     int mr, nr;          /* micro-tile */
+    int bw;              /* B is read in multiples of bw columns (narrow tiles) */
     int mc, kc, nc;      /* cache blocks: mc % mr == 0, nc % nr == 0 */
     const char *name;
 } kinfo;
 
-static void ukernel_scalar(int m, int n, int k, const float *a, ptrdiff_t as, const float *b,
-                           ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta);
+static void ukernel_scalar(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,
+                           const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha,
+                           float beta);
 
 enum { MAX_MR = 8, MAX_NR = 48, MAX_KC = 512 };
 
 static const kinfo kernels[3] = {
-    [ET_ISA_SCALAR] = {ukernel_scalar, NULL, NULL, ET_GEMM_SCALAR_MR, ET_GEMM_SCALAR_NR, 128, 256, 1024,
-                       "scalar 4x8"},
+    [ET_ISA_SCALAR] = {ukernel_scalar, NULL, NULL, ET_GEMM_SCALAR_MR, ET_GEMM_SCALAR_NR,
+                       ET_GEMM_SCALAR_NR, 128, 256, 1024, "scalar 4x8"},
 #if ET_GEMM_HAVE_X86
-    [ET_ISA_AVX2] = {et_gemm_ukernel_avx2, NULL, NULL, ET_GEMM_AVX2_MR, ET_GEMM_AVX2_NR, 144, 256, 2048,
-                     "avx2 6x16"},
+    [ET_ISA_AVX2] = {et_gemm_ukernel_avx2, NULL, NULL, ET_GEMM_AVX2_MR, ET_GEMM_AVX2_NR,
+                     ET_GEMM_AVX2_NR, 144, 256, 2048, "avx2 6x16"},
     [ET_ISA_AVX512] = {et_gemm_ukernel_avx512, et_gemm_packa_avx512, et_gemm_packb_avx512,
-                       ET_GEMM_AVX512_MR,
-                       ET_GEMM_AVX512_NR, 128, 384, 1536, "avx512 8x48"},
+                       ET_GEMM_AVX512_MR, ET_GEMM_AVX512_NR, 16, 128, 384, 1536, "avx512 8x48"},
 #endif
 };
 
@@ -61,15 +62,16 @@ static const kinfo *pick(et_isa isa) {
 
 /* ------------------------------------------------------- scalar micro-kernel */
 
-static void ukernel_scalar(int m, int n, int k, const float *a, ptrdiff_t as, const float *b,
-                           ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta) {
+static void ukernel_scalar(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,
+                           const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha,
+                           float beta) {
     enum { MR = ET_GEMM_SCALAR_MR, NR = ET_GEMM_SCALAR_NR };
     float acc[MR][NR];
     for (int r = 0; r < MR; r++)
         for (int j = 0; j < NR; j++) acc[r][j] = 0.0f;
     for (int p = 0; p < k; p++) {
         for (int r = 0; r < MR; r++) {
-            float ar = a[r];
+            float ar = a[(r < m ? r : m - 1) * ars]; /* rows past m: not stored */
             for (int j = 0; j < NR; j++) acc[r][j] += ar * b[j];
         }
         a += as;
@@ -171,41 +173,55 @@ static void prefetch_panel(const float *b, int kb, ptrdiff_t bs, int nr) {
 }
 
 /* One thread's rectangle of C. Ap holds mc*kc floats, Bp kc*nc floats.
- * When op(B) is row-major (tb == 0) and the rectangle is a single MC block,
- * each B panel is used by one pass over the rows only: the micro-kernel then
- * reads B in place (packing would be one more trip through memory for no
- * reuse) and only a partial last panel is packed. */
+ * Packing pays for itself through reuse; where there is none it is skipped:
+ *  - op(B) row-major (tb == 0) and the rectangle one MC block tall: each B
+ *    panel serves one pass over the rows, so the micro-kernel reads B in
+ *    place (only a last panel of odd width is packed);
+ *  - the rectangle at most two panels wide: each A panel serves at most two
+ *    micro-kernel calls, so A is read in place too.
+ * The arithmetic is the same either way. */
 static void gemm_region(const args *g, const kinfo *ki, int mc, int nc, int m0, int m1, int n0,
                         int n1, float *Ap, float *Bp) {
     const int mr = ki->mr, nr = ki->nr, kc = ki->kc;
-    const int direct = !g->tb && m1 - m0 <= mc;
+    const int direct_b = !g->tb && m1 - m0 <= mc;
+    const int direct_a = n1 - n0 <= 2 * nr;
     for (int jc = n0; jc < n1; jc += nc) {
         int nb = n1 - jc < nc ? n1 - jc : nc;
         for (int pc = 0; pc < g->K; pc += kc) {
             int kb = g->K - pc < kc ? g->K - pc : kc;
             float beta = pc == 0 ? g->beta : 1.0f;
-            if (!direct) pack_b(g, ki, pc, kb, jc, nb, Bp);
+            if (!direct_b) pack_b(g, ki, pc, kb, jc, nb, Bp);
             for (int ic = m0; ic < m1; ic += mc) {
                 int mb = m1 - ic < mc ? m1 - ic : mc;
-                pack_a(g, ki, ic, mb, pc, kb, Ap);
+                const float *ap = Ap;
+                ptrdiff_t ars = 1, as = mr, ap_step = kb; /* A panel ir at ap + ir*ap_step */
+                if (!direct_a) {
+                    pack_a(g, ki, ic, mb, pc, kb, Ap);
+                } else if (!g->ta) {
+                    ap = g->A + (ptrdiff_t)ic * g->lda + pc;
+                    ars = g->lda, as = 1, ap_step = g->lda;
+                } else {
+                    ap = g->A + (ptrdiff_t)pc * g->lda + ic;
+                    ars = 1, as = g->lda, ap_step = 1;
+                }
                 for (int jr = 0; jr < nb; jr += nr) {
                     int n = nb - jr < nr ? nb - jr : nr;
                     const float *bp = Bp + (size_t)jr * kb;
                     ptrdiff_t bs = nr;
-                    if (direct && n == nr) {
+                    if (direct_b && n % ki->bw == 0) {
                         bp = g->B + (ptrdiff_t)pc * g->ldb + jc + jr;
                         bs = g->ldb;
                         /* B comes from memory in short strided pieces the
                          * hardware prefetchers miss: fetch the panel two
                          * ahead into L2 while this one is computed. */
                         if (ic == m0 && jr + 3 * nr <= nb) prefetch_panel(bp + 2 * nr, kb, bs, nr);
-                    } else if (direct) {
+                    } else if (direct_b) {
                         pack_b(g, ki, pc, kb, jc + jr, n, Bp);
                         bp = Bp;
                     }
                     for (int ir = 0; ir < mb; ir += mr) {
                         int m = mb - ir < mr ? mb - ir : mr;
-                        ki->kern(m, n, kb, Ap + (size_t)ir * kb, mr, bp, bs,
+                        ki->kern(m, n, kb, ap + ir * ap_step, ars, as, bp, bs,
                                  g->C + (ptrdiff_t)(ic + ir) * g->ldc + jc + jr, g->ldc, g->alpha,
                                  beta);
                     }

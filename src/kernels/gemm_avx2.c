@@ -13,8 +13,13 @@ static inline __m256i mask8(int left) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(left), idx);
 }
 
-void et_gemm_ukernel_avx2(int m, int n, int k, const float *a, ptrdiff_t as, const float *b,
-                          ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta) {
+void et_gemm_ukernel_avx2(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,
+                          const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha,
+                          float beta) {
+    /* rows past m (partial tile) re-read row m-1: A may be read in place,
+     * where those rows do not exist; their results are not stored */
+    ptrdiff_t off[MR];
+    for (int r = 0; r < MR; r++) off[r] = (r < m ? r : m - 1) * ars;
     __m256 acc[MR][NV];
 #pragma GCC unroll 8
     for (int r = 0; r < MR; r++)
@@ -27,7 +32,7 @@ void et_gemm_ukernel_avx2(int m, int n, int k, const float *a, ptrdiff_t as, con
         for (int v = 0; v < NV; v++) bv[v] = _mm256_loadu_ps(b + 8 * v);
 #pragma GCC unroll 8
         for (int r = 0; r < MR; r++) {
-            __m256 ar = _mm256_broadcast_ss(a + r);
+            __m256 ar = _mm256_broadcast_ss(a + off[r]);
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(ar, bv[v], acc[r][v]);
         }

@@ -14,7 +14,8 @@
  * registers. Narrower instances serve partial tiles; every element is still
  * summed in the same order, so the instance used never changes a result. */
 static inline __attribute__((always_inline)) void tile(const int RM, const int NVv, int m, int n,
-                                                       int k, const float *a, ptrdiff_t as,
+                                                       int k, const float *a, ptrdiff_t ars,
+                                                       ptrdiff_t as,
                                                        const float *b, ptrdiff_t bs, float *c,
                                                        ptrdiff_t ldc, float alpha, float beta) {
     (void)m; /* == RM */
@@ -30,7 +31,7 @@ static inline __attribute__((always_inline)) void tile(const int RM, const int N
         for (int v = 0; v < NVv; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
 #pragma GCC unroll 8
         for (int r = 0; r < RM; r++) {
-            __m512 ar = _mm512_set1_ps(a[r]);
+            __m512 ar = _mm512_set1_ps(a[r * ars]);
 #pragma GCC unroll 4
             for (int v = 0; v < NVv; v++) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
         }
@@ -80,11 +81,19 @@ static inline __attribute__((always_inline)) void tile(const int RM, const int N
     }
 }
 
+/* Instances: P reads packed A (ars == 1, known at compile time), S reads A
+ * in place with any row stride. */
 #define TILE_FN(RM, NVv)                                                                         \
-    static void tile_##RM##x##NVv(int m, int n, int k, const float *a, ptrdiff_t as,             \
-                                  const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc,         \
-                                  float alpha, float beta) {                                     \
-        tile(RM, NVv, m, n, k, a, as, b, bs, c, ldc, alpha, beta);                              \
+    static void tileP_##RM##x##NVv(int m, int n, int k, const float *a, ptrdiff_t ars,           \
+                                   ptrdiff_t as, const float *b, ptrdiff_t bs, float *c,         \
+                                   ptrdiff_t ldc, float alpha, float beta) {                     \
+        (void)ars;                                                                               \
+        tile(RM, NVv, m, n, k, a, 1, as, b, bs, c, ldc, alpha, beta);                           \
+    }                                                                                            \
+    static void tileS_##RM##x##NVv(int m, int n, int k, const float *a, ptrdiff_t ars,           \
+                                   ptrdiff_t as, const float *b, ptrdiff_t bs, float *c,         \
+                                   ptrdiff_t ldc, float alpha, float beta) {                     \
+        tile(RM, NVv, m, n, k, a, ars, as, b, bs, c, ldc, alpha, beta);                         \
     }
 #define TILE_ROW(RM) TILE_FN(RM, 1) TILE_FN(RM, 2) TILE_FN(RM, 3)
 TILE_ROW(1)
@@ -96,19 +105,23 @@ TILE_ROW(6)
 TILE_ROW(7)
 TILE_ROW(8)
 
-static void (*const tiles[MR][NV])(int, int, int, const float *, ptrdiff_t, const float *,
-                                   ptrdiff_t, float *, ptrdiff_t, float, float) = {
-#define TILE_PTRS(RM) {tile_##RM##x1, tile_##RM##x2, tile_##RM##x3}
-    TILE_PTRS(1), TILE_PTRS(2), TILE_PTRS(3), TILE_PTRS(4),
-    TILE_PTRS(5), TILE_PTRS(6), TILE_PTRS(7), TILE_PTRS(8),
+typedef void (*tile_fn)(int, int, int, const float *, ptrdiff_t, ptrdiff_t, const float *,
+                        ptrdiff_t, float *, ptrdiff_t, float, float);
+#define TILE_PTRS(X, RM) {X##_##RM##x1, X##_##RM##x2, X##_##RM##x3}
+static const tile_fn tiles[2][MR][NV] = {
+    {TILE_PTRS(tileP, 1), TILE_PTRS(tileP, 2), TILE_PTRS(tileP, 3), TILE_PTRS(tileP, 4),
+     TILE_PTRS(tileP, 5), TILE_PTRS(tileP, 6), TILE_PTRS(tileP, 7), TILE_PTRS(tileP, 8)},
+    {TILE_PTRS(tileS, 1), TILE_PTRS(tileS, 2), TILE_PTRS(tileS, 3), TILE_PTRS(tileS, 4),
+     TILE_PTRS(tileS, 5), TILE_PTRS(tileS, 6), TILE_PTRS(tileS, 7), TILE_PTRS(tileS, 8)},
 };
 
-void et_gemm_ukernel_avx512(int m, int n, int k, const float *a, ptrdiff_t as, const float *b,
-                            ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta) {
-    if (m == MR && n == NR)
-        tile_8x3(m, n, k, a, as, b, bs, c, ldc, alpha, beta);
+void et_gemm_ukernel_avx512(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,
+                            const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha,
+                            float beta) {
+    if (ars == 1 && m == MR && n == NR)
+        tileP_8x3(m, n, k, a, ars, as, b, bs, c, ldc, alpha, beta);
     else
-        tiles[m - 1][(n - 1) / 16](m, n, k, a, as, b, bs, c, ldc, alpha, beta);
+        tiles[ars != 1][m - 1][(n - 1) / 16](m, n, k, a, ars, as, b, bs, c, ldc, alpha, beta);
 }
 
 #ifndef PF_HINT

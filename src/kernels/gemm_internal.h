@@ -1,16 +1,18 @@
 /* Internal interface of the packed FP32 GEMM (src/kernels/gemm*.c).
  *
  * A micro-kernel computes one MR x NR tile of C from a K-slice:
- *   acc[r][c] = sum_{p<k} a[p*as + r] * b[p*bs + c]     (p ascending, one
- *                                                      accumulator per element)
+ *   acc[r][c] = sum_{p<k} a[r*ars + p*as] * b[p*bs + c]  (p ascending, one
+ *                                                       accumulator per element)
  *   C[r][c]   = alpha*acc + beta*C   (beta == 0: C is not read)
- * for r < m <= MR, c < n <= NR. `a` holds MR values per step p (packed A: as =
- * MR), `b` holds NR values per step (packed B: bs = NR); both are read for the
- * full MR x NR tile, so callers zero-pad partial panels. Only the m x n corner
+ * for r < m <= MR, c < n <= NR. Packed A is ars = 1, as = MR; A read in place
+ * is ars = lda, as = 1 (row-major) or ars = 1, as = lda (transposed). Only
+ * rows r < m of A are read. `b` holds NR values per step (packed B: bs = NR)
+ * and is read for the full width (AVX-512: rounded up to 16 columns), so
+ * callers zero-pad partial panels. Only the m x n corner
  * of C is read or written. Every element is summed in the same order whatever
  * the tile shape, position or thread, which keeps results thread-independent.
- * B may also be read in place (bs = ldb) when op(B) is row-major and the
- * panel is full; the values and order, hence results, are the same.
+ * A and B may be read in place instead of packed; the values and the order,
+ * hence the results, are the same.
  */
 #ifndef ET_GEMM_INTERNAL_H
 #define ET_GEMM_INTERNAL_H
@@ -18,9 +20,9 @@
 
 #include "edgetrain.h"
 
-typedef void (*et_gemm_ukernel)(int m, int n, int k, const float *a, ptrdiff_t as,
-                                const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc,
-                                float alpha, float beta);
+typedef void (*et_gemm_ukernel)(int m, int n, int k, const float *a, ptrdiff_t ars,
+                                ptrdiff_t as, const float *b, ptrdiff_t bs, float *c,
+                                ptrdiff_t ldc, float alpha, float beta);
 
 /* Packs rows [p0,p0+kc) x cols [j0,j0+n) of op(B) into ceil(n/nr) panels
  * of kc x nr, zero-padded (panel q at dst + q*kc*nr, row p at + p*nr). */
@@ -42,10 +44,12 @@ typedef void (*et_gemm_packa)(int ta, const float *A, ptrdiff_t lda, int i0, int
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define ET_GEMM_HAVE_X86 1
-void et_gemm_ukernel_avx2(int m, int n, int k, const float *a, ptrdiff_t as, const float *b,
-                          ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta);
-void et_gemm_ukernel_avx512(int m, int n, int k, const float *a, ptrdiff_t as, const float *b,
-                            ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha, float beta);
+void et_gemm_ukernel_avx2(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,
+                          const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha,
+                          float beta);
+void et_gemm_ukernel_avx512(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,
+                            const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha,
+                            float beta);
 void et_gemm_packa_avx512(int ta, const float *A, ptrdiff_t lda, int i0, int m, int kc,
                           float *dst);
 void et_gemm_packb_avx512(int tb, const float *B, ptrdiff_t ldb, int p0, int kc, int j0, int n,
