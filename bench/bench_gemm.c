@@ -158,18 +158,22 @@ typedef struct shape {
     int ta, tb, M, N, K;
 } shape;
 
-/* vgg8 on 28x28 inputs; N (or K for WG) is images_in_chunk * H * W. */
+/* vgg8 on 28x28 inputs; N (or K for WG) is images_in_chunk * H * W, here 32
+ * images for c1/c2 (28x28), 64 for c4 (14x14), 64 for c6 (7x7). */
 static const shape shapes[] = {
     {"convFF c1 32x25088x9", 0, 0, 32, 25088, 9},
     {"convFF c2 32x25088x288", 0, 0, 32, 25088, 288},
     {"convFF c4 64x12544x576", 0, 0, 64, 12544, 576},
     {"convFF c6 128x3136x1152", 0, 0, 128, 3136, 1152},
+    /* the same layer as c2 with a 4-image im2col chunk: B stays in cache */
+    {"convFF c2/4 32x3136x288", 0, 0, 32, 3136, 288},
     {"convEP c2 288x25088x32", 1, 0, 288, 25088, 32},
     {"convEP c4 576x12544x64", 1, 0, 576, 12544, 64},
     {"convEP c6 1152x3136x128", 1, 0, 1152, 3136, 128},
     {"convWG c2 32x288x25088", 0, 1, 32, 288, 25088},
     {"convWG c4 64x576x12544", 0, 1, 64, 576, 12544},
     {"convWG c6 128x1152x3136", 0, 1, 128, 1152, 3136},
+    {"convWG c2/4 32x288x3136", 0, 1, 32, 288, 3136},
     {"linFF 100x256x1152", 0, 1, 100, 256, 1152},
     {"linEP 100x1152x256", 0, 0, 100, 1152, 256},
     {"linWG 256x1152x100", 1, 0, 256, 1152, 100},
