@@ -14,7 +14,7 @@ CC      ?= cc
 BUILD   ?= build
 PREFIX  ?= /usr/local
 OPENMP  ?= 1
-OPT     ?= -O2
+OPT     ?= -O3
 CFLAGS  ?=
 SAN     ?=
 

@@ -525,7 +525,7 @@ et_status et_st_parse_buffer(const void *data, size_t size, const char *what,
     if (!what) what = "<memory>";
     if (!data && size) return et_set_error(ET_ERR_INVALID, "et_st_parse_buffer: data is NULL");
     const unsigned char *p = data;
-    uint64_t hlen;
+    uint64_t hlen = 0;
     et_status rc = check_prefix(what, p, size, &hlen);
     if (rc != ET_OK) return rc;
     et_safetensors *st = calloc(1, sizeof *st);

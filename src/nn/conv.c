@@ -112,9 +112,16 @@ static void col2im(const et_layer *l, const float *col, int N, int n0, int nb, f
                         int iy = oy * c->sh - c->ph + ky;
                         if (iy < 0 || iy >= H) continue;
                         float *drow = dplane + (int64_t)iy * W;
-                        for (int ox = 0; ox < Wo; ox++) {
-                            int ix = ox * c->sw - c->pw + kx;
-                            if (ix >= 0 && ix < W) drow[ix] += src[ox];
+                        if (c->sw == 1) {
+                            int ix0 = kx - c->pw;
+                            int lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < Wo ? W - ix0 : Wo;
+                            float *d = drow + ix0;
+                            for (int ox = lo; ox < hi; ox++) d[ox] += src[ox];
+                        } else {
+                            for (int ox = 0; ox < Wo; ox++) {
+                                int ix = ox * c->sw - c->pw + kx;
+                                if (ix >= 0 && ix < W) drow[ix] += src[ox];
+                            }
                         }
                     }
                 }

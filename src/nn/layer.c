@@ -24,8 +24,15 @@ void et_param_define(et_layer *l, const char *suffix, int trainable, int ndim,
     p->trainable = trainable;
 }
 
+/* 16 float lanes (vectorisable), combined in double in a fixed order: the
+ * result depends only on the data, never on threads. */
 float et_sum_f32(const float *x, int64_t n) {
+    float lane[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; k++) lane[k] += x[i + k];
     double s = 0;
-    for (int64_t i = 0; i < n; i++) s += x[i];
+    for (int k = 0; k < 16; k++) s += lane[k];
+    for (; i < n; i++) s += x[i];
     return (float)s;
 }

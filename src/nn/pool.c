@@ -48,10 +48,49 @@ static int64_t window_argmax(const et_pool_cfg *p, const float *plane, int H, in
     return best;
 }
 
+/* The common 2x2 stride-2 unpadded window: offset (0..3, row-major) of its
+ * first maximum, the same choice window_argmax makes. */
+static inline int argmax4(const float *r0, const float *r1, int ix) {
+    float v[4] = {r0[ix], r0[ix + 1], r1[ix], r1[ix + 1]};
+    int b = 0;
+    if (v[0] != v[0]) return 0;
+    for (int k = 1; k < 4; k++)
+        if (v[k] > v[b] || v[k] != v[k]) {
+            b = k;
+            if (v[k] != v[k]) break;
+        }
+    return b;
+}
+
+static int is_2x2(const et_pool_cfg *p) {
+    return p->kh == 2 && p->kw == 2 && p->sh == 2 && p->sw == 2 && p->ph == 0 && p->pw == 0;
+}
+
 static et_status maxpool_ff(et_layer *l, const et_lctx *c, const float *x, float *y) {
     const et_pool_cfg *p = &l->cfg.pool;
     const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w;
     const int64_t planes = (int64_t)l->in.c * c->batch;
+    if (is_2x2(p)) {
+#pragma omp parallel for schedule(static) if (planes * Ho * Wo > 16384)
+        for (int64_t pl = 0; pl < planes; pl++) {
+            const float *xp = x + pl * H * W;
+            float *yp = y + pl * Ho * Wo;
+            for (int oy = 0; oy < Ho; oy++) {
+                const float *r0 = xp + (int64_t)2 * oy * W, *r1 = r0 + W;
+                for (int ox = 0; ox < Wo; ox++) {
+                    float a = r0[2 * ox] > r0[2 * ox + 1] ? r0[2 * ox] : r0[2 * ox + 1];
+                    float b = r1[2 * ox] > r1[2 * ox + 1] ? r1[2 * ox] : r1[2 * ox + 1];
+                    float m = a > b ? a : b;
+                    if (m != m || a != a || b != b) { /* NaN: take PyTorch's pick */
+                        int k = argmax4(r0, r1, 2 * ox);
+                        m = (k < 2 ? r0 : r1)[2 * ox + (k & 1)];
+                    }
+                    yp[oy * Wo + ox] = m;
+                }
+            }
+        }
+        return ET_OK;
+    }
 #pragma omp parallel for schedule(static) if (planes * Ho * Wo > 16384)
     for (int64_t pl = 0; pl < planes; pl++) {
         const float *xp = x + pl * H * W;
@@ -67,6 +106,23 @@ static et_status maxpool_ep(et_layer *l, const et_lctx *c, const float *x, const
     const et_pool_cfg *p = &l->cfg.pool;
     const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w;
     const int64_t planes = (int64_t)l->in.c * c->batch;
+    if (is_2x2(p)) {
+#pragma omp parallel for schedule(static) if (planes * Ho * Wo > 16384)
+        for (int64_t pl = 0; pl < planes; pl++) {
+            const float *xp = x + pl * H * W, *dyp = dy + pl * Ho * Wo;
+            float *dxp = dx + pl * H * W;
+            memset(dxp, 0, sizeof(float) * (size_t)H * W);
+            for (int oy = 0; oy < Ho; oy++) {
+                const float *r0 = xp + (int64_t)2 * oy * W, *r1 = r0 + W;
+                float *d0 = dxp + (int64_t)2 * oy * W;
+                for (int ox = 0; ox < Wo; ox++) {
+                    int k = argmax4(r0, r1, 2 * ox);
+                    d0[(k >> 1) * W + 2 * ox + (k & 1)] = dyp[oy * Wo + ox];
+                }
+            }
+        }
+        return ET_OK;
+    }
 #pragma omp parallel for schedule(static) if (planes * Ho * Wo > 16384)
     for (int64_t pl = 0; pl < planes; pl++) {
         const float *xp = x + pl * H * W, *dyp = dy + pl * Ho * Wo;
