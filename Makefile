@@ -19,7 +19,7 @@ CFLAGS  ?=
 SAN     ?=
 
 WARN     = -Wall -Wextra -Wno-unused-parameter
-ALLCFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -DET_DATADIR=\"$(PREFIX)/share/edgetrain\" $(OPT) -g $(WARN) -Iinclude -Isrc $(SAN) $(CFLAGS)
+ALLCFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g $(WARN) -Iinclude -Isrc $(SAN) $(CFLAGS)
 ifeq ($(OPENMP),1)
 ALLCFLAGS += -fopenmp
 LDOMP = -fopenmp

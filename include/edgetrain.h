@@ -179,8 +179,8 @@ typedef struct et_model et_model;
 
 /* Parses a model spec (docs/model-spec.md). `name` labels the model. */
 et_status et_model_parse(const char *text, const char *name, et_model **out);
-/* Reads a spec file; `path` may also be a bare name looked up as models/NAME.et
- * under the current directory and under ET_MODELS_DIR / the install prefix. */
+/* Reads a spec file; `path` may also be a bare name, looked up as
+ * $ET_MODELS_DIR/NAME.et and then models/NAME.et. */
 et_status et_model_load_spec(const char *path, et_model **out);
 void et_model_free(et_model *m);
 const char *et_model_name(const et_model *m);

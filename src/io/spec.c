@@ -279,16 +279,13 @@ static char *read_small_file(const char *path, size_t max) {
 
 et_status et_model_load_spec(const char *path, et_model **out) {
     *out = NULL;
-    char cand[4][1024];
+    char cand[3][1024];
     int nc = 0;
     snprintf(cand[nc++], sizeof cand[0], "%s", path);
     if (!strchr(path, '/')) {
         const char *env = getenv("ET_MODELS_DIR");
         if (env) snprintf(cand[nc++], sizeof cand[0], "%s/%s.et", env, path);
         snprintf(cand[nc++], sizeof cand[0], "models/%s.et", path);
-#ifdef ET_DATADIR
-        snprintf(cand[nc++], sizeof cand[0], "%s/models/%s.et", ET_DATADIR, path);
-#endif
     }
     for (int i = 0; i < nc; i++) {
         char *text = read_small_file(cand[i], 1 << 20);
