@@ -391,12 +391,47 @@ static void test_checkpoint_round_trip(void **state) {
     et_st_close(st);
 }
 
+/* A frozen layer gets no WG and no update; the others still learn, and the
+ * MAC counters show the skipped WG. */
+static void test_freeze(void **state) {
+    (void)state;
+    et_safetensors *st = open_fix("model_lenet");
+    et_model *m;
+    assert_int_equal(et_model_parse(meta(st, "spec_text"), "frozen", &m), ET_OK);
+    assert_int_equal(et_model_freeze(m, "0"), ET_OK);
+    assert_int_not_equal(et_model_freeze(m, "1"), ET_OK); /* relu has no parameters */
+    et_optim o = et_optim_default(ET_OPT_SGD);
+    o.lr = 0.1f;
+    assert_int_equal(et_model_plan(m, 4, &o), ET_OK);
+    load_params(m, st, "param.");
+    memcpy(et_model_input(m), get(st, "x")->data, get(st, "x")->nbytes);
+    uint8_t labels[4];
+    for (int i = 0; i < 4; i++) labels[i] = (uint8_t)((const int64_t *)get(st, "labels")->data)[i];
+    int64_t macs[ET_NSTAGES];
+    et_model_macs(m, macs);
+    assert_int_equal(macs[ET_WG], 383872 - 8 * 9 * 784); /* conv 0 (8x1x3x3 over 28x28) skipped */
+    float loss;
+    assert_int_equal(et_model_train_step(m, labels, 4, 0.1f, &loss), ET_OK);
+    for (int i = 0; i < et_model_num_tensors(m); i++) {
+        const char *name;
+        float *data;
+        int64_t n;
+        et_model_tensor(m, i, &name, &data, &n, NULL);
+        char full[160];
+        snprintf(full, sizeof full, "param.%s", name);
+        int same = !memcmp(data, get(st, full)->data, (size_t)n * sizeof(float));
+        assert_int_equal(same, name[0] == '0' && name[1] == '.');
+    }
+    et_model_free(m);
+    et_st_close(st);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layers),       cmocka_unit_test(test_loss),
         cmocka_unit_test(test_models),       cmocka_unit_test(test_optimizers),
         cmocka_unit_test(test_lr_schedules), cmocka_unit_test(test_torch_state_dict),
-        cmocka_unit_test(test_checkpoint_round_trip),
+        cmocka_unit_test(test_checkpoint_round_trip), cmocka_unit_test(test_freeze),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

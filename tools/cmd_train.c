@@ -31,6 +31,8 @@ static const char train_help[] =
     "  --init-from F       start from the weights in a safetensors checkpoint (PyTorch names)\n"
     "  --resume F          continue a run from a checkpoint written by --save (with optimizer state)\n"
     "  --save F            write the final checkpoint (weights + optimizer state), atomically\n"
+    "  --freeze LIST       comma-separated layer names (PyTorch prefixes, e.g. 0,3) whose\n"
+    "                      parameters are not trained (no WG, no update)\n"
     "  --no-shuffle        use file order instead of a seeded shuffle per epoch\n"
     "  --train-limit N     use the first N training images (default all)\n"
     "  --test-limit N      evaluate on the first N test images (default all; 0 skips)\n"
@@ -42,7 +44,7 @@ static const char train_help[] =
 
 enum { O_MODEL = 1000, O_DATA, O_DATADIR, O_EPOCHS, O_STEPS, O_BATCH, O_LR, O_MOM, O_NEST, O_WD, O_OPT,
        O_SCHED, O_SEED, O_THREADS, O_INIT, O_RESUME, O_SAVE, O_NOSHUF, O_TRLIM, O_TELIM, O_JSON,
-       O_LOGLOSS, O_QUIET, O_HELP };
+       O_LOGLOSS, O_QUIET, O_HELP, O_FREEZE };
 
 static const struct option train_opts[] = {
     {"model", 1, 0, O_MODEL},     {"data", 1, 0, O_DATA},       {"data-dir", 1, 0, O_DATADIR},
@@ -53,10 +55,11 @@ static const struct option train_opts[] = {
     {"resume", 1, 0, O_RESUME},   {"save", 1, 0, O_SAVE},       {"no-shuffle", 0, 0, O_NOSHUF},
     {"train-limit", 1, 0, O_TRLIM}, {"test-limit", 1, 0, O_TELIM}, {"json", 1, 0, O_JSON},
     {"log-loss", 1, 0, O_LOGLOSS}, {"quiet", 0, 0, O_QUIET},    {"help", 0, 0, O_HELP},
+    {"freeze", 1, 0, O_FREEZE},
     {0, 0, 0, 0}};
 
 typedef struct {
-    const char *model, *data, *data_dir, *init_from, *resume, *save, *json, *log_loss;
+    const char *model, *data, *data_dir, *init_from, *resume, *save, *json, *log_loss, *freeze;
     long long epochs, steps, batch, seed, threads, train_limit, test_limit;
     double lr, momentum, wd;
     int nesterov, shuffle, quiet, have_lr, have_mom;
@@ -123,6 +126,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         case O_JSON: a->json = v; break;
         case O_LOGLOSS: a->log_loss = v; break;
         case O_QUIET: a->quiet = 1; break;
+        case O_FREEZE: a->freeze = v; break;
         case O_HELP: fputs(train_help, stdout); exit(0);
         default: return cli_bad_option("train", argv[optind - 1]);
         }
@@ -173,7 +177,17 @@ int cmd_train(int argc, char **argv) {
         cli_fail("train", 1, "--nesterov needs a non-zero --momentum");
         goto out;
     }
-    if (et_model_load_spec(a.model, &m) || et_model_plan(m, (int)a.batch, &opt)) {
+    if (et_model_load_spec(a.model, &m)) {
+        cli_fail("train", 0, "%s", et_last_error());
+        goto out;
+    }
+    if (a.freeze) {
+        char list[1024], *save = NULL;
+        snprintf(list, sizeof list, "%s", a.freeze);
+        for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+            if (et_model_freeze(m, tok)) goto fail;
+    }
+    if (et_model_plan(m, (int)a.batch, &opt)) {
         cli_fail("train", 0, "%s", et_last_error());
         goto out;
     }
