@@ -54,6 +54,17 @@ def main():
         f.write(table + "\n\n")
         f.write("Machine: %s, FP32 peak measured by `build/bench/bench_gemm --peak-json`: %.0f GFLOP/s.\n" % (
             platform.processor() or platform.machine(), pk))
+    # The README carries the same table between markers.
+    readme = os.path.join(os.path.dirname(os.path.abspath(md)), "..", "README.md")
+    if os.path.exists(readme):
+        text = open(readme).read()
+        a, b = "<!-- bench:begin -->", "<!-- bench:end -->"
+        if a in text and b in text:
+            block = "%s\nMeasured by `make bench` (%d threads, measured FP32 peak %.0f GFLOP/s):\n\n%s\n%s" % (
+                a, peak["threads"], pk, table, b)
+            text = text[:text.index(a)] + block + text[text.index(b) + len(b):]
+            with open(readme, "w") as f:
+                f.write(text)
 
 
 main()
