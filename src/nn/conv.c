@@ -12,6 +12,8 @@
 
 #include <string.h>
 
+#include "nn/conv_rows.h"
+
 #define COL_BUDGET_FLOATS ((size_t)1 << 21) /* 8 MB of im2col per chunk */
 
 static int conv_direct(const et_conv_cfg *c) {
@@ -60,15 +62,40 @@ static int64_t conv_macs(const et_layer *l) {
     return conv_ck(l) * l->out.c * l->out.h * l->out.w;
 }
 
+/* Stride-1 convolutions with rows of at most 32 floats use the AVX-512 row
+ * kernels of conv_avx512.c when the CPU has them (same values, same order). */
+static int conv_rows_fast(const et_layer *l, et_conv_geom *g) {
+#if defined(__x86_64__) || defined(_M_X64)
+    const et_conv_cfg *c = &l->cfg.conv;
+    if (c->sh != 1 || c->sw != 1 || c->kw > 16 || l->in.w > ET_CONV_ROWS_MAXW ||
+        l->out.w > ET_CONV_ROWS_MAXW || et_cpu_isa() < ET_ISA_AVX512)
+        return 0;
+    *g = (et_conv_geom){l->in.h, l->in.w, l->out.h, l->out.w, c->kh, c->kw, c->ph, c->pw};
+    return 1;
+#else
+    (void)l;
+    (void)g;
+    return 0;
+#endif
+}
+
 /* col[(ci*KH+ky)*KW+kx][n*HoWo + oy*Wo + ox] = x[ci][n0+n][oy*sh-ph+ky][ox*sw-pw+kx] */
 static void im2col(const et_layer *l, const float *x, int N, int n0, int nb, float *col) {
     const et_conv_cfg *c = &l->cfg.conv;
     const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w;
     const int64_t rows = conv_ck(l), ld = (int64_t)nb * Ho * Wo;
+    et_conv_geom g;
+    const int fast = conv_rows_fast(l, &g);
 #pragma omp parallel for schedule(static) if (rows * ld > 32768)
     for (int64_t r = 0; r < rows; r++) {
         int kx = (int)(r % c->kw), ky = (int)(r / c->kw % c->kh), ci = (int)(r / c->kw / c->kh);
         float *dst = col + r * ld;
+#if defined(__x86_64__) || defined(_M_X64)
+        if (fast) {
+            et_im2col_row_avx512(&g, ky, kx, x + ((int64_t)ci * N + n0) * H * W, nb, dst);
+            continue;
+        }
+#endif
         for (int n = 0; n < nb; n++) {
             const float *src = x + ((int64_t)ci * N + n0 + n) * H * W;
             for (int oy = 0; oy < Ho; oy++, dst += Wo) {
@@ -96,11 +123,23 @@ static void im2col(const et_layer *l, const float *x, int N, int n0, int nb, flo
     }
 }
 
-/* dx[ci][n0+n][..] += col entries, parallel over input channels. */
+/* dx[ci][n0+n][..] += col entries, parallel over input channels. With the
+ * fast row kernels (gather form) the chunk's images of dx are written, not
+ * accumulated: each image belongs to one chunk, so no zeroing is needed. */
 static void col2im(const et_layer *l, const float *col, int N, int n0, int nb, float *dx) {
     const et_conv_cfg *c = &l->cfg.conv;
     const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w, C = l->in.c;
     const int64_t ld = (int64_t)nb * Ho * Wo;
+#if defined(__x86_64__) || defined(_M_X64)
+    et_conv_geom g;
+    if (conv_rows_fast(l, &g)) {
+#pragma omp parallel for schedule(static) if ((int64_t)C * c->kh * c->kw * ld > 32768)
+        for (int ci = 0; ci < C; ci++)
+            et_col2im_chan_avx512(&g, col + (int64_t)ci * c->kh * c->kw * ld, ld, nb,
+                                  dx + ((int64_t)ci * N + n0) * H * W);
+        return;
+    }
+#endif
 #pragma omp parallel for schedule(static) if ((int64_t)C * c->kh * c->kw * ld > 32768)
     for (int ci = 0; ci < C; ci++) {
         for (int ky = 0; ky < c->kh; ky++)
@@ -172,7 +211,8 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
                         dy, N * HWo, dx, N * HWo, 0.0f};
         return et_matmul_run(cx->eng, &mm);
     }
-    memset(dx, 0, sizeof(float) * (size_t)(et_shape_numel(l->in) * N));
+    et_conv_geom g;
+    if (!conv_rows_fast(l, &g)) memset(dx, 0, sizeof(float) * (size_t)(et_shape_numel(l->in) * N));
     for (int n0 = 0; n0 < N; n0 += nbmax) {
         int nb = N - n0 < nbmax ? N - n0 : nbmax;
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, nb * HWo, Cout, l->params[0].data, CK,

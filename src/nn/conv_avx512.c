@@ -1,0 +1,71 @@
+/* AVX-512 row kernels of conv.c's im2col / col2im (see conv_rows.h). */
+#include <immintrin.h>
+
+#include "nn/conv_rows.h"
+
+static inline __mmask16 range_mask(int lo, int hi, int base) {
+    /* lanes l with lo <= base + l < hi */
+    int a = lo - base, b = hi - base;
+    if (a < 0) a = 0;
+    if (b > 16) b = 16;
+    if (b <= a) return 0;
+    return (__mmask16)(((1u << (b - a)) - 1) << a);
+}
+
+void et_im2col_row_avx512(const et_conv_geom *g, int ky, int kx, const float *src, int nb,
+                          float *dst) {
+    const int H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo;
+    const int ix0 = kx - g->PW; /* input column of output column 0 */
+    int lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < Wo ? W - ix0 : Wo;
+    if (hi < lo) hi = lo;
+    const __mmask16 ld0 = range_mask(lo, hi, 0), ld1 = range_mask(lo, hi, 16);
+    const __mmask16 st0 = range_mask(0, Wo, 0), st1 = range_mask(0, Wo, 16);
+    for (int n = 0; n < nb; n++) {
+        const float *plane = src + (int64_t)n * H * W;
+        for (int oy = 0; oy < Ho; oy++, dst += Wo) {
+            int iy = oy - g->PH + ky;
+            if (iy < 0 || iy >= H) {
+                _mm512_mask_storeu_ps(dst, st0, _mm512_setzero_ps());
+                if (st1) _mm512_mask_storeu_ps(dst + 16, st1, _mm512_setzero_ps());
+                continue;
+            }
+            const float *s = plane + (int64_t)iy * W + ix0;
+            _mm512_mask_storeu_ps(dst, st0, _mm512_maskz_loadu_ps(ld0, s));
+            if (st1) _mm512_mask_storeu_ps(dst + 16, st1, _mm512_maskz_loadu_ps(ld1, s + 16));
+        }
+    }
+}
+
+void et_col2im_chan_avx512(const et_conv_geom *g, const float *col, int64_t ld, int nb,
+                           float *dx) {
+    const int H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, KH = g->KH, KW = g->KW;
+    const __mmask16 st0 = range_mask(0, W, 0), st1 = range_mask(0, W, 16);
+    __mmask16 m0[16], m1[16]; /* per kx: lanes ix with 0 <= ix + PW - kx < Wo, ix < W */
+    for (int kx = 0; kx < KW && kx < 16; kx++) {
+        int off = g->PW - kx, lo = -off, hi = Wo - off;
+        if (lo < 0) lo = 0;
+        if (hi > W) hi = W;
+        m0[kx] = range_mask(lo, hi, 0);
+        m1[kx] = range_mask(lo, hi, 16);
+    }
+    for (int n = 0; n < nb; n++) {
+        float *dplane = dx + (int64_t)n * H * W;
+        for (int iy = 0; iy < H; iy++) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+            for (int ky = 0; ky < KH; ky++) {
+                int oy = iy + g->PH - ky;
+                if (oy < 0 || oy >= Ho) continue;
+                const float *rowk = col + (int64_t)ky * KW * ld + (int64_t)n * Ho * Wo +
+                                    (int64_t)oy * Wo + g->PW;
+                for (int kx = 0; kx < KW; kx++, rowk += ld) {
+                    const float *s = rowk - kx;
+                    a0 = _mm512_add_ps(a0, _mm512_maskz_loadu_ps(m0[kx], s));
+                    if (st1) a1 = _mm512_add_ps(a1, _mm512_maskz_loadu_ps(m1[kx], s + 16));
+                }
+            }
+            float *d = dplane + (int64_t)iy * W;
+            _mm512_mask_storeu_ps(d, st0, a0);
+            if (st1) _mm512_mask_storeu_ps(d + 16, st1, a1);
+        }
+    }
+}

@@ -1,0 +1,28 @@
+/* Row kernels of conv.c's im2col / col2im for stride-1 convolutions whose
+ * input and output rows fit in 32 floats (the 28x28 grey-image models): each
+ * image row is moved with masked vector loads and stores instead of memcpy +
+ * scalar padding loops. Internal to src/nn. */
+#ifndef ET_CONV_ROWS_H
+#define ET_CONV_ROWS_H
+#include <stdint.h>
+
+/* Geometry of one stride-1 convolution (sizes of the input and output planes). */
+typedef struct et_conv_geom {
+    int H, W, Ho, Wo, KH, KW, PH, PW;
+} et_conv_geom;
+
+#define ET_CONV_ROWS_MAXW 32
+
+#if defined(__x86_64__) || defined(_M_X64)
+/* col row (ky,kx) of one channel for nb images: dst[n*Ho*Wo + oy*Wo + ox] =
+ * x[n][oy-PH+ky][ox-PW+kx] (0 outside); src = channel plane of image 0,
+ * planes H*W apart. */
+void et_im2col_row_avx512(const et_conv_geom *g, int ky, int kx, const float *src, int nb,
+                          float *dst);
+/* Gather form of col2im for one channel and nb images: every dx element is
+ * written once as 0 + the sum of its col entries in (ky, kx) order.
+ * col = the channel's first col row (rows Ho*Wo*ld apart, ld = nb*Ho*Wo). */
+void et_col2im_chan_avx512(const et_conv_geom *g, const float *col, int64_t ld, int nb,
+                           float *dx);
+#endif
+#endif
