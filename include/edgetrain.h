@@ -258,12 +258,77 @@ et_status et_model_load(et_model *m, const char *path, int with_optimizer);
 
 /* The matmul path's counters for this model: totals and per layer node. */
 const et_counters *et_model_counters(const et_model *m);
+/* Nodes of the model in execution order (layers, plus one "add" node per
+ * residual block): PyTorch name ("" for add), layer keyword, and counters. */
+int et_model_num_nodes(const et_model *m);
+void et_model_node_info(const et_model *m, int i, const char **name, const char **kind,
+                        const et_counters **counters);
 void et_model_reset_counters(et_model *m);
 et_engine *et_model_engine(et_model *m);
 
 /* Learning-rate schedules (per epoch, as PyTorch's StepLR / CosineAnnealingLR). */
 float et_lr_step(float base, int epoch, int step_size, float gamma);
 float et_lr_cosine(float base, int epoch, int t_max, float eta_min);
+
+/* ---------------------------------------------------------- 8 number formats */
+
+/*
+ * A number format is a descriptor value, parsed from text (docs/formats.md):
+ *   fp32 | fp16 | bf16 | e4m3 | e5m2 | eXmY (2<=X<=8, 0<=Y<=23) | intN | dfxpN (2<=N<=16)
+ *   then modifiers  :sat  :nosub  (floating point)   :perchannel  (intN, dfxpN)
+ *   then rounding   /rn (default)  /rz  /sr  /srR (1<=R<=32)
+ * e4m3 is OCP E4M3FN (max 448, no infinities), e5m2 is OCP E5M2 (max 57344);
+ * both always saturate. Other eXmY are IEEE-like (bias 2^(X-1)-1, top exponent
+ * for inf/NaN, subnormals, overflow to inf unless :sat). intN is symmetric with
+ * scale absmax/(2^(N-1)-1); dfxpN uses the smallest power-of-two scale that
+ * fits absmax in N-bit signed range. One quantize function serves every format.
+ */
+typedef enum et_fmt_kind { ET_FMT_FLOAT = 0, ET_FMT_INT = 1, ET_FMT_DFXP = 2 } et_fmt_kind;
+typedef enum et_rounding { ET_ROUND_RN = 0, ET_ROUND_RZ = 1, ET_ROUND_SR = 2 } et_rounding;
+
+typedef struct et_format {
+    et_fmt_kind kind;
+    int ebits, mbits; /* floating point: exponent and stored mantissa bits */
+    int ocp_e4m3;     /* 1: OCP E4M3FN encoding (top exponent is finite, no inf) */
+    int bits;         /* total bits (1 + ebits + mbits, or N) */
+    int sat;          /* overflow and +-inf become +-max finite */
+    int nosub;        /* results below the smallest normal become +-0 */
+    int perchannel;   /* intN/dfxpN: one scale per row (output channel) */
+    et_rounding round;
+    int sr_bits;      /* /srR: R random bits; /sr: 32 */
+} et_format;
+
+/* Parses TEXT; on error returns ET_ERR_INVALID with a message naming the
+ * offending part. */
+et_status et_format_parse(const char *text, et_format *out);
+/* Canonical name ("e5m10" prints as "fp16", defaults omitted) into buf. */
+const char *et_format_name(const et_format *f, char *buf, size_t cap);
+
+/* Properties. Floating point: values; intN/dfxpN: in units of the scale
+ * (max = 2^(N-1)-1, min_normal = min_subnormal = 1). */
+typedef struct et_format_props {
+    int bits;
+    double max_finite, min_normal, min_subnormal;
+} et_format_props;
+et_format_props et_format_properties(const et_format *f);
+
+/* The key of the counter-based random bits for stochastic rounding: element i
+ * of a call draws from (seed, tensor, i, step), so results are identical at any
+ * thread count and on any machine. */
+typedef struct et_qkey {
+    uint64_t seed, tensor, step;
+} et_qkey;
+
+/* Per-tensor scale of intN/dfxpN for x[0..n) (0 for an all-zero tensor; 1 for
+ * floating point). Non-finite values do not count towards absmax. */
+float et_format_scale(const et_format *f, const float *x, size_t n);
+/* y[i] = quantize(x[i]) (the value the format represents, as a float); y may
+ * equal x. key may be NULL (seed, tensor, step = 0). NaN stays NaN. */
+et_status et_quantize(const et_format *f, const float *x, float *y, size_t n, const et_qkey *key);
+/* Same over a [rows, cols] matrix; with f->perchannel each row gets its own
+ * scale (weights: one per output channel). Element (r, c) uses index r*cols+c. */
+et_status et_quantize_rows(const et_format *f, const float *x, float *y, size_t rows, size_t cols,
+                           const et_qkey *key);
 
 #ifdef __cplusplus
 }

@@ -65,7 +65,7 @@ static void write_file(const char *name, const void *data, size_t n) {
 static void write_text(const char *name, const char *text) { write_file(name, text, strlen(text)); }
 
 static void write_gz(const char *name, const void *data, size_t n) {
-    char p[512];
+    char p[1024];
     snprintf(p, sizeof p, "%s/%s", dir, name);
     gzFile g = gzopen(p, "wb");
     assert_non_null(g);
@@ -246,6 +246,14 @@ static void test_lenet_learns(void **state) {
     /* 20 steps x 100 images x 383872 MACs per image in FF */
     assert_true(cJSON_GetObjectItem(md, "ff")->valuedouble == 2000.0 * 383872);
     assert_true(cJSON_GetObjectItem(me, "wg")->valuedouble == cJSON_GetObjectItem(md, "wg")->valuedouble);
+    /* per-layer counters add up to the totals */
+    cJSON *layers = cJSON_GetObjectItem(j, "layers"), *l;
+    double sums[3] = {0};
+    const char *st[3] = {"ff", "ep", "wg"};
+    cJSON_ArrayForEach(l, layers)
+        for (int k = 0; k < 3; k++) sums[k] += cJSON_GetObjectItem(cJSON_GetObjectItem(l, "macs_dense"), st[k])->valuedouble;
+    assert_int_equal(cJSON_GetArraySize(layers), 4); /* two conv, two linear */
+    for (int k = 0; k < 3; k++) assert_true(sums[k] == cJSON_GetObjectItem(md, st[k])->valuedouble);
     cJSON_Delete(j);
     snprintf(a, sizeof a, "%s/loss.csv", dir);
     f = fopen(a, "r");

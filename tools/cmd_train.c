@@ -166,6 +166,7 @@ int cmd_train(int argc, char **argv) {
     FILE *lossf = NULL;
     char loss_tmp[4096] = "";
     float *recent = NULL;
+    cJSON *layers = NULL;
     rc = 1;
 
     et_optim opt = et_optim_default(a.opt);
@@ -259,6 +260,19 @@ int cmd_train(int argc, char **argv) {
     double secs = cli_now() - t0;
     cli_progress_end(&prog);
     et_counters cnt = *et_model_counters(m);
+    layers = cJSON_CreateArray(); /* per-layer training counters, before evaluation adds FF work */
+    for (int i = 0; i < et_model_num_nodes(m); i++) {
+        const char *name, *kind;
+        const et_counters *lc;
+        et_model_node_info(m, i, &name, &kind, &lc);
+        if (!lc || !(lc->calls[ET_FF] + lc->calls[ET_EP] + lc->calls[ET_WG])) continue;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", name);
+        cJSON_AddStringToObject(o, "type", kind);
+        cJSON_AddItemToObject(o, "macs_dense", stage_obj(lc->macs_dense));
+        cJSON_AddItemToObject(o, "macs_executed", stage_obj(lc->macs_executed));
+        cJSON_AddItemToArray(layers, o);
+    }
 
     if (lossf) {
         int bad = fflush(lossf) != 0 || fsync(fileno(lossf)) != 0;
@@ -315,6 +329,8 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddStringToObject(j, "gemm_kernel", et_gemm_kernel_name());
         cJSON_AddItemToObject(j, "macs_dense", stage_obj(cnt.macs_dense));
         cJSON_AddItemToObject(j, "macs_executed", stage_obj(cnt.macs_executed));
+        cJSON_AddItemToObject(j, "layers", layers);
+        layers = NULL;
         char *txt = cJSON_Print(j);
         cJSON_Delete(j);
         size_t len = txt ? strlen(txt) : 0;
@@ -330,6 +346,7 @@ int cmd_train(int argc, char **argv) {
 fail:
     cli_fail("train", 0, "%s", et_last_error());
 out:
+    cJSON_Delete(layers);
     if (lossf) fclose(lossf);
     if (loss_tmp[0]) remove(loss_tmp);
     free(perm), free(labels), free(recent);

@@ -588,6 +588,16 @@ et_status et_model_evaluate(et_model *m, const et_dataset *ds, int64_t limit, do
 }
 
 const et_counters *et_model_counters(const et_model *m) { return &m->eng.total; }
+int et_model_num_nodes(const et_model *m) { return m->nnodes; }
+
+void et_model_node_info(const et_model *m, int i, const char **name, const char **kind,
+                        const et_counters **counters) {
+    const et_layer *l = &m->nodes[i].layer;
+    if (name) *name = l->prefix;
+    if (kind) *kind = et_layer_table[l->type]->keyword;
+    if (counters) *counters = m->layer_counters ? &m->layer_counters[i] : NULL;
+}
+
 void et_model_reset_counters(et_model *m) { et_engine_reset(&m->eng); }
 et_engine *et_model_engine(et_model *m) { return &m->eng; }
 
