@@ -1,0 +1,39 @@
+/* Number formats, internal: the parameters one quantize call derives from a
+ * descriptor, and the scalar (reference) and AVX-512 loops that use them. */
+#ifndef ET_FORMAT_INTERNAL_H
+#define ET_FORMAT_INTERNAL_H
+#include "edgetrain.h"
+
+#include <stdint.h>
+
+/* Stream of the stochastic-rounding key in et_rand64 (kept apart from
+ * src/core/rng.h's small stream numbers). */
+#define ET_STREAM_QUANTIZE 0x5352u /* "SR" */
+
+/* Everything a quantize loop needs, derived once per call (or per row). The
+ * rounding works on float32 bit patterns: a value is rounded to a multiple of
+ * 2^qexp with qexp = max(Ex - mant, qmin), Ex = floor(log2 |x|). */
+typedef struct et_qparams {
+    int is_int;        /* intN/dfxpN: y = x/scale rounded to an integer */
+    int mant;          /* mantissa bits kept (int: 160, i.e. never the limit) */
+    int qmin;          /* lowest quantum exponent (int: 0; nosub: -300) */
+    int nosub;         /* flush results below min normal */
+    int overflow_max;  /* overflow -> max (sat, OCP formats, /rz) instead of inf */
+    int inf_max;       /* +-inf input -> +-max */
+    uint32_t maxbits;  /* float bits of max finite (int: qmax as float) */
+    uint32_t minnorm;  /* float bits of the smallest normal */
+    int mode;          /* et_rounding */
+    int rbits;         /* random bits for SR (1..32) */
+    float scale;       /* int: the scale (0: all outputs are zero) */
+    uint64_t subseed;  /* et_rand64(seed, ET_STREAM_QUANTIZE, tensor) */
+    uint64_t step;
+} et_qparams;
+
+void et_qparams_init(et_qparams *p, const et_format *f, float scale, const et_qkey *key);
+/* 32 random bits of element `index` (the top half of et_rand64(subseed, step, index)). */
+uint32_t et_qrand(const et_qparams *p, uint64_t index);
+/* Reference loop: y[i] = q(x[i]) for elements first..first+n-1 (index first+i). */
+void et_quantize_scalar(const et_qparams *p, const float *x, float *y, size_t n, uint64_t first);
+/* The same, bit for bit, 16 lanes at a time (only when the CPU has AVX-512). */
+void et_quantize_avx512(const et_qparams *p, const float *x, float *y, size_t n, uint64_t first);
+#endif
