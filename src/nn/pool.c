@@ -111,15 +111,23 @@ static et_status maxpool_ep(et_layer *l, const et_lctx *c, const float *x, const
         for (int64_t pl = 0; pl < planes; pl++) {
             const float *xp = x + pl * H * W, *dyp = dy + pl * Ho * Wo;
             float *dxp = dx + pl * H * W;
-            memset(dxp, 0, sizeof(float) * (size_t)H * W);
+            /* windows tile rows [0, 2Ho) x cols [0, 2Wo): write each window's
+             * four values; only a leftover last row / column needs zeros */
             for (int oy = 0; oy < Ho; oy++) {
                 const float *r0 = xp + (int64_t)2 * oy * W, *r1 = r0 + W;
-                float *d0 = dxp + (int64_t)2 * oy * W;
+                float *d0 = dxp + (int64_t)2 * oy * W, *d1 = d0 + W;
                 for (int ox = 0; ox < Wo; ox++) {
                     int k = argmax4(r0, r1, 2 * ox);
-                    d0[(k >> 1) * W + 2 * ox + (k & 1)] = dyp[oy * Wo + ox];
+                    float g = dyp[oy * Wo + ox];
+                    d0[2 * ox] = k == 0 ? g : 0.0f;
+                    d0[2 * ox + 1] = k == 1 ? g : 0.0f;
+                    d1[2 * ox] = k == 2 ? g : 0.0f;
+                    d1[2 * ox + 1] = k == 3 ? g : 0.0f;
                 }
+                for (int ix = 2 * Wo; ix < W; ix++) d0[ix] = d1[ix] = 0.0f;
             }
+            if (2 * Ho < H)
+                memset(dxp + (int64_t)2 * Ho * W, 0, sizeof(float) * (size_t)(H - 2 * Ho) * W);
         }
         return ET_OK;
     }
