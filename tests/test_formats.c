@@ -296,7 +296,7 @@ static void test_parse_and_names(void **st) {
         assert_memory_equal(&f, &g, sizeof f);
     }
     static const char *badf[] = {"e9m1", "e1m3", "e4m24", "int1", "int17", "dfxp", "fp8", "", "fp16:sat:sat",
-                                 "fp16/sr0", "fp16/sr33", "fp16/rq", "int8:sat", "fp16:perchannel", "fp16/rn:sat", "FP16"};
+                                 "fp16/sr0", "fp16/sr33", "fp16/rq", "int8:sat", "fp16:perchannel", "fp16/rn:sat", "FP16", "e04m3", "int08", "fp16/sr04"};
     for (size_t i = 0; i < sizeof badf / sizeof badf[0]; i++) {
         et_format f;
         assert_int_equal(et_format_parse(badf[i], &f), ET_ERR_INVALID);

@@ -15,6 +15,7 @@
 static int parse_uint(const char **s, int *out) {
     const char *p = *s;
     if (!isdigit((unsigned char)*p)) return 0;
+    if (p[0] == '0' && isdigit((unsigned char)p[1])) return 0; /* "e04m3" is not another e4m3 */
     long v = 0;
     while (isdigit((unsigned char)*p)) {
         v = v * 10 + (*p++ - '0');
