@@ -9,6 +9,7 @@
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_private(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 
 /* Prints "edgetrain CMD: message" on stderr; returns 2 (usage) or 1. */

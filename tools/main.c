@@ -37,6 +37,7 @@ static const struct {
     {"train", cmd_train, "train a model on a data set, write checkpoint and JSON summary"},
     {"eval", cmd_eval, "evaluate a checkpoint on the test set"},
     {"info", cmd_info, "parameters, MACs per stage and the memory plan of a model"},
+    {"private-data", cmd_private, "build a device-specific shifted copy of the data (the private set)"},
     {"quantize", cmd_quantize, "round numbers from stdin to a number format (fp16, e4m3, int8, ...)"},
 };
 

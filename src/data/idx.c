@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #define IDX_MAGIC_IMAGES 0x00000803u
@@ -287,4 +288,43 @@ et_status et_fmnist_load(const char *dir, int train, int64_t limit, et_dataset *
     free(ipath);
     free(lpath);
     return rc;
+}
+
+/* ------------------------------------------------------------- writing */
+
+static void put_be32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
+}
+
+/* Writes one gzipped IDX file atomically (PATH.tmp.PID, then rename). */
+static et_status write_gz_atomic(const char *path, const unsigned char *hdr, size_t hlen, const uint8_t *data,
+                                 size_t n) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    gzFile g = gzopen(tmp, "wb6");
+    if (!g) return et_set_error(ET_ERR_IO, "cannot create %s", tmp);
+    int ok = gzwrite(g, hdr, (unsigned)hlen) == (int)hlen;
+    for (size_t off = 0; ok && off < n; off += 1 << 20) {
+        unsigned chunk = (unsigned)(n - off < (1u << 20) ? n - off : (1u << 20));
+        ok = gzwrite(g, data + off, chunk) == (int)chunk;
+    }
+    ok &= gzclose(g) == Z_OK;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return et_set_error(ET_ERR_IO, "cannot write %s", path);
+    }
+    return ET_OK;
+}
+
+et_status et_idx_save(const char *images_path, const char *labels_path, const et_dataset *ds) {
+    if (ds->n < 0 || ds->n > 100000000 || ds->rows <= 0 || ds->cols <= 0)
+        return et_set_error(ET_ERR_INVALID, "idx: bad data set shape");
+    unsigned char ih[16], lh[8];
+    put_be32(ih, 0x803), put_be32(ih + 4, (uint32_t)ds->n), put_be32(ih + 8, (uint32_t)ds->rows),
+        put_be32(ih + 12, (uint32_t)ds->cols);
+    put_be32(lh, 0x801), put_be32(lh + 4, (uint32_t)ds->n);
+    et_status st = write_gz_atomic(images_path, ih, 16, ds->images, (size_t)ds->n * ds->rows * ds->cols);
+    if (!st) st = write_gz_atomic(labels_path, lh, 8, ds->labels, (size_t)ds->n);
+    return st;
 }
