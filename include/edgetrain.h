@@ -253,6 +253,16 @@ int et_model_num_tensors(const et_model *m);
 /* i-th state tensor: name, float data, number of elements, gradient (NULL for buffers). */
 et_status et_model_tensor(et_model *m, int i, const char **name, float **data, int64_t *n,
                           float **grad);
+/* Sets a precision policy (docs/precision.md): a file, a name in policies/,
+ * or inline "w=int8,a=int8,...". Before et_model_plan. */
+et_status et_model_set_precision(et_model *m, const char *spec);
+
+/* Name of the format node `node` uses for `role` ("w", "a", "e", "g", "acc",
+ * "m", "mul"): "fp32" without a policy entry. Empty string for an unknown role. */
+const char *et_model_format_name(const et_model *m, int node, const char *role, char *buf, size_t cap);
+/* Name of the policy in use, or NULL. */
+const char *et_model_precision(const et_model *m);
+
 /* Freezes a layer's parameters (no WG, no update) by PyTorch prefix ("3"). */
 et_status et_model_freeze(et_model *m, const char *prefix);
 
@@ -344,7 +354,7 @@ et_status et_quantize_rows(const et_format *f, const float *x, float *y, size_t 
 /*
  * A model of what training costs on an edge-learning processor
  * (docs/hw.md). An architecture is a config text of `key = value` lines
- * (configs/hw/*.cfg; presets "elearn", "baseline", "trainer" are built in).
+ * (configs/hw/NAME.cfg; presets "elearn", "baseline", "trainer" are built in).
  * The cost of one tile of one stage is a pure function of the architecture,
  * an operating point and the tile; a live run or a trace replay calls
  * et_hw_tile_cost() per tile. The Runtime Parallelism Optimizer (RPO) picks

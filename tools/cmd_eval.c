@@ -18,14 +18,15 @@ static const char eval_help[] =
     "  --test-limit N    first N test images (default all)\n"
     "  --batch B         images per forward pass (default 500)\n"
     "  --threads T       worker threads\n"
+    "  --precision SPEC  precision policy for the forward pass (docs/precision.md)\n"
     "  --json F          write {model, checkpoint, test_images, test_accuracy, test_loss}\n";
 
 int cmd_eval(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", 1, 0, 'm'}, {"checkpoint", 1, 0, 'c'}, {"data", 1, 0, 'd'}, {"data-dir", 1, 0, 'D'},
-        {"test-limit", 1, 0, 'l'}, {"batch", 1, 0, 'b'}, {"threads", 1, 0, 't'}, {"json", 1, 0, 'j'},
+        {"test-limit", 1, 0, 'l'}, {"batch", 1, 0, 'b'}, {"threads", 1, 0, 't'}, {"json", 1, 0, 'j'}, {"precision", 1, 0, 'p'},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
-    const char *model = NULL, *ckpt = NULL, *data = NULL, *dir = NULL, *json = NULL;
+    const char *model = NULL, *ckpt = NULL, *data = NULL, *dir = NULL, *json = NULL, *prec = NULL;
     long long limit = -1, batch = 500, threads = 0;
     int c, li = 0;
     optind = 1;
@@ -38,6 +39,7 @@ int cmd_eval(int argc, char **argv) {
         case 'd': data = optarg; break;
         case 'D': dir = optarg; break;
         case 'j': json = optarg; break;
+        case 'p': prec = optarg; break;
         case 'l': ok = cli_int(optarg, 0, INT64_MAX, &limit); break;
         case 'b': ok = cli_int(optarg, 1, 65536, &batch); break;
         case 't': ok = cli_int(optarg, 1, 1024, &threads); break;
@@ -53,7 +55,7 @@ int cmd_eval(int argc, char **argv) {
     et_dataset test = {0};
     int rc = 1;
     double acc = 0, loss = 0;
-    if (et_model_load_spec(model, &m) || et_model_plan(m, (int)batch, NULL) || et_model_load(m, ckpt, 0) ||
+    if (et_model_load_spec(model, &m) || (prec && et_model_set_precision(m, prec)) || et_model_plan(m, (int)batch, NULL) || et_model_load(m, ckpt, 0) ||
         cli_load_data(data, dir, 0, limit, &test) || et_model_evaluate(m, &test, -1, &acc, &loss)) {
         cli_fail("eval", 0, "%s", et_last_error());
         goto out;

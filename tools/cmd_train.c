@@ -31,6 +31,9 @@ static const char train_help[] =
     "  --init-from F       start from the weights in a safetensors checkpoint (PyTorch names)\n"
     "  --resume F          continue a run from a checkpoint written by --save (with optimizer state)\n"
     "  --save F            write the final checkpoint (weights + optimizer state), atomically\n"
+    "  --precision SPEC    precision policy: a file, a name in policies/ (elearn-vgg8, hfp8,\n"
+    "                      fp16, bf16, e6m5-sr13) or inline w=int8,a=int8,e=int8,g=int16\n"
+    "                      (docs/precision.md); default fp32 everywhere\n"
     "  --freeze LIST       comma-separated layer names (PyTorch prefixes, e.g. 0,3) whose\n"
     "                      parameters are not trained (no WG, no update)\n"
     "  --no-shuffle        use file order instead of a seeded shuffle per epoch\n"
@@ -44,7 +47,7 @@ static const char train_help[] =
 
 enum { O_MODEL = 1000, O_DATA, O_DATADIR, O_EPOCHS, O_STEPS, O_BATCH, O_LR, O_MOM, O_NEST, O_WD, O_OPT,
        O_SCHED, O_SEED, O_THREADS, O_INIT, O_RESUME, O_SAVE, O_NOSHUF, O_TRLIM, O_TELIM, O_JSON,
-       O_LOGLOSS, O_QUIET, O_HELP, O_FREEZE };
+       O_LOGLOSS, O_QUIET, O_HELP, O_FREEZE, O_PREC };
 
 static const struct option train_opts[] = {
     {"model", 1, 0, O_MODEL},     {"data", 1, 0, O_DATA},       {"data-dir", 1, 0, O_DATADIR},
@@ -55,11 +58,11 @@ static const struct option train_opts[] = {
     {"resume", 1, 0, O_RESUME},   {"save", 1, 0, O_SAVE},       {"no-shuffle", 0, 0, O_NOSHUF},
     {"train-limit", 1, 0, O_TRLIM}, {"test-limit", 1, 0, O_TELIM}, {"json", 1, 0, O_JSON},
     {"log-loss", 1, 0, O_LOGLOSS}, {"quiet", 0, 0, O_QUIET},    {"help", 0, 0, O_HELP},
-    {"freeze", 1, 0, O_FREEZE},
+    {"freeze", 1, 0, O_FREEZE},   {"precision", 1, 0, O_PREC},
     {0, 0, 0, 0}};
 
 typedef struct {
-    const char *model, *data, *data_dir, *init_from, *resume, *save, *json, *log_loss, *freeze;
+    const char *model, *data, *data_dir, *init_from, *resume, *save, *json, *log_loss, *freeze, *precision;
     long long epochs, steps, batch, seed, threads, train_limit, test_limit;
     double lr, momentum, wd;
     int nesterov, shuffle, quiet, have_lr, have_mom;
@@ -127,6 +130,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         case O_LOGLOSS: a->log_loss = v; break;
         case O_QUIET: a->quiet = 1; break;
         case O_FREEZE: a->freeze = v; break;
+        case O_PREC: a->precision = v; break;
         case O_HELP: fputs(train_help, stdout); exit(0);
         default: return cli_bad_option("train", argv[optind - 1]);
         }
@@ -182,6 +186,7 @@ int cmd_train(int argc, char **argv) {
         cli_fail("train", 0, "%s", et_last_error());
         goto out;
     }
+    if (a.precision && et_model_set_precision(m, a.precision)) goto fail;
     if (a.freeze) {
         char list[1024], *save = NULL;
         snprintf(list, sizeof list, "%s", a.freeze);
@@ -271,6 +276,12 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddStringToObject(o, "type", kind);
         cJSON_AddItemToObject(o, "macs_dense", stage_obj(lc->macs_dense));
         cJSON_AddItemToObject(o, "macs_executed", stage_obj(lc->macs_executed));
+        cJSON *fm = cJSON_AddObjectToObject(o, "formats");
+        static const char *const roles[] = {"w", "a", "e", "g", "acc", "m", "mul"};
+        for (int r = 0; r < 7; r++) {
+            char buf[64];
+            cJSON_AddStringToObject(fm, roles[r], et_model_format_name(m, i, roles[r], buf, sizeof buf));
+        }
         cJSON_AddItemToArray(layers, o);
     }
 
@@ -325,6 +336,7 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "threads", et_get_threads());
         cJSON_AddNumberToObject(j, "seed", (double)a.seed);
         cJSON_AddStringToObject(j, "optimizer", a.opt == ET_OPT_ADAM ? "adam" : "sgd");
+        cJSON_AddStringToObject(j, "precision", et_model_precision(m) ? et_model_precision(m) : "fp32");
         cJSON_AddNumberToObject(j, "lr", a.lr);
         cJSON_AddStringToObject(j, "gemm_kernel", et_gemm_kernel_name());
         cJSON_AddItemToObject(j, "macs_dense", stage_obj(cnt.macs_dense));

@@ -171,5 +171,6 @@ et_status et_model_load(et_model *m, const char *path, int with_optimizer) {
         }
     }
     et_st_close(st);
+    m->wq_step = -1; /* weights changed: the rounded copies are stale */
     return s;
 }

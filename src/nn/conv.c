@@ -184,7 +184,7 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
             B = cx->scratch;
             ldb = nb * HWo;
         }
-        et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].data, CK,
+        et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK,
                         B, ldb, y + (int64_t)n0 * HWo, N * HWo, 0.0f};
         et_status st = et_matmul_run(cx->eng, &mm);
         if (st) return st;
@@ -207,7 +207,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     const int nbmax = conv_chunk(l, N), direct = conv_direct(&l->cfg.conv);
     const int CK = (int)conv_ck(l);
     if (direct) { /* dX[Cin, N*HW] = W^T dY in one product */
-        et_matmul mm = {ET_EP, l->index, 1, 0, CK, N * HWo, Cout, l->params[0].data, CK,
+        et_matmul mm = {ET_EP, l->index, 1, 0, CK, N * HWo, Cout, l->params[0].use, CK,
                         dy, N * HWo, dx, N * HWo, 0.0f};
         return et_matmul_run(cx->eng, &mm);
     }
@@ -215,7 +215,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     if (!conv_rows_fast(l, &g)) memset(dx, 0, sizeof(float) * (size_t)(et_shape_numel(l->in) * N));
     for (int n0 = 0; n0 < N; n0 += nbmax) {
         int nb = N - n0 < nbmax ? N - n0 : nbmax;
-        et_matmul mm = {ET_EP, l->index, 1, 0, CK, nb * HWo, Cout, l->params[0].data, CK,
+        et_matmul mm = {ET_EP, l->index, 1, 0, CK, nb * HWo, Cout, l->params[0].use, CK,
                         dy + (int64_t)n0 * HWo, N * HWo, cx->scratch, nb * HWo, 0.0f};
         et_status st = et_matmul_run(cx->eng, &mm);
         if (st) return st;

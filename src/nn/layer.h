@@ -41,7 +41,9 @@ typedef struct et_param {
     int ndim;
     int64_t shape[4];
     int64_t n;
-    float *data;
+    float *data;     /* master values */
+    float *use;      /* values FF/EP compute with: data, or its copy rounded to the
+                        precision policy's weight format */
     float *grad;     /* NULL for buffers */
     float *opt[2];   /* optimizer state (momentum / Adam moments), NULL if unused */
     int trainable;   /* 0 for buffers (running stats) */

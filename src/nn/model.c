@@ -11,6 +11,7 @@
 
 #include "core/rng.h"
 #include "nn/layer_impl.h"
+#include "nn/precision.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -104,6 +105,7 @@ void et_model_free(et_model *m) {
     free(m->nodes);
     free(m->tensors);
     free(m->spec_text);
+    free(m->policy);
     free(m);
 }
 
@@ -230,6 +232,8 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
     for (int i = 0; i < m->nnodes; i++) {
         et_layer *l = &m->nodes[i].layer;
         const et_layer_ops *ops = et_layer_table[l->type];
+        if (et_model_format(m, i, ET_ROLE_W)) /* the rounded copy FF/EP use */
+            p_bytes += align_up((size_t)l->params[0].n * sizeof(float));
         for (int p = 0; p < l->nparams; p++) {
             size_t b = align_up((size_t)l->params[p].n * sizeof(float));
             p_bytes += b;
@@ -277,6 +281,7 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
             et_param *pp = &l->params[p];
             size_t b = align_up((size_t)pp->n * sizeof(float));
             pp->data = TAKE(b);
+            pp->use = p == 0 && et_model_format(m, i, ET_ROLE_W) ? TAKE(b) : pp->data;
             if (pp->trainable) {
                 pp->grad = TAKE(b);
                 for (int k = 0; k < nb; k++) pp->opt[k] = TAKE(b);
@@ -306,6 +311,7 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
                               scratch_bytes + st_bytes + probs_bytes + counters_bytes,
                               et_gemm_workspace_bytes(), 0};
     m->mem.total = total + m->mem.workspace;
+    m->wq_step = -1;
     m->planned = 1;
     return ET_OK;
 }
@@ -343,12 +349,16 @@ et_status et_model_init_he(et_model *m, uint64_t seed) {
     }
     m->seed = seed;
     m->step = 0;
+    m->wq_step = -1;
     return ET_OK;
 }
 
 void et_model_set_seed(et_model *m, uint64_t seed) { m->seed = seed; }
 int64_t et_model_step(const et_model *m) { return m->step; }
-void et_model_set_step(et_model *m, int64_t step) { m->step = step; }
+void et_model_set_step(et_model *m, int64_t step) {
+    m->step = step;
+    m->wq_step = -1;
+}
 
 int et_model_num_tensors(const et_model *m) {
     int n = 0;
@@ -427,8 +437,11 @@ et_status et_model_forward(et_model *m, int n, int train, const float **logits) 
     if (n <= 0 || n > m->batch_cap) return et_set_error(ET_ERR_INVALID, "batch of %d outside 1..%d", n, m->batch_cap);
     et_lctx c = make_ctx(m, n, train);
     if (m->input_nchw != m->tensors[0].val) input_to_cnhw(m, n, m->tensors[0].val);
+    if (m->policy && (st = et_precision_weights(m))) return st;
     for (int i = 0; i < m->nnodes; i++) {
         et_node *nd = &m->nodes[i];
+        if (m->policy && (st = et_precision_input(m, i, m->tensors[nd->in].val, et_shape_numel(nd->layer.in) * n)))
+            return st;
         const float *x = m->tensors[nd->in].val;
         float *y = m->tensors[nd->out].val;
         if (nd->layer.type == ET_L_ADD) st = et_add_ff(&c, nd->layer.out, x, m->tensors[nd->in2].val, y);
@@ -488,7 +501,9 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
         const et_layer_ops *ops = et_layer_table[L->type];
         if (m->tensors[nd->out].grad_slot < 0) continue; /* nothing upstream learns */
         const float *x = m->tensors[nd->in].val, *y = m->tensors[nd->out].val;
-        const float *dy = m->slots[m->tensors[nd->out].grad_slot];
+        float *dyw = m->slots[m->tensors[nd->out].grad_slot];
+        if (m->policy && (st = et_precision_error(m, i, dyw, et_shape_numel(L->out) * n))) break;
+        const float *dy = dyw;
         const int64_t nin = et_shape_numel(L->in) * n;
         if (ops->wg && !L->skip_wg) st = ops->wg(L, &c, x, dy);
         int ins[2] = {nd->in, nd->in2};
@@ -511,6 +526,7 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
 et_status et_model_update(et_model *m, float lr) {
     et_status st = need_plan(m);
     if (st) return st;
+    if (m->policy && (st = et_precision_grads(m))) return st;
     const et_optim *o = &m->optim;
     const int64_t t = m->step + 1;
     const float bc1 = 1.0f - powf(o->beta1, (float)t), bc2 = 1.0f - powf(o->beta2, (float)t);
@@ -545,7 +561,7 @@ et_status et_model_update(et_model *m, float lr) {
         }
     }
     m->step++;
-    return ET_OK;
+    return m->policy ? et_precision_master(m) : ET_OK;
 }
 
 et_status et_model_train_step(et_model *m, const uint8_t *labels, int n, float lr, float *loss) {

@@ -45,6 +45,10 @@ struct et_model {
     void *arena;
     et_memory_plan mem;
 
+    /* precision policy (NULL: fp32 everywhere) */
+    struct et_policy *policy;
+    int64_t wq_step; /* step at which param.use was last rounded (-1: never) */
+
     /* training state */
     int64_t step;
     uint64_t seed;

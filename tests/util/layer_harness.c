@@ -38,6 +38,7 @@ et_status lh_init(lh *h, et_layer_type t, const void *cfg, size_t cfg_size, et_s
     for (int p = 0; p < h->l.nparams; p++) {
         et_param *pp = &h->l.params[p];
         pp->data = alloc_f(pp->n);
+        pp->use = pp->data;
         if (pp->trainable) pp->grad = alloc_f(pp->n);
         lh_fill(pp->data, pp->n, 100 + (uint64_t)p, -0.5f, 0.5f);
     }

@@ -1,0 +1,122 @@
+/* Precision policies applied by the executor: where the rounding happens
+ * (weights and activations before FF, gradients before the update, master
+ * weights after it), checked against the quantizer applied by hand. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "edgetrain.h"
+#include "util/layer_harness.h"
+
+#include <math.h>
+#include <string.h>
+
+#define SPEC "input 12\nlinear 6 bias=0\n"
+
+static void fill_model(et_model *m, const float *w, const float *x, int n) {
+    float *d;
+    int64_t cnt;
+    et_model_tensor(m, 0, NULL, &d, &cnt, NULL);
+    memcpy(d, w, sizeof(float) * (size_t)cnt);
+    memcpy(et_model_input(m), x, sizeof(float) * (size_t)n * 12);
+}
+
+/* FF under w=int4,a=int8 equals an fp32 model fed Q_w(W) and Q_a(x). */
+static void test_forward_placement(void **state) {
+    (void)state;
+    float w[72], x[48], qw[72], qx[48];
+    lh_fill(w, 72, 1, -1, 1);
+    lh_fill(x, 48, 2, 0, 1);
+    et_format fw, fa;
+    assert_int_equal(et_format_parse("int4", &fw), ET_OK);
+    assert_int_equal(et_format_parse("int8", &fa), ET_OK);
+    assert_int_equal(et_quantize(&fw, w, qw, 72, NULL), ET_OK);
+    assert_int_equal(et_quantize(&fa, x, qx, 48, NULL), ET_OK);
+    et_model *p, *r;
+    assert_int_equal(et_model_parse(SPEC, "p", &p), ET_OK);
+    assert_int_equal(et_model_parse(SPEC, "r", &r), ET_OK);
+    assert_int_equal(et_model_set_precision(p, "w=int4,a=int8"), ET_OK);
+    assert_int_equal(et_model_plan(p, 4, NULL), ET_OK);
+    assert_int_equal(et_model_plan(r, 4, NULL), ET_OK);
+    fill_model(p, w, x, 4);
+    fill_model(r, qw, qx, 4);
+    const float *lp, *lr;
+    assert_int_equal(et_model_forward(p, 4, 0, &lp), ET_OK);
+    assert_int_equal(et_model_forward(r, 4, 0, &lr), ET_OK);
+    assert_memory_equal(lp, lr, sizeof(float) * 24);
+    /* the master weights themselves are untouched */
+    float *d;
+    et_model_tensor(p, 0, NULL, &d, NULL, NULL);
+    assert_memory_equal(d, w, sizeof w);
+    char buf[32];
+    assert_string_equal(et_model_format_name(p, 0, "w", buf, sizeof buf), "int4");
+    assert_string_equal(et_model_format_name(p, 0, "g", buf, sizeof buf), "fp32");
+    et_model_free(p), et_model_free(r);
+}
+
+/* g=int4: the gradient the optimizer uses lies on the int4 grid of its own
+ * absmax, and plain SGD moves W by exactly -lr * that gradient; m=bf16: the
+ * master weights after the step are bf16 values. */
+static void test_update_placement(void **state) {
+    (void)state;
+    float w[72], x[48];
+    lh_fill(w, 72, 3, -1, 1);
+    lh_fill(x, 48, 4, 0, 1);
+    et_model *p;
+    assert_int_equal(et_model_parse(SPEC, "p", &p), ET_OK);
+    assert_int_equal(et_model_set_precision(p, "g=int4"), ET_OK);
+    et_optim o = et_optim_default(ET_OPT_SGD);
+    assert_int_equal(et_model_plan(p, 4, &o), ET_OK);
+    fill_model(p, w, x, 4);
+    uint8_t labels[4] = {0, 3, 5, 1};
+    float loss;
+    assert_int_equal(et_model_train_step(p, labels, 4, 0.5f, &loss), ET_OK);
+    float *d, *g;
+    et_model_tensor(p, 0, NULL, &d, NULL, &g);
+    float absmax = 0;
+    for (int i = 0; i < 72; i++) absmax = fmaxf(absmax, fabsf(g[i]));
+    assert_true(absmax > 0);
+    float scale = absmax / 7.0f;
+    for (int i = 0; i < 72; i++) {
+        float k = g[i] / scale;
+        assert_true(fabsf(k - rintf(k)) < 1e-4f && fabsf(k) <= 7.0001f);
+        assert_true(d[i] == w[i] - 0.5f * g[i]);
+    }
+    et_model_free(p);
+
+    assert_int_equal(et_model_parse(SPEC, "p", &p), ET_OK);
+    assert_int_equal(et_model_set_precision(p, "m=bf16"), ET_OK);
+    assert_int_equal(et_model_plan(p, 4, &o), ET_OK);
+    fill_model(p, w, x, 4);
+    assert_int_equal(et_model_train_step(p, labels, 4, 0.1f, &loss), ET_OK);
+    et_model_tensor(p, 0, NULL, &d, NULL, NULL);
+    for (int i = 0; i < 72; i++) {
+        uint32_t b;
+        memcpy(&b, &d[i], 4);
+        assert_int_equal(b & 0xffff, 0);
+    }
+    et_model_free(p);
+}
+
+static void test_bad_policies(void **state) {
+    (void)state;
+    et_model *p;
+    assert_int_equal(et_model_parse(SPEC, "p", &p), ET_OK);
+    assert_int_not_equal(et_model_set_precision(p, "w=int1"), ET_OK);
+    assert_int_not_equal(et_model_set_precision(p, "acc=int8"), ET_OK);
+    assert_int_not_equal(et_model_set_precision(p, "policies/elearn-vgg8.policy"), ET_OK); /* names layers this model lacks */
+    assert_int_equal(et_model_plan(p, 2, NULL), ET_OK);
+    assert_int_not_equal(et_model_set_precision(p, "w=int8"), ET_OK); /* after planning */
+    et_model_free(p);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_forward_placement),
+        cmocka_unit_test(test_update_placement),
+        cmocka_unit_test(test_bad_policies),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
