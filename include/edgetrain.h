@@ -471,6 +471,128 @@ et_status et_hw_peak_at(const et_hw_arch *a, int opp, et_hw_prec p, et_hw_peak *
  * (widest first), then fp16, fp8. Returns the count (<= cap). */
 int et_hw_peak_precs(const et_hw_arch *a, et_hw_prec *out, int cap);
 
+/* -------------------------------------------------------- 9 processor model */
+
+/*
+ * A model of what training costs on an edge-learning processor
+ * (docs/hw.md). An architecture is a config text of `key = value` lines
+ * (configs/hw/NAME.cfg; presets "elearn", "baseline", "trainer" are built in).
+ * The cost of one tile of one stage is a pure function of the architecture,
+ * an operating point and the tile; a live run or a trace replay calls
+ * et_hw_tile_cost() per tile. The Runtime Parallelism Optimizer (RPO) picks
+ * the input/output parallelism pair (IP, OP) per tile that maximises
+ *   utilization = Ci*Co / (ceil(Ci/IP) * ceil(Co/OP) * IP * OP).
+ */
+#define ET_HW_MAX_LIST 16
+#define ET_HW_MAX_OPP 8
+
+typedef enum et_hw_num { ET_HW_INT = 0, ET_HW_FP = 1 } et_hw_num;
+/* Operand precision of a tile: INT a_bits x w_bits (activation/error x
+ * weight), or FP with a_bits = w_bits = 16 or 8. */
+typedef struct et_hw_prec {
+    et_hw_num num;
+    int a_bits, w_bits;
+} et_hw_prec;
+
+typedef struct et_hw_pair {
+    int ip, op; /* input and output parallelism; {0,0}: none / let the RPO choose */
+} et_hw_pair;
+
+/* One operating point; power_mw is the chip's power at the peak of the
+ * calibration precision (a calibration input). */
+typedef struct et_hw_opp {
+    double voltage, freq_mhz, power_mw;
+} et_hw_opp;
+
+typedef struct et_hw_arch {
+    char name[64];
+    double tech_nm, sram_kb;
+    int lanes;                      /* INT8xINT8 MAC lanes */
+    int pp_bits;                    /* INT a x w: lanes*pp_bits/(a*w) MACs per cycle */
+    int int_bits[ET_HW_MAX_LIST];   /* supported INT operand widths */
+    int n_int_bits;
+    int fp16_macs, fp8_macs;        /* FP MACs per cycle (0: unsupported) */
+    int ip_list[ET_HW_MAX_LIST], n_ip; /* allowed IP values */
+    int op_list[ET_HW_MAX_LIST], n_op; /* allowed OP values */
+    int rpo;                        /* 1: RPO per tile; 0: fixed pair */
+    int fixed_ip, fixed_op;         /* rpo = 0: the pair at the calibration precision */
+    int speculation;                /* output speculation (skip zero outputs) */
+    double spec_pj_per_mac;         /* speculation unit: energy per predicted MAC */
+    int spec_macs_per_cycle;        /* speculation unit throughput */
+    int weight_skip;                /* skip zero weights (Ci scaled by weight density) */
+    et_hw_prec calib;               /* precision at which opp power_mw was measured */
+    double v_nom;                   /* voltage of the per-op energies below */
+    double e_mac_int8_pj, e_mac_fp16_pj, e_mac_fp8_pj; /* per MAC at v_nom */
+    double e_sram_pj_per_byte;      /* on-chip SRAM, at v_nom */
+    double e_dram_pj_per_byte;      /* off-chip DRAM (no voltage scaling) */
+    et_hw_opp opp[ET_HW_MAX_OPP];
+    int n_opp;
+} et_hw_arch;
+
+/* Text of a built-in preset ("elearn", "baseline", "trainer"), or NULL. */
+const char *et_hw_preset_text(const char *name);
+extern const char *et_hw_preset_names; /* "elearn, baseline, trainer" */
+/* Parses config TEXT (`source` names it in messages: "SOURCE:LINE: ...") and
+ * then applies `sets[0..nsets)`, each "key=value", overriding. Unknown keys,
+ * bad values, duplicates and missing required keys give ET_ERR_FORMAT (text)
+ * or ET_ERR_INVALID (--set). */
+et_status et_hw_arch_parse(const char *text, const char *source, const char *const *sets, int nsets,
+                           et_hw_arch *out);
+/* A preset name, or else a path to a config file. */
+et_status et_hw_arch_load(const char *name_or_path, const char *const *sets, int nsets, et_hw_arch *out);
+
+/* "int8" (8x8), "int8x4", "fp16", "fp8"; parse accepts the same names. */
+const char *et_hw_prec_name(et_hw_prec p, char *buf, size_t cap);
+et_status et_hw_prec_parse(const char *text, et_hw_prec *out);
+/* MACs per cycle at precision p (0: unsupported). */
+int et_hw_macs_per_cycle(const et_hw_arch *a, et_hw_prec p);
+/* The allowed (IP, OP) pairs at precision p, IP ascending: pairs from
+ * ip_list x op_list with IP*OP = MACs per cycle (rpo = 1), or the single
+ * fixed pair with IP scaled by the precision's parallelism (rpo = 0).
+ * Returns the count (<= cap; 0 if none or p is unsupported). */
+int et_hw_pairs(const et_hw_arch *a, et_hw_prec p, et_hw_pair *out, int cap);
+/* Utilization of (ip, op) for Ci x Co (0 if co == 0). */
+double et_hw_utilization(int64_t ci, int64_t co, et_hw_pair pr);
+/* The RPO: best pair of pairs[0..n) for Ci x Co (ci >= 1, co >= 0); ties go
+ * to the larger IP. util may be NULL. */
+et_status et_hw_rpo(int64_t ci, int64_t co, const et_hw_pair *pairs, int n, et_hw_pair *best, double *util);
+
+/* One tile of one stage, as a trace or a live run sees it. */
+typedef struct et_hw_tile {
+    et_stage stage;
+    et_hw_prec prec;
+    int64_t ci;         /* reduction length per output (Cin*KH*KW for a conv) */
+    int64_t co;         /* non-zero (speculated) output channels, <= co_dense */
+    int64_t co_dense;   /* all output channels */
+    int64_t spatial;    /* output positions per channel (images x Ho x Wo) */
+    double w_density;   /* fraction of non-zero weights, 1 = dense */
+    int64_t sram_bytes; /* bytes moved to/from the on-chip SRAM */
+    int64_t dram_bytes; /* bytes moved to/from DRAM */
+    et_hw_pair cfg;     /* {0,0}: RPO chooses; else this configuration word (EP/WG: FF's) */
+} et_hw_tile;
+
+typedef struct et_hw_cost {
+    et_hw_pair cfg;      /* configuration word used */
+    double utilization;  /* of the PE array during the tile's compute cycles */
+    int64_t cycles;      /* max(PE cycles, speculation cycles) */
+    int64_t pe_cycles, spec_cycles;
+    double macs;         /* executed MACs */
+    double e_mac_pj, e_spec_pj, e_sram_pj, e_dram_pj, e_cycle_pj, energy_pj;
+    double time_s;
+} et_hw_cost;
+
+/* Cost of one tile at operating point `opp` (0-based). */
+et_status et_hw_tile_cost(const et_hw_arch *a, int opp, const et_hw_tile *t, et_hw_cost *out);
+
+/* Peak of precision p at operating point opp: every MAC slot busy. */
+typedef struct et_hw_peak {
+    double tops, tops_per_watt, power_mw;
+} et_hw_peak;
+et_status et_hw_peak_at(const et_hw_arch *a, int opp, et_hw_prec p, et_hw_peak *out);
+/* The precisions a peak table lists: INT b x b for each supported width
+ * (widest first), then fp16, fp8. Returns the count (<= cap). */
+int et_hw_peak_precs(const et_hw_arch *a, et_hw_prec *out, int cap);
+
 #ifdef __cplusplus
 }
 #endif

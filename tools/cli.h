@@ -11,6 +11,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_private(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_simulate(int, char **);
 
 /* Prints "edgetrain CMD: message" on stderr; returns 2 (usage) or 1. */
 int cli_fail(const char *cmd, int usage, const char *fmt, ...)

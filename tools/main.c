@@ -39,6 +39,7 @@ static const struct {
     {"info", cmd_info, "parameters, MACs per stage and the memory plan of a model"},
     {"private-data", cmd_private, "build a device-specific shifted copy of the data (the private set)"},
     {"quantize", cmd_quantize, "round numbers from stdin to a number format (fp16, e4m3, int8, ...)"},
+    {"simulate", cmd_simulate, "model a training processor: peak TOPS and TOPS/W of an architecture"},
 };
 
 static void usage(FILE *f) {
