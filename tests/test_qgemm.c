@@ -1,0 +1,298 @@
+/* Emulated-accumulation GEMM (et_qgemm) and INT8 GEMM (et_igemm_s8):
+ * - qgemm fast path == et_qgemm_ref bit for bit over random shapes (odd
+ *   sizes, all ta/tb, beta 0/1, padded leading dimensions) and formats, at 1
+ *   and 2 threads; the SIMD random bits == et_qrand (through SR results);
+ * - hand cases: fp16 RN accumulation stalls at 2048 when adding ones, at a
+ *   value computed here when adding many small values; with SR it does not
+ *   (statistically); acc fp32 + mul NULL == a plain float loop in the same order;
+ *   integer formats are rejected;
+ * - igemm: every path (scalar, AVX2, AVX-512 VNNI) == a plain int32 triple loop
+ *   (codes -128..127, K not a multiple of 4/64), float wrapper == scales x sum. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "edgetrain.h"
+#include "kernels/igemm.h"
+#include "kernels/qgemm.h"
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+static uint32_t urand(void) {
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(rng_state >> 32);
+}
+static float frand(void) { return (float)((double)(urand() >> 8) / (double)(1u << 24) * 2.0 - 1.0); }
+
+static et_format fmt(const char *s) {
+    et_format f;
+    assert_int_equal(et_format_parse(s, &f), ET_OK);
+    return f;
+}
+
+static float *mat(size_t n, int nan_fill) {
+    float *m = malloc((n ? n : 1) * sizeof(float));
+    assert_non_null(m);
+    for (size_t i = 0; i < n; i++) m[i] = nan_fill ? NAN : frand();
+    return m;
+}
+
+/* ------------------------------------------------- qgemm: fast == ref */
+
+static void one_case(int ta, int tb, int M, int N, int K, float beta, const char *mul, const char *acc, int threads,
+                     float range) {
+    int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    int lda = ac + 3, ldb = bc + 1, ldc = N + 2;
+    float *A = mat((size_t)ar * lda, 0), *B = mat((size_t)br * ldb, 0);
+    for (size_t i = 0; i < (size_t)ar * lda; i++) A[i] *= range;
+    float *C0 = mat((size_t)M * ldc, beta == 0.0f);
+    float *C1 = malloc(((size_t)M * ldc + 1) * sizeof(float)), *C2 = malloc(((size_t)M * ldc + 1) * sizeof(float));
+    assert_non_null(C1);
+    assert_non_null(C2);
+    memcpy(C1, C0, (size_t)M * ldc * sizeof(float));
+    memcpy(C2, C0, (size_t)M * ldc * sizeof(float));
+    et_format fm, fa = fmt(acc);
+    if (mul) fm = fmt(mul);
+    et_qkey key = {12345, 7, 3};
+    et_set_threads(threads);
+    assert_int_equal(et_qgemm_ref(ta, tb, M, N, K, A, lda, B, ldb, beta, C1, ldc, mul ? &fm : NULL, &fa, &key), ET_OK);
+    assert_int_equal(et_qgemm(ta, tb, M, N, K, A, lda, B, ldb, beta, C2, ldc, mul ? &fm : NULL, &fa, &key), ET_OK);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < ldc; j++) {
+            size_t x = (size_t)i * ldc + j;
+            if (memcmp(&C1[x], &C2[x], 4))
+                fail_msg("%s x %s ta=%d tb=%d %dx%dx%d beta=%g T=%d: C[%d,%d] ref %a fast %a", mul ? mul : "-", acc,
+                         ta, tb, M, N, K, beta, threads, i, j, C1[x], C2[x]);
+        }
+    free(A), free(B), free(C0), free(C1), free(C2);
+}
+
+static void test_fast_equals_ref(void **st) {
+    (void)st;
+    static const char *const accs[] = {"fp16", "bf16", "e5m2", "e6m5/sr13", "e4m3:sat/sr4", "fp32", "fp16/rz",
+                                       "e5m4:nosub/sr", "fp16/sr"};
+    static const char *const muls[] = {NULL, "e5m2", "fp16", "bf16/sr", "e4m3/rz"};
+    int shapes[][3] = {{1, 1, 1}, {3, 17, 5}, {7, 33, 19}, {5, 16, 64}, {13, 47, 31}, {2, 5, 0}, {9, 70, 3}};
+    int n = 0;
+    for (size_t a = 0; a < sizeof accs / sizeof *accs; a++)
+        for (size_t m = 0; m < sizeof muls / sizeof *muls; m++)
+            for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+                int t = n++;
+                one_case(t & 1, (t >> 1) & 1, shapes[s][0], shapes[s][1], shapes[s][2], (t >> 2) & 1 ? 1.0f : 0.0f,
+                         muls[m], accs[a], 1 + (t % 3 == 0), (t % 5 == 0) ? 1e-3f : (t % 7 == 0) ? 300.0f : 1.0f);
+            }
+    /* all ta/tb x beta at both thread counts on one format pair */
+    for (int t = 0; t < 16; t++)
+        one_case(t & 1, (t >> 1) & 1, 37, 53, 29, (t >> 2) & 1 ? 1.0f : 0.0f, "e5m2", "e6m5/sr13", 1 + (t >> 3), 1.0f);
+}
+
+/* Large values, tiny values (subnormals of the format), inf/NaN in C. */
+static void test_fast_equals_ref_extremes(void **st) {
+    (void)st;
+    one_case(0, 0, 6, 40, 20, 1.0f, "e5m2", "fp16", 2, 1e4f);
+    one_case(0, 1, 6, 40, 20, 1.0f, NULL, "e4m3:sat/sr4", 1, 1e-4f);
+    one_case(1, 0, 6, 40, 20, 1.0f, NULL, "fp16:nosub/sr", 1, 1e-5f);
+    one_case(1, 1, 6, 40, 20, 0.0f, "fp16/rz", "bf16/rz", 2, 1e30f);
+    /* inf and NaN in C with beta = 1 */
+    int M = 3, N = 20, K = 4;
+    float *A = mat((size_t)M * K, 0), *B = mat((size_t)K * N, 0), *C1 = mat((size_t)M * N, 0),
+          *C2 = mat((size_t)M * N, 0);
+    C1[1] = INFINITY, C1[5] = -INFINITY, C1[30] = NAN;
+    memcpy(C2, C1, (size_t)M * N * sizeof(float));
+    et_format fa = fmt("fp16/rz");
+    assert_int_equal(et_qgemm_ref(0, 0, M, N, K, A, K, B, N, 1.0f, C1, N, NULL, &fa, NULL), ET_OK);
+    assert_int_equal(et_qgemm(0, 0, M, N, K, A, K, B, N, 1.0f, C2, N, NULL, &fa, NULL), ET_OK);
+    assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
+    assert_true(isinf(C1[1]) && isinf(C1[5]) && isnan(C1[30]));
+    free(A), free(B), free(C1), free(C2);
+}
+
+/* ---------------------------------------------------------- hand cases */
+
+/* C[0,0] = sum_k A[k] * 1 with A = a vector, accumulated in fmt. */
+static float sum_in(const char *acc, const float *a, int K, uint64_t seed, int fast) {
+    float *B = malloc((size_t)K * sizeof(float)), C = 0;
+    assert_non_null(B);
+    for (int k = 0; k < K; k++) B[k] = 1.0f;
+    et_format fa = fmt(acc);
+    et_qkey key = {seed, 0, 0};
+    et_status s = fast ? et_qgemm(0, 1, 1, 1, K, a, K, B, K, 0.0f, &C, 1, NULL, &fa, &key)
+                       : et_qgemm_ref(0, 1, 1, 1, K, a, K, B, K, 0.0f, &C, 1, NULL, &fa, &key);
+    assert_int_equal(s, ET_OK);
+    free(B);
+    return C;
+}
+
+static void test_fp16_stagnation(void **st) {
+    (void)st;
+    enum { K = 5000 };
+    float *a = malloc(K * sizeof(float));
+    assert_non_null(a);
+    /* 2048 + 1 + 1 + ...: fp16 spacing at 2048 is 2, 2049 is a tie -> 2048 (even) */
+    a[0] = 2048.0f;
+    for (int k = 1; k < K; k++) a[k] = 1.0f;
+    assert_true(sum_in("fp16", a, K, 1, 1) == 2048.0f);
+    assert_true(sum_in("fp16", a, K, 1, 0) == 2048.0f);
+    /* ones from 0: exact up to 2048, then stuck there */
+    for (int k = 0; k < K; k++) a[k] = 1.0f;
+    assert_true(sum_in("fp16", a, K, 1, 1) == 2048.0f);
+    /* 0.01 each (fp32 0.01): fp16 spacing is 2^-6 in [16, 32), half of it
+     * (0.0078) < 0.01 so each add still moves by one step; in [32, 64) the
+     * spacing is 2^-5 and 0.01 < 2^-6 rounds away: the sum stalls at exactly 32
+     * (the true sum is 50). The same by stepping et_quantize by hand: */
+    float s = 0;
+    et_format f16 = fmt("fp16");
+    for (int k = 0; k < K; k++) {
+        float t = s + 0.01f, y;
+        assert_int_equal(et_quantize(&f16, &t, &y, 1, NULL), ET_OK);
+        s = y;
+    }
+    assert_true(s == 32.0f);
+    for (int k = 0; k < K; k++) a[k] = 0.01f;
+    assert_true(sum_in("fp16", a, K, 1, 1) == s);
+    assert_true(sum_in("fp16", a, K, 1, 0) == s);
+    /* stochastic rounding keeps going: the mean over seeds is near 50 */
+    double mean = 0;
+    for (int seed = 0; seed < 20; seed++) {
+        float v = sum_in("fp16/sr", a, K, (uint64_t)seed, 1);
+        assert_true(v == sum_in("fp16/sr", a, K, (uint64_t)seed, 0));
+        mean += v / 20.0;
+    }
+    assert_true(fabs(mean - 50.0) < 2.0);
+    free(a);
+}
+
+/* acc fp32, mul NULL: exactly the plain float loop in the documented order. */
+static void test_fp32_plain_loop(void **st) {
+    (void)st;
+    int M = 11, N = 37, K = 53;
+    float *A = mat((size_t)M * K, 0), *B = mat((size_t)K * N, 0), *C = mat((size_t)M * N, 0),
+          *C0 = malloc((size_t)M * N * sizeof(float));
+    assert_non_null(C0);
+    memcpy(C0, C, (size_t)M * N * sizeof(float));
+    et_format f32 = fmt("fp32");
+    for (int pass = 0; pass < 2; pass++) {
+        memcpy(C, C0, (size_t)M * N * sizeof(float));
+        assert_int_equal(et_qgemm(0, 0, M, N, K, A, K, B, N, 1.0f, C, N, NULL, pass ? NULL : &f32, NULL), ET_OK);
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                volatile float s = 1.0f * C0[i * N + j];
+                for (int k = 0; k < K; k++) {
+                    volatile float p = A[i * K + k] * B[k * N + j];
+                    s = s + p;
+                }
+                assert_true(memcmp((const void *)&s, &C[i * N + j], 4) == 0);
+            }
+    }
+    free(A), free(B), free(C), free(C0);
+}
+
+static void test_rejects(void **st) {
+    (void)st;
+    float a = 1, b = 1, c = 0;
+    et_format i8 = fmt("int8"), d8 = fmt("dfxp8"), f16 = fmt("fp16");
+    assert_int_equal(et_qgemm(0, 0, 1, 1, 1, &a, 1, &b, 1, 0, &c, 1, NULL, &i8, NULL), ET_ERR_INVALID);
+    assert_int_equal(et_qgemm(0, 0, 1, 1, 1, &a, 1, &b, 1, 0, &c, 1, &d8, &f16, NULL), ET_ERR_INVALID);
+    assert_int_equal(et_qgemm_ref(0, 0, 1, 1, 1, &a, 1, &b, 1, 0, &c, 1, &d8, &f16, NULL), ET_ERR_INVALID);
+    assert_int_equal(et_qgemm(0, 0, 2, 1, 1, &a, 0, &b, 1, 0, &c, 1, NULL, &f16, NULL), ET_ERR_INVALID);
+    assert_int_equal(et_qgemm(0, 0, 1, 1, 1, &a, 1, &b, 1, 0, &c, 1, &f16, &f16, NULL), ET_OK);
+    assert_true(c == 1.0f);
+}
+
+/* ---------------------------------------------------------------- igemm */
+
+static void igemm_case(int ta, int tb, int M, int N, int K, int threads) {
+    int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    int lda = ac + 1, ldb = bc + 2, ldc = N + 3;
+    int8_t *A = malloc((size_t)ar * lda + 1), *B = malloc((size_t)br * ldb + 1);
+    int32_t *C = malloc(((size_t)M * ldc + 1) * 4);
+    assert_non_null(A);
+    assert_non_null(B);
+    assert_non_null(C);
+    for (size_t i = 0; i < (size_t)ar * lda; i++) A[i] = (int8_t)(urand() >> 24);
+    for (size_t i = 0; i < (size_t)br * ldb; i++) B[i] = (int8_t)(urand() >> 24);
+    if (ar * ac > 0) A[0] = -128;
+    if (br * bc > 0) B[0] = -128;
+    et_set_threads(threads);
+    for (int isa = ET_ISA_SCALAR; isa <= (int)et_igemm_isa(); isa++) {
+        for (size_t i = 0; i < (size_t)M * ldc; i++) C[i] = 0x5a5a5a5a;
+        et_igemm_s8_isa((et_isa)isa, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < ldc; j++) {
+                int32_t want = 0x5a5a5a5a;
+                if (j < N) {
+                    want = 0;
+                    for (int k = 0; k < K; k++) {
+                        int a = ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                        int b = tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                        want += a * b;
+                    }
+                }
+                if (C[(size_t)i * ldc + j] != want)
+                    fail_msg("igemm %s ta=%d tb=%d %dx%dx%d C[%d,%d] = %d, want %d", et_isa_name((et_isa)isa), ta, tb,
+                             M, N, K, i, j, C[(size_t)i * ldc + j], want);
+            }
+    }
+    free(A), free(B), free(C);
+}
+
+static void test_igemm_exact(void **st) {
+    (void)st;
+    int shapes[][3] = {{1, 1, 1}, {7, 33, 5}, {13, 31, 67}, {6, 32, 64}, {25, 70, 131}, {3, 5, 0}, {64, 100, 3}};
+    int t = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int tt = 0; tt < 4; tt++, t++)
+            igemm_case(tt & 1, tt >> 1, shapes[s][0], shapes[s][1], shapes[s][2], 1 + (t & 1));
+    /* all -128: the largest products, K not a multiple of 4 */
+    int M = 7, N = 35, K = 1023;
+    int8_t *A = malloc((size_t)M * K), *B = malloc((size_t)K * N);
+    int32_t *C = malloc((size_t)M * N * 4);
+    assert_non_null(A);
+    assert_non_null(B);
+    assert_non_null(C);
+    memset(A, 0x80, (size_t)M * K), memset(B, 0x80, (size_t)K * N);
+    for (int isa = ET_ISA_SCALAR; isa <= (int)et_igemm_isa(); isa++) {
+        et_igemm_s8_isa((et_isa)isa, 0, 0, M, N, K, A, K, B, N, C, N);
+        for (int i = 0; i < M * N; i++) assert_int_equal(C[i], 16384 * K);
+    }
+    free(A), free(B), free(C);
+}
+
+static void test_igemm_float_wrapper(void **st) {
+    (void)st;
+    int M = 9, N = 40, K = 77;
+    float sa = 0.0123f, sb = 0.5f;
+    float *A = malloc((size_t)M * K * 4), *B = malloc((size_t)K * N * 4), *C = malloc((size_t)M * N * 4);
+    assert_non_null(A);
+    assert_non_null(B);
+    assert_non_null(C);
+    int qa[9 * 77], qb[77 * 40];
+    for (int i = 0; i < M * K; i++) qa[i] = (int)(urand() % 255) - 127, A[i] = (float)qa[i] * sa;
+    for (int i = 0; i < K * N; i++) qb[i] = (int)(urand() % 255) - 127, B[i] = (float)qb[i] * sb + 0.1f * sb;
+    A[3] = 1000.0f, qa[3] = 127; /* clamps */
+    assert_int_equal(et_igemm_f32(0, 0, M, N, K, A, K, sa, B, N, sb, C, N), ET_OK);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            int32_t s = 0;
+            for (int k = 0; k < K; k++) s += qa[i * K + k] * qb[k * N + j];
+            assert_true(C[i * N + j] == (sa * sb) * (float)s);
+        }
+    assert_int_equal(et_igemm_f32(0, 0, M, N, K, A, K - 1, sa, B, N, sb, C, N), ET_ERR_INVALID);
+    free(A), free(B), free(C);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fast_equals_ref),   cmocka_unit_test(test_fast_equals_ref_extremes),
+        cmocka_unit_test(test_fp16_stagnation),   cmocka_unit_test(test_fp32_plain_loop),
+        cmocka_unit_test(test_rejects),           cmocka_unit_test(test_igemm_exact),
+        cmocka_unit_test(test_igemm_float_wrapper),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
