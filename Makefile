@@ -109,8 +109,8 @@ clean:
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 
 # --- fuzzing (clang + libFuzzer) ---
-#   make fuzz [FUZZ_SECONDS=60]   builds build-fuzz/fuzz_safetensors and
-#   build-fuzz/fuzz_idx (clang -fsanitize=fuzzer,address,undefined) and runs
+#   make fuzz [FUZZ_SECONDS=60]   builds build-fuzz/fuzz_safetensors,
+#   build-fuzz/fuzz_idx and build-fuzz/fuzz_text (every text parser) (clang -fsanitize=fuzzer,address,undefined) and runs
 #   each for FUZZ_SECONDS. Seeds: tests/fuzz/corpus/<target>/ (read only);
 #   inputs found are kept in build-fuzz/corpus/<target>/, crashes in
 #   build-fuzz/crash-*. Only the sources a target needs are compiled.
@@ -122,6 +122,8 @@ FUZZ_CFLAGS   = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -g -O1 \
                 -fno-sanitize-recover=undefined $(WARN) -Iinclude -Isrc
 FUZZ_ST_SRC   = tests/fuzz/fuzz_safetensors.c src/io/safetensors.c src/core/error.c
 FUZZ_IDX_SRC  = tests/fuzz/fuzz_idx.c src/data/idx.c src/core/error.c
+# the text parsers need most of the library; -march=native builds its ISA files too
+FUZZ_TEXT_SRC = tests/fuzz/fuzz_text.c $(LIB_SRC)
 
 .PHONY: fuzz fuzz-build fuzz-clean
 $(FUZZ_BUILD)/fuzz_safetensors: $(FUZZ_ST_SRC) src/io/safetensors_internal.h include/edgetrain.h
@@ -131,7 +133,11 @@ $(FUZZ_BUILD)/fuzz_idx: $(FUZZ_IDX_SRC) include/edgetrain.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(FUZZ_IDX_SRC) -lz
 
-fuzz-build: $(FUZZ_BUILD)/fuzz_safetensors $(FUZZ_BUILD)/fuzz_idx
+$(FUZZ_BUILD)/fuzz_text: $(FUZZ_TEXT_SRC) include/edgetrain.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -march=native -fopenmp -o $@ $(FUZZ_TEXT_SRC) -lcjson -lz -lm
+
+fuzz-build: $(FUZZ_BUILD)/fuzz_safetensors $(FUZZ_BUILD)/fuzz_idx $(FUZZ_BUILD)/fuzz_text
 
 fuzz: fuzz-build
 	@mkdir -p $(FUZZ_BUILD)/corpus/safetensors $(FUZZ_BUILD)/corpus/idx
@@ -139,6 +145,9 @@ fuzz: fuzz-build
 	    -dict=$(CURDIR)/tests/fuzz/safetensors.dict corpus/safetensors $(CURDIR)/tests/fuzz/corpus/safetensors
 	cd $(FUZZ_BUILD) && ./fuzz_idx -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 	    corpus/idx $(CURDIR)/tests/fuzz/corpus/idx
+	@mkdir -p $(FUZZ_BUILD)/corpus/text
+	cd $(FUZZ_BUILD) && ./fuzz_text -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    corpus/text $(CURDIR)/tests/fuzz/corpus/text
 
 fuzz-clean:
 	rm -rf $(FUZZ_BUILD)

@@ -1,0 +1,54 @@
+/* libFuzzer target for every text parser: the first byte picks the parser
+ * (model spec, precision policy, number format, hardware config), the rest is
+ * its input. Parsers must return an error or a valid result, never crash,
+ * hang or allocate without bound. */
+#include "edgetrain.h"
+#include "numerics/policy.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 1 || size > 8192) return 0;
+    char *text = malloc(size);
+    memcpy(text, data + 1, size - 1);
+    text[size - 1] = 0;
+    switch (data[0] % 4) {
+    case 0: {
+        et_model *m = NULL;
+        if (et_model_parse(text, "fuzz", &m) == ET_OK) {
+            int64_t macs[ET_NSTAGES];
+            et_model_macs(m, macs);
+            (void)et_model_num_params(m);
+        }
+        et_model_free(m);
+        break;
+    }
+    case 1: {
+        static et_policy p;
+        (void)et_policy_parse(text, "fuzz", &p);
+        break;
+    }
+    case 2: {
+        et_format f;
+        char buf[64];
+        if (et_format_parse(text, &f) == ET_OK) {
+            float x[4] = {1.5f, -3e38f, 1e-40f, 0.0f};
+            et_format_name(&f, buf, sizeof buf);
+            et_format parsed;
+            if (et_format_parse(buf, &parsed) != ET_OK) abort(); /* canonical names parse */
+            (void)et_quantize(&f, x, x, 4, NULL);
+        }
+        break;
+    }
+    default: {
+        static et_hw_arch a;
+        (void)et_hw_arch_parse(text, "fuzz", NULL, 0, &a);
+        break;
+    }
+    }
+    free(text);
+    return 0;
+}
