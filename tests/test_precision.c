@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "edgetrain.h"
+#include "kernels/qgemm.h"
 #include "util/layer_harness.h"
 
 #include <math.h>
@@ -100,6 +101,65 @@ static void test_update_placement(void **state) {
     et_model_free(p);
 }
 
+/* acc/mul reach the matmul call: a linear layer's FF under acc=fp16,mul=bf16
+ * equals the scalar emulated-GEMM reference on the same operands. */
+static void test_emulated_accumulation(void **state) {
+    (void)state;
+    float w[72], x[48], ref[24];
+    lh_fill(w, 72, 5, -1, 1);
+    lh_fill(x, 48, 6, 0, 1);
+    et_model *p;
+    assert_int_equal(et_model_parse(SPEC, "p", &p), ET_OK);
+    assert_int_equal(et_model_set_precision(p, "acc=fp16,mul=bf16"), ET_OK);
+    assert_int_equal(et_model_plan(p, 4, NULL), ET_OK);
+    fill_model(p, w, x, 4);
+    const float *lp;
+    assert_int_equal(et_model_forward(p, 4, 0, &lp), ET_OK);
+    et_format acc, mul;
+    assert_int_equal(et_format_parse("fp16", &acc), ET_OK);
+    assert_int_equal(et_format_parse("bf16", &mul), ET_OK);
+    et_qkey key = {0, 0, 0};
+    /* linear FF: Y[4,6] = X[4,12] . W^T  (RN: the key does not matter) */
+    assert_int_equal(et_qgemm_ref(0, 1, 4, 6, 12, x, 12, w, 12, 0.0f, ref, 6, &mul, &acc, &key), ET_OK);
+    assert_memory_equal(lp, ref, sizeof ref);
+    et_model_free(p);
+}
+
+/* Stochastic rounding everywhere (e6m5 with r = 13): a training step gives the
+ * same bits at 1 and 2 threads. */
+static void test_sr_thread_independence(void **state) {
+    (void)state;
+    const char *spec = "input 1 8 8\nconv 4 k=3 p=1\nrelu\nflatten\nlinear 10\n";
+    float out[2][4 * 9 * 1 + 4];
+    float x[4 * 64];
+    lh_fill(x, 256, 9, 0, 1);
+    uint8_t labels[4] = {1, 2, 3, 4};
+    for (int t = 0; t < 2; t++) {
+        et_set_threads(t + 1);
+        et_model *m;
+        et_optim o = et_optim_default(ET_OPT_SGD);
+        o.momentum = 0.9f;
+        assert_int_equal(et_model_parse(spec, "sr", &m), ET_OK);
+        assert_int_equal(et_model_set_precision(m, "e6m5-sr13"), ET_OK);
+        assert_int_equal(et_model_plan(m, 4, &o), ET_OK);
+        assert_int_equal(et_model_init_he(m, 3), ET_OK);
+        float loss;
+        for (int s = 0; s < 3; s++) {
+            memcpy(et_model_input(m), x, sizeof x);
+            assert_int_equal(et_model_train_step(m, labels, 4, 0.05f, &loss), ET_OK);
+        }
+        float *d;
+        int64_t n;
+        et_model_tensor(m, 0, NULL, &d, &n, NULL);
+        memcpy(out[t], d, sizeof(float) * (size_t)n);
+        et_model_tensor(m, 1, NULL, &d, &n, NULL);
+        memcpy(out[t] + 36, d, sizeof(float) * (size_t)n);
+        et_model_free(m);
+    }
+    et_set_threads(0);
+    assert_memory_equal(out[0], out[1], sizeof out[0]);
+}
+
 static void test_bad_policies(void **state) {
     (void)state;
     et_model *p;
@@ -116,6 +176,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_placement),
         cmocka_unit_test(test_update_placement),
+        cmocka_unit_test(test_emulated_accumulation),
+        cmocka_unit_test(test_sr_thread_independence),
         cmocka_unit_test(test_bad_policies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

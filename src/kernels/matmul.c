@@ -1,6 +1,8 @@
 /* The one matmul call: see docs/architecture.md. */
 #include "kernels/matmul.h"
 
+#include "kernels/qgemm.h"
+
 #include <string.h>
 
 const char *et_stage_name(et_stage s) {
@@ -23,8 +25,22 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     if (mm->M < 0 || mm->N < 0 || mm->K < 0 || (unsigned)mm->stage >= ET_NSTAGES)
         return et_set_error(ET_ERR_INVALID, "matmul: bad shape %dx%dx%d", mm->M, mm->N, mm->K);
     uint64_t macs = (uint64_t)mm->M * (uint64_t)mm->N * (uint64_t)mm->K;
-    et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta,
-             mm->C, mm->ldc);
+    int in_range = eng && mm->layer >= 0 && mm->layer < eng->nlayers;
+    const et_format *mul = in_range && eng->mul ? eng->mul[mm->layer] : NULL;
+    const et_format *acc = in_range && eng->acc ? eng->acc[mm->layer] : NULL;
+    if (mul || acc) {
+        /* Emulated accumulation. Each call of a layer and stage gets its own
+         * random-bit tensor id: (layer, stage, how many such calls came before). */
+        uint64_t nth = eng->per_layer ? eng->per_layer[mm->layer].calls[mm->stage] : eng->total.calls[mm->stage];
+        et_qkey key = {eng->seed, (((uint64_t)mm->layer * ET_NSTAGES + (uint64_t)mm->stage) << 40) ^ nth,
+                       (uint64_t)eng->step};
+        et_status st = et_qgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->B, mm->ldb, mm->beta,
+                                mm->C, mm->ldc, mul, acc, &key);
+        if (st) return st;
+    } else {
+        et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
+                 mm->ldc);
+    }
     if (eng) {
         count(&eng->total, mm->stage, macs, macs);
         if (eng->per_layer && mm->layer >= 0 && mm->layer < eng->nlayers)

@@ -9,6 +9,12 @@ struct et_engine {
     et_counters total;
     et_counters *per_layer; /* nlayers entries, may be NULL */
     int nlayers;
+    /* Emulated accumulation: per layer, the multiplier and accumulator
+     * formats (NULL arrays or entries: exact fp32 products, fp32 sums), and
+     * the key of their stochastic rounding. */
+    const et_format **mul, **acc;
+    uint64_t seed;
+    int64_t step;
 };
 
 void et_engine_reset(et_engine *eng);

@@ -106,6 +106,8 @@ void et_model_free(et_model *m) {
     free(m->tensors);
     free(m->spec_text);
     free(m->policy);
+    free((void *)m->eng.mul);
+    free((void *)m->eng.acc);
     free(m);
 }
 
@@ -255,7 +257,7 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
     size_t scratch_bytes = align_up(scratch * sizeof(float));
     size_t probs_bytes = align_up((size_t)batch * (size_t)outs.c * sizeof(float));
     et_shape ins = m->tensors[0].shape;
-    size_t stage_bytes = ins.c > 1 ? align_up((size_t)(et_shape_numel(ins) * batch) * sizeof(float)) : 0;
+    size_t stage_bytes = ins.is_image && ins.c > 1 ? align_up((size_t)(et_shape_numel(ins) * batch) * sizeof(float)) : 0;
     a_bytes += stage_bytes;
     size_t total = p_bytes + g_bytes + o_bytes + a_bytes + s_bytes + st_bytes + scratch_bytes + probs_bytes;
 
@@ -306,6 +308,15 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
 #undef TAKE
     m->eng.per_layer = m->layer_counters;
     m->eng.nlayers = m->nnodes;
+    if (m->policy) { /* the matmul call's multiplier / accumulator formats per layer */
+        m->eng.mul = calloc((size_t)m->nnodes, sizeof *m->eng.mul);
+        m->eng.acc = calloc((size_t)m->nnodes, sizeof *m->eng.acc);
+        if (!m->eng.mul || !m->eng.acc) return et_set_error(ET_ERR_NOMEM, "out of memory");
+        for (int i = 0; i < m->nnodes; i++) {
+            m->eng.mul[i] = et_model_format(m, i, ET_ROLE_MUL);
+            m->eng.acc[i] = et_model_format(m, i, ET_ROLE_ACC);
+        }
+    }
 
     m->mem = (et_memory_plan){p_bytes, g_bytes, o_bytes, a_bytes, s_bytes,
                               scratch_bytes + st_bytes + probs_bytes + counters_bytes,
@@ -416,6 +427,8 @@ et_status et_model_set_input_u8(et_model *m, const et_dataset *ds, const int64_t
 }
 
 static et_lctx make_ctx(et_model *m, int n, int train) {
+    m->eng.seed = m->seed;
+    m->eng.step = m->step;
     et_lctx c = {&m->eng, m->scratch, n, train, m->seed, (uint64_t)m->step};
     return c;
 }

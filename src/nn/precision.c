@@ -42,9 +42,7 @@ et_status et_model_set_precision(et_model *m, const char *spec) {
             if (f && f->kind != ET_FMT_FLOAT)
                 st = et_set_error(ET_ERR_INVALID, "policy %s: %s of layer %s must be a floating-point format", p->name,
                                   et_role_name(r), l->prefix);
-            else if (f)
-                st = et_set_error(ET_ERR_UNSUPPORTED, "policy %s: emulated accumulation (%s=...) is not in the matmul path yet",
-                                  p->name, et_role_name(r));
+
         }
     }
     if (st) {
