@@ -7,7 +7,7 @@
  * (the quantum is 2^(23-mant) float ulps, so round_mag() of format.c reduces
  * to integer operations with constant shifts); a vector with any lane outside
  * it (subnormal in the format, inf, NaN) takes the general path, a copy of
- * round_mag16()/quantize16() of numerics/format_avx512.c restricted to
+ * et_quantize16() of numerics/format_avx512.h, restricted to
  * floating-point formats (those are static there; exporting them from
  * format_internal.h would let this file drop the copy).
  *
@@ -16,6 +16,7 @@
  * computed once, the last one (mix64 of core/rng.c) runs on 8 x 64-bit lanes
  * with vpmullq (AVX-512DQ). */
 #include "kernels/qgemm.h"
+#include "numerics/format_avx512.h"
 
 #include <immintrin.h>
 
@@ -47,64 +48,10 @@ INLINE __m512i rand16(__m512i h, __m512i v0, __m512i v1) {
     return _mm512_permutex2var_epi32(r0, odd, r1);
 }
 
-/* --------------------------------------- general rounding (format_avx512.c) */
-
-static __m512i round_mag16(const et_qparams *p, __m512i a, __m512i rnd) {
-    const __m512i one = V(1);
-    __m512i e = _mm512_srli_epi32(a, 23);
-    __mmask16 sub = _mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512());
-    __m512i lg = _mm512_sub_epi32(_mm512_srli_epi32(_mm512_castps_si512(_mm512_cvtepi32_ps(a)), 23), V(127));
-    __m512i ex = _mm512_mask_blend_epi32(sub, _mm512_sub_epi32(e, V(127)), _mm512_sub_epi32(lg, V(149)));
-    __m512i qexp = _mm512_max_epi32(_mm512_sub_epi32(ex, V(p->mant)), V(p->qmin));
-    __m512i s = _mm512_add_epi32(_mm512_sub_epi32(qexp, _mm512_max_epi32(e, one)), V(150));
-    __mmask16 exact = _mm512_cmple_epi32_mask(s, _mm512_setzero_si512());
-    __m512i sig = _mm512_mask_blend_epi32(sub, _mm512_or_si512(_mm512_and_si512(a, V(0x7fffff)), V(0x800000)), a);
-    __m512i keep = _mm512_srlv_epi32(sig, s);
-    __m512i rem = _mm512_and_si512(sig, _mm512_sub_epi32(_mm512_sllv_epi32(one, s), one));
-    __mmask16 up;
-    if (p->mode == ET_ROUND_RN) {
-        __m512i half = _mm512_sllv_epi32(one, _mm512_sub_epi32(s, one));
-        __mmask16 odd = _mm512_test_epi32_mask(keep, one);
-        if (p->mant == 0)
-            odd = _mm512_test_epi32_mask(_mm512_mask_blend_epi32(_mm512_cmpeq_epi32_mask(qexp, ex), keep, e), one);
-        up = _mm512_cmpgt_epu32_mask(rem, half) | (_mm512_cmpeq_epi32_mask(rem, half) & odd);
-        up &= _mm512_cmple_epi32_mask(s, V(32));
-    } else if (p->mode == ET_ROUND_RZ) {
-        up = 0;
-    } else {
-        int R = p->rbits;
-        __mmask16 ge = _mm512_cmpge_epi32_mask(s, V(R));
-        __m512i t = _mm512_mask_blend_epi32(ge, _mm512_sllv_epi32(rem, _mm512_sub_epi32(V(R), s)),
-                                            _mm512_srlv_epi32(rem, _mm512_sub_epi32(s, V(R))));
-        __m512i r = _mm512_srlv_epi32(rnd, V(32 - R));
-        up = _mm512_cmplt_epu32_mask(r, t);
-    }
-    __m512i up1 = _mm512_maskz_mov_epi32(up, one);
-    __m512i small = _mm512_add_epi32(_mm512_sllv_epi32(_mm512_srlv_epi32(a, s), s), _mm512_sllv_epi32(up1, s));
-    __mmask16 normal_q = _mm512_cmpge_epi32_mask(qexp, V(-126));
-    __m512i pow2 = _mm512_mask_blend_epi32(normal_q, _mm512_sllv_epi32(one, _mm512_add_epi32(qexp, V(149))),
-                                           _mm512_slli_epi32(_mm512_add_epi32(qexp, V(127)), 23));
-    __m512i big = _mm512_maskz_mov_epi32(up, pow2);
-    __m512i r = _mm512_mask_blend_epi32(_mm512_cmple_epi32_mask(s, V(23)), big, small);
-    return _mm512_mask_blend_epi32(exact, r, a);
-}
+/* --------------------------------------- general rounding (format_avx512.h) */
 
 __attribute__((noinline)) static __m512 quantize16_float(const et_qparams *p, __m512 xv, __m512i rnd) {
-    __m512i u = _mm512_castps_si512(xv);
-    __m512i sign = _mm512_and_si512(u, V(0x80000000u));
-    __m512i a = _mm512_and_si512(u, V(0x7fffffff));
-    __mmask16 nan = _mm512_cmpgt_epu32_mask(a, V(0x7f800000));
-    __mmask16 inf = _mm512_cmpeq_epi32_mask(a, V(0x7f800000));
-    __m512i maxb = V(p->maxbits);
-    __mmask16 zero = _mm512_cmpeq_epi32_mask(a, _mm512_setzero_si512());
-    __m512i r = round_mag16(p, a, rnd);
-    __mmask16 over = _mm512_cmpgt_epu32_mask(r, maxb);
-    r = _mm512_mask_mov_epi32(r, over, p->overflow_max ? maxb : V(0x7f800000));
-    if (p->nosub) r = _mm512_mask_mov_epi32(r, _mm512_cmplt_epu32_mask(r, V(p->minnorm)), _mm512_setzero_si512());
-    r = _mm512_mask_mov_epi32(r, inf, p->inf_max ? maxb : a);
-    r = _mm512_mask_mov_epi32(r, zero, _mm512_setzero_si512());
-    __m512i out = _mm512_or_si512(sign, r);
-    return _mm512_castsi512_ps(_mm512_mask_mov_epi32(out, nan, u));
+    return et_quantize16(p, xv, rnd);
 }
 
 /* --------------------------------------------- short path, normal range */

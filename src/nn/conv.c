@@ -168,22 +168,27 @@ static void col2im(const et_layer *l, const float *col, int N, int n0, int nb, f
     }
 }
 
+/* The col matrix of images n0..n0+nb-1: the input itself for a direct
+ * (1x1, stride 1, unpadded) convolution, else im2col into the scratch. */
+static const float *chunk_cols(const et_layer *l, const et_lctx *cx, const float *x, int n0, int nb, int *ldb) {
+    const int N = cx->batch, HWo = l->out.h * l->out.w;
+    if (conv_direct(&l->cfg.conv)) {
+        *ldb = N * HWo;
+        return x + (int64_t)n0 * HWo;
+    }
+    im2col(l, x, N, n0, nb, cx->scratch);
+    *ldb = nb * HWo;
+    return cx->scratch;
+}
+
 static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *y) {
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
-    const int nbmax = conv_chunk(l, N), direct = conv_direct(&l->cfg.conv);
+    const int nbmax = conv_chunk(l, N);
     const int CK = (int)conv_ck(l);
     for (int n0 = 0; n0 < N; n0 += nbmax) {
         int nb = N - n0 < nbmax ? N - n0 : nbmax;
-        const float *B;
         int ldb;
-        if (direct) {
-            B = x + (int64_t)n0 * HWo;
-            ldb = N * HWo;
-        } else {
-            im2col(l, x, N, n0, nb, cx->scratch);
-            B = cx->scratch;
-            ldb = nb * HWo;
-        }
+        const float *B = chunk_cols(l, cx, x, n0, nb, &ldb);
         et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK,
                         B, ldb, y + (int64_t)n0 * HWo, N * HWo, 0.0f};
         et_status st = et_matmul_run(cx->eng, &mm);
@@ -226,20 +231,12 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
 
 static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const float *dy) {
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
-    const int nbmax = conv_chunk(l, N), direct = conv_direct(&l->cfg.conv);
+    const int nbmax = conv_chunk(l, N);
     const int CK = (int)conv_ck(l);
     for (int n0 = 0; n0 < N; n0 += nbmax) {
         int nb = N - n0 < nbmax ? N - n0 : nbmax;
-        const float *B;
         int ldb;
-        if (direct) {
-            B = x + (int64_t)n0 * HWo;
-            ldb = N * HWo;
-        } else {
-            im2col(l, x, N, n0, nb, cx->scratch);
-            B = cx->scratch;
-            ldb = nb * HWo;
-        }
+        const float *B = chunk_cols(l, cx, x, n0, nb, &ldb);
         et_matmul mm = {ET_WG, l->index, 0, 1, Cout, CK, nb * HWo, dy + (int64_t)n0 * HWo,
                         N * HWo, B, ldb, l->params[0].grad, CK, n0 == 0 ? 0.0f : 1.0f};
         et_status st = et_matmul_run(cx->eng, &mm);

@@ -2,87 +2,7 @@
  * quantize_one() step for step on the same bit patterns, so both paths agree
  * bit for bit (tests/test_formats.c checks it); random bits for stochastic
  * rounding come from the same scalar counter-based generator. */
-#include "numerics/format_internal.h"
-
-#include <immintrin.h>
-
-#define V(x) _mm512_set1_epi32((int)(x))
-
-/* round_mag() of format.c on 16 lanes (lanes with a == 0 give garbage that the
- * caller discards). */
-static __m512i round_mag16(const et_qparams *p, __m512i a, __m512i rnd) {
-    const __m512i one = V(1);
-    __m512i e = _mm512_srli_epi32(a, 23);
-    __mmask16 sub = _mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512());
-    /* floor(log2) of a subnormal's significand: exact int->float conversion */
-    __m512i lg = _mm512_sub_epi32(_mm512_srli_epi32(_mm512_castps_si512(_mm512_cvtepi32_ps(a)), 23), V(127));
-    __m512i ex = _mm512_mask_blend_epi32(sub, _mm512_sub_epi32(e, V(127)), _mm512_sub_epi32(lg, V(149)));
-    __m512i qexp = _mm512_max_epi32(_mm512_sub_epi32(ex, V(p->mant)), V(p->qmin));
-    __m512i s = _mm512_add_epi32(_mm512_sub_epi32(qexp, _mm512_max_epi32(e, one)), V(150));
-    __mmask16 exact = _mm512_cmple_epi32_mask(s, _mm512_setzero_si512());
-    __m512i sig = _mm512_mask_blend_epi32(sub, _mm512_or_si512(_mm512_and_si512(a, V(0x7fffff)), V(0x800000)), a);
-    __m512i keep = _mm512_srlv_epi32(sig, s);
-    __m512i rem = _mm512_and_si512(sig, _mm512_sub_epi32(_mm512_sllv_epi32(one, s), one));
-    __mmask16 up;
-    if (p->mode == ET_ROUND_RN) {
-        __m512i half = _mm512_sllv_epi32(one, _mm512_sub_epi32(s, one));
-        __mmask16 odd = _mm512_test_epi32_mask(keep, one);
-        if (p->mant == 0) /* eXm0: a normal result's code parity is its exponent's */
-            odd = _mm512_test_epi32_mask(_mm512_mask_blend_epi32(_mm512_cmpeq_epi32_mask(qexp, ex), keep, e), one);
-        up = _mm512_cmpgt_epu32_mask(rem, half) | (_mm512_cmpeq_epi32_mask(rem, half) & odd);
-        up &= _mm512_cmple_epi32_mask(s, V(32));
-    } else if (p->mode == ET_ROUND_RZ) {
-        up = 0;
-    } else {
-        int R = p->rbits;
-        __mmask16 ge = _mm512_cmpge_epi32_mask(s, V(R));
-        __m512i t = _mm512_mask_blend_epi32(ge, _mm512_sllv_epi32(rem, _mm512_sub_epi32(V(R), s)),
-                                            _mm512_srlv_epi32(rem, _mm512_sub_epi32(s, V(R))));
-        __m512i r = _mm512_srlv_epi32(rnd, V(32 - R));
-        up = _mm512_cmplt_epu32_mask(r, t);
-    }
-    __m512i up1 = _mm512_maskz_mov_epi32(up, one);
-    __m512i small = _mm512_add_epi32(_mm512_sllv_epi32(_mm512_srlv_epi32(a, s), s), _mm512_sllv_epi32(up1, s));
-    __mmask16 normal_q = _mm512_cmpge_epi32_mask(qexp, V(-126));
-    __m512i pow2 = _mm512_mask_blend_epi32(normal_q, _mm512_sllv_epi32(one, _mm512_add_epi32(qexp, V(149))),
-                                           _mm512_slli_epi32(_mm512_add_epi32(qexp, V(127)), 23));
-    __m512i big = _mm512_maskz_mov_epi32(up, pow2);
-    __m512i r = _mm512_mask_blend_epi32(_mm512_cmple_epi32_mask(s, V(23)), big, small);
-    return _mm512_mask_blend_epi32(exact, r, a);
-}
-
-static __m512 quantize16(const et_qparams *p, __m512 xv, __m512i rnd) {
-    __m512i u = _mm512_castps_si512(xv);
-    __m512i sign = _mm512_and_si512(u, V(0x80000000u));
-    __m512i a = _mm512_and_si512(u, V(0x7fffffff));
-    __mmask16 nan = _mm512_cmpgt_epu32_mask(a, V(0x7f800000));
-    __mmask16 inf = _mm512_cmpeq_epi32_mask(a, V(0x7f800000));
-    __m512i maxb = V(p->maxbits);
-    __m512i out;
-    if (!p->is_int) {
-        __mmask16 zero = _mm512_cmpeq_epi32_mask(a, _mm512_setzero_si512());
-        __m512i r = round_mag16(p, a, rnd);
-        __mmask16 over = _mm512_cmpgt_epu32_mask(r, maxb);
-        r = _mm512_mask_mov_epi32(r, over, p->overflow_max ? maxb : V(0x7f800000));
-        if (p->nosub) r = _mm512_mask_mov_epi32(r, _mm512_cmplt_epu32_mask(r, V(p->minnorm)), _mm512_setzero_si512());
-        r = _mm512_mask_mov_epi32(r, inf, p->inf_max ? maxb : a);
-        r = _mm512_mask_mov_epi32(r, zero, _mm512_setzero_si512());
-        out = _mm512_or_si512(sign, r);
-    } else if (p->scale == 0) {
-        out = sign;
-    } else {
-        __m512 sc = _mm512_set1_ps(p->scale);
-        __m512i ya = _mm512_castps_si512(_mm512_div_ps(_mm512_castsi512_ps(a), sc));
-        __mmask16 huge = _mm512_cmpge_epu32_mask(ya, V(0x7f800000)) | inf;
-        __mmask16 yzero = _mm512_cmpeq_epi32_mask(ya, _mm512_setzero_si512());
-        __m512i r = _mm512_min_epu32(round_mag16(p, ya, rnd), maxb);
-        r = _mm512_mask_mov_epi32(r, yzero, _mm512_setzero_si512());
-        r = _mm512_mask_mov_epi32(r, huge, maxb);
-        __m512 v = _mm512_mul_ps(_mm512_castsi512_ps(r), sc);
-        out = _mm512_or_si512(sign, _mm512_castps_si512(v));
-    }
-    return _mm512_castsi512_ps(_mm512_mask_mov_epi32(out, nan, u));
-}
+#include "numerics/format_avx512.h"
 
 void et_quantize_avx512(const et_qparams *p, const float *x, float *y, size_t n, uint64_t first) {
     int sr = p->mode == ET_ROUND_SR;
@@ -93,7 +13,7 @@ void et_quantize_avx512(const et_qparams *p, const float *x, float *y, size_t n,
         if (sr)
             for (size_t j = 0; j < m; j++) rb[j] = et_qrand(p, first + i + j);
         __m512 xv = _mm512_maskz_loadu_ps(k, x + i);
-        __m512 yv = quantize16(p, xv, _mm512_loadu_si512(rb));
+        __m512 yv = et_quantize16(p, xv, _mm512_loadu_si512(rb));
         _mm512_mask_storeu_ps(y + i, k, yv);
     }
 }
