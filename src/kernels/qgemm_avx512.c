@@ -6,10 +6,8 @@
  * Rounding: values in a format's normal range (and zeros) take a short path
  * (the quantum is 2^(23-mant) float ulps, so round_mag() of format.c reduces
  * to integer operations with constant shifts); a vector with any lane outside
- * it (subnormal in the format, inf, NaN) takes the general path, a copy of
- * et_quantize16() of numerics/format_avx512.h, restricted to
- * floating-point formats (those are static there; exporting them from
- * format_internal.h would let this file drop the copy).
+ * it (subnormal in the format, inf, NaN) takes the general path,
+ * et_quantize16() of numerics/format_avx512.h (shared with et_quantize).
  *
  * Random bits: et_rand64(subseed, step, n) >> 32 for 16 indices at once; the
  * first two rounds of the hash depend on (subseed, step) only and are
