@@ -471,6 +471,32 @@ et_status et_hw_peak_at(const et_hw_arch *a, int opp, et_hw_prec p, et_hw_peak *
  * (widest first), then fp16, fp8. Returns the count (<= cap). */
 int et_hw_peak_precs(const et_hw_arch *a, et_hw_prec *out, int cap);
 
+/* A live run: tiles from a training run's matmul calls, summed per layer and
+ * stage (src/hw/run.c). FF picks the configuration word (RPO); EP and WG of
+ * the same layer reuse it. */
+typedef struct et_hw_run et_hw_run;
+typedef struct et_hw_totals {
+    double tiles, cycles, seconds, macs;
+    double mac_slots;   /* PE-cycles x MACs per cycle: the work the array could have done */
+    double utilization; /* macs / mac_slots */
+    double e_mac_j, e_spec_j, e_sram_j, e_dram_j, e_other_j, energy_j;
+    double sram_bytes, dram_bytes;
+    double tops, tops_per_watt; /* effective: 2 x macs / seconds, 2 x macs / joules */
+} et_hw_totals;
+et_status et_hw_run_create(const et_hw_arch *a, int opp, int nlayers, et_hw_run **out);
+void et_hw_run_free(et_hw_run *r);
+et_status et_hw_run_tile(et_hw_run *r, int layer, et_hw_tile tile);
+/* Totals of one layer (or -1: all) and one stage (or -1: all). */
+void et_hw_run_totals(const et_hw_run *r, int layer, int stage, et_hw_totals *out);
+const et_hw_arch *et_hw_run_arch(const et_hw_run *r);
+
+/* The matmul path calls this for every product it executes (NULL: none). */
+typedef et_status (*et_matmul_sink)(void *ctx, const et_matmul *mm, uint64_t macs_executed);
+void et_engine_set_sink(et_engine *eng, et_matmul_sink sink, void *ctx);
+/* Feeds every matmul call of the model to `run` (and `baseline`, may be NULL)
+ * as a tile (src/nn/hwlink.c); both NULL detaches. */
+et_status et_model_attach_hw(et_model *m, et_hw_run *run, et_hw_run *baseline);
+
 #ifdef __cplusplus
 }
 #endif

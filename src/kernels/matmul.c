@@ -41,10 +41,19 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
         et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
                  mm->ldc);
     }
+    if (eng && eng->sink) {
+        et_status st = eng->sink(eng->sink_ctx, mm, macs);
+        if (st) return st;
+    }
     if (eng) {
         count(&eng->total, mm->stage, macs, macs);
         if (eng->per_layer && mm->layer >= 0 && mm->layer < eng->nlayers)
             count(&eng->per_layer[mm->layer], mm->stage, macs, macs);
     }
     return ET_OK;
+}
+
+void et_engine_set_sink(et_engine *eng, et_matmul_sink sink, void *ctx) {
+    eng->sink = sink;
+    eng->sink_ctx = ctx;
 }

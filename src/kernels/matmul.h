@@ -15,6 +15,9 @@ struct et_engine {
     const et_format **mul, **acc;
     uint64_t seed;
     int64_t step;
+    /* Observer of every executed product (processor model, trace). */
+    et_matmul_sink sink;
+    void *sink_ctx;
 };
 
 void et_engine_reset(et_engine *eng);

@@ -106,6 +106,7 @@ void et_model_free(et_model *m) {
     free(m->tensors);
     free(m->spec_text);
     free(m->policy);
+    free(m->hw_link);
     free((void *)m->eng.mul);
     free((void *)m->eng.acc);
     free(m);
