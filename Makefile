@@ -51,7 +51,7 @@ BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 LIB = $(BUILD)/libedgetrain.a
 CLI = $(BUILD)/edgetrain
 
-.PHONY: all check asan bench demo install clean tests format
+.PHONY: all check asan bench demo retrain-demo install clean tests format
 all: $(LIB) $(CLI)
 
 $(BUILD)/obj/%_avx2.o: %_avx2.c
@@ -92,6 +92,10 @@ bench: $(CLI) $(BENCH_BIN)
 
 demo:
 	sh scripts/demo.sh
+
+# the edge-retraining scenario (paper 000) as far as it goes today
+retrain-demo:
+	sh scripts/retrain_demo.sh
 
 install: $(LIB) $(CLI)
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/edgetrain
