@@ -133,8 +133,17 @@ et_status et_qgemm(int ta, int tb, int M, int N, int K, const float *A, int lda,
     int ni = (M + rows - 1) / rows, nt = ni * nj;
     if (T > nt) T = nt;
     size_t bsz = ((size_t)(K > 0 ? K : 1) * 16 * sizeof(float) + 63) & ~(size_t)63;
-    float *buf = aligned_alloc(64, bsz * (size_t)T);
-    if (!buf) return et_set_error(ET_ERR_NOMEM, "et_qgemm: cannot allocate %zu bytes of panels", bsz * (size_t)T);
+    /* Panels live in a buffer of the calling thread that only grows: after the
+     * first call of a training step's largest shape, no call allocates. */
+    static _Thread_local float *panels;
+    static _Thread_local size_t panels_bytes;
+    if (panels_bytes < bsz * (size_t)T) {
+        float *nb = aligned_alloc(64, bsz * (size_t)T);
+        if (!nb) return et_set_error(ET_ERR_NOMEM, "et_qgemm: cannot allocate %zu bytes of panels", bsz * (size_t)T);
+        free(panels);
+        panels = nb, panels_bytes = bsz * (size_t)T;
+    }
+    float *buf = panels; /* the workers must see the caller's buffer, not their own */
 #ifdef _OPENMP
 #pragma omp parallel num_threads(T) if (T > 1)
 #endif
@@ -154,7 +163,6 @@ et_status et_qgemm(int ta, int tb, int M, int N, int K, const float *A, int lda,
             et_qgemm_avx512_block(&g, i0, i1, j0, j1, Bp);
         }
     }
-    free(buf);
 #endif
     return ET_OK;
 }
