@@ -490,12 +490,43 @@ et_status et_hw_run_tile(et_hw_run *r, int layer, et_hw_tile tile);
 void et_hw_run_totals(const et_hw_run *r, int layer, int stage, et_hw_totals *out);
 const et_hw_arch *et_hw_run_arch(const et_hw_run *r);
 
+/* One executed product as a live run and a trace record see it, before an
+ * architecture maps its operand formats to a precision (docs/hw.md, "Live
+ * runs"; docs/trace.md). Operand kinds: 0 fp32 (or any other format), 1 integer
+ * (bits), 2 floating point (bits). a = activation/error operand, w = weight
+ * (FF, EP) or activation (WG) operand. */
+typedef struct et_hw_op {
+    int64_t step;
+    int32_t layer, stage;
+    int32_t a_kind, a_bits, w_kind, w_bits;
+    int64_t ci, co, co_dense, spatial;
+    double w_density;
+    int64_t sram_bytes, dram_bytes;
+} et_hw_op;
+/* Maps the op's operand formats to a precision of the run's architecture
+ * (intN -> INT N rounded up to a supported width, 16-bit floats -> FP16,
+ * <= 8-bit floats -> FP8, else the calibration precision) and adds the tile. */
+et_status et_hw_run_op(et_hw_run *r, const et_hw_op *op);
+
+/* Trace files (docs/trace.md): a versioned binary record of every product a
+ * training run executed, replayable on any architecture. Written to a temp
+ * file and renamed into place by et_trace_close(w, 1). */
+typedef struct et_trace_writer et_trace_writer;
+et_status et_trace_create(const char *path, int nlayers, const char *const *layer_names, et_trace_writer **out);
+et_status et_trace_add(et_trace_writer *w, const et_hw_op *op);
+/* commit = 1: finish and rename into place; 0: discard. Frees w. */
+et_status et_trace_close(et_trace_writer *w, int commit);
+typedef et_status (*et_trace_fn)(void *ctx, const et_hw_op *op);
+/* Reads and validates a whole trace, calling `fn` per record in order. Layer
+ * names go to names[i] (cap 80 bytes each) for i < min(nlayers, max_layers). */
+et_status et_trace_read(const char *path, int *nlayers, char (*names)[80], int max_layers, et_trace_fn fn, void *ctx);
+
 /* The matmul path calls this for every product it executes (NULL: none). */
 typedef et_status (*et_matmul_sink)(void *ctx, const et_matmul *mm, uint64_t macs_executed);
 void et_engine_set_sink(et_engine *eng, et_matmul_sink sink, void *ctx);
-/* Feeds every matmul call of the model to `run` (and `baseline`, may be NULL)
- * as a tile (src/nn/hwlink.c); both NULL detaches. */
-et_status et_model_attach_hw(et_model *m, et_hw_run *run, et_hw_run *baseline);
+/* Feeds every matmul call of the model to `run` and `baseline` as a tile and
+ * to `trace` as a record (src/nn/hwlink.c); any may be NULL; all NULL detaches. */
+et_status et_model_attach_hw(et_model *m, et_hw_run *run, et_hw_run *baseline, et_trace_writer *trace);
 
 #ifdef __cplusplus
 }

@@ -34,6 +34,13 @@ et_status cli_load_data(const char *name, const char *dir, int train, int64_t li
 double cli_now(void);
 int64_t cli_peak_rss_bytes(void);
 
+/* Processor-model report (tools/hw_report.c): names = layer names by index,
+ * NULL-terminated; opp is 1-based. */
+struct cJSON;
+struct cJSON *hw_totals_json(const et_hw_totals *t);
+struct cJSON *hw_json(const char *const *names, et_hw_run *hw, et_hw_run *hwb, int opp);
+void hw_print(et_hw_run *hw, et_hw_run *hwb);
+
 /* Progress bar on stderr when it is a terminal. */
 typedef struct cli_progress {
     int enabled;

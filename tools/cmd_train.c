@@ -37,6 +37,8 @@ static const char train_help[] =
     "  --arch A            model the run on a processor (elearn, baseline, trainer or a config\n"
     "                      file; docs/hw.md) and add an \"hw\" section to the JSON summary\n"
     "  --baseline B        a second architecture to compare with (ratios in the summary)\n"
+    "  --trace F           record every executed product to a trace file (docs/trace.md),\n"
+    "                      replayable with edgetrain simulate --trace F --arch A\n"
     "  --opp K             operating point of both architectures (1-based, default 1)\n"
     "  --freeze LIST       comma-separated layer names (PyTorch prefixes, e.g. 0,3) whose\n"
     "                      parameters are not trained (no WG, no update)\n"
@@ -51,7 +53,7 @@ static const char train_help[] =
 
 enum { O_MODEL = 1000, O_DATA, O_DATADIR, O_EPOCHS, O_STEPS, O_BATCH, O_LR, O_MOM, O_NEST, O_WD, O_OPT,
        O_SCHED, O_SEED, O_THREADS, O_INIT, O_RESUME, O_SAVE, O_NOSHUF, O_TRLIM, O_TELIM, O_JSON,
-       O_LOGLOSS, O_QUIET, O_HELP, O_FREEZE, O_PREC, O_ARCH, O_BASE, O_OPP };
+       O_LOGLOSS, O_QUIET, O_HELP, O_FREEZE, O_PREC, O_ARCH, O_BASE, O_OPP, O_TRACE };
 
 static const struct option train_opts[] = {
     {"model", 1, 0, O_MODEL},     {"data", 1, 0, O_DATA},       {"data-dir", 1, 0, O_DATADIR},
@@ -63,11 +65,11 @@ static const struct option train_opts[] = {
     {"train-limit", 1, 0, O_TRLIM}, {"test-limit", 1, 0, O_TELIM}, {"json", 1, 0, O_JSON},
     {"log-loss", 1, 0, O_LOGLOSS}, {"quiet", 0, 0, O_QUIET},    {"help", 0, 0, O_HELP},
     {"freeze", 1, 0, O_FREEZE},   {"precision", 1, 0, O_PREC},  {"arch", 1, 0, O_ARCH},
-    {"baseline", 1, 0, O_BASE},   {"opp", 1, 0, O_OPP},
+    {"baseline", 1, 0, O_BASE},   {"opp", 1, 0, O_OPP},         {"trace", 1, 0, O_TRACE},
     {0, 0, 0, 0}};
 
 typedef struct {
-    const char *model, *data, *data_dir, *init_from, *resume, *save, *json, *log_loss, *freeze, *precision, *arch, *baseline;
+    const char *model, *data, *data_dir, *init_from, *resume, *save, *json, *log_loss, *freeze, *precision, *arch, *baseline, *trace;
     long long opp;
     long long epochs, steps, batch, seed, threads, train_limit, test_limit;
     double lr, momentum, wd;
@@ -139,6 +141,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         case O_PREC: a->precision = v; break;
         case O_ARCH: a->arch = v; break;
         case O_BASE: a->baseline = v; break;
+        case O_TRACE: a->trace = v; break;
         case O_OPP: ok = cli_int(v, 1, ET_HW_MAX_OPP, &a->opp); break;
         case O_HELP: fputs(train_help, stdout); exit(0);
         default: return cli_bad_option("train", argv[optind - 1]);
@@ -168,88 +171,6 @@ static cJSON *stage_obj(const uint64_t v[ET_NSTAGES]) {
     return o;
 }
 
-static cJSON *totals_json(const et_hw_totals *t) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "cycles", t->cycles);
-    cJSON_AddNumberToObject(o, "seconds", t->seconds);
-    cJSON *e = cJSON_AddObjectToObject(o, "energy_j");
-    cJSON_AddNumberToObject(e, "mac", t->e_mac_j);
-    cJSON_AddNumberToObject(e, "sram", t->e_sram_j);
-    cJSON_AddNumberToObject(e, "dram", t->e_dram_j);
-    cJSON_AddNumberToObject(e, "speculation", t->e_spec_j);
-    cJSON_AddNumberToObject(e, "other", t->e_other_j);
-    cJSON_AddNumberToObject(e, "total", t->energy_j);
-    cJSON_AddNumberToObject(o, "macs_executed", t->macs);
-    cJSON_AddNumberToObject(o, "pe_utilization", t->utilization);
-    cJSON_AddNumberToObject(o, "effective_tops", t->tops);
-    cJSON_AddNumberToObject(o, "tops_per_watt", t->tops_per_watt);
-    cJSON_AddNumberToObject(o, "sram_bytes", t->sram_bytes);
-    cJSON_AddNumberToObject(o, "dram_bytes", t->dram_bytes);
-    return o;
-}
-
-static cJSON *run_json(et_model *m, et_hw_run *r) {
-    cJSON *o = cJSON_CreateObject();
-    et_hw_totals t;
-    cJSON_AddStringToObject(o, "arch", et_hw_run_arch(r)->name);
-    et_hw_run_totals(r, -1, -1, &t);
-    cJSON_AddItemToObject(o, "totals", totals_json(&t));
-    cJSON *st = cJSON_AddObjectToObject(o, "stages");
-    for (int s = 0; s < ET_NSTAGES; s++) {
-        et_hw_run_totals(r, -1, s, &t);
-        cJSON_AddItemToObject(st, et_stage_name((et_stage)s), totals_json(&t));
-    }
-    cJSON *ls = cJSON_AddArrayToObject(o, "layers");
-    for (int i = 0; i < et_model_num_nodes(m); i++) {
-        et_hw_run_totals(r, i, -1, &t);
-        if (t.tiles == 0) continue;
-        const char *name;
-        et_model_node_info(m, i, &name, NULL, NULL);
-        cJSON *l = totals_json(&t);
-        cJSON_AddStringToObject(l, "name", name);
-        cJSON_AddItemToArray(ls, l);
-    }
-    return o;
-}
-
-/* The "hw" section: the architecture's run, the baseline's, and their ratios. */
-static cJSON *hw_json(et_model *m, et_hw_run *hw, et_hw_run *hwb, int opp) {
-    cJSON *o = run_json(m, hw);
-    const et_hw_arch *a = et_hw_run_arch(hw);
-    char v[32];
-    snprintf(v, sizeof v, "%.2gV", a->opp[opp - 1].voltage);
-    cJSON_AddStringToObject(o, "voltage", v);
-    cJSON_AddNumberToObject(o, "frequency_mhz", a->opp[opp - 1].freq_mhz);
-    cJSON_AddStringToObject(o, "note", "dense run: no speculation or zero skipping yet; the speculation unit is idle");
-    if (hwb) {
-        et_hw_totals t, b;
-        et_hw_run_totals(hw, -1, -1, &t);
-        et_hw_run_totals(hwb, -1, -1, &b);
-        cJSON_AddItemToObject(o, "baseline", run_json(m, hwb));
-        cJSON *r = cJSON_AddObjectToObject(o, "ratios");
-        cJSON_AddNumberToObject(r, "energy_efficiency", t.energy_j > 0 ? b.energy_j / t.energy_j : 0);
-        cJSON_AddNumberToObject(r, "pe_utilization", b.utilization > 0 ? t.utilization / b.utilization : 0);
-        cJSON_AddNumberToObject(r, "speedup", t.seconds > 0 ? b.seconds / t.seconds : 0);
-        cJSON_AddNumberToObject(r, "computation_reduction", b.macs > 0 ? 1 - t.macs / b.macs : 0);
-        double mt = t.sram_bytes + t.dram_bytes, mb = b.sram_bytes + b.dram_bytes;
-        cJSON_AddNumberToObject(r, "memory_access_reduction", mb > 0 ? 1 - mt / mb : 0);
-    }
-    return o;
-}
-
-static void hw_print(et_hw_run *hw, et_hw_run *hwb) {
-    et_hw_run *runs[2] = {hw, hwb};
-    printf("%-10s %12s %10s %10s %8s %10s %10s %12s %12s\n", "processor", "cycles", "seconds", "energy mJ",
-           "PE util", "eff. TOPS", "TOPS/W", "SRAM MB", "DRAM MB");
-    for (int i = 0; i < 2 && runs[i]; i++) {
-        et_hw_totals t;
-        et_hw_run_totals(runs[i], -1, -1, &t);
-        printf("%-10s %12.4g %10.4g %10.4g %8.3f %10.4g %10.4g %12.1f %12.1f\n", et_hw_run_arch(runs[i])->name,
-               t.cycles, t.seconds, t.energy_j * 1e3, t.utilization, t.tops, t.tops_per_watt, t.sram_bytes / 1e6,
-               t.dram_bytes / 1e6);
-    }
-}
-
 int cmd_train(int argc, char **argv) {
     train_args a;
     int rc = parse_args(argc, argv, &a);
@@ -265,6 +186,7 @@ int cmd_train(int argc, char **argv) {
     float *recent = NULL;
     cJSON *layers = NULL;
     et_hw_run *hw = NULL, *hwb = NULL;
+    et_trace_writer *trace = NULL;
     rc = 1;
 
     et_optim opt = et_optim_default(a.opt);
@@ -291,16 +213,22 @@ int cmd_train(int argc, char **argv) {
         cli_fail("train", 0, "%s", et_last_error());
         goto out;
     }
+    if (a.trace) {
+        const char *names[1024] = {0};
+        int nn = et_model_num_nodes(m) < 1024 ? et_model_num_nodes(m) : 1024;
+        for (int i = 0; i < nn; i++) et_model_node_info(m, i, &names[i], NULL, NULL);
+        if (et_trace_create(a.trace, nn, names, &trace)) goto fail;
+    }
     if (a.arch) {
         et_hw_arch ar, br;
         if (et_hw_arch_load(a.arch, NULL, 0, &ar) || (a.baseline && et_hw_arch_load(a.baseline, NULL, 0, &br))) goto fail;
         /* this run does not speculate (yet): the speculation unit stays idle */
         ar.speculation = 0, br.speculation = 0;
         if (et_hw_run_create(&ar, (int)a.opp - 1, et_model_num_nodes(m), &hw) ||
-            (a.baseline && et_hw_run_create(&br, (int)a.opp - 1, et_model_num_nodes(m), &hwb)) ||
-            et_model_attach_hw(m, hw, hwb))
+            (a.baseline && et_hw_run_create(&br, (int)a.opp - 1, et_model_num_nodes(m), &hwb)))
             goto fail;
     }
+    if ((hw || trace) && et_model_attach_hw(m, hw, hwb, trace)) goto fail;
     if (et_model_init_he(m, (uint64_t)a.seed)) goto fail;
     if (a.init_from && et_model_load(m, a.init_from, 0)) goto fail;
     if (a.resume && et_model_load(m, a.resume, 1)) goto fail;
@@ -367,7 +295,12 @@ int cmd_train(int argc, char **argv) {
                     (long long)s + 1, (long long)total, loss, images / (cli_now() - t0));
     }
     double secs = cli_now() - t0;
-    if (hw) et_model_attach_hw(m, NULL, NULL); /* evaluation is not part of the modelled run */
+    if (hw || trace) et_model_attach_hw(m, NULL, NULL, NULL); /* evaluation is not part of the modelled run */
+    if (trace) {
+        et_status ts = et_trace_close(trace, 1);
+        trace = NULL;
+        if (ts) goto fail;
+    }
     cli_progress_end(&prog);
     et_counters cnt = *et_model_counters(m);
     layers = cJSON_CreateArray(); /* per-layer training counters, before evaluation adds FF work */
@@ -448,7 +381,13 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddItemToObject(j, "macs_dense", stage_obj(cnt.macs_dense));
         cJSON_AddItemToObject(j, "macs_executed", stage_obj(cnt.macs_executed));
         cJSON_AddItemToObject(j, "layers", layers);
-        if (hw) cJSON_AddItemToObject(j, "hw", hw_json(m, hw, hwb, (int)a.opp));
+        if (hw) {
+            const char *names[1024] = {0};
+            for (int i = 0; i < et_model_num_nodes(m) && i < 1023; i++) et_model_node_info(m, i, &names[i], NULL, NULL);
+            cJSON *h = hw_json(names, hw, hwb, (int)a.opp);
+            cJSON_AddStringToObject(h, "note", "dense run: no speculation or zero skipping yet; the speculation unit is idle");
+            cJSON_AddItemToObject(j, "hw", h);
+        }
         layers = NULL;
         char *txt = cJSON_Print(j);
         cJSON_Delete(j);
@@ -468,6 +407,7 @@ out:
     cJSON_Delete(layers);
     et_hw_run_free(hw);
     et_hw_run_free(hwb);
+    et_trace_close(trace, 0); /* a run that failed leaves no trace file */
     if (lossf) fclose(lossf);
     if (loss_tmp[0]) remove(loss_tmp);
     free(perm), free(labels), free(recent);

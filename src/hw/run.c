@@ -92,3 +92,36 @@ void et_hw_run_totals(const et_hw_run *r, int layer, int stage, et_hw_totals *ou
 }
 
 const et_hw_arch *et_hw_run_arch(const et_hw_run *r) { return &r->arch; }
+
+/* Operand formats -> a precision this architecture has (see et_hw_run_op). */
+static et_hw_prec prec_of(const et_hw_arch *a, const et_hw_op *op) {
+    et_hw_prec p = a->calib;
+    if (op->a_kind == 1 && op->w_kind == 1) {
+        int bits[2] = {op->a_bits, op->w_bits};
+        for (int i = 0; i < 2; i++) { /* smallest supported INT width >= the format's bits */
+            int best = 0;
+            for (int k = 0; k < a->n_int_bits; k++)
+                if (a->int_bits[k] >= bits[i] && (!best || a->int_bits[k] < best)) best = a->int_bits[k];
+            bits[i] = best;
+        }
+        if (bits[0] && bits[1]) p = (et_hw_prec){ET_HW_INT, bits[0], bits[1]};
+    } else if (op->a_kind == 2 && op->w_kind == 2 && op->a_bits == 16 && op->w_bits == 16) {
+        p = (et_hw_prec){ET_HW_FP, 16, 16};
+    } else if (op->a_kind == 2 && op->w_kind == 2 && op->a_bits <= 8 && op->w_bits <= 8) {
+        p = (et_hw_prec){ET_HW_FP, 8, 8};
+    }
+    if (!et_hw_macs_per_cycle(a, p)) p = a->calib;
+    return p;
+}
+
+et_status et_hw_run_op(et_hw_run *r, const et_hw_op *op) {
+    if ((unsigned)op->stage >= ET_NSTAGES) return et_set_error(ET_ERR_INVALID, "hw op: bad stage %d", op->stage);
+    et_hw_tile t;
+    memset(&t, 0, sizeof t);
+    t.stage = (et_stage)op->stage;
+    t.prec = prec_of(&r->arch, op);
+    t.ci = op->ci, t.co = op->co, t.co_dense = op->co_dense, t.spatial = op->spatial;
+    t.w_density = op->w_density;
+    t.sram_bytes = op->sram_bytes, t.dram_bytes = op->dram_bytes;
+    return et_hw_run_tile(r, op->layer, t);
+}

@@ -19,38 +19,15 @@ typedef struct hw_link {
     et_model *m;
     et_hw_run *runs[2];
     int nruns;
+    et_trace_writer *trace;
 } hw_link;
 
 static int fmt_bits(const et_format *f) { return f ? f->bits : 32; }
 
-static et_hw_prec prec_of(const et_hw_arch *a, const et_format *fa, const et_format *fw) {
-    const et_format *fs[2] = {fa, fw};
-    int bits[2];
-    int kind = -1; /* 0 int, 1 fp16, 2 fp8 */
-    for (int i = 0; i < 2; i++) {
-        const et_format *f = fs[i];
-        int k = !f ? -1 : f->kind != ET_FMT_FLOAT ? 0 : f->bits == 16 ? 1 : f->bits <= 8 ? 2 : -1;
-        if (i == 0) kind = k;
-        else if (k != kind) kind = -1;
-        bits[i] = f ? f->bits : 32;
-    }
-    et_hw_prec p = a->calib;
-    if (kind == 0) {
-        /* smallest supported INT width >= the format's bits */
-        for (int i = 0; i < 2; i++) {
-            int best = 0;
-            for (int k = 0; k < a->n_int_bits; k++)
-                if (a->int_bits[k] >= bits[i] && (!best || a->int_bits[k] < best)) best = a->int_bits[k];
-            bits[i] = best;
-        }
-        if (bits[0] && bits[1]) p = (et_hw_prec){ET_HW_INT, bits[0], bits[1]};
-    } else if (kind == 1) {
-        p = (et_hw_prec){ET_HW_FP, 16, 16};
-    } else if (kind == 2) {
-        p = (et_hw_prec){ET_HW_FP, 8, 8};
-    }
-    if (!et_hw_macs_per_cycle(a, p)) p = a->calib;
-    return p;
+/* Operand kind for et_hw_op: 0 fp32/other, 1 integer, 2 floating point. */
+static void kind_of(const et_format *f, int32_t *kind, int32_t *bits) {
+    *kind = !f ? 0 : f->kind != ET_FMT_FLOAT ? 1 : 2;
+    *bits = fmt_bits(f);
 }
 
 static et_status sink(void *ctx, const et_matmul *mm, uint64_t macs) {
@@ -63,7 +40,7 @@ static et_status sink(void *ctx, const et_matmul *mm, uint64_t macs) {
     /* the product's two input formats (activation or error first, then weight
      * or activation) and its result's format, per stage */
     const et_format *opA, *opB, *res;
-    int64_t ci = mm->K, co, spatial, images;
+    int64_t co, spatial, images;
     const int64_t hwo = (int64_t)l->out.h * l->out.w;
     switch (mm->stage) {
     case ET_FF:
@@ -82,43 +59,45 @@ static et_status sink(void *ctx, const et_matmul *mm, uint64_t macs) {
         images = conv ? mm->K / hwo : mm->K;
         break;
     }
-    et_hw_tile t;
-    memset(&t, 0, sizeof t);
-    t.stage = mm->stage;
-    t.ci = ci > 0 ? ci : 1;
-    t.co = t.co_dense = ci > 0 ? co : 0;
-    t.spatial = spatial;
-    t.w_density = 1.0;
+    et_hw_op op;
+    memset(&op, 0, sizeof op);
+    op.step = m->step;
+    op.layer = mm->layer;
+    op.stage = mm->stage;
+    kind_of(opA, &op.a_kind, &op.a_bits);
+    kind_of(opB, &op.w_kind, &op.w_bits);
+    op.ci = mm->K > 0 ? mm->K : 1;
+    op.co = op.co_dense = mm->K > 0 ? co : 0;
+    op.spatial = spatial;
+    op.w_density = 1.0;
     /* which operand is the weight matrix: the one of its size (FF, EP) */
     const et_format *fA = opA, *fB = opB;
     if (mm->stage != ET_WG && (int64_t)mm->M * mm->K == l->params[0].n) fA = opB, fB = opA;
     double a_bytes = (double)mm->M * mm->K * fmt_bits(fA) / 8.0;
     double b_bytes = (double)mm->K * mm->N * fmt_bits(fB) / 8.0;
     double c_bytes = (double)mm->M * mm->N * fmt_bits(res) / 8.0;
-    t.sram_bytes = (int64_t)(a_bytes + b_bytes + c_bytes);
+    op.sram_bytes = (int64_t)(a_bytes + b_bytes + c_bytes);
     double in_b = (double)et_shape_numel(l->in) * images, out_b = (double)et_shape_numel(l->out) * images;
     double w_b = (double)l->params[0].n;
     double dram = mm->stage == ET_FF ? in_b * fmt_bits(fa) + out_b * fmt_bits(fa) + w_b * fmt_bits(fw)
                   : mm->stage == ET_EP ? out_b * fmt_bits(fe) + in_b * fmt_bits(fe) + w_b * fmt_bits(fw)
                                        : in_b * fmt_bits(fa) + out_b * fmt_bits(fe) + w_b * fmt_bits(fg);
-    t.dram_bytes = (int64_t)(dram / 8.0);
+    op.dram_bytes = (int64_t)(dram / 8.0);
     (void)macs;
-    for (int r = 0; r < k->nruns; r++) {
-        const et_hw_arch *a = et_hw_run_arch(k->runs[r]);
-        t.prec = mm->stage == ET_FF ? prec_of(a, fa, fw) : mm->stage == ET_EP ? prec_of(a, fe, fw) : prec_of(a, fe, fa);
-        et_status st = et_hw_run_tile(k->runs[r], mm->layer, t);
-        if (st) return st;
-    }
-    return ET_OK;
+    et_status st = ET_OK;
+    for (int r = 0; r < k->nruns && !st; r++) st = et_hw_run_op(k->runs[r], &op);
+    if (!st && k->trace) st = et_trace_add(k->trace, &op);
+    return st;
 }
 
-et_status et_model_attach_hw(et_model *m, et_hw_run *run, et_hw_run *baseline) {
+et_status et_model_attach_hw(et_model *m, et_hw_run *run, et_hw_run *baseline, et_trace_writer *trace) {
     hw_link *k = m->hw_link;
     if (!k && !(k = m->hw_link = calloc(1, sizeof *k))) return et_set_error(ET_ERR_NOMEM, "out of memory");
     k->m = m;
     k->nruns = 0;
     if (run) k->runs[k->nruns++] = run;
     if (baseline) k->runs[k->nruns++] = baseline;
-    et_engine_set_sink(&m->eng, k->nruns ? sink : NULL, k);
+    k->trace = trace;
+    et_engine_set_sink(&m->eng, k->nruns || trace ? sink : NULL, k);
     return ET_OK;
 }

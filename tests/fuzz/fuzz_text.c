@@ -1,21 +1,28 @@
-/* libFuzzer target for every text parser: the first byte picks the parser
- * (model spec, precision policy, number format, hardware config), the rest is
- * its input. Parsers must return an error or a valid result, never crash,
+/* libFuzzer target for the parsers without a target of their own: the first
+ * byte picks the parser (model spec, precision policy, number format, hardware
+ * config, trace file), the rest is its input. Parsers must return an error or a valid result, never crash,
  * hang or allocate without bound. */
 #include "edgetrain.h"
 #include "numerics/policy.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static et_status count_op(void *ctx, const et_hw_op *op) {
+    (void)ctx;
+    return op->layer >= 0 ? ET_OK : ET_ERR_INVALID;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1 || size > 8192) return 0;
     char *text = malloc(size);
     memcpy(text, data + 1, size - 1);
     text[size - 1] = 0;
-    switch (data[0] % 4) {
+    switch (data[0] % 5) {
     case 0: {
         et_model *m = NULL;
         if (et_model_parse(text, "fuzz", &m) == ET_OK) {
@@ -40,6 +47,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             et_format parsed;
             if (et_format_parse(buf, &parsed) != ET_OK) abort(); /* canonical names parse */
             (void)et_quantize(&f, x, x, 4, NULL);
+        }
+        break;
+    }
+    case 4: {
+        static char tpath[64];
+        if (!tpath[0]) snprintf(tpath, sizeof tpath, "/tmp/et_fuzz_trace_%d", (int)getpid());
+        FILE *f = fopen(tpath, "wb");
+        if (f) {
+            fwrite(data + 1, 1, size - 1, f);
+            fclose(f);
+            int nl;
+            char names[4][80];
+            (void)et_trace_read(tpath, &nl, names, 4, count_op, NULL);
         }
         break;
     }
