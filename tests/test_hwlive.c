@@ -33,7 +33,7 @@ static void test_mlp_step(void **state) {
     a.speculation = 0;
     et_hw_run *run;
     assert_int_equal(et_hw_run_create(&a, 1, et_model_num_nodes(m), &run), ET_OK);
-    assert_int_equal(et_model_attach_hw(m, run, NULL), ET_OK);
+    assert_int_equal(et_model_attach_hw(m, run, NULL, NULL), ET_OK);
     uint8_t labels[4] = {0, 1, 2, 3};
     float loss;
     assert_int_equal(et_model_train_step(m, labels, 4, 0.1f, &loss), ET_OK);
@@ -77,7 +77,7 @@ static void test_mlp_step(void **state) {
         cyc += t.cycles;
     }
     close_rel(cyc, got.cycles);
-    et_model_attach_hw(m, NULL, NULL);
+    et_model_attach_hw(m, NULL, NULL, NULL);
     et_hw_run_free(run);
     et_model_free(m);
 }
