@@ -263,6 +263,21 @@ const char *et_model_format_name(const et_model *m, int node, const char *role, 
 /* Name of the policy in use, or NULL. */
 const char *et_model_precision(const et_model *m);
 
+/* Off-chip traffic and zeros measured on the run (src/nn/traffic.c): every
+ * `every` training steps (0: off) the activations, errors, weights and
+ * gradients a processor moves are sized under each codec at their precision. */
+enum { ET_TRAFFIC_ACT, ET_TRAFFIC_ERR, ET_TRAFFIC_WEIGHT, ET_TRAFFIC_GRAD, ET_NTRAFFIC };
+typedef struct et_traffic_stats {
+    int64_t samples, elements, nonzeros;
+    double bytes[4]; /* dense, zero run-length (4-bit runs), bitmask + values, CSR */
+} et_traffic_stats;
+et_status et_model_measure_traffic(et_model *m, int every);
+/* kind: ET_TRAFFIC_*, or -1 for the total over all kinds. */
+void et_model_traffic(const et_model *m, int kind, et_traffic_stats *out);
+/* Zero fractions of the input and of the incoming error of node `node` over
+ * the sampled steps (-1: not measured). */
+void et_model_node_sparsity(const et_model *m, int node, double *input_zeros, double *error_zeros);
+
 /* Freezes a layer's parameters (no WG, no update) by PyTorch prefix ("3"). */
 et_status et_model_freeze(et_model *m, const char *prefix);
 

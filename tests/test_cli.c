@@ -11,6 +11,7 @@
 #include "edgetrain.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,6 +255,17 @@ static void test_lenet_learns(void **state) {
         for (int k = 0; k < 3; k++) sums[k] += cJSON_GetObjectItem(cJSON_GetObjectItem(l, "macs_dense"), st[k])->valuedouble;
     assert_int_equal(cJSON_GetArraySize(layers), 4); /* two conv, two linear */
     for (int k = 0; k < 3; k++) assert_true(sums[k] == cJSON_GetObjectItem(md, st[k])->valuedouble);
+    /* off-chip traffic, sampled at steps 0 and 10: the inputs of conv 0, conv 3,
+     * linear 7 and linear 9 are 784 + 8*14*14 + 784 + 128 = 3264 values per image */
+    cJSON *tr = cJSON_GetObjectItem(j, "traffic"), *act = cJSON_GetObjectItem(tr, "activations");
+    assert_int_equal((int)cJSON_GetObjectItem(tr, "sampled_steps")->valuedouble, 2);
+    assert_true(cJSON_GetObjectItem(act, "elements")->valuedouble == 2.0 * 100 * 3264);
+    cJSON *bytes = cJSON_GetObjectItem(act, "bytes");
+    assert_true(cJSON_GetObjectItem(bytes, "dense")->valuedouble == 2.0 * 100 * 3264 * 4);
+    double z = cJSON_GetObjectItem(act, "zero_fraction")->valuedouble;
+    assert_true(z > 0.2 && z < 0.95); /* ReLU outputs and image background */
+    /* bitmask + values moves n/8 + nnz*4 bytes */
+    assert_true(fabs(cJSON_GetObjectItem(bytes, "bitmask")->valuedouble - 2.0 * 100 * 3264 * (1.0 / 8 + 4 * (1 - z))) < 1.0);
     cJSON_Delete(j);
     snprintf(a, sizeof a, "%s/loss.csv", dir);
     f = fopen(a, "r");

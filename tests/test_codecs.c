@@ -107,6 +107,33 @@ static void test_round_trip_and_sizes(void **state) {
     assert_int_equal(cases, 400 * ET_NCODECS);
 }
 
+/* The one-pass float version equals the encoder's sizes on the same zeros. */
+static void test_sizes_f32(void **state) {
+    (void)state;
+    for (int t = 0; t < 200; t++) {
+        int64_t rows = 1 + (int64_t)(et_rand64(9, 3, (uint64_t)t) % 7), cols = 1 + (int64_t)(et_rand64(9, 4, (uint64_t)t) % 200);
+        int64_t n = rows * cols;
+        int rb = 1 + t % 8;
+        uint32_t *codes = malloc(sizeof(uint32_t) * (size_t)n);
+        float *x = malloc(sizeof(float) * (size_t)n);
+        fill(codes, n, t % 4, et_rand_uniform(9, 6, (uint64_t)t), 32, (uint64_t)t);
+        for (int64_t i = 0; i < n; i++) x[i] = codes[i] ? (float)(codes[i] % 1000 + 1) * (i % 2 ? 1.0f : -1.0f) : (i % 3 ? 0.0f : -0.0f);
+        for (int64_t i = 0; i < n; i++) codes[i] = x[i] != 0.0f ? codes[i] | 1u : 0; /* same zeros */
+        uint64_t got[ET_NCODECS];
+        int64_t nnz;
+        et_codec_sizes_f32(x, rows, cols, 16, rb, got, &nnz);
+        for (int c = 0; c < ET_NCODECS; c++) {
+            uint64_t want;
+            uint32_t *c16 = malloc(sizeof(uint32_t) * (size_t)n);
+            for (int64_t i = 0; i < n; i++) c16[i] = codes[i] ? (codes[i] & 0xffff) | 1u : 0;
+            assert_int_equal(et_codec_size_bits((et_codec)c, c16, rows, cols, 16, rb, &want), ET_OK);
+            assert_true(got[c] == want);
+            free(c16);
+        }
+        free(codes), free(x);
+    }
+}
+
 /* Hand-computed cases. */
 static void test_hand_cases(void **state) {
     (void)state;
@@ -138,6 +165,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_and_sizes),
         cmocka_unit_test(test_hand_cases),
+        cmocka_unit_test(test_sizes_f32),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

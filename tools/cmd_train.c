@@ -39,6 +39,8 @@ static const char train_help[] =
     "  --baseline B        a second architecture to compare with (ratios in the summary)\n"
     "  --trace F           record every executed product to a trace file (docs/trace.md),\n"
     "                      replayable with edgetrain simulate --trace F --arch A\n"
+    "  --traffic-every N   every N steps, size the activations, errors, weights and gradients\n"
+    "                      under each off-chip codec (default 10; 0: off); in the summary\n"
     "  --opp K             operating point of both architectures (1-based, default 1)\n"
     "  --freeze LIST       comma-separated layer names (PyTorch prefixes, e.g. 0,3) whose\n"
     "                      parameters are not trained (no WG, no update)\n"
@@ -53,7 +55,7 @@ static const char train_help[] =
 
 enum { O_MODEL = 1000, O_DATA, O_DATADIR, O_EPOCHS, O_STEPS, O_BATCH, O_LR, O_MOM, O_NEST, O_WD, O_OPT,
        O_SCHED, O_SEED, O_THREADS, O_INIT, O_RESUME, O_SAVE, O_NOSHUF, O_TRLIM, O_TELIM, O_JSON,
-       O_LOGLOSS, O_QUIET, O_HELP, O_FREEZE, O_PREC, O_ARCH, O_BASE, O_OPP, O_TRACE };
+       O_LOGLOSS, O_QUIET, O_HELP, O_FREEZE, O_PREC, O_ARCH, O_BASE, O_OPP, O_TRACE, O_TRAFFIC };
 
 static const struct option train_opts[] = {
     {"model", 1, 0, O_MODEL},     {"data", 1, 0, O_DATA},       {"data-dir", 1, 0, O_DATADIR},
@@ -66,11 +68,12 @@ static const struct option train_opts[] = {
     {"log-loss", 1, 0, O_LOGLOSS}, {"quiet", 0, 0, O_QUIET},    {"help", 0, 0, O_HELP},
     {"freeze", 1, 0, O_FREEZE},   {"precision", 1, 0, O_PREC},  {"arch", 1, 0, O_ARCH},
     {"baseline", 1, 0, O_BASE},   {"opp", 1, 0, O_OPP},         {"trace", 1, 0, O_TRACE},
+    {"traffic-every", 1, 0, O_TRAFFIC},
     {0, 0, 0, 0}};
 
 typedef struct {
     const char *model, *data, *data_dir, *init_from, *resume, *save, *json, *log_loss, *freeze, *precision, *arch, *baseline, *trace;
-    long long opp;
+    long long opp, traffic_every;
     long long epochs, steps, batch, seed, threads, train_limit, test_limit;
     double lr, momentum, wd;
     int nesterov, shuffle, quiet, have_lr, have_mom;
@@ -99,7 +102,7 @@ static int parse_schedule(train_args *a, const char *s) {
 static int parse_args(int argc, char **argv, train_args *a) {
     memset(a, 0, sizeof *a);
     a->epochs = 1, a->batch = 100, a->seed = 1, a->train_limit = -1, a->test_limit = -1;
-    a->momentum = 0.9, a->shuffle = 1, a->opt = ET_OPT_SGD, a->steps = -1;
+    a->momentum = 0.9, a->shuffle = 1, a->opt = ET_OPT_SGD, a->steps = -1, a->traffic_every = 10;
     int c, li = 0, have_epochs = 0;
     optind = 1;
     opterr = 0;
@@ -142,6 +145,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         case O_ARCH: a->arch = v; break;
         case O_BASE: a->baseline = v; break;
         case O_TRACE: a->trace = v; break;
+        case O_TRAFFIC: ok = cli_int(v, 0, 1000000000, &a->traffic_every); break;
         case O_OPP: ok = cli_int(v, 1, ET_HW_MAX_OPP, &a->opp); break;
         case O_HELP: fputs(train_help, stdout); exit(0);
         default: return cli_bad_option("train", argv[optind - 1]);
@@ -163,6 +167,26 @@ static float lr_at(const train_args *a, int epoch, int total_epochs) {
     if (a->sched == 1) return et_lr_step((float)a->lr, epoch, (int)a->sched_size, (float)a->sched_gamma);
     if (a->sched == 2) return et_lr_cosine((float)a->lr, epoch, a->sched_size ? (int)a->sched_size : total_epochs, 0.0f);
     return (float)a->lr;
+}
+
+/* Off-chip traffic per tensor kind and codec over the sampled steps. */
+static cJSON *traffic_json(const et_model *m) {
+    static const char *const kinds[ET_NTRAFFIC + 1] = {"activations", "errors", "weights", "gradients", "total"};
+    static const char *const codecs[4] = {"dense", "rle", "bitmask", "csr"};
+    cJSON *o = cJSON_CreateObject();
+    for (int k = 0; k <= ET_NTRAFFIC; k++) {
+        et_traffic_stats t;
+        et_model_traffic(m, k < ET_NTRAFFIC ? k : -1, &t);
+        if (k == 0) cJSON_AddNumberToObject(o, "sampled_steps", (double)t.samples);
+        cJSON *e = cJSON_AddObjectToObject(o, kinds[k]);
+        cJSON_AddNumberToObject(e, "elements", (double)t.elements);
+        cJSON_AddNumberToObject(e, "zero_fraction", t.elements ? 1.0 - (double)t.nonzeros / (double)t.elements : 0);
+        cJSON *b = cJSON_AddObjectToObject(e, "bytes");
+        for (int c = 0; c < 4; c++) cJSON_AddNumberToObject(b, codecs[c], t.bytes[c]);
+        cJSON *r = cJSON_AddObjectToObject(e, "reduction_vs_dense");
+        for (int c = 1; c < 4; c++) cJSON_AddNumberToObject(r, codecs[c], t.bytes[0] > 0 ? 1 - t.bytes[c] / t.bytes[0] : 0);
+    }
+    return o;
 }
 
 static cJSON *stage_obj(const uint64_t v[ET_NSTAGES]) {
@@ -229,6 +253,7 @@ int cmd_train(int argc, char **argv) {
             goto fail;
     }
     if ((hw || trace) && et_model_attach_hw(m, hw, hwb, trace)) goto fail;
+    if (a.traffic_every && et_model_measure_traffic(m, (int)a.traffic_every)) goto fail;
     if (et_model_init_he(m, (uint64_t)a.seed)) goto fail;
     if (a.init_from && et_model_load(m, a.init_from, 0)) goto fail;
     if (a.resume && et_model_load(m, a.resume, 1)) goto fail;
@@ -314,6 +339,10 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddStringToObject(o, "type", kind);
         cJSON_AddItemToObject(o, "macs_dense", stage_obj(lc->macs_dense));
         cJSON_AddItemToObject(o, "macs_executed", stage_obj(lc->macs_executed));
+        double zin, zerr;
+        et_model_node_sparsity(m, i, &zin, &zerr);
+        if (zin >= 0) cJSON_AddNumberToObject(o, "input_zero_fraction", zin);
+        if (zerr >= 0) cJSON_AddNumberToObject(o, "error_zero_fraction", zerr);
         cJSON *fm = cJSON_AddObjectToObject(o, "formats");
         static const char *const roles[] = {"w", "a", "e", "g", "acc", "m", "mul"};
         for (int r = 0; r < 7; r++) {
@@ -381,6 +410,7 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddItemToObject(j, "macs_dense", stage_obj(cnt.macs_dense));
         cJSON_AddItemToObject(j, "macs_executed", stage_obj(cnt.macs_executed));
         cJSON_AddItemToObject(j, "layers", layers);
+        if (a.traffic_every) cJSON_AddItemToObject(j, "traffic", traffic_json(m));
         if (hw) {
             const char *names[1024] = {0};
             for (int i = 0; i < et_model_num_nodes(m) && i < 1023; i++) et_model_node_info(m, i, &names[i], NULL, NULL);

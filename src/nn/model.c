@@ -107,6 +107,7 @@ void et_model_free(et_model *m) {
     free(m->spec_text);
     free(m->policy);
     free(m->hw_link);
+    et_traffic_free(m);
     free((void *)m->eng.mul);
     free((void *)m->eng.acc);
     free(m);
@@ -456,6 +457,7 @@ et_status et_model_forward(et_model *m, int n, int train, const float **logits) 
         et_node *nd = &m->nodes[i];
         if (m->policy && (st = et_precision_input(m, i, m->tensors[nd->in].val, et_shape_numel(nd->layer.in) * n)))
             return st;
+        if (train && et_traffic_sampling(m)) et_traffic_input(m, i, m->tensors[nd->in].val, n);
         const float *x = m->tensors[nd->in].val;
         float *y = m->tensors[nd->out].val;
         if (nd->layer.type == ET_L_ADD) st = et_add_ff(&c, nd->layer.out, x, m->tensors[nd->in2].val, y);
@@ -517,6 +519,7 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
         const float *x = m->tensors[nd->in].val, *y = m->tensors[nd->out].val;
         float *dyw = m->slots[m->tensors[nd->out].grad_slot];
         if (m->policy && (st = et_precision_error(m, i, dyw, et_shape_numel(L->out) * n))) break;
+        if (m->last_train && et_traffic_sampling(m)) et_traffic_error(m, i, dyw, n);
         const float *dy = dyw;
         const int64_t nin = et_shape_numel(L->in) * n;
         if (ops->wg && !L->skip_wg) st = ops->wg(L, &c, x, dy);
@@ -541,6 +544,7 @@ et_status et_model_update(et_model *m, float lr) {
     et_status st = need_plan(m);
     if (st) return st;
     if (m->policy && (st = et_precision_grads(m))) return st;
+    if (et_traffic_sampling(m)) et_traffic_params(m);
     const et_optim *o = &m->optim;
     const int64_t t = m->step + 1;
     const float bc1 = 1.0f - powf(o->beta1, (float)t), bc2 = 1.0f - powf(o->beta2, (float)t);

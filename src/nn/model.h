@@ -49,6 +49,7 @@ struct et_model {
     struct et_policy *policy;
     int64_t wq_step; /* step at which param.use was last rounded (-1: never) */
 
+    void *traffic; /* off-chip traffic measurement (traffic.c) */
     void *hw_link; /* live processor-model runs fed by the matmul path (hwlink.c) */
 
     /* training state */

@@ -11,4 +11,10 @@ et_status et_precision_input(et_model *m, int node, float *x, int64_t n);
 et_status et_precision_error(et_model *m, int node, float *dy, int64_t n);
 et_status et_precision_grads(et_model *m);
 et_status et_precision_master(et_model *m);
+/* Traffic measurement hooks (traffic.c). */
+int et_traffic_sampling(const et_model *m);
+void et_traffic_input(et_model *m, int node, const float *x, int n);
+void et_traffic_error(et_model *m, int node, const float *dy, int n);
+void et_traffic_params(et_model *m);
+void et_traffic_free(et_model *m);
 #endif

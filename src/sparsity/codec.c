@@ -218,3 +218,29 @@ et_status et_codec_decode(et_codec c, const uint8_t *in, uint64_t size_bits, int
                                                 (unsigned long long)(size_bits - r.pos));
     return ET_OK;
 }
+
+/* Sizes of every codec for a float tensor from its zero structure alone (a
+ * value is zero iff it compares equal to 0.0f, i.e. +0 or -0): one pass. The
+ * results equal et_codec_size_bits on the tensor's codes (tests/test_codecs.c). */
+void et_codec_sizes_f32(const float *x, int64_t rows, int64_t cols, int bits, int run_bits,
+                        uint64_t size_bits[ET_NCODECS], int64_t *nonzeros) {
+    const int64_t n = rows * cols;
+    const uint64_t span = (uint64_t)1 << run_bits;
+    uint64_t nnz = 0, entries = 0, gap = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (x[i] != 0.0f) {
+            nnz++;
+            entries += 1 + gap / span;
+            gap = 0;
+        } else {
+            gap++;
+        }
+    }
+    entries += (gap + span - 1) / span;
+    const int nb = bits_for((uint64_t)cols), cb = cols > 1 ? bits_for((uint64_t)cols - 1) : 0;
+    size_bits[ET_CODEC_DENSE] = (uint64_t)n * (uint64_t)bits;
+    size_bits[ET_CODEC_RLE] = entries * (uint64_t)(run_bits + bits);
+    size_bits[ET_CODEC_BITMASK] = (uint64_t)n + nnz * (uint64_t)bits;
+    size_bits[ET_CODEC_CSR] = (uint64_t)rows * (uint64_t)nb + nnz * (uint64_t)(cb + bits);
+    if (nonzeros) *nonzeros = (int64_t)nnz;
+}

@@ -15,4 +15,8 @@ et_status et_codec_encode(et_codec c, const uint32_t *codes, int64_t rows, int64
 /* Rejects truncated streams, runs past the end, bad indices and trailing bits. */
 et_status et_codec_decode(et_codec c, const uint8_t *in, uint64_t size_bits, int64_t rows, int64_t cols,
                           int bits, int run_bits, uint32_t *codes);
+/* All codecs' sizes for a float tensor (zero = +-0.0f) of `bits`-bit values,
+ * from its zero structure, in one pass; also its number of non-zeros. */
+void et_codec_sizes_f32(const float *x, int64_t rows, int64_t cols, int bits, int run_bits,
+                        uint64_t size_bits[ET_NCODECS], int64_t *nonzeros);
 #endif
