@@ -260,6 +260,9 @@ et_status et_model_set_precision(et_model *m, const char *spec);
 /* Name of the format node `node` uses for `role` ("w", "a", "e", "g", "acc",
  * "m", "mul"): "fp32" without a policy entry. Empty string for an unknown role. */
 const char *et_model_format_name(const et_model *m, int node, const char *role, char *buf, size_t cap);
+/* With a policy's `laps` line: the (step, weight bits) history of node
+ * `node`'s adaptive weight format; returns the count (0: not adapted). */
+int et_model_laps_history(const et_model *m, int node, int64_t *steps, int *bits, int cap);
 /* Name of the policy in use, or NULL. */
 const char *et_model_precision(const et_model *m);
 

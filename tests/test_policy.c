@@ -78,6 +78,10 @@ static void test_errors(void **state) {
         "default w=int8\nfrobnicate\n",
         "default w=e9m1\n",
         "w int4",
+        "default w=int8\nlaps foo=1\n",           /* unknown laps key */
+        "default w=int8\nlaps threshold=-1\n",    /* out of range */
+        "default w=int8\nlaps every=2.5\n",
+        "default w=int8\nlaps\nlaps\n",          /* twice */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         et_status st = et_policy_parse(bad[i], "t", &p);

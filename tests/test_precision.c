@@ -12,6 +12,7 @@
 #include "util/layer_harness.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #define SPEC "input 12\nlinear 6 bias=0\n"
@@ -160,6 +161,49 @@ static void test_sr_thread_independence(void **state) {
     assert_memory_equal(out[0], out[1], sizeof out[0]);
 }
 
+/* LAPS: with a tiny threshold every int2 weight layer widens by inc at each
+ * check until max; with a huge one nothing changes. */
+static void test_laps(void **state) {
+    (void)state;
+    const char *spec = "input 1 8 8\nconv 4 k=3 p=1\nrelu\nflatten\nlinear 10\n";
+    const double thr[2] = {1e-6, 9.0};
+    for (int t = 0; t < 2; t++) {
+        char path[64];
+        snprintf(path, sizeof path, "/tmp/et_laps_%d.policy", t);
+        FILE *f = fopen(path, "w");
+        fprintf(f, "default w=int2 a=int8\nlaps threshold=%g every=2 inc=2 max=8\n", thr[t]);
+        fclose(f);
+        et_model *m;
+        et_optim o = et_optim_default(ET_OPT_SGD);
+        assert_int_equal(et_model_parse(spec, "laps", &m), ET_OK);
+        assert_int_equal(et_model_set_precision(m, path), ET_OK);
+        assert_int_equal(et_model_plan(m, 2, &o), ET_OK);
+        assert_int_equal(et_model_init_he(m, 1), ET_OK);
+        uint8_t labels[2] = {1, 2};
+        float loss, x[128];
+        lh_fill(x, 128, 4, 0, 1);
+        for (int s = 0; s < 8; s++) {
+            memcpy(et_model_input(m), x, sizeof x);
+            assert_int_equal(et_model_train_step(m, labels, 2, 0.05f, &loss), ET_OK);
+        }
+        char buf[32];
+        int64_t steps[32];
+        int bits[32];
+        int n = et_model_laps_history(m, 0, steps, bits, 32);
+        if (t == 0) { /* checks at steps 2, 4, 6: 2 -> 4 -> 6 -> 8 */
+            assert_int_equal(n, 4);
+            assert_int_equal(bits[3], 8);
+            assert_int_equal((int)steps[1], 2);
+            assert_string_equal(et_model_format_name(m, 0, "w", buf, sizeof buf), "int8");
+        } else {
+            assert_int_equal(n, 1);
+            assert_string_equal(et_model_format_name(m, 3, "w", buf, sizeof buf), "int2");
+        }
+        et_model_free(m);
+        remove(path);
+    }
+}
+
 static void test_bad_policies(void **state) {
     (void)state;
     et_model *p;
@@ -178,6 +222,7 @@ int main(void) {
         cmocka_unit_test(test_update_placement),
         cmocka_unit_test(test_emulated_accumulation),
         cmocka_unit_test(test_sr_thread_independence),
+        cmocka_unit_test(test_laps),
         cmocka_unit_test(test_bad_policies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -339,6 +339,17 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddStringToObject(o, "type", kind);
         cJSON_AddItemToObject(o, "macs_dense", stage_obj(lc->macs_dense));
         cJSON_AddItemToObject(o, "macs_executed", stage_obj(lc->macs_executed));
+        int64_t lsteps[32];
+        int lbits[32], nl = et_model_laps_history(m, i, lsteps, lbits, 32);
+        if (nl) { /* adaptive precision: [step, weight bits] when the width changed */
+            cJSON *h = cJSON_AddArrayToObject(o, "w_bits_history");
+            for (int k = 0; k < nl; k++) {
+                cJSON *e = cJSON_CreateArray();
+                cJSON_AddItemToArray(e, cJSON_CreateNumber((double)lsteps[k]));
+                cJSON_AddItemToArray(e, cJSON_CreateNumber(lbits[k]));
+                cJSON_AddItemToArray(h, e);
+            }
+        }
         double zin, zerr;
         et_model_node_sparsity(m, i, &zin, &zerr);
         if (zin >= 0) cJSON_AddNumberToObject(o, "input_zero_fraction", zin);

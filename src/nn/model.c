@@ -105,6 +105,7 @@ void et_model_free(et_model *m) {
     free(m->nodes);
     free(m->tensors);
     free(m->spec_text);
+    et_precision_free(m);
     free(m->policy);
     free(m->hw_link);
     et_traffic_free(m);

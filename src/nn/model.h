@@ -47,6 +47,7 @@ struct et_model {
 
     /* precision policy (NULL: fp32 everywhere) */
     struct et_policy *policy;
+    void *laps;      /* adaptive weight precision state (precision.c) */
     int64_t wq_step; /* step at which param.use was last rounded (-1: never) */
 
     void *traffic; /* off-chip traffic measurement (traffic.c) */

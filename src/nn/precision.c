@@ -13,11 +13,59 @@
  * Stochastic rounding keys: (seed, tensor = node * 8 + role, element, step). */
 #include "nn/precision.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static int is_matmul_layer(const et_layer *l) { return l->type == ET_L_CONV || l->type == ET_L_LINEAR; }
+
+/* LAPS state: the weight format each layer uses now, and when it changed. */
+#define LAPS_HIST 32
+typedef struct laps_node {
+    int active; /* an intN/dfxpN weight format to adapt */
+    et_format fmt;
+    int n;
+    int64_t step[LAPS_HIST];
+    int bits[LAPS_HIST];
+} laps_node;
+typedef struct laps_state {
+    laps_node *node;
+    float *hi; /* weights rounded at the wider width */
+} laps_state;
+
+static void laps_free(et_model *m) {
+    laps_state *ls = m->laps;
+    if (!ls) return;
+    free(ls->node);
+    free(ls->hi);
+    free(ls);
+    m->laps = NULL;
+}
+
+static et_status laps_init(et_model *m) {
+    laps_free(m);
+    if (!m->policy->laps.on) return ET_OK;
+    laps_state *ls = calloc(1, sizeof *ls);
+    int64_t maxw = 1;
+    for (int i = 0; i < m->nnodes; i++)
+        if (is_matmul_layer(&m->nodes[i].layer) && m->nodes[i].layer.params[0].n > maxw) maxw = m->nodes[i].layer.params[0].n;
+    if (ls) ls->node = calloc((size_t)m->nnodes, sizeof *ls->node), ls->hi = malloc(sizeof(float) * (size_t)maxw);
+    if (!ls || !ls->node || !ls->hi) {
+        if (ls) free(ls->node), free(ls->hi);
+        free(ls);
+        return et_set_error(ET_ERR_NOMEM, "out of memory");
+    }
+    m->laps = ls;
+    for (int i = 0; i < m->nnodes; i++) {
+        if (!is_matmul_layer(&m->nodes[i].layer)) continue;
+        const et_format *f = et_policy_format(m->policy, m->nodes[i].layer.prefix, ET_ROLE_W);
+        if (!f || f->kind == ET_FMT_FLOAT) continue;
+        laps_node *ln = &ls->node[i];
+        ln->active = 1, ln->fmt = *f, ln->n = 1, ln->step[0] = 0, ln->bits[0] = f->bits;
+    }
+    return ET_OK;
+}
 
 et_status et_model_set_precision(et_model *m, const char *spec) {
     if (m->planned) return et_set_error(ET_ERR_INVALID, "set the precision policy before planning the model");
@@ -51,11 +99,13 @@ et_status et_model_set_precision(et_model *m, const char *spec) {
     }
     free(m->policy);
     m->policy = p;
-    return ET_OK;
+    return laps_init(m);
 }
 
 const et_format *et_model_format(const et_model *m, int node, et_role role) {
     if (!m->policy || node < 0 || node >= m->nnodes || !is_matmul_layer(&m->nodes[node].layer)) return NULL;
+    const laps_state *ls = m->laps;
+    if (role == ET_ROLE_W && ls && ls->node[node].active) return &ls->node[node].fmt;
     return et_policy_format(m->policy, m->nodes[node].layer.prefix, role);
 }
 
@@ -71,9 +121,50 @@ static et_status round_tensor(const et_model *m, int node, et_role role, const e
     return et_quantize(f, x, y, (size_t)(rows * cols), &k);
 }
 
+/* LAPS: widen the weight format of layers whose rounding error against a
+ * wider format exceeds the threshold (see et_laps in numerics/policy.h). */
+static et_status laps_step(et_model *m) {
+    laps_state *ls = m->laps;
+    const et_laps *cfg = &m->policy->laps;
+    if (!ls || m->step == 0 || m->step % cfg->every) return ET_OK;
+    for (int i = 0; i < m->nnodes; i++) {
+        laps_node *ln = &ls->node[i];
+        if (!ln->active || ln->fmt.bits >= cfg->max) continue;
+        et_param *w = &m->nodes[i].layer.params[0];
+        int64_t rows = w->shape[0], cols = w->n / w->shape[0];
+        et_format hi = ln->fmt;
+        hi.bits = ln->fmt.bits + cfg->inc < cfg->max ? ln->fmt.bits + cfg->inc : cfg->max;
+        et_status st = round_tensor(m, i, ET_ROLE_W, &ln->fmt, w->data, w->use, rows, cols);
+        if (!st) st = round_tensor(m, i, ET_ROLE_W, &hi, w->data, ls->hi, rows, cols);
+        if (st) return st;
+        double d = 0, h = 0;
+        for (int64_t k = 0; k < w->n; k++) {
+            double e = (double)w->use[k] - ls->hi[k];
+            d += e * e, h += (double)ls->hi[k] * ls->hi[k];
+        }
+        if (h > 0 && sqrt(d / h) > cfg->threshold) {
+            ln->fmt = hi;
+            if (ln->n < LAPS_HIST) ln->step[ln->n] = m->step, ln->bits[ln->n++] = hi.bits;
+        }
+    }
+    return ET_OK;
+}
+
+int et_model_laps_history(const et_model *m, int node, int64_t *steps, int *bits, int cap) {
+    const laps_state *ls = m->laps;
+    if (!ls || node < 0 || node >= m->nnodes || !ls->node[node].active) return 0;
+    int n = ls->node[node].n < cap ? ls->node[node].n : cap;
+    for (int k = 0; k < n; k++) steps[k] = ls->node[node].step[k], bits[k] = ls->node[node].bits[k];
+    return n;
+}
+
+void et_precision_free(et_model *m) { laps_free(m); }
+
 /* w: refresh each weight layer's rounded copy (once per step). */
 et_status et_precision_weights(et_model *m) {
     if (!m->policy || m->wq_step == m->step) return ET_OK;
+    et_status lst = laps_step(m);
+    if (lst) return lst;
     for (int i = 0; i < m->nnodes; i++) {
         et_layer *l = &m->nodes[i].layer;
         const et_format *f = et_model_format(m, i, ET_ROLE_W);

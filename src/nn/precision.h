@@ -11,6 +11,7 @@ et_status et_precision_input(et_model *m, int node, float *x, int64_t n);
 et_status et_precision_error(et_model *m, int node, float *dy, int64_t n);
 et_status et_precision_grads(et_model *m);
 et_status et_precision_master(et_model *m);
+void et_precision_free(et_model *m);
 /* Traffic measurement hooks (traffic.c). */
 int et_traffic_sampling(const et_model *m);
 void et_traffic_input(et_model *m, int node, const float *x, int n);

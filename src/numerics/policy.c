@@ -38,6 +38,24 @@ static et_status parse_assignments(char *s, et_policy_entry *e, const char *wher
     return ET_OK;
 }
 
+static et_status parse_laps(char *s, et_laps *l, const char *where) {
+    for (char *tok = strtok(s, " \t,"); tok; tok = strtok(NULL, " \t,")) {
+        char *eq = strchr(tok, '='), *end;
+        if (!eq) return et_set_error(ET_ERR_FORMAT, "%s: expected KEY=VALUE after laps, got '%s'", where, tok);
+        *eq = 0;
+        errno = 0;
+        double v = strtod(eq + 1, &end);
+        if (errno || end == eq + 1 || *end) return et_set_error(ET_ERR_FORMAT, "%s: bad number for laps %s", where, tok);
+        if (!strcmp(tok, "threshold") && v > 0 && v < 10) l->threshold = v;
+        else if (!strcmp(tok, "every") && v >= 1 && v <= 1e9 && v == (int)v) l->every = (int)v;
+        else if (!strcmp(tok, "inc") && v >= 1 && v <= 8 && v == (int)v) l->inc = (int)v;
+        else if (!strcmp(tok, "max") && v >= 2 && v <= 16 && v == (int)v) l->max = (int)v;
+        else return et_set_error(ET_ERR_FORMAT, "%s: laps %s=%s is unknown or out of range (threshold in (0,10), "
+                                 "every >= 1, inc 1..8, max 2..16)", where, tok, eq + 1);
+    }
+    return ET_OK;
+}
+
 et_status et_policy_parse(const char *text, const char *name, et_policy *out) {
     memset(out, 0, sizeof *out);
     snprintf(out->name, sizeof out->name, "%s", name);
@@ -49,7 +67,8 @@ et_status et_policy_parse(const char *text, const char *name, et_policy *out) {
     et_status st = ET_OK;
     int lineno = 0, saw_default = 0;
     /* One line without keywords is an inline policy. */
-    int inline_form = !strchr(buf, '\n') && strncmp(buf, "default", 7) && strncmp(buf, "layer", 5);
+    int inline_form = !strchr(buf, '\n') && strncmp(buf, "default", 7) && strncmp(buf, "layer", 5) &&
+                      strncmp(buf, "laps", 4);
     char *save = NULL;
     for (char *ln = buf; ln && !st; ln = save) {
         save = strchr(ln, '\n');
@@ -67,6 +86,13 @@ et_status et_policy_parse(const char *text, const char *name, et_policy *out) {
         } else if (!strncmp(ln, "default", 7) && (isspace((unsigned char)ln[7]) || !ln[7])) {
             if (saw_default) st = et_set_error(ET_ERR_FORMAT, "%s: 'default' given twice", where);
             else st = parse_assignments(ln + 7, &out->entries[0], where), saw_default = 1;
+        } else if (!strncmp(ln, "laps", 4) && (isspace((unsigned char)ln[4]) || !ln[4])) {
+            if (out->laps.on) {
+                st = et_set_error(ET_ERR_FORMAT, "%s: 'laps' given twice", where);
+                break;
+            }
+            out->laps = (et_laps){1, 0.05, 100, 2, 16};
+            st = parse_laps(ln + 4, &out->laps, where);
         } else if (!strncmp(ln, "layer", 5) && isspace((unsigned char)ln[5])) {
             char *p = ln + 5;
             while (isspace((unsigned char)*p)) p++;
@@ -89,7 +115,7 @@ et_status et_policy_parse(const char *text, const char *name, et_policy *out) {
             if (!st && !e->set) st = et_set_error(ET_ERR_FORMAT, "%s: layer %s sets no role", where, e->layer);
             out->n++;
         } else {
-            st = et_set_error(ET_ERR_FORMAT, "%s: expected 'default ...' or 'layer NAME ...'", where);
+            st = et_set_error(ET_ERR_FORMAT, "%s: expected 'default ...', 'layer NAME ...' or 'laps ...'", where);
         }
     }
     free(buf);

@@ -8,6 +8,7 @@
  *   # comment
  *   default w=int8 a=int8 e=int8 g=int16 acc=fp32
  *   layer 0 w=int2            per-layer override (PyTorch layer name)
+ *   laps threshold=0.1 every=50 inc=2 max=16   adaptive weight precision
  * or inline, on one line: "w=int4,a=int8,e=int8,g=int16,acc=fp32". */
 #ifndef ET_POLICY_H
 #define ET_POLICY_H
@@ -24,8 +25,20 @@ typedef struct et_policy_entry {
     et_format fmt[ET_NROLES];
 } et_policy_entry;
 
+/* LAPS-style layer-wise adaptive precision (survey, paper 003 §VI): every
+ * `every` steps, each layer with an intN/dfxpN weight format compares its
+ * weights rounded at the current width with the same weights rounded at
+ * width + `inc`; when the relative difference ||q_b - q_b+inc|| / ||q_b+inc||
+ * exceeds `threshold`, the layer's width grows by `inc` (up to `max`). */
+typedef struct et_laps {
+    int on;
+    double threshold;
+    int every, inc, max;
+} et_laps;
+
 typedef struct et_policy {
     char name[64];
+    et_laps laps;
     int n;          /* entries[0] is the default */
     et_policy_entry entries[ET_POLICY_MAX_LAYERS + 1];
 } et_policy;
