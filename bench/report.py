@@ -54,6 +54,27 @@ def main():
         f.write(table + "\n\n")
         f.write("Machine: %s, FP32 peak measured by `build/bench/bench_gemm --peak-json`: %.0f GFLOP/s.\n" % (
             platform.processor() or platform.machine(), pk))
+    # Number formats: training-step cost of each policy against FP32.
+    prec = []
+    for name, label in [("fp32", "fp32"), ("w_int8_a_int8_e_int8_g_int16", "int8 operands, int16 gradients"),
+                        ("fp16", "fp16"), ("e6m5-sr13", "E6M5 + emulated E6M5 accumulation, SR r=13")]:
+        pf = os.path.join(out, "precision-%s.json" % name)
+        if os.path.exists(pf):
+            prec.append((label, load(pf)["train_images_per_second"]))
+    if prec:
+        base = prec[0][1]
+        with open(md, "a") as f:
+            f.write("\n## Number formats: cost per training step\n\nLeNet, 10000 images, batch 100, %d threads "
+                    "(`--precision`; rounding of weights, activations, errors and gradients, and emulated "
+                    "accumulation where the policy sets `acc`):\n\n| policy | images/s | slowdown vs fp32 |\n|---|---|---|\n" % peak["threads"])
+            for label, ips in prec:
+                f.write("| %s | %.0f | %.2fx |\n" % (label, ips, base / ips))
+            q = os.path.join(out, "qgemm.txt")
+            if os.path.exists(q):
+                f.write("\nPer GEMM (`build/bench/bench_qgemm --threads 1`, time / et_sgemm time; igemm_s8 is the "
+                        "exact INT8 GEMM, not yet used by training):\n\n```\n" + open(q).read() + "```\n")
+        for label, ips in prec:
+            print("precision %-45s %8.0f img/s  %.2fx slower than fp32" % (label, ips, base / ips))
     # The README carries the same table between markers.
     readme = os.path.join(os.path.dirname(os.path.abspath(md)), "..", "README.md")
     if os.path.exists(readme):

@@ -6,7 +6,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh python3 python3-torch python3-numpy libopenblas0-openmp
-make -s -j2 build/edgetrain build/bench/bench_gemm
+make -s -j2 build/edgetrain build/bench/bench_gemm build/bench/bench_qgemm
 OUT=out/bench
 mkdir -p $OUT
 T=${BENCH_THREADS:-2}
@@ -26,4 +26,16 @@ for m in ${BENCH_MODELS:-mlp lenet vgg8}; do
         /usr/bin/python3 bench/torch_train.py --model models/$m.et --epochs 1 --batch 100 --lr $lr \
         --momentum 0.9 --threads $T --train-limit $lim --seed 1 > $OUT/$m.torch.json
 done
+# Number formats: emulated accumulation and integer policies against FP32, per
+# training step (LeNet, 10000 images) and per GEMM (bench_qgemm).
+if [ -z "${BENCH_MODELS:-}" ]; then
+    for p in fp32 "w=int8,a=int8,e=int8,g=int16" fp16 e6m5-sr13; do
+        f=$OUT/precision-$(printf %s "$p" | tr -c 'a-zA-Z0-9_-' _).json
+        if [ "$p" = fp32 ]; then pp=""; else pp="--precision $p"; fi
+        echo "== lenet precision $p" >&2
+        ./build/edgetrain train --model models/lenet.et --data fmnist --train-limit 10000 --lr 0.05 --threads $T \
+            --quiet --test-limit 0 --traffic-every 0 $pp --json "$f" >&2
+    done
+    ./build/bench/bench_qgemm --threads 1 > $OUT/qgemm.txt
+fi
 /usr/bin/python3 bench/report.py $OUT docs/bench.md
