@@ -92,6 +92,9 @@ typedef struct et_counters {
     uint64_t macs_dense[ET_NSTAGES];
     uint64_t macs_executed[ET_NSTAGES];
     uint64_t calls[ET_NSTAGES];
+    /* Multiply-adds the CPU kernels really ran (sparse kernels skip whole
+     * micro-tiles and k steps, so this lies between executed and dense). */
+    uint64_t macs_cpu[ET_NSTAGES];
 } et_counters;
 
 /* One matrix product of one layer in one stage; see docs/architecture.md. */
@@ -106,6 +109,11 @@ typedef struct et_matmul {
     float *C;
     int ldc;
     float beta; /* 0: C = A*B, 1: C += A*B */
+    /* Run-time sparsity (docs/sparsity.md). Zero-initialised = dense. */
+    int skip_zeros;      /* skip every product whose A or B operand is zero (exact) */
+    const uint8_t *mask; /* M x N output mask, row stride ldmask: only C[i][j] with
+                            mask != 0 is computed; the others are set to 0 (NULL: all) */
+    int ldmask;
 } et_matmul;
 
 typedef struct et_engine et_engine; /* the matmul path's state: counters, hooks */
