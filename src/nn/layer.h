@@ -76,6 +76,9 @@ typedef struct et_lctx {
     int batch;             /* images in this call */
     int train;             /* 1: training mode (bn batch stats, dropout active) */
     uint64_t seed, step;   /* for dropout masks */
+    int relu_in;           /* EP only: x is the output of a ReLU whose EP is fused into
+                              this EP (dx must be 0 where x <= 0); see
+                              et_layer_fuses_relu_ep */
 } et_lctx;
 
 typedef struct et_layer_ops {
@@ -99,6 +102,10 @@ extern const et_layer_ops *const et_layer_table[ET_L_NTYPES];
 
 /* Add layer: two inputs; FF y = x + x2; EP gives dy to both. */
 et_status et_add_ff(const et_lctx *c, et_shape s, const float *a, const float *b, float *y);
+
+/* Whether a layer's EP can apply the mask of the ReLU that produced its input
+ * (et_lctx.relu_in), so the executor skips that ReLU's own EP pass. */
+int et_layer_fuses_relu_ep(et_layer_type t);
 
 /* Helpers shared by layer implementations. */
 void et_param_define(et_layer *l, const char *suffix, int trainable, int ndim, const int64_t *shape);

@@ -179,6 +179,23 @@ static int plan_tensors(et_model *m) {
                       in->consumers == 1;
         m->tensors[n->out].alias_of = inplace ? (in->alias_of >= 0 ? in->alias_of : n->in) : -1;
     }
+    /* A relu whose input feeds only it and whose output feeds only a layer
+     * that can apply the ReLU mask in its own EP (maxpool): that layer does
+     * the relu's EP, and both gradients share one slot. */
+    for (int i = 0; i < m->nnodes; i++) m->nodes[i].relu_ep_fused = m->nodes[i].ep_relu_in = 0;
+    for (int i = 0; i < m->nnodes; i++) {
+        et_node *n = &m->nodes[i];
+        if (n->layer.type != ET_L_RELU || n->in == 0 || m->tensors[n->in].consumers != 1 ||
+            m->tensors[n->out].consumers != 1)
+            continue;
+        for (int j = i + 1; j < m->nnodes; j++) {
+            et_node *c = &m->nodes[j];
+            if (c->in != n->out && c->in2 != n->out) continue;
+            if (c->in == n->out && c->in2 < 0 && et_layer_fuses_relu_ep(c->layer.type))
+                n->relu_ep_fused = c->ep_relu_in = 1;
+            break;
+        }
+    }
     /* Gradient slots by liveness, walking the nodes backwards. */
     int nslots = 0, free_list[64], nfree = 0;
 #define ALLOC_SLOT() (nfree ? free_list[--nfree] : nslots++)
@@ -186,6 +203,10 @@ static int plan_tensors(et_model *m) {
     m->tensors[m->ntensors - 1].grad_slot = ALLOC_SLOT();
     for (int i = m->nnodes - 1; i >= 0; i--) {
         et_node *n = &m->nodes[i];
+        if (n->relu_ep_fused && m->tensors[n->in].needs_grad && m->tensors[n->out].grad_slot >= 0) {
+            m->tensors[n->in].grad_slot = m->tensors[n->out].grad_slot; /* kept, not freed */
+            continue;
+        }
         int ins[2] = {n->in, n->in2};
         for (int k = 0; k < 2; k++) {
             int t = ins[k];
@@ -432,7 +453,8 @@ et_status et_model_set_input_u8(et_model *m, const et_dataset *ds, const int64_t
 static et_lctx make_ctx(et_model *m, int n, int train) {
     m->eng.seed = m->seed;
     m->eng.step = m->step;
-    et_lctx c = {&m->eng, m->scratch, n, train, m->seed, (uint64_t)m->step};
+    et_lctx c = {.eng = &m->eng, .scratch = m->scratch, .batch = n, .train = train, .seed = m->seed,
+                 .step = (uint64_t)m->step};
     return c;
 }
 
@@ -517,6 +539,10 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
         et_layer *L = &nd->layer;
         const et_layer_ops *ops = et_layer_table[L->type];
         if (m->tensors[nd->out].grad_slot < 0) continue; /* nothing upstream learns */
+        if (nd->relu_ep_fused && m->tensors[nd->in].grad_slot == m->tensors[nd->out].grad_slot) {
+            has[nd->in] = 1; /* the consumer's EP already applied this relu's mask */
+            continue;
+        }
         const float *x = m->tensors[nd->in].val, *y = m->tensors[nd->out].val;
         float *dyw = m->slots[m->tensors[nd->out].grad_slot];
         if (m->policy && (st = et_precision_error(m, i, dyw, et_shape_numel(L->out) * n))) break;
@@ -531,7 +557,11 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
             float *g = m->slots[m->tensors[t].grad_slot];
             float *dst = has[t] ? m->tmp : g;
             if (L->type == ET_L_ADD) memcpy(dst, dy, sizeof(float) * (size_t)nin);
-            else st = ops->ep(L, &c, x, y, dy, dst);
+            else {
+                c.relu_in = nd->ep_relu_in;
+                st = ops->ep(L, &c, x, y, dy, dst);
+                c.relu_in = 0;
+            }
             if (!st && has[t])
                 for (int64_t e = 0; e < nin; e++) g[e] += dst[e];
             has[t] = 1;

@@ -20,6 +20,10 @@ typedef struct et_node {
     et_layer layer;
     int in, in2; /* in2 >= 0 only for add */
     int out;
+    /* ReLU EP fusion (plan_tensors): on a relu, its EP is done by its only
+     * consumer, which gets ep_relu_in (et_lctx.relu_in) and writes straight
+     * into the relu input's gradient slot. */
+    int relu_ep_fused, ep_relu_in;
 } et_node;
 
 struct et_model {

@@ -13,6 +13,7 @@ typedef struct lh {
     float *x, *x2, *y, *dy, *dx, *dx2, *scratch;
     uint64_t seed;
     int train;
+    int relu_in; /* passed to EP as et_lctx.relu_in */
 } lh;
 
 /* Sets up a layer of type t with config cfg (NULL for none) on input shape in
