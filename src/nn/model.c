@@ -571,6 +571,43 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
     return st;
 }
 
+/* The optimizer steps, element by element. Constants live in locals and the
+ * arrays are restrict so the loops vectorise (the values are the same as the
+ * scalar loop's: no contraction into FMA, one rounding per operation). */
+static void sgd_update(float *restrict w, const float *restrict g, float *restrict v, int64_t n, float lr,
+                       float mu, float wd, int nesterov) {
+    if (!v) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t e = 0; e < n; e++) w[e] -= lr * (g[e] + wd * w[e]);
+    } else if (!nesterov) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t e = 0; e < n; e++) {
+            float d = g[e] + wd * w[e];
+            v[e] = mu * v[e] + d;
+            w[e] -= lr * v[e];
+        }
+    } else {
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t e = 0; e < n; e++) {
+            float d = g[e] + wd * w[e];
+            v[e] = mu * v[e] + d;
+            w[e] -= lr * (d + mu * v[e]);
+        }
+    }
+}
+
+static void adam_update(float *restrict w, const float *restrict g, float *restrict v, float *restrict s, int64_t n,
+                        float step_size, float bc2s, const et_optim *o) {
+    const float b1 = o->beta1, b2 = o->beta2, eps = o->eps, wd = o->weight_decay;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t e = 0; e < n; e++) {
+        float d = g[e] + wd * w[e];
+        v[e] = b1 * v[e] + (1.0f - b1) * d;
+        s[e] = b2 * s[e] + (1.0f - b2) * d * d;
+        w[e] -= step_size * v[e] / (sqrtf(s[e]) / bc2s + eps);
+    }
+}
+
 et_status et_model_update(et_model *m, float lr) {
     et_status st = need_plan(m);
     if (st) return st;
@@ -587,26 +624,10 @@ et_status et_model_update(et_model *m, float lr) {
             if (!p->trainable) continue;
             float *w = p->data, *g = p->grad, *v = p->opt[0], *s = p->opt[1];
             const int64_t n = p->n;
-            if (o->kind == ET_OPT_SGD) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-                for (int64_t e = 0; e < n; e++) {
-                    float d = g[e] + o->weight_decay * w[e];
-                    if (v) {
-                        v[e] = o->momentum * v[e] + d;
-                        d = o->nesterov ? d + o->momentum * v[e] : v[e];
-                    }
-                    w[e] -= lr * d;
-                }
-            } else {
-                const float step_size = lr / bc1, bc2s = sqrtf(bc2);
-#pragma omp parallel for schedule(static) if (n > 65536)
-                for (int64_t e = 0; e < n; e++) {
-                    float d = g[e] + o->weight_decay * w[e];
-                    v[e] = o->beta1 * v[e] + (1.0f - o->beta1) * d;
-                    s[e] = o->beta2 * s[e] + (1.0f - o->beta2) * d * d;
-                    w[e] -= step_size * v[e] / (sqrtf(s[e]) / bc2s + o->eps);
-                }
-            }
+            if (o->kind == ET_OPT_SGD)
+                sgd_update(w, g, v, n, lr, o->momentum, o->weight_decay, o->nesterov);
+            else
+                adam_update(w, g, v, s, n, lr / bc1, sqrtf(bc2), o);
         }
     }
     m->step++;
