@@ -441,11 +441,15 @@ et_status et_model_set_input_u8(et_model *m, const et_dataset *ds, const int64_t
         return et_set_error(ET_ERR_SHAPE, "model input %dx%dx%d does not match %dx%d grey images", s.c,
                             s.h, s.w, ds->rows, ds->cols);
     const int64_t px = (int64_t)ds->rows * ds->cols;
-    float *x = m->input_nchw;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         if (idx[i] < 0 || idx[i] >= ds->n) return et_set_error(ET_ERR_INVALID, "image index out of range");
-        const uint8_t *src = ds->images + idx[i] * px;
-        for (int64_t k = 0; k < px; k++) x[i * px + k] = (float)src[k] * (1.0f / 255.0f);
+    for (int i = 0; i < n; i++) {
+        /* x / 255 divided, not multiplied by 1/255 (which differs in the last
+         * bit for half the byte values): the same floats as PyTorch's
+         * ToTensor (img.float().div(255)) */
+        const uint8_t *restrict src = ds->images + idx[i] * px;
+        float *restrict x = m->input_nchw + i * px;
+        for (int64_t k = 0; k < px; k++) x[k] = (float)src[k] / 255.0f;
     }
     return ET_OK;
 }
