@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "nn/layer_impl.h"
 #include "nn/precision.h"
+#include "sparsity/prune.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -109,6 +110,7 @@ void et_model_free(et_model *m) {
     free(m->policy);
     free(m->hw_link);
     et_traffic_free(m);
+    et_prune_free(m);
     free((void *)m->eng.mul);
     free((void *)m->eng.acc);
     free(m);
@@ -262,7 +264,10 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
     et_shape ins = m->tensors[0].shape;
     size_t stage_bytes = ins.is_image && ins.c > 1 ? align_up((size_t)(et_shape_numel(ins) * batch) * sizeof(float)) : 0;
     a_bytes += stage_bytes;
-    size_t total = p_bytes + g_bytes + o_bytes + a_bytes + s_bytes + st_bytes + scratch_bytes + probs_bytes;
+    size_t mask_bytes, select_bytes; /* pruning: weight masks (with the parameters), selection scratch */
+    et_prune_plan_bytes(m, &mask_bytes, &select_bytes);
+    p_bytes += mask_bytes;
+    size_t total = p_bytes + g_bytes + o_bytes + a_bytes + s_bytes + st_bytes + scratch_bytes + probs_bytes + select_bytes;
 
     size_t cap = plan_cap_bytes();
     if (total > cap)
@@ -308,6 +313,8 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
     m->scratch = TAKE(scratch_bytes);
     m->probs = TAKE(probs_bytes);
     m->layer_counters = (et_counters *)TAKE(counters_bytes);
+    uint8_t *masks = (uint8_t *)TAKE(mask_bytes);
+    et_prune_bind(m, masks, TAKE(select_bytes));
 #undef TAKE
     m->eng.per_layer = m->layer_counters;
     m->eng.nlayers = m->nnodes;
@@ -322,7 +329,7 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
     }
 
     m->mem = (et_memory_plan){p_bytes, g_bytes, o_bytes, a_bytes, s_bytes,
-                              scratch_bytes + st_bytes + probs_bytes + counters_bytes,
+                              scratch_bytes + st_bytes + probs_bytes + counters_bytes + select_bytes,
                               et_gemm_workspace_bytes(), 0};
     m->mem.total = total + m->mem.workspace;
     m->wq_step = -1;
@@ -361,6 +368,7 @@ et_status et_model_init_he(et_model *m, uint64_t seed) {
             for (int k = 0; k < 2; k++)
                 if (l->params[p].opt[k]) memset(l->params[p].opt[k], 0, sizeof(float) * (size_t)l->params[p].n);
     }
+    et_prune_reset(m);
     m->seed = seed;
     m->step = 0;
     m->wq_step = -1;
@@ -453,7 +461,9 @@ et_status et_model_forward(et_model *m, int n, int train, const float **logits) 
     if (n <= 0 || n > m->batch_cap) return et_set_error(ET_ERR_INVALID, "batch of %d outside 1..%d", n, m->batch_cap);
     et_lctx c = make_ctx(m, n, train);
     if (m->input_nchw != m->tensors[0].val) input_to_cnhw(m, n, m->tensors[0].val);
+    if (train) et_prune_step(m); /* mask update when the schedule says so */
     if (m->policy && (st = et_precision_weights(m))) return st;
+    if (m->policy) et_prune_apply_use(m); /* rounded copies stay zero where pruned */
     for (int i = 0; i < m->nnodes; i++) {
         et_node *nd = &m->nodes[i];
         if (m->policy && (st = et_precision_input(m, i, m->tensors[nd->in].val, et_shape_numel(nd->layer.in) * n)))
@@ -556,10 +566,12 @@ et_status et_model_update(et_model *m, float lr) {
             et_param *p = &l->params[q];
             if (!p->trainable) continue;
             float *w = p->data, *g = p->grad, *v = p->opt[0], *s = p->opt[1];
+            const uint8_t *mk = p->mask; /* pruned weights are never updated */
             const int64_t n = p->n;
             if (o->kind == ET_OPT_SGD) {
 #pragma omp parallel for schedule(static) if (n > 65536)
                 for (int64_t e = 0; e < n; e++) {
+                    if (mk && !mk[e]) continue;
                     float d = g[e] + o->weight_decay * w[e];
                     if (v) {
                         v[e] = o->momentum * v[e] + d;
@@ -571,6 +583,7 @@ et_status et_model_update(et_model *m, float lr) {
                 const float step_size = lr / bc1, bc2s = sqrtf(bc2);
 #pragma omp parallel for schedule(static) if (n > 65536)
                 for (int64_t e = 0; e < n; e++) {
+                    if (mk && !mk[e]) continue;
                     float d = g[e] + o->weight_decay * w[e];
                     v[e] = o->beta1 * v[e] + (1.0f - o->beta1) * d;
                     s[e] = o->beta2 * s[e] + (1.0f - o->beta2) * d * d;
