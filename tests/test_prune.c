@@ -242,6 +242,49 @@ static void test_memory_plan(void **state) {
     et_model_free(a), et_model_free(b);
 }
 
+/* The processor model sees each layer's kept fraction as its weight density. */
+typedef struct dens_ctx {
+    int records, bad;
+} dens_ctx;
+
+static et_status check_density(void *ctx, const et_hw_op *op) {
+    dens_ctx *d = ctx;
+    /* one-shot 0.9 at step 0: kept 5 of 54, 43 of 432, 205 of 2048, 16 of 160 (hand-computed) */
+    static const double kept[4] = {5.0 / 54, 43.0 / 432, 205.0 / 2048, 16.0 / 160};
+    int k = -1;
+    for (int i = 0; i < 4; i++)
+        if (op->layer == weight_nodes[i]) k = i;
+    d->records++;
+    if (k < 0 || fabs(op->w_density - kept[k]) > 1e-12) d->bad++;
+    return ET_OK;
+}
+
+static void test_hw_density(void **state) {
+    (void)state;
+    et_prune_cfg c = {0.9, 1, 0, 0};
+    et_model *m = make_model(&c, NULL, ET_OPT_SGD);
+    char path[300];
+    snprintf(path, sizeof path, "/tmp/et_prune_trace.%ld", (long)getpid());
+    const char *names[16] = {0};
+    for (int i = 0; i < et_model_num_nodes(m); i++) et_model_node_info(m, i, &names[i], NULL, NULL);
+    et_trace_writer *w;
+    assert_int_equal(et_trace_create(path, et_model_num_nodes(m), names, &w), ET_OK);
+    assert_int_equal(et_model_attach_hw(m, NULL, NULL, w), ET_OK);
+    uint8_t labels[8];
+    feed(m, 0, labels);
+    assert_int_equal(et_model_train_step(m, labels, 8, 0.05f, NULL), ET_OK);
+    assert_int_equal(et_model_attach_hw(m, NULL, NULL, NULL), ET_OK);
+    assert_int_equal(et_trace_close(w, 1), ET_OK);
+    dens_ctx d = {0, 0};
+    int nl;
+    char nm[16][80];
+    assert_int_equal(et_trace_read(path, &nl, nm, 16, check_density, &d), ET_OK);
+    remove(path);
+    assert_int_equal(d.records, 4 + 3 + 4); /* FF of 4 layers, EP of 3 (not the first), WG of 4 */
+    assert_int_equal(d.bad, 0);
+    et_model_free(m);
+}
+
 /* ------------------------------------------- FF / EP / WG with a mask */
 
 static double dabs(double x) { return x < 0 ? -x : x; }
@@ -602,7 +645,7 @@ static int teardown(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schedule),     cmocka_unit_test(test_target_reached), cmocka_unit_test(test_ties),
-        cmocka_unit_test(test_memory_plan),  cmocka_unit_test(test_linear_stages),  cmocka_unit_test(test_conv_stages),
+        cmocka_unit_test(test_memory_plan),  cmocka_unit_test(test_hw_density),     cmocka_unit_test(test_linear_stages),  cmocka_unit_test(test_conv_stages),
         cmocka_unit_test(test_bad_options),  cmocka_unit_test(test_resume),         cmocka_unit_test(test_bad_masks),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
