@@ -48,7 +48,7 @@ static const char train_help[] =
     "                      and are never updated. Masks are saved with --save (for --resume)\n"
     "  --prune-every N     steps between mask updates (default 100)\n"
     "  --prune-start S     first step of the cubic schedule (default 0)\n"
-    "  --prune-end E       step at which the target is reached (default 80%% of the run's steps)\n"
+    "  --prune-end E       step at which the target is reached (default 80% of the run's steps)\n"
     "  --freeze LIST       comma-separated layer names (PyTorch prefixes, e.g. 0,3) whose\n"
     "                      parameters are not trained (no WG, no update)\n"
     "  --no-shuffle        use file order instead of a seeded shuffle per epoch\n"
