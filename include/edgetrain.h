@@ -292,13 +292,50 @@ void et_model_node_sparsity(const et_model *m, int node, double *input_zeros, do
 /* Freezes a layer's parameters (no WG, no update) by PyTorch prefix ("3"). */
 et_status et_model_freeze(et_model *m, const char *prefix);
 
+/* Dynamic magnitude pruning during training (docs/sparsity.md, "Pruning";
+ * paper 002's sparse training). Every trained conv/linear weight tensor gets
+ * a mask. At steps start, start+every, ... up to end (and at end) each layer
+ * prunes its smallest-magnitude unpruned weights (ties: lower index first)
+ * until round(s_t * n) are pruned, with the gradual cubic schedule of Zhu &
+ * Gupta (2017):
+ *   s_t = target * (1 - (1 - (t - start) / (end - start))^3)  for start <= t <= end,
+ *   0 before start, target after end (end <= start: target from start on).
+ * Pruned weights are exactly zero, skipped in FF and EP, get no gradient in
+ * WG and are never updated, so they stay pruned (no regrowth). Biases and
+ * batchnorm are never pruned; frozen layers are not pruned. */
+typedef struct et_prune_cfg {
+    double target;        /* final pruned fraction per layer, 0 <= target < 1 */
+    int64_t every;        /* steps between mask updates, >= 1 */
+    int64_t start, end;   /* schedule window in optimizer steps */
+} et_prune_cfg;
+/* s_t of the schedule at step t. */
+double et_prune_fraction(const et_prune_cfg *c, int64_t step);
+/* Turns pruning on (validates cfg; NULL: off) before et_model_plan; after
+ * planning it may only change the schedule of a model planned with pruning. */
+et_status et_model_set_pruning(et_model *m, const et_prune_cfg *cfg);
+/* The pruning configuration, or NULL when pruning is off. */
+const et_prune_cfg *et_model_pruning(const et_model *m);
+typedef struct et_prune_stats {
+    int64_t weights, pruned; /* of the layer's weight tensor, now */
+    double threshold;        /* largest |w| pruned by this process's last mask update
+                                that pruned (NaN: none yet) */
+    int64_t updates;         /* mask updates that pruned more weights */
+    double mean_density;     /* unpruned fraction averaged over the training steps
+                                this process ran (NaN: none) */
+} et_prune_stats;
+/* 1 and *out when node `node` has a pruned weight tensor, else 0. */
+int et_model_prune_stats(const et_model *m, int node, et_prune_stats *out);
+
 /* Checkpoints (safetensors, PyTorch state_dict names and layouts). With
  * `with_optimizer`, also optimizer state ("optimizer.NAME.momentum_buffer",
- * ".exp_avg", ".exp_avg_sq") and the step counter in the metadata. */
+ * ".exp_avg", ".exp_avg_sq"), the pruning masks ("pruning.NAME.mask") and the
+ * step counter in the metadata. */
 et_status et_model_save(const et_model *m, const char *path, int with_optimizer);
 /* Loads parameters (strict: every name present with its shape, nothing
- * unexpected except optimizer.* entries); with `with_optimizer`, also the
- * optimizer state and step. */
+ * unexpected except optimizer.* and pruning.* entries); with `with_optimizer`,
+ * also the optimizer state and step, and with pruning on the weight masks
+ * ("pruning.NAME.mask", U8 of the weight's shape, saved with the optimizer
+ * state; a checkpoint without them starts with nothing pruned). */
 et_status et_model_load(et_model *m, const char *path, int with_optimizer);
 
 /* The matmul path's counters for this model: totals and per layer node. */

@@ -42,6 +42,13 @@ static const char train_help[] =
     "  --traffic-every N   every N steps, size the activations, errors, weights and gradients\n"
     "                      under each off-chip codec (default 10; 0: off); in the summary\n"
     "  --opp K             operating point of both architectures (1-based, default 1)\n"
+    "  --prune-target F    dynamic magnitude pruning (docs/sparsity.md): prune the fraction F\n"
+    "                      (0 <= F < 1) of every trained conv/linear weight tensor, the smallest\n"
+    "                      |w| first; pruned weights are skipped in FF/EP, get no gradient in WG\n"
+    "                      and are never updated. Masks are saved with --save (for --resume)\n"
+    "  --prune-every N     steps between mask updates (default 100)\n"
+    "  --prune-start S     first step of the cubic schedule (default 0)\n"
+    "  --prune-end E       step at which the target is reached (default 80% of the run's steps)\n"
     "  --freeze LIST       comma-separated layer names (PyTorch prefixes, e.g. 0,3) whose\n"
     "                      parameters are not trained (no WG, no update)\n"
     "  --no-shuffle        use file order instead of a seeded shuffle per epoch\n"
@@ -55,7 +62,8 @@ static const char train_help[] =
 
 enum { O_MODEL = 1000, O_DATA, O_DATADIR, O_EPOCHS, O_STEPS, O_BATCH, O_LR, O_MOM, O_NEST, O_WD, O_OPT,
        O_SCHED, O_SEED, O_THREADS, O_INIT, O_RESUME, O_SAVE, O_NOSHUF, O_TRLIM, O_TELIM, O_JSON,
-       O_LOGLOSS, O_QUIET, O_HELP, O_FREEZE, O_PREC, O_ARCH, O_BASE, O_OPP, O_TRACE, O_TRAFFIC };
+       O_LOGLOSS, O_QUIET, O_HELP, O_FREEZE, O_PREC, O_ARCH, O_BASE, O_OPP, O_TRACE, O_TRAFFIC,
+       O_PTARGET, O_PEVERY, O_PSTART, O_PEND };
 
 static const struct option train_opts[] = {
     {"model", 1, 0, O_MODEL},     {"data", 1, 0, O_DATA},       {"data-dir", 1, 0, O_DATADIR},
@@ -69,6 +77,8 @@ static const struct option train_opts[] = {
     {"freeze", 1, 0, O_FREEZE},   {"precision", 1, 0, O_PREC},  {"arch", 1, 0, O_ARCH},
     {"baseline", 1, 0, O_BASE},   {"opp", 1, 0, O_OPP},         {"trace", 1, 0, O_TRACE},
     {"traffic-every", 1, 0, O_TRAFFIC},
+    {"prune-target", 1, 0, O_PTARGET}, {"prune-every", 1, 0, O_PEVERY}, {"prune-start", 1, 0, O_PSTART},
+    {"prune-end", 1, 0, O_PEND},
     {0, 0, 0, 0}};
 
 typedef struct {
@@ -81,6 +91,11 @@ typedef struct {
     int sched; /* 0 none, 1 step, 2 cosine */
     long long sched_size;
     double sched_gamma;
+    /* pruning: on with --prune-target (or --sparsity ...,prune); end < 0: 80% of the run */
+    int prune;
+    double prune_target;
+    long long prune_every, prune_start, prune_end;
+    int have_prune_opts;
 } train_args;
 
 static int parse_schedule(train_args *a, const char *s) {
@@ -103,6 +118,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
     memset(a, 0, sizeof *a);
     a->epochs = 1, a->batch = 100, a->seed = 1, a->train_limit = -1, a->test_limit = -1;
     a->momentum = 0.9, a->shuffle = 1, a->opt = ET_OPT_SGD, a->steps = -1, a->traffic_every = 10;
+    a->prune_target = 0.5, a->prune_every = 100, a->prune_start = 0, a->prune_end = -1;
     int c, li = 0, have_epochs = 0;
     optind = 1;
     opterr = 0;
@@ -147,6 +163,14 @@ static int parse_args(int argc, char **argv, train_args *a) {
         case O_TRACE: a->trace = v; break;
         case O_TRAFFIC: ok = cli_int(v, 0, 1000000000, &a->traffic_every); break;
         case O_OPP: ok = cli_int(v, 1, ET_HW_MAX_OPP, &a->opp); break;
+        case O_PTARGET:
+            if (!cli_float(v, 0, 1, &a->prune_target) || a->prune_target >= 1)
+                return cli_fail("train", 1, "bad value '%s' for --prune-target (a fraction, 0 <= F < 1)", v);
+            a->prune = 1;
+            break;
+        case O_PEVERY: ok = cli_int(v, 1, (long long)1 << 40, &a->prune_every), a->have_prune_opts = 1; break;
+        case O_PSTART: ok = cli_int(v, 0, (long long)1 << 40, &a->prune_start), a->have_prune_opts = 1; break;
+        case O_PEND: ok = cli_int(v, 0, (long long)1 << 40, &a->prune_end), a->have_prune_opts = 1; break;
         case O_HELP: fputs(train_help, stdout); exit(0);
         default: return cli_bad_option("train", argv[optind - 1]);
         }
@@ -158,6 +182,10 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (have_epochs && a->steps > 0) return cli_fail("train", 1, "give --epochs or --steps, not both");
     if (a->init_from && a->resume) return cli_fail("train", 1, "give --init-from or --resume, not both");
     if (a->baseline && !a->arch) return cli_fail("train", 1, "--baseline needs --arch");
+    if (a->have_prune_opts && !a->prune)
+        return cli_fail("train", 1, "--prune-every/--prune-start/--prune-end need --prune-target");
+    if (a->prune && a->prune_end >= 0 && a->prune_end < a->prune_start)
+        return cli_fail("train", 1, "--prune-end %lld is before --prune-start %lld", a->prune_end, a->prune_start);
     if (!a->opp) a->opp = 1;
     if (!a->have_lr) a->lr = a->opt == ET_OPT_ADAM ? 1e-3 : 0.01;
     return 0;
@@ -186,6 +214,43 @@ static cJSON *traffic_json(const et_model *m) {
         cJSON *r = cJSON_AddObjectToObject(e, "reduction_vs_dense");
         for (int c = 1; c < 4; c++) cJSON_AddNumberToObject(r, codecs[c], t.bytes[0] > 0 ? 1 - t.bytes[c] / t.bytes[0] : 0);
     }
+    return o;
+}
+
+/* The pruning schedule and, per pruned layer, what it reached. */
+static cJSON *pruning_json(const et_model *m) {
+    const et_prune_cfg *c = et_model_pruning(m);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "target", c->target);
+    cJSON *s = cJSON_AddObjectToObject(o, "schedule");
+    cJSON_AddStringToObject(s, "kind", "cubic (Zhu & Gupta 2017): s_t = target*(1-(1-(t-start)/(end-start))^3)");
+    cJSON_AddNumberToObject(s, "every", (double)c->every);
+    cJSON_AddNumberToObject(s, "start", (double)c->start);
+    cJSON_AddNumberToObject(s, "end", (double)c->end);
+    cJSON_AddStringToObject(o, "criterion", "per layer, smallest |w| among unpruned weights (ties: lower index); no regrowth");
+    cJSON *ls = cJSON_AddArrayToObject(o, "layers");
+    int64_t w = 0, p = 0;
+    for (int i = 0; i < et_model_num_nodes(m); i++) {
+        et_prune_stats st;
+        if (!et_model_prune_stats(m, i, &st)) continue;
+        const char *name;
+        et_model_node_info(m, i, &name, NULL, NULL);
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "name", name);
+        cJSON_AddNumberToObject(e, "weights", (double)st.weights);
+        cJSON_AddNumberToObject(e, "pruned", (double)st.pruned);
+        cJSON_AddNumberToObject(e, "pruned_fraction", (double)st.pruned / (double)st.weights);
+        if (isfinite(st.threshold)) cJSON_AddNumberToObject(e, "threshold", st.threshold);
+        else cJSON_AddNullToObject(e, "threshold");
+        cJSON_AddNumberToObject(e, "updates", (double)st.updates);
+        if (isfinite(st.mean_density)) cJSON_AddNumberToObject(e, "mean_weight_density", st.mean_density);
+        else cJSON_AddNullToObject(e, "mean_weight_density");
+        cJSON_AddItemToArray(ls, e);
+        w += st.weights, p += st.pruned;
+    }
+    cJSON_AddNumberToObject(o, "weights", (double)w);
+    cJSON_AddNumberToObject(o, "pruned", (double)p);
+    cJSON_AddNumberToObject(o, "pruned_fraction", w ? (double)p / (double)w : 0.0);
     return o;
 }
 
@@ -233,6 +298,8 @@ int cmd_train(int argc, char **argv) {
         for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
             if (et_model_freeze(m, tok)) goto fail;
     }
+    et_prune_cfg pcfg = {a.prune_target, a.prune_every, a.prune_start, a.prune_end >= 0 ? a.prune_end : a.prune_start};
+    if (a.prune && et_model_set_pruning(m, &pcfg)) goto fail; /* the end is set once the run's length is known */
     if (et_model_plan(m, (int)a.batch, &opt)) {
         cli_fail("train", 0, "%s", et_last_error());
         goto out;
@@ -267,6 +334,10 @@ int cmd_train(int argc, char **argv) {
     const int64_t total = a.steps > 0 ? a.steps : a.epochs * spe;
     const int total_epochs = (int)((total + spe - 1) / spe);
     int64_t start = et_model_step(m);
+    if (a.prune) {
+        if (a.prune_end < 0) pcfg.end = total * 4 / 5 > pcfg.start ? total * 4 / 5 : pcfg.start;
+        if (et_model_set_pruning(m, &pcfg)) goto fail;
+    }
     if (start > total) {
         cli_fail("train", 0, "checkpoint is at step %lld, past the requested %lld steps", (long long)start, (long long)total);
         goto out;
@@ -390,6 +461,14 @@ int cmd_train(int argc, char **argv) {
     printf("final training loss %.4f; memory plan %.1f MB; peak RSS %.1f MB\n", final_loss,
            mem.total / 1048576.0, cli_peak_rss_bytes() / 1048576.0);
 
+    if (a.prune) {
+        int64_t w = 0, p = 0;
+        et_prune_stats st;
+        for (int i = 0; i < et_model_num_nodes(m); i++)
+            if (et_model_prune_stats(m, i, &st)) w += st.weights, p += st.pruned;
+        printf("pruning: %lld of %lld conv/linear weights pruned (%.4f; target %g per layer)\n", (long long)p,
+               (long long)w, w ? (double)p / (double)w : 0.0, a.prune_target);
+    }
     if (hw) hw_print(hw, hwb);
     if (a.json) {
         cJSON *j = cJSON_CreateObject();
@@ -422,6 +501,7 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddItemToObject(j, "macs_executed", stage_obj(cnt.macs_executed));
         cJSON_AddItemToObject(j, "layers", layers);
         if (a.traffic_every) cJSON_AddItemToObject(j, "traffic", traffic_json(m));
+        if (a.prune) cJSON_AddItemToObject(j, "pruning", pruning_json(m));
         if (hw) {
             const char *names[1024] = {0};
             for (int i = 0; i < et_model_num_nodes(m) && i < 1023; i++) et_model_node_info(m, i, &names[i], NULL, NULL);

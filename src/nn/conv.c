@@ -7,7 +7,9 @@
  * with CK = Cin*KH*KW and the chunk's columns of Y/dY addressed in place
  * (leading dimension N*HoWo). The chunk size depends only on the shapes, so
  * WG's accumulation order never depends on the thread count. A 1x1, stride-1,
- * unpadded convolution uses its input directly as the col matrix. */
+ * unpadded convolution uses its input directly as the col matrix.
+ * Pruned weights (params[0].mask, src/sparsity/prune.c): FF and EP skip zero
+ * operands, WG computes only the kept weights' gradients (mask = dW's layout). */
 #include "nn/layer_impl.h"
 
 #include <string.h>
@@ -190,7 +192,7 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
         int ldb;
         const float *B = chunk_cols(l, cx, x, n0, nb, &ldb);
         et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK,
-                        B, ldb, y + (int64_t)n0 * HWo, N * HWo, 0.0f, 0, NULL, 0};
+                        B, ldb, y + (int64_t)n0 * HWo, N * HWo, 0.0f, l->params[0].mask != NULL, NULL, 0};
         et_status st = et_matmul_run(cx->eng, &mm);
         if (st) return st;
     }
@@ -213,7 +215,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     const int CK = (int)conv_ck(l);
     if (direct) { /* dX[Cin, N*HW] = W^T dY in one product */
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, N * HWo, Cout, l->params[0].use, CK,
-                        dy, N * HWo, dx, N * HWo, 0.0f, 0, NULL, 0};
+                        dy, N * HWo, dx, N * HWo, 0.0f, l->params[0].mask != NULL, NULL, 0};
         return et_matmul_run(cx->eng, &mm);
     }
     et_conv_geom g;
@@ -221,7 +223,8 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     for (int n0 = 0; n0 < N; n0 += nbmax) {
         int nb = N - n0 < nbmax ? N - n0 : nbmax;
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, nb * HWo, Cout, l->params[0].use, CK,
-                        dy + (int64_t)n0 * HWo, N * HWo, cx->scratch, nb * HWo, 0.0f, 0, NULL, 0};
+                        dy + (int64_t)n0 * HWo, N * HWo, cx->scratch, nb * HWo, 0.0f, l->params[0].mask != NULL,
+                        NULL, 0};
         et_status st = et_matmul_run(cx->eng, &mm);
         if (st) return st;
         col2im(l, cx->scratch, N, n0, nb, dx);
@@ -238,7 +241,7 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
         int ldb;
         const float *B = chunk_cols(l, cx, x, n0, nb, &ldb);
         et_matmul mm = {ET_WG, l->index, 0, 1, Cout, CK, nb * HWo, dy + (int64_t)n0 * HWo,
-                        N * HWo, B, ldb, l->params[0].grad, CK, n0 == 0 ? 0.0f : 1.0f, 0, NULL, 0};
+                        N * HWo, B, ldb, l->params[0].grad, CK, n0 == 0 ? 0.0f : 1.0f, 0, l->params[0].mask, CK};
         et_status st = et_matmul_run(cx->eng, &mm);
         if (st) return st;
     }

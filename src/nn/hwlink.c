@@ -9,7 +9,9 @@
  *   SRAM bytes: both operands and the result as the array reads/writes them.
  *   DRAM bytes: the layer's input and output tensors for the images of the
  *   call and its weights (or weight gradient), each once, at their formats.
- * The run does not speculate or skip yet, so Co non-zero = Co dense. */
+ * The run does not speculate yet, so Co non-zero = Co dense. With pruning the
+ * weight density is the layer's kept fraction (an architecture with
+ * weight_skip scales Ci by it). */
 #include "nn/precision.h"
 
 #include <stdlib.h>
@@ -70,6 +72,8 @@ static et_status sink(void *ctx, const et_matmul *mm, uint64_t macs) {
     op.co = op.co_dense = mm->K > 0 ? co : 0;
     op.spatial = spatial;
     op.w_density = 1.0;
+    et_prune_stats ps; /* pruned weights: the fraction kept (FF/EP skip the rest, WG computes only kept outputs) */
+    if (et_model_prune_stats(m, mm->layer, &ps) && ps.weights) op.w_density = 1.0 - (double)ps.pruned / (double)ps.weights;
     /* which operand is the weight matrix: the one of its size (FF, EP) */
     const et_format *fA = opA, *fB = opB;
     if (mm->stage != ET_WG && (int64_t)mm->M * mm->K == l->params[0].n) fA = opB, fB = opA;

@@ -46,6 +46,8 @@ typedef struct et_param {
                         precision policy's weight format */
     float *grad;     /* NULL for buffers */
     float *opt[2];   /* optimizer state (momentum / Adam moments), NULL if unused */
+    uint8_t *mask;   /* pruning (src/sparsity/prune.c): 1 kept, 0 pruned; NULL: not
+                        pruned. FF/EP skip zero weights, WG computes only kept ones */
     int trainable;   /* 0 for buffers (running stats) */
 } et_param;
 

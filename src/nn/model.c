@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "nn/layer_impl.h"
 #include "nn/precision.h"
+#include "sparsity/prune.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -109,6 +110,7 @@ void et_model_free(et_model *m) {
     free(m->policy);
     free(m->hw_link);
     et_traffic_free(m);
+    et_prune_free(m);
     free((void *)m->eng.mul);
     free((void *)m->eng.acc);
     free(m);
@@ -283,7 +285,10 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
     et_shape ins = m->tensors[0].shape;
     size_t stage_bytes = ins.is_image && ins.c > 1 ? align_up((size_t)(et_shape_numel(ins) * batch) * sizeof(float)) : 0;
     a_bytes += stage_bytes;
-    size_t total = p_bytes + g_bytes + o_bytes + a_bytes + s_bytes + st_bytes + scratch_bytes + probs_bytes;
+    size_t mask_bytes, select_bytes; /* pruning: weight masks (with the parameters), selection scratch */
+    et_prune_plan_bytes(m, &mask_bytes, &select_bytes);
+    p_bytes += mask_bytes;
+    size_t total = p_bytes + g_bytes + o_bytes + a_bytes + s_bytes + st_bytes + scratch_bytes + probs_bytes + select_bytes;
 
     size_t cap = plan_cap_bytes();
     if (total > cap)
@@ -329,6 +334,8 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
     m->scratch = TAKE(scratch_bytes);
     m->probs = TAKE(probs_bytes);
     m->layer_counters = (et_counters *)TAKE(counters_bytes);
+    uint8_t *masks = (uint8_t *)TAKE(mask_bytes);
+    et_prune_bind(m, masks, TAKE(select_bytes));
 #undef TAKE
     m->eng.per_layer = m->layer_counters;
     m->eng.nlayers = m->nnodes;
@@ -343,7 +350,7 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
     }
 
     m->mem = (et_memory_plan){p_bytes, g_bytes, o_bytes, a_bytes, s_bytes,
-                              scratch_bytes + st_bytes + probs_bytes + counters_bytes,
+                              scratch_bytes + st_bytes + probs_bytes + counters_bytes + select_bytes,
                               et_gemm_workspace_bytes(), 0};
     m->mem.total = total + m->mem.workspace;
     m->wq_step = -1;
@@ -382,6 +389,7 @@ et_status et_model_init_he(et_model *m, uint64_t seed) {
             for (int k = 0; k < 2; k++)
                 if (l->params[p].opt[k]) memset(l->params[p].opt[k], 0, sizeof(float) * (size_t)l->params[p].n);
     }
+    et_prune_reset(m);
     m->seed = seed;
     m->step = 0;
     m->wq_step = -1;
@@ -443,13 +451,15 @@ et_status et_model_set_input_u8(et_model *m, const et_dataset *ds, const int64_t
     const int64_t px = (int64_t)ds->rows * ds->cols;
     for (int i = 0; i < n; i++)
         if (idx[i] < 0 || idx[i] >= ds->n) return et_set_error(ET_ERR_INVALID, "image index out of range");
+    /* x / 255 divided, not multiplied by 1/255 (which differs in the last
+     * bit for half the byte values): the same floats as PyTorch's ToTensor
+     * (img.float().div(255)); looked up per pixel */
+    float lut[256];
+    for (int k = 0; k < 256; k++) lut[k] = (float)k / 255.0f;
     for (int i = 0; i < n; i++) {
-        /* x / 255 divided, not multiplied by 1/255 (which differs in the last
-         * bit for half the byte values): the same floats as PyTorch's
-         * ToTensor (img.float().div(255)) */
         const uint8_t *restrict src = ds->images + idx[i] * px;
         float *restrict x = m->input_nchw + i * px;
-        for (int64_t k = 0; k < px; k++) x[k] = (float)src[k] / 255.0f;
+        for (int64_t k = 0; k < px; k++) x[k] = lut[src[k]];
     }
     return ET_OK;
 }
@@ -479,7 +489,9 @@ et_status et_model_forward(et_model *m, int n, int train, const float **logits) 
     if (n <= 0 || n > m->batch_cap) return et_set_error(ET_ERR_INVALID, "batch of %d outside 1..%d", n, m->batch_cap);
     et_lctx c = make_ctx(m, n, train);
     if (m->input_nchw != m->tensors[0].val) input_to_cnhw(m, n, m->tensors[0].val);
+    if (train) et_prune_step(m); /* mask update when the schedule says so */
     if (m->policy && (st = et_precision_weights(m))) return st;
+    if (m->policy) et_prune_apply_use(m); /* rounded copies stay zero where pruned */
     for (int i = 0; i < m->nnodes; i++) {
         et_node *nd = &m->nodes[i];
         if (m->policy && (st = et_precision_input(m, i, m->tensors[nd->in].val, et_shape_numel(nd->layer.in) * n)))
@@ -577,38 +589,43 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
 
 /* The optimizer steps, element by element. Constants live in locals and the
  * arrays are restrict so the loops vectorise (the values are the same as the
- * scalar loop's: no contraction into FMA, one rounding per operation). */
-static void sgd_update(float *restrict w, const float *restrict g, float *restrict v, int64_t n, float lr,
-                       float mu, float wd, int nesterov) {
+ * scalar loop's: no contraction into FMA, one rounding per operation). A
+ * pruning mask mk (NULL: none) keeps pruned weights and their state as they
+ * are: every value is computed and the store selects, which also vectorises. */
+static void sgd_update(float *restrict w, const float *restrict g, float *restrict v, const uint8_t *restrict mk,
+                       int64_t n, float lr, float mu, float wd, int nesterov) {
     if (!v) {
 #pragma omp parallel for schedule(static) if (n > 65536)
-        for (int64_t e = 0; e < n; e++) w[e] -= lr * (g[e] + wd * w[e]);
-    } else if (!nesterov) {
-#pragma omp parallel for schedule(static) if (n > 65536)
         for (int64_t e = 0; e < n; e++) {
-            float d = g[e] + wd * w[e];
-            v[e] = mu * v[e] + d;
-            w[e] -= lr * v[e];
+            float wn = w[e] - lr * (g[e] + wd * w[e]);
+            w[e] = !mk || mk[e] ? wn : w[e];
         }
     } else {
 #pragma omp parallel for schedule(static) if (n > 65536)
         for (int64_t e = 0; e < n; e++) {
             float d = g[e] + wd * w[e];
-            v[e] = mu * v[e] + d;
-            w[e] -= lr * (d + mu * v[e]);
+            float vn = mu * v[e] + d;
+            float wn = w[e] - lr * (nesterov ? d + mu * vn : vn);
+            int keep = !mk || mk[e];
+            v[e] = keep ? vn : v[e];
+            w[e] = keep ? wn : w[e];
         }
     }
 }
 
-static void adam_update(float *restrict w, const float *restrict g, float *restrict v, float *restrict s, int64_t n,
-                        float step_size, float bc2s, const et_optim *o) {
+static void adam_update(float *restrict w, const float *restrict g, float *restrict v, float *restrict s,
+                        const uint8_t *restrict mk, int64_t n, float step_size, float bc2s, const et_optim *o) {
     const float b1 = o->beta1, b2 = o->beta2, eps = o->eps, wd = o->weight_decay;
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t e = 0; e < n; e++) {
         float d = g[e] + wd * w[e];
-        v[e] = b1 * v[e] + (1.0f - b1) * d;
-        s[e] = b2 * s[e] + (1.0f - b2) * d * d;
-        w[e] -= step_size * v[e] / (sqrtf(s[e]) / bc2s + eps);
+        float vn = b1 * v[e] + (1.0f - b1) * d;
+        float sn = b2 * s[e] + (1.0f - b2) * d * d;
+        float wn = w[e] - step_size * vn / (sqrtf(sn) / bc2s + eps);
+        int keep = !mk || mk[e];
+        v[e] = keep ? vn : v[e];
+        s[e] = keep ? sn : s[e];
+        w[e] = keep ? wn : w[e];
     }
 }
 
@@ -627,11 +644,12 @@ et_status et_model_update(et_model *m, float lr) {
             et_param *p = &l->params[q];
             if (!p->trainable) continue;
             float *w = p->data, *g = p->grad, *v = p->opt[0], *s = p->opt[1];
+            const uint8_t *mk = p->mask; /* pruned weights are never updated */
             const int64_t n = p->n;
             if (o->kind == ET_OPT_SGD)
-                sgd_update(w, g, v, n, lr, o->momentum, o->weight_decay, o->nesterov);
+                sgd_update(w, g, v, mk, n, lr, o->momentum, o->weight_decay, o->nesterov);
             else
-                adam_update(w, g, v, s, n, lr / bc1, sqrtf(bc2), o);
+                adam_update(w, g, v, s, mk, n, lr / bc1, sqrtf(bc2), o);
         }
     }
     m->step++;
