@@ -1,0 +1,195 @@
+/* AVX-512 parts of the zero-skipping GEMM: the skip kernel (gemm_avx512.c's
+ * 8 x 48 tile, stepping only over the k in a bitmask) and the scans that
+ * build the bitmasks and count (spgemm_internal.h). */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/spgemm_internal.h"
+
+#define MR ET_GEMM_AVX512_MR
+#define NR ET_GEMM_AVX512_NR
+#define NV (NR / 16)
+
+/* gemm_avx512.c's tile() with the step loop over the set bits of km: the
+ * arithmetic per step and the store are the same instructions. */
+static inline __attribute__((always_inline)) void stile(const int RM, const int NVv, int n,
+                                                        const uint64_t *km, int k,
+                                                        const float *a, ptrdiff_t ars,
+                                                        ptrdiff_t as, const float *b,
+                                                        ptrdiff_t bs, float *c, ptrdiff_t ldc,
+                                                        float beta) {
+    const float alpha = 1.0f;
+    __m512 acc[MR][NV];
+#pragma GCC unroll 8
+    for (int r = 0; r < RM; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NVv; v++) acc[r][v] = _mm512_setzero_ps();
+
+    for (int w = 0; w * 64 < k; w++) {
+        uint64_t bits = km[w];
+        while (bits) {
+            ptrdiff_t p = w * 64 + __builtin_ctzll(bits);
+            bits &= bits - 1;
+            const float *ap = a + p * as, *bp = b + p * bs;
+            __m512 bv[NV];
+#pragma GCC unroll 4
+            for (int v = 0; v < NVv; v++) bv[v] = _mm512_loadu_ps(bp + 16 * v);
+#pragma GCC unroll 8
+            for (int r = 0; r < RM; r++) {
+                __m512 ar = _mm512_set1_ps(ap[r * ars]);
+#pragma GCC unroll 4
+                for (int v = 0; v < NVv; v++) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
+            }
+        }
+    }
+
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    if (n == 16 * NVv) {
+        if (beta == 0.0f) {
+#pragma GCC unroll 8
+            for (int r = 0; r < RM; r++)
+#pragma GCC unroll 4
+                for (int v = 0; v < NVv; v++)
+                    _mm512_storeu_ps(c + r * ldc + 16 * v, _mm512_mul_ps(va, acc[r][v]));
+        } else {
+#pragma GCC unroll 8
+            for (int r = 0; r < RM; r++)
+#pragma GCC unroll 4
+                for (int v = 0; v < NVv; v++) {
+                    float *cp = c + r * ldc + 16 * v;
+                    __m512 cv = _mm512_mul_ps(vb, _mm512_loadu_ps(cp));
+                    _mm512_storeu_ps(cp, _mm512_fmadd_ps(va, acc[r][v], cv));
+                }
+        }
+        return;
+    }
+    __mmask16 mk[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NVv; v++) {
+        int left = n - 16 * v;
+        mk[v] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < RM; r++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NVv; v++) {
+            float *cp = c + r * ldc + 16 * v;
+            __m512 t;
+            if (beta == 0.0f)
+                t = _mm512_mul_ps(va, acc[r][v]);
+            else
+                t = _mm512_fmadd_ps(va, acc[r][v],
+                                    _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(mk[v], cp)));
+            _mm512_mask_storeu_ps(cp, mk[v], t);
+        }
+    }
+}
+
+#define STILE_FN(RM, NVv)                                                                        \
+    static void stileP_##RM##x##NVv(int n, const uint64_t *km, int k, const float *a,            \
+                                    ptrdiff_t ars, ptrdiff_t as, const float *b, ptrdiff_t bs,   \
+                                    float *c, ptrdiff_t ldc, float beta) {                       \
+        (void)ars;                                                                               \
+        stile(RM, NVv, n, km, k, a, 1, as, b, bs, c, ldc, beta);                                 \
+    }                                                                                            \
+    static void stileS_##RM##x##NVv(int n, const uint64_t *km, int k, const float *a,            \
+                                    ptrdiff_t ars, ptrdiff_t as, const float *b, ptrdiff_t bs,   \
+                                    float *c, ptrdiff_t ldc, float beta) {                       \
+        stile(RM, NVv, n, km, k, a, ars, as, b, bs, c, ldc, beta);                               \
+    }
+#define STILE_ROW(RM) STILE_FN(RM, 1) STILE_FN(RM, 2) STILE_FN(RM, 3)
+STILE_ROW(1)
+STILE_ROW(2)
+STILE_ROW(3)
+STILE_ROW(4)
+STILE_ROW(5)
+STILE_ROW(6)
+STILE_ROW(7)
+STILE_ROW(8)
+
+typedef void (*stile_fn)(int, const uint64_t *, int, const float *, ptrdiff_t, ptrdiff_t,
+                         const float *, ptrdiff_t, float *, ptrdiff_t, float);
+#define STILE_PTRS(X, RM) {X##_##RM##x1, X##_##RM##x2, X##_##RM##x3}
+static const stile_fn stiles[2][MR][NV] = {
+    {STILE_PTRS(stileP, 1), STILE_PTRS(stileP, 2), STILE_PTRS(stileP, 3), STILE_PTRS(stileP, 4),
+     STILE_PTRS(stileP, 5), STILE_PTRS(stileP, 6), STILE_PTRS(stileP, 7), STILE_PTRS(stileP, 8)},
+    {STILE_PTRS(stileS, 1), STILE_PTRS(stileS, 2), STILE_PTRS(stileS, 3), STILE_PTRS(stileS, 4),
+     STILE_PTRS(stileS, 5), STILE_PTRS(stileS, 6), STILE_PTRS(stileS, 7), STILE_PTRS(stileS, 8)},
+};
+
+void et_spgemm_skip_avx512(int m, int n, const uint64_t *km, int k, const float *a,
+                           ptrdiff_t ars, ptrdiff_t as, const float *b, ptrdiff_t bs, float *c,
+                           ptrdiff_t ldc, float beta) {
+    if (ars == 1 && m == MR && n == NR)
+        stileP_8x3(n, km, k, a, ars, as, b, bs, c, ldc, beta);
+    else
+        stiles[ars != 1][m - 1][(n - 1) / 16](n, km, k, a, ars, as, b, bs, c, ldc, beta);
+}
+
+/* ------------------------------------------------------------------ scans */
+
+void et_spgemm_nzbits_avx512(const float *x, int n, uint64_t *bits) {
+    const __m512 z = _mm512_setzero_ps();
+    int w = 0;
+    for (; (w + 1) * 64 <= n; w++) {
+        const float *p = x + w * 64;
+        uint64_t b0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p), z, _CMP_NEQ_UQ);
+        uint64_t b1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 16), z, _CMP_NEQ_UQ);
+        uint64_t b2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 32), z, _CMP_NEQ_UQ);
+        uint64_t b3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 48), z, _CMP_NEQ_UQ);
+        bits[w] = b0 | b1 << 16 | b2 << 32 | b3 << 48;
+    }
+    if (w * 64 < n) {
+        uint64_t b = 0;
+        for (int v = 0; v < 4; v++) {
+            int left = n - w * 64 - 16 * v;
+            if (left <= 0) break;
+            __mmask16 mk = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+            uint64_t t = _mm512_mask_cmp_ps_mask(mk, _mm512_maskz_loadu_ps(mk, x + w * 64 + 16 * v),
+                                                 z, _CMP_NEQ_UQ);
+            b |= t << (16 * v);
+        }
+        bits[w] = b;
+    }
+}
+
+void et_spgemm_nzcount_avx512(const float *x, int n, int32_t *cnt) {
+    const __m512 z = _mm512_setzero_ps();
+    const __m512i one = _mm512_set1_epi32(1);
+    int t = 0;
+    for (; t + 16 <= n; t += 16) {
+        __mmask16 nz = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + t), z, _CMP_NEQ_UQ);
+        __m512i c = _mm512_loadu_si512(cnt + t);
+        _mm512_storeu_si512(cnt + t, _mm512_mask_add_epi32(c, nz, c, one));
+    }
+    if (t < n) {
+        __mmask16 mk = (__mmask16)((1u << (n - t)) - 1);
+        __mmask16 nz = _mm512_mask_cmp_ps_mask(mk, _mm512_maskz_loadu_ps(mk, x + t), z, _CMP_NEQ_UQ);
+        __m512i c = _mm512_maskz_loadu_epi32(mk, cnt + t);
+        _mm512_mask_storeu_epi32(cnt + t, mk, _mm512_mask_add_epi32(c, nz, c, one));
+    }
+}
+
+void et_spgemm_mbits_avx512(const uint8_t *m, int n, uint64_t *bits) {
+    int w = 0;
+    for (; (w + 1) * 64 <= n; w++)
+        bits[w] = _mm512_test_epi8_mask(_mm512_loadu_si512(m + w * 64), _mm512_set1_epi8(-1));
+    if (w * 64 < n) {
+        int left = n - w * 64;
+        __mmask64 mk = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+        __m512i v = _mm512_maskz_loadu_epi8(mk, m + w * 64);
+        bits[w] = _mm512_test_epi8_mask(v, _mm512_set1_epi8(-1));
+    }
+}
+
+__attribute__((target("avx512vpopcntdq,popcnt"))) uint64_t
+et_spgemm_popand_avx512(const uint64_t *a, const uint64_t *b, size_t nw) {
+    __m512i s = _mm512_setzero_si512();
+    size_t w = 0;
+    for (; w + 8 <= nw; w += 8)
+        s = _mm512_add_epi64(s, _mm512_popcnt_epi64(_mm512_and_si512(_mm512_loadu_si512(a + w),
+                                                                      _mm512_loadu_si512(b + w))));
+    uint64_t t = (uint64_t)_mm512_reduce_add_epi64(s);
+    for (; w < nw; w++) t += (uint64_t)__builtin_popcountll(a[w] & b[w]);
+    return t;
+}

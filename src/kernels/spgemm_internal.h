@@ -1,0 +1,59 @@
+/* Internal interface of the zero-skipping GEMM (spgemm*.c).
+ *
+ * A skip kernel has the contract of a micro-kernel (gemm_internal.h) with
+ * alpha = 1, except that it runs only the steps p < k whose bit is set in
+ * km (bit p%64 of km[p/64]), in ascending order. Skipping a step whose
+ * products are all zero leaves every accumulator unchanged (an accumulator
+ * starts at +0 and fma(a, b, acc) with a*b == 0 returns acc: it can never be
+ * -0), so for finite operands the tile equals the dense kernel's bit for bit.
+ */
+#ifndef ET_SPGEMM_INTERNAL_H
+#define ET_SPGEMM_INTERNAL_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/gemm_internal.h"
+#include "kernels/spgemm.h"
+
+typedef void (*et_spgemm_skernel)(int m, int n, const uint64_t *km, int k, const float *a,
+                                  ptrdiff_t ars, ptrdiff_t as, const float *b, ptrdiff_t bs,
+                                  float *c, ptrdiff_t ldc, float beta);
+
+/* Scans (portable versions in spgemm.c, AVX-512 twins in spgemm_avx512.c):
+ *   nzbits    bits[t/64] bit t%64 = (x[t] != 0) for t < n; ceil(n/64) words
+ *             written, bits past n zero
+ *   nzcount   cnt[t] += (x[t] != 0) for t < n
+ *   mbits     as nzbits for a byte mask
+ *   popand    sum of popcount(a[w] & b[w]) over w < nw */
+typedef struct et_spgemm_scan {
+    void (*nzbits)(const float *x, int n, uint64_t *bits);
+    void (*nzcount)(const float *x, int n, int32_t *cnt);
+    void (*mbits)(const uint8_t *m, int n, uint64_t *bits);
+    uint64_t (*popand)(const uint64_t *a, const uint64_t *b, size_t nw);
+} et_spgemm_scan;
+
+#if ET_GEMM_HAVE_X86
+void et_spgemm_skip_avx2(int m, int n, const uint64_t *km, int k, const float *a, ptrdiff_t ars,
+                         ptrdiff_t as, const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc,
+                         float beta);
+void et_spgemm_skip_avx512(int m, int n, const uint64_t *km, int k, const float *a,
+                           ptrdiff_t ars, ptrdiff_t as, const float *b, ptrdiff_t bs, float *c,
+                           ptrdiff_t ldc, float beta);
+void et_spgemm_nzbits_avx512(const float *x, int n, uint64_t *bits);
+void et_spgemm_nzcount_avx512(const float *x, int n, int32_t *cnt);
+void et_spgemm_mbits_avx512(const uint8_t *m, int n, uint64_t *bits);
+uint64_t et_spgemm_popand_avx512(const uint64_t *a, const uint64_t *b, size_t nw); /* VPOPCNTQ */
+#endif
+
+/* et_sgemm_sparse forced onto one ISA (capped at what this CPU runs): the
+ * blocking, kernels and scans of that ISA. */
+void et_sgemm_sparse_isa(et_isa isa, int ta, int tb, int M, int N, int K, const float *A,
+                         int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                         int skip_zeros, const uint8_t *mask, int ldmask, et_spgemm_stats *st);
+
+/* Only the statistics (macs_elem exactly; macs_cpu = 0): the counting pass
+ * alone, for the bench. */
+void et_sgemm_sparse_count(int ta, int tb, int M, int N, int K, const float *A, int lda,
+                           const float *B, int ldb, int skip_zeros, const uint8_t *mask,
+                           int ldmask, et_spgemm_stats *st);
+#endif
