@@ -97,13 +97,45 @@ static uint64_t popand_c(const uint64_t *a, const uint64_t *b, size_t nw) {
     return s;
 }
 
-static const et_spgemm_scan scan_c = {nzbits_c, nzcount_c, mbits_c, popand_c};
+static void panel_c(const float *b, ptrdiff_t bs, int kb, int n, int sw, int nsub, uint64_t *sub,
+                    int kbw, int32_t *kcnt, int32_t *ccnt, uint64_t *brow, size_t bstride,
+                    int bit0) {
+    memset(sub, 0, sizeof(uint64_t) * (size_t)nsub * kbw);
+    for (int p = 0; p < kb; p++) {
+        const float *bp = b + (ptrdiff_t)p * bs;
+        int cnt = 0;
+        for (int v = 0; v < nsub; v++) {
+            int any = 0;
+            for (int j = v * sw; j < v * sw + sw && j < n; j++) {
+                int nz = bp[j] != 0.0f;
+                any |= nz;
+                cnt += nz;
+                if (nz && ccnt) ccnt[j]++;
+                if (nz && brow) {
+                    int t = bit0 + j;
+                    brow[(size_t)p * bstride + (t >> 6)] |= 1ull << (t & 63);
+                }
+            }
+            if (any) sub[v * kbw + (p >> 6)] |= 1ull << (p & 63);
+        }
+        if (kcnt) kcnt[p] += cnt;
+    }
+}
+
+static void masktile_c(float *c, ptrdiff_t ldc, const uint8_t *m, ptrdiff_t ldm, int rows, int n) {
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < n; j++) c[r * ldc + j] = m[r * ldm + j] ? c[r * ldc + j] : 0.0f;
+}
+
+static const et_spgemm_scan scan_c = {nzbits_c, nzcount_c, mbits_c, popand_c, panel_c, masktile_c};
 #if ET_GEMM_HAVE_X86
 static const et_spgemm_scan scan_avx512 = {et_spgemm_nzbits_avx512, et_spgemm_nzcount_avx512,
-                                           et_spgemm_mbits_avx512, et_spgemm_popand_avx512};
+                                           et_spgemm_mbits_avx512, et_spgemm_popand_avx512,
+                                           et_spgemm_panel_avx512, et_spgemm_masktile_avx512};
 static const et_spgemm_scan scan_avx512_nopop = {et_spgemm_nzbits_avx512,
                                                  et_spgemm_nzcount_avx512,
-                                                 et_spgemm_mbits_avx512, popand_c};
+                                                 et_spgemm_mbits_avx512, popand_c,
+                                                 et_spgemm_panel_avx512, et_spgemm_masktile_avx512};
 #endif
 
 static const et_spgemm_scan *pick_scan(et_isa isa) {
@@ -207,12 +239,20 @@ static et_spgemm_skernel pick_skip(et_isa isa) {
 
 /* One buffer, grown on demand and kept: the first call at the largest shape
  * allocates, the training loop's later calls reuse it. A call that finds it
- * busy (concurrent or nested in a parallel region) allocates its own. */
+ * busy (concurrent, or nested in a parallel region) allocates its own. */
 static void *ws_mem;
 static size_t ws_size;
 static atomic_flag ws_busy = ATOMIC_FLAG_INIT;
 
 /* ------------------------------------------------------------------ call */
+
+/* How macs_elem is counted (see the top of the file). */
+enum {
+    CNT_NONE,   /* no skip_zeros: K * (mask count), from the prepass */
+    CNT_NOMASK, /* sum_k nnzA(k) * nnzB(k), per region and block */
+    CNT_DIRECT, /* sum over A[i,k] != 0 of popcount(maskrow_i & Brow_k) */
+    CNT_COLS    /* sum_j mask[i,j] * nnz(B[:,j]) minus the same over A[i,k] == 0 */
+};
 
 typedef struct spctx {
     const et_gemm_kinfo *ki;
@@ -229,226 +269,152 @@ typedef struct spctx {
     int skip;
     const uint8_t *mask;
     ptrdiff_t ldm;
-    int KW, NW, npa, npb;
-    uint64_t *Apan, *Bpan; /* [npa][KW], [npb][KW] */
-    uint64_t *Mrow;        /* [M][NW] mask bits */
-    uint64_t *Brow;        /* tb == 0: [K][NW] */
-    uint64_t *Bcol;        /* tb == 1: [N][KW] */
-    uint64_t *Arow;        /* tb == 1 with a mask: [M][KW] */
-    int32_t *nnzA, *nnzB;  /* [K] */
-    uint8_t *tcls;         /* [npa][npb]: 0 all masked, 1 mixed, 2 all set */
-    uint64_t *scr;         /* T * scr_per words of per-thread scratch */
-    size_t scr_per;
-    float *packs;          /* T * (mc*kc + kc*nc) */
-    size_t pack_per;
-    int T;
+    int KW, NW, npa, sw, nsub, nsp; /* sw-column sub-panels: nsub per panel, nsp in all */
+    int tm, tn, T, cmode, need_brow, count_only;
+    uint64_t *Apan;   /* [npa][KW] */
+    uint64_t *Arow;   /* [M][KW], CNT_DIRECT / CNT_COLS */
+    int32_t *nnzAg;   /* [tm][K], CNT_NOMASK */
+    uint64_t *Mrow;   /* [M][NW + 1] */
+    uint8_t *tcls;    /* [npa][nsp]: 0 all masked, 1 mixed, 2 all set */
+    char *thr;        /* per-thread buffers, thr_per bytes each */
+    size_t thr_per, o_bp, o_sub, o_done, o_kcnt, o_ccnt, o_brow, o_mtmp;
+    int ncw;          /* words of a block's bit row (nc columns) */
+    uint64_t mask_elems;
 } spctx;
 
-/* skip the dense/skip decision: a tile runs the dense kernel when at least
- * DENSE_NUM/DENSE_DEN of its steps have work (measured, bench_spgemm). */
-#define DENSE_NUM 7
-#define DENSE_DEN 8
+static size_t al64(size_t b) { return (b + 63) & ~(size_t)63; }
 
-static size_t rup(size_t x) { return (x + 7) & ~(size_t)7; } /* 64-byte multiples of words */
-
-/* Lays out the workspace in `mem` (NULL: only sizes it); returns bytes. */
+/* Lays the workspace out at `mem` (NULL: only sizes it); returns bytes. */
 static size_t layout(spctx *c, char *mem) {
+    const et_gemm_kinfo *ki = c->ki;
     size_t off = 0;
-#define TAKE(ptr, type, count)                                                               \
-    do {                                                                                     \
-        size_t bytes_ = (((size_t)(count) * sizeof(type)) + 63) & ~(size_t)63;              \
-        if (mem) c->ptr = (type *)(void *)(mem + off);                                       \
-        off += bytes_;                                                                       \
+#define TAKE(ptr, type, count)                                                                   \
+    do {                                                                                         \
+        if (mem) c->ptr = (type *)(void *)(mem + off);                                           \
+        off += al64((size_t)(count) * sizeof(type));                                             \
     } while (0)
-    const int need_mask = c->mask != NULL;
-    c->scr_per = rup((size_t)c->KW) + rup((size_t)(c->M + 63) / 64) + rup((size_t)c->K / 2 + 1);
-    TAKE(scr, uint64_t, c->scr_per * (size_t)c->T);
-    TAKE(Apan, uint64_t, rup((size_t)c->npa * c->KW));
-    TAKE(Bpan, uint64_t, rup((size_t)c->npb * c->KW));
-    if (need_mask) TAKE(Mrow, uint64_t, (size_t)c->M * c->NW + 1);
-    if (!c->tb) TAKE(Brow, uint64_t, (size_t)c->K * c->NW + 1); /* +1: 8-byte reads */
-    if (c->tb) TAKE(Bcol, uint64_t, (size_t)c->N * c->KW);
-    if (c->tb && need_mask) TAKE(Arow, uint64_t, (size_t)c->M * c->KW);
-    TAKE(nnzA, int32_t, c->K);
-    TAKE(nnzB, int32_t, c->K);
-    if (need_mask) TAKE(tcls, uint8_t, (size_t)c->npa * c->npb);
-    c->pack_per = ((size_t)c->ki->mc * c->ki->kc + (size_t)c->ki->kc * c->ki->nc + 15) & ~(size_t)15;
-    TAKE(packs, float, c->pack_per * (size_t)c->T);
+    TAKE(Apan, uint64_t, (size_t)c->npa * c->KW);
+    if (c->cmode == CNT_DIRECT || c->cmode == CNT_COLS) TAKE(Arow, uint64_t, (size_t)c->M * c->KW);
+    if (c->cmode == CNT_NOMASK) TAKE(nnzAg, int32_t, (size_t)c->tm * c->K);
+    if (c->mask) {
+        TAKE(Mrow, uint64_t, (size_t)c->M * (c->NW + 1));
+        TAKE(tcls, uint8_t, (size_t)c->npa * c->nsp);
+    }
 #undef TAKE
+    /* per thread: Ap | Bp | sub | done | kcnt | ccnt | brow | mtmp */
+    size_t t = 0;
+    int kcw = ki->kc / 64;
+    c->ncw = ki->nc / 64 + 2;
+    t += al64(sizeof(float) * (size_t)ki->mc * ki->kc);
+    c->o_bp = t;
+    t += al64(sizeof(float) * (size_t)ki->kc * ki->nc);
+    c->o_sub = t;
+    t += al64(sizeof(uint64_t) * (size_t)(ki->nc / c->sw) * kcw);
+    c->o_done = t;
+    t += al64((size_t)ki->nc / ki->nr + 1);
+    c->o_kcnt = t;
+    t += al64(sizeof(int32_t) * (size_t)ki->kc);
+    c->o_ccnt = t;
+    t += al64(sizeof(int32_t) * (size_t)ki->nc);
+    c->o_brow = t;
+    if (c->need_brow) t += al64(sizeof(uint64_t) * (size_t)c->K * c->ncw);
+    c->o_mtmp = t;
+    t += al64(sizeof(uint64_t) * (size_t)c->ncw);
+    c->thr_per = t;
+    if (mem) c->thr = mem + off;
+    off += t * (size_t)c->T;
     return off;
 }
 
-static const float *arow(const spctx *c, int i) { return c->A + (ptrdiff_t)i * c->lda; }
+/* the row group of the thread partition that holds row panel p */
+static int row_group(const spctx *c, int p) {
+    for (int g = 0; g < c->tm; g++)
+        if (p < (int)((long)c->npa * (g + 1) / c->tm)) return g;
+    return c->tm - 1;
+}
 
-/* The prepass: bitmasks and macs_elem. Runs with the threads of the call;
- * every output is owned by one iteration and the counts are integer sums, so
- * nothing depends on the thread count. */
-static uint64_t prepass(spctx *c) {
-    const int M = c->M, N = c->N, K = c->K, KW = c->KW, NW = c->NW;
-    const int mr = c->ki->mr, nr = c->ki->nr;
+/* The prepass over op(A) and the mask (op(B) is scanned panel by panel in
+ * the driver, where it is in cache anyway). */
+static void prepass(spctx *c) {
+    const int M = c->M, N = c->N, K = c->K, KW = c->KW, NW = c->NW, mr = c->ki->mr;
     const et_spgemm_scan *sc = c->sc;
     const int T = c->T;
-    memset(c->Apan, 0, sizeof(uint64_t) * (size_t)c->npa * KW);
-    memset(c->Bpan, 0, sizeof(uint64_t) * (size_t)c->npb * KW);
-    memset(c->nnzA, 0, sizeof(int32_t) * (size_t)K);
-    memset(c->nnzB, 0, sizeof(int32_t) * (size_t)K);
-    uint64_t elem = 0;
-
-    /* mask bits and tile classes */
     if (c->mask) {
 #pragma omp parallel for schedule(static) num_threads(T) if (T > 1)
-        for (int i = 0; i < M; i++) sc->mbits(c->mask + (ptrdiff_t)i * c->ldm, N, c->Mrow + (size_t)i * NW);
-#pragma omp parallel for schedule(static) num_threads(T) if (T > 1)
-        for (int q = 0; q < c->npb; q++) {
-            int j0 = q * nr, n = N - j0 < nr ? N - j0 : nr;
-            for (int p = 0; p < c->npa; p++) {
-                int i0 = p * mr, m = M - i0 < mr ? M - i0 : mr, any = 0, all = 1;
+        for (int i = 0; i < M; i++) {
+            uint64_t *w = c->Mrow + (size_t)i * (NW + 1);
+            sc->mbits(c->mask + (ptrdiff_t)i * c->ldm, N, w);
+            w[NW] = 0;
+        }
+        uint64_t cnt = 0;
+#pragma omp parallel for schedule(static) num_threads(T) if (T > 1) reduction(+ : cnt)
+        for (int p = 0; p < c->npa; p++) {
+            int i0 = p * mr, m = M - i0 < mr ? M - i0 : mr;
+            for (int r = 0; r < m; r++) {
+                const uint64_t *w = c->Mrow + (size_t)(i0 + r) * (NW + 1);
+                cnt += sc->popand(w, w, (size_t)NW);
+            }
+            for (int q = 0; q < c->nsp; q++) {
+                int j0 = q * c->sw, n = N - j0 < c->sw ? N - j0 : c->sw, any = 0, all = 1;
                 for (int r = 0; r < m; r++) {
-                    const uint64_t *w = c->Mrow + (size_t)(i0 + r) * NW;
+                    const uint64_t *w = c->Mrow + (size_t)(i0 + r) * (NW + 1);
                     any |= fieldany(w, j0, n);
                     if (all) all = fieldall(w, j0, n);
                 }
-                c->tcls[(size_t)p * c->npb + q] = (uint8_t)(!any ? 0 : all ? 2 : 1);
+                c->tcls[(size_t)p * c->nsp + q] = (uint8_t)(!any ? 0 : all ? 2 : 1);
             }
         }
+        c->mask_elems = cnt;
     }
-    if (!c->skip) {
-        if (!c->mask) return (uint64_t)M * N * K;
-        uint64_t cnt = 0;
-        for (int i = 0; i < M; i++) cnt += sc->popand(c->Mrow + (size_t)i * NW, c->Mrow + (size_t)i * NW, (size_t)NW);
-        return cnt * (uint64_t)K;
-    }
-
-    /* op(A): panel masks over k (+ per-k counts, + row bits when needed) */
+    if (!c->skip) return;
+    memset(c->Apan, 0, sizeof(uint64_t) * (size_t)c->npa * KW);
+    if (c->nnzAg) memset(c->nnzAg, 0, sizeof(int32_t) * (size_t)c->tm * K);
+    if (c->Arow) memset(c->Arow, 0, sizeof(uint64_t) * (size_t)M * KW);
     if (!c->ta) {
-#pragma omp parallel num_threads(T) if (T > 1 && (double)M * K > 1e5)
-        {
-            int tid = 0;
-#ifdef _OPENMP
-            tid = omp_get_thread_num();
-#endif
-            uint64_t *rb = c->scr + c->scr_per * (size_t)tid;
-            int32_t *cnt = (int32_t *)(void *)(rb + rup((size_t)KW) + rup((size_t)(M + 63) / 64));
-            memset(cnt, 0, sizeof(int32_t) * (size_t)K);
-#pragma omp for schedule(static)
-            for (int p = 0; p < c->npa; p++) {
-                uint64_t *pan = c->Apan + (size_t)p * KW;
-                for (int i = p * mr; i < M && i < (p + 1) * mr; i++) {
-                    uint64_t *dst = c->Arow ? c->Arow + (size_t)i * KW : rb;
-                    sc->nzbits(arow(c, i), K, dst);
-                    for (int w = 0; w < KW; w++) pan[w] |= dst[w];
-                    sc->nzcount(arow(c, i), K, cnt);
+        /* row i of A holds op(A)[i, :] */
+        for (int i = 0; i < M; i++) {
+            const float *a = c->A + (ptrdiff_t)i * c->lda;
+            int p = i / mr;
+            uint64_t *rb = c->Arow ? c->Arow + (size_t)i * KW : (uint64_t *)(void *)(c->thr + c->o_sub);
+            if (!c->Arow && (size_t)KW * 8 > c->o_done - c->o_sub) {
+                /* the scratch is too small for a very long row: go by chunks */
+                uint64_t w;
+                for (int k0 = 0; k0 < K; k0 += 64) {
+                    sc->nzbits(a + k0, K - k0 < 64 ? K - k0 : 64, &w);
+                    c->Apan[(size_t)p * KW + k0 / 64] |= w;
                 }
+            } else {
+                sc->nzbits(a, K, rb);
+                for (int w = 0; w < KW; w++) c->Apan[(size_t)p * KW + w] |= rb[w];
             }
-#pragma omp critical(et_spgemm_cnt)
-            for (int k = 0; k < K; k++) c->nnzA[k] += cnt[k];
+            if (c->nnzAg) sc->nzcount(a, K, c->nnzAg + (size_t)row_group(c, p) * K);
         }
     } else {
-        /* A is K x M: row k holds op(A)[:, k] */
+        /* row k of A holds op(A)[:, k] */
         int MW = (M + 63) / 64;
-#pragma omp parallel num_threads(T) if (T > 1 && (double)M * K > 1e5)
-        {
-            int tid = 0;
-#ifdef _OPENMP
-            tid = omp_get_thread_num();
-#endif
-            uint64_t *cb = c->scr + c->scr_per * (size_t)tid + rup((size_t)KW);
-#pragma omp for schedule(static)
-            for (int kw = 0; kw < KW; kw++) {
-                for (int k = kw * 64; k < K && k < kw * 64 + 64; k++) {
-                    const float *a = c->A + (ptrdiff_t)k * c->lda;
-                    sc->nzbits(a, M, cb);
-                    c->nnzA[k] = (int32_t)sc->popand(cb, cb, (size_t)MW);
-                    for (int p = 0; p < c->npa; p++)
-                        if (anybits(cb, p * mr, M - p * mr < mr ? M - p * mr : mr))
-                            c->Apan[(size_t)p * KW + kw] |= 1ull << (k & 63);
-                    if (c->Arow) /* strided build of the row bits (tb == 1, masked) */
-                        for (int i = 0; i < M; i++)
-                            if ((cb[i >> 6] >> (i & 63)) & 1) c->Arow[(size_t)i * KW + kw] |= 1ull << (k & 63);
-                }
+        uint64_t stackw[64];
+        uint64_t *cb = MW <= 64 ? stackw : NULL;
+        for (int k = 0; k < K; k++) {
+            const float *a = c->A + (ptrdiff_t)k * c->lda;
+            uint64_t bit = 1ull << (k & 63);
+            if (cb) sc->nzbits(a, M, cb);
+            for (int p = 0; p < c->npa; p++) {
+                int i0 = p * mr, m = M - i0 < mr ? M - i0 : mr, any = 0;
+                if (cb)
+                    any = anybits(cb, i0, m);
+                else
+                    for (int r = 0; r < m; r++) any |= a[i0 + r] != 0.0f;
+                if (!any) continue;
+                c->Apan[(size_t)p * KW + (k >> 6)] |= bit;
+                int g = c->nnzAg ? row_group(c, p) : 0;
+                for (int r = 0; r < m; r++)
+                    if (a[i0 + r] != 0.0f) {
+                        if (c->nnzAg) c->nnzAg[(size_t)g * K + k]++;
+                        if (c->Arow) c->Arow[(size_t)(i0 + r) * KW + (k >> 6)] |= bit;
+                    }
             }
         }
     }
-    /* (Arow was zeroed by the caller when it is built by setting bits) */
-
-    /* op(B): panel masks over k (+ counts, + bit rows) */
-    if (!c->tb) {
-        /* B is K x N: row k holds op(B)[k, :] */
-        /* a thread owns 64 k at a time: word k/64 of every panel mask */
-#pragma omp parallel for schedule(static) num_threads(T) if (T > 1)
-        for (int kw = 0; kw < KW; kw++) {
-            for (int k = kw * 64; k < K && k < kw * 64 + 64; k++) {
-                uint64_t *rb = c->Brow + (size_t)k * NW;
-                sc->nzbits(c->B + (ptrdiff_t)k * c->ldb, N, rb);
-                c->nnzB[k] = (int32_t)sc->popand(rb, rb, (size_t)NW);
-                if (!c->nnzB[k]) continue;
-                uint64_t bit = 1ull << (k & 63);
-                for (int q = 0; q < c->npb; q++) {
-                    int j0 = q * nr, n = N - j0 < nr ? N - j0 : nr;
-                    if (fieldany(rb, j0, n)) c->Bpan[(size_t)q * KW + kw] |= bit;
-                }
-            }
-        }
-    } else {
-        /* B is N x K: row j holds op(B)[:, j] */
-#pragma omp parallel num_threads(T) if (T > 1)
-        {
-            int tid = 0;
-#ifdef _OPENMP
-            tid = omp_get_thread_num();
-#endif
-            int32_t *cnt = (int32_t *)(void *)(c->scr + c->scr_per * (size_t)tid + rup((size_t)KW) +
-                                               rup((size_t)(M + 63) / 64));
-            memset(cnt, 0, sizeof(int32_t) * (size_t)K);
-#pragma omp for schedule(static)
-            for (int q = 0; q < c->npb; q++) {
-                uint64_t *pan = c->Bpan + (size_t)q * KW;
-                for (int j = q * nr; j < N && j < (q + 1) * nr; j++) {
-                    uint64_t *cb = c->Bcol + (size_t)j * KW;
-                    const float *b = c->B + (ptrdiff_t)j * c->ldb;
-                    sc->nzbits(b, K, cb);
-                    sc->nzcount(b, K, cnt);
-                    for (int w = 0; w < KW; w++) pan[w] |= cb[w];
-                }
-            }
-#pragma omp critical(et_spgemm_cnt)
-            for (int k = 0; k < K; k++) c->nnzB[k] += cnt[k];
-        }
-    }
-
-    if (!c->mask) {
-        for (int k = 0; k < K; k++) elem += (uint64_t)c->nnzA[k] * (uint64_t)c->nnzB[k];
-        return elem;
-    }
-    if (!c->tb) {
-        /* along j: sum_{i,k: A[i,k] != 0} popcount(maskrow_i & Brow_k) */
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : elem) num_threads(T) if (T > 1)
-        for (int i = 0; i < M; i++) {
-            const uint64_t *mw = c->Mrow + (size_t)i * NW;
-            uint64_t s = 0;
-            for (int k = 0; k < K; k++)
-                if (at(c->A, c->ta, (int)c->lda, i, k) != 0.0f && c->nnzB[k])
-                    s += sc->popand(mw, c->Brow + (size_t)k * NW, (size_t)NW);
-            elem += s;
-        }
-    } else {
-        /* along k: sum_{i,j: mask[i,j]} popcount(Arow_i & Bcol_j) */
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : elem) num_threads(T) if (T > 1)
-        for (int i = 0; i < M; i++) {
-            const uint64_t *ar = c->Arow + (size_t)i * KW, *mw = c->Mrow + (size_t)i * NW;
-            uint64_t s = 0;
-            for (int w = 0; w < NW; w++) {
-                uint64_t bits = mw[w];
-                while (bits) {
-                    int j = w * 64 + __builtin_ctzll(bits);
-                    bits &= bits - 1;
-                    s += sc->popand(ar, c->Bcol + (size_t)j * KW, (size_t)KW);
-                }
-            }
-            elem += s;
-        }
-    }
-    return elem;
 }
 
 /* ------------------------------------------------------------ the driver */
@@ -462,31 +428,44 @@ static void zero_tile(float *c, ptrdiff_t ldc, int m, int n) {
     for (int r = 0; r < m; r++) memset(c + r * ldc, 0, sizeof(float) * (size_t)n);
 }
 
-static void mask_tile(const spctx *g, int i0, int j0, int m, int n) {
-    for (int r = 0; r < m; r++) {
-        const uint8_t *mk = g->mask + (ptrdiff_t)(i0 + r) * g->ldm + j0;
-        float *cr = g->C + (ptrdiff_t)(i0 + r) * g->ldc + j0;
-        for (int j = 0; j < n; j++)
-            if (!mk[j]) cr[j] = 0.0f;
-    }
-}
+/* Relative cost of one step of the skip kernel on a tile (the dense kernel's
+ * step = 1), and of one step of it on an sw-wide sub-tile per sw columns
+ * (bench_spgemm). The choice changes only the speed, never a bit. */
+#define COST_SKIP 1.05
+#define COST_SUB 1.3
 
-/* gemm.c's gemm_region with the skipping; returns the multiply-adds run. */
-static uint64_t region(const spctx *g, int m0, int m1, int n0, int n1, float *Ap, float *Bp) {
+typedef struct acc2 {
+    uint64_t macs, elem;
+} acc2;
+
+/* gemm.c's gemm_region with the skipping and the counting. */
+static acc2 region(const spctx *g, int grp, int m0, int m1, int n0, int n1, char *tb) {
     const et_gemm_kinfo *ki = g->ki;
+    const et_spgemm_scan *sc = g->sc;
     const int mr = ki->mr, nr = ki->nr, kc = ki->kc, mc = ki->mc, nc = ki->nc;
+    const int sw = g->sw, nsub = g->nsub, KW = g->KW, ncw = g->ncw;
     const int direct_b = !g->tb && m1 - m0 <= mc;
     const int direct_a = n1 - n0 <= 2 * nr;
-    const int KW = g->KW;
-    uint64_t macs = 0;
+    float *Ap = (float *)(void *)tb, *Bp = (float *)(void *)(tb + g->o_bp);
+    uint64_t *sub = (uint64_t *)(void *)(tb + g->o_sub);
+    uint8_t *done = (uint8_t *)(tb + g->o_done);
+    int32_t *kcnt = (int32_t *)(void *)(tb + g->o_kcnt), *ccnt = (int32_t *)(void *)(tb + g->o_ccnt);
+    uint64_t *brow = g->need_brow ? (uint64_t *)(void *)(tb + g->o_brow) : NULL;
+    uint64_t *mtmp = (uint64_t *)(void *)(tb + g->o_mtmp);
+    acc2 r = {0, 0};
+    const int work = !g->count_only;
     for (int jc = n0; jc < n1; jc += nc) {
         int nb = n1 - jc < nc ? n1 - jc : nc;
+        if (g->cmode == CNT_COLS) memset(ccnt, 0, sizeof(int32_t) * (size_t)nb);
+        if (brow) memset(brow, 0, sizeof(uint64_t) * (size_t)g->K * ncw);
         for (int pc = 0; pc < g->K; pc += kc) {
             int kb = g->K - pc < kc ? g->K - pc : kc;
             int kbw = (kb + 63) / 64, pw = pc / 64;
             int last = pc + kb >= g->K;
             float beta = pc == 0 ? g->beta : 1.0f;
             int packed_b = 0;
+            memset(done, 0, (size_t)(nb + nr - 1) / nr);
+            if (g->cmode == CNT_NOMASK) memset(kcnt, 0, sizeof(int32_t) * (size_t)kb);
             for (int ic = m0; ic < m1; ic += mc) {
                 int mb = m1 - ic < mc ? m1 - ic : mc;
                 const float *ap = Ap;
@@ -494,34 +473,25 @@ static uint64_t region(const spctx *g, int m0, int m1, int n0, int n1, float *Ap
                 int packed_a = 0;
                 for (int jr = 0; jr < nb; jr += nr) {
                     int n = nb - jr < nr ? nb - jr : nr;
-                    int jq = (jc + jr) / nr;
+                    int jq = jr / nr, sq0 = (jc + jr) / sw, ns = (n + sw - 1) / sw;
                     const float *bp = NULL;
                     ptrdiff_t bs = nr;
+                    uint64_t *psub = sub + (size_t)jq * nsub * kbw;
                     for (int ir = 0; ir < mb; ir += mr) {
                         int m = mb - ir < mr ? mb - ir : mr;
                         int iq = (ic + ir) / mr;
-                        float *cp = g->C + (ptrdiff_t)(ic + ir) * g->ldc + jc + jr;
-                        int cls = g->tcls ? g->tcls[(size_t)iq * g->npb + jq] : 2;
-                        if (cls == 0) {
-                            if (pc == 0) zero_tile(cp, g->ldc, m, n);
+                        float *cp = work ? g->C + (ptrdiff_t)(ic + ir) * g->ldc + jc + jr : NULL;
+                        int cls[8], nact = 0, full = 1;
+                        for (int v = 0; v < ns; v++) {
+                            cls[v] = g->tcls ? g->tcls[(size_t)iq * g->nsp + sq0 + v] : 2;
+                            nact += cls[v] != 0;
+                            full &= cls[v] == 2;
+                        }
+                        if (!nact) {
+                            if (pc == 0 && work) zero_tile(cp, g->ldc, m, n);
                             continue;
                         }
-                        uint64_t km[8];
-                        int cnt = kb;
-                        if (g->skip) {
-                            const uint64_t *wa = g->Apan + (size_t)iq * KW + pw;
-                            const uint64_t *wb = g->Bpan + (size_t)jq * KW + pw;
-                            cnt = 0;
-                            for (int w = 0; w < kbw; w++) {
-                                km[w] = wa[w] & wb[w];
-                                cnt += popc64(km[w]);
-                            }
-                            if (cnt == 0 && pc > 0) {
-                                if (last && cls == 1) mask_tile(g, ic + ir, jc + jr, m, n);
-                                continue;
-                            }
-                        }
-                        /* operands are packed on first use in this block */
+                        /* operands are packed, and B's panel scanned, on first use */
                         if (!packed_b && !direct_b) {
                             et_gemm_pack_b(ki, g->tb, g->B, g->ldb, pc, kb, jc, nb, Bp);
                             packed_b = 1;
@@ -537,6 +507,14 @@ static uint64_t region(const spctx *g, int m0, int m1, int n0, int n1, float *Ap
                                 bp = Bp;
                             }
                         }
+                        if (g->skip && !done[jq]) {
+                            sc->panel(bp, bs, kb, n, sw, ns, psub, kbw,
+                                      g->cmode == CNT_NOMASK ? kcnt : NULL,
+                                      g->cmode == CNT_COLS ? ccnt + jr : NULL,
+                                      brow ? brow + (size_t)pc * ncw : NULL, (size_t)ncw, jr);
+                            done[jq] = 1;
+                        }
+                        if (!work) continue;
                         if (!packed_a) {
                             if (!direct_a) {
                                 et_gemm_pack_a(ki, g->ta, g->A, g->lda, ic, mb, pc, kb, Ap);
@@ -550,20 +528,93 @@ static uint64_t region(const spctx *g, int m0, int m1, int n0, int n1, float *Ap
                             packed_a = 1;
                         }
                         const float *a = ap + ir * ap_step;
-                        if (cnt * DENSE_DEN >= kb * DENSE_NUM) {
+                        if (!g->skip) {
                             ki->kern(m, n, kb, a, ars, as, bp, bs, cp, g->ldc, 1.0f, beta);
-                            macs += (uint64_t)kb * m * n;
+                            r.macs += (uint64_t)kb * m * n;
                         } else {
-                            g->skern(m, n, km, kb, a, ars, as, bp, bs, cp, g->ldc, beta);
-                            macs += (uint64_t)cnt * m * n;
+                            /* per sub-tile step masks, their union, and the costs */
+                            const uint64_t *wa = g->Apan + (size_t)iq * KW + pw;
+                            uint64_t km[8][8], ku[8];
+                            int cnt[8], cu = 0;
+                            double csub = 0;
+                            for (int w = 0; w < kbw; w++) ku[w] = 0;
+                            for (int v = 0; v < ns; v++) {
+                                cnt[v] = 0;
+                                if (!cls[v]) continue;
+                                for (int w = 0; w < kbw; w++) {
+                                    km[v][w] = wa[w] & psub[v * kbw + w];
+                                    ku[w] |= km[v][w];
+                                    cnt[v] += popc64(km[v][w]);
+                                }
+                                csub += cnt[v] * (ns > 1 ? COST_SUB : COST_SKIP);
+                            }
+                            for (int w = 0; w < kbw; w++) cu += popc64(ku[w]);
+                            if (cu == 0 && pc > 0) {
+                                /* nothing to add: C stays as it is */
+                            } else if ((double)kb * ns <= cu * ns * COST_SKIP && kb * ns <= csub) {
+                                ki->kern(m, n, kb, a, ars, as, bp, bs, cp, g->ldc, 1.0f, beta);
+                                r.macs += (uint64_t)kb * m * n;
+                            } else if (cu * ns * COST_SKIP <= csub || ns == 1) {
+                                g->skern(m, n, ku, kb, a, ars, as, bp, bs, cp, g->ldc, beta);
+                                r.macs += (uint64_t)cu * m * n;
+                            } else {
+                                for (int v = 0; v < ns; v++) {
+                                    int nv = n - v * sw < sw ? n - v * sw : sw;
+                                    float *cv = cp + v * sw;
+                                    if (!cls[v]) {
+                                        if (pc == 0) zero_tile(cv, g->ldc, m, nv);
+                                        continue;
+                                    }
+                                    if (cnt[v] == 0 && pc > 0) continue;
+                                    g->skern(m, nv, km[v], kb, a, ars, as, bp + v * sw, bs, cv, g->ldc,
+                                             beta);
+                                    r.macs += (uint64_t)cnt[v] * m * nv;
+                                }
+                            }
                         }
-                        if (last && cls == 1) mask_tile(g, ic + ir, jc + jr, m, n);
+                        if (last && !full)
+                            sc->masktile(cp, g->ldc, g->mask + (ptrdiff_t)(ic + ir) * g->ldm + jc + jr,
+                                         g->ldm, m, n);
                     }
                 }
             }
+            if (g->cmode == CNT_NOMASK) {
+                const int32_t *na = g->nnzAg + (size_t)grp * g->K + pc;
+                for (int k = 0; k < kb; k++) r.elem += (uint64_t)na[k] * (uint64_t)kcnt[k];
+            }
+        }
+        if (g->cmode == CNT_COLS || g->cmode == CNT_DIRECT) {
+            int nbw = (nb + 63) / 64;
+            for (int i = m0; i < m1; i++) {
+                const uint8_t *mk = g->mask + (ptrdiff_t)i * g->ldm + jc;
+                const uint64_t *ar = g->Arow + (size_t)i * KW;
+                uint64_t s = 0;
+                if (g->cmode == CNT_COLS) {
+                    int64_t d = 0;
+                    for (int j = 0; j < nb; j++) d += mk[j] ? ccnt[j] : 0;
+                    s = (uint64_t)d;
+                }
+                if (brow) {
+                    sc->mbits(mk, nb, mtmp);
+                    for (int w = 0; w < KW; w++) {
+                        uint64_t bits = g->cmode == CNT_COLS ? ~ar[w] : ar[w];
+                        if (w == KW - 1 && (g->K & 63)) bits &= (1ull << (g->K & 63)) - 1;
+                        while (bits) {
+                            int k = w * 64 + __builtin_ctzll(bits);
+                            bits &= bits - 1;
+                            uint64_t pc2 = sc->popand(mtmp, brow + (size_t)k * ncw, (size_t)nbw);
+                            if (g->cmode == CNT_COLS)
+                                s -= pc2;
+                            else
+                                s += pc2;
+                        }
+                    }
+                }
+                r.elem += s;
+            }
         }
     }
-    return macs;
+    return r;
 }
 
 /* C = beta*C, then the mask (K == 0). */
@@ -592,10 +643,11 @@ static void run(et_isa isa, int ta, int tb, int M, int N, int K, const float *A,
         return;
     }
     const et_gemm_kinfo *ki = et_gemm_kinfo_for(isa);
-    if (!skip_zeros && !mask && !count_only) {
+    if (!skip_zeros && !mask) {
         /* nothing to skip: exactly et_sgemm */
-        et_sgemm_isa(ki->isa, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-        s.macs_elem = s.macs_cpu = (uint64_t)M * N * K;
+        if (!count_only) et_sgemm_isa(ki->isa, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+        s.macs_elem = (uint64_t)M * N * K;
+        s.macs_cpu = count_only ? 0 : s.macs_elem;
         if (st) *st = s;
         return;
     }
@@ -608,30 +660,48 @@ static void run(et_isa isa, int ta, int tb, int M, int N, int K, const float *A,
     g.A = A, g.lda = lda, g.B = B, g.ldb = ldb, g.beta = beta, g.C = C, g.ldc = ldc;
     g.skip = skip_zeros != 0, g.mask = mask, g.ldm = ldmask;
     g.KW = (K + 63) / 64, g.NW = (N + 63) / 64;
-    g.npa = (M + ki->mr - 1) / ki->mr, g.npb = (N + ki->nr - 1) / ki->nr;
+    g.npa = (M + ki->mr - 1) / ki->mr;
+    g.sw = ki->isa == ET_ISA_AVX512 ? 16 : ki->nr;
+    g.nsub = ki->nr / g.sw;
+    g.nsp = (N + g.sw - 1) / g.sw;
     int nested = 0;
 #ifdef _OPENMP
     nested = omp_in_parallel();
 #endif
     int T = nested ? 1 : et_get_threads();
     if (T < 1) T = 1;
-    int tm = 1, tn = 1;
-    if (T > 1) et_gemm_partition(ki, M, N, K, T, &tm, &tn);
+    g.tm = g.tn = 1;
+    if (T > 1) et_gemm_partition(ki, M, N, K, T, &g.tm, &g.tn);
     g.T = T;
+    if (!g.skip)
+        g.cmode = CNT_NONE;
+    else if (!mask)
+        g.cmode = CNT_NOMASK;
+    else {
+        /* the cheaper side of A: its non-zeros (direct) or its zeros */
+        uint64_t nz = 0;
+        for (int i = 0; i < M; i++)
+            for (int k = 0; k < K; k++) nz += at(A, ta, lda, i, k) != 0.0f;
+        uint64_t z = (uint64_t)M * K - nz;
+        g.cmode = nz < z ? CNT_DIRECT : CNT_COLS;
+        g.need_brow = g.cmode == CNT_DIRECT ? nz > 0 : z > 0;
+    }
     size_t bytes = layout(&g, NULL);
     int own = 0;
     char *mem = NULL;
     if (!nested && !atomic_flag_test_and_set_explicit(&ws_busy, memory_order_acquire)) {
         if (ws_size < bytes) {
             free(ws_mem);
-            ws_mem = aligned_alloc(64, bytes);
+            ws_mem = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
             ws_size = ws_mem ? bytes : 0;
         }
         mem = ws_mem;
-        if (!mem) atomic_flag_clear_explicit(&ws_busy, memory_order_release);
-        else own = 1;
+        if (!mem)
+            atomic_flag_clear_explicit(&ws_busy, memory_order_release);
+        else
+            own = 1;
     } else {
-        mem = aligned_alloc(64, bytes);
+        mem = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
         own = 2;
     }
     if (!mem) {
@@ -641,33 +711,37 @@ static void run(et_isa isa, int ta, int tb, int M, int N, int K, const float *A,
         return;
     }
     layout(&g, mem);
-    if (g.Arow) memset(g.Arow, 0, sizeof(uint64_t) * (size_t)M * g.KW);
-    s.macs_elem = prepass(&g);
-    if (!count_only) {
-        int nreg = tm * tn;
-        int mt = g.npa, nt = g.npb;
-        uint64_t macs = 0;
-        if (nreg == 1) {
-            macs = region(&g, 0, M, 0, N, g.packs, g.packs + (size_t)ki->mc * ki->kc);
-        } else {
+    g.count_only = count_only;
+    prepass(&g);
+    if (g.cmode == CNT_NONE) s.macs_elem = mask ? g.mask_elems * (uint64_t)K : (uint64_t)M * N * K;
+    if (!count_only || g.skip) {
+        /* counting alone still walks B through the driver with C untouched */
+        int nreg = g.tm * g.tn, mt = g.npa, nt = (N + ki->nr - 1) / ki->nr;
+        uint64_t macs = 0, elem = 0;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nreg) reduction(+ : macs)
-            {
-                int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-                float *Ap = g.packs + g.pack_per * (size_t)tid, *Bp = Ap + (size_t)ki->mc * ki->kc;
-                for (int r = tid; r < nreg; r += nth) {
-                    int a0 = (int)((long)mt * (r / tn) / tm), a1 = (int)((long)mt * (r / tn + 1) / tm);
-                    int b0 = (int)((long)nt * (r % tn) / tn), b1 = (int)((long)nt * (r % tn + 1) / tn);
-                    int m0 = a0 * ki->mr, m1 = a1 * ki->mr < M ? a1 * ki->mr : M;
-                    int n0 = b0 * ki->nr, n1 = b1 * ki->nr < N ? b1 * ki->nr : N;
-                    if (m0 < m1 && n0 < n1) macs += region(&g, m0, m1, n0, n1, Ap, Bp);
+#pragma omp parallel num_threads(nreg) reduction(+ : macs, elem) if (nreg > 1)
+#endif
+        {
+            int tid = 0, nth = 1;
+#ifdef _OPENMP
+            tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#endif
+            char *tbuf = g.thr + g.thr_per * (size_t)tid;
+            for (int r = tid; r < nreg; r += nth) {
+                int gi = r / g.tn;
+                int a0 = (int)((long)mt * gi / g.tm), a1 = (int)((long)mt * (gi + 1) / g.tm);
+                int b0 = (int)((long)nt * (r % g.tn) / g.tn), b1 = (int)((long)nt * (r % g.tn + 1) / g.tn);
+                int m0 = a0 * ki->mr, m1 = a1 * ki->mr < M ? a1 * ki->mr : M;
+                int n0 = b0 * ki->nr, n1 = b1 * ki->nr < N ? b1 * ki->nr : N;
+                if (m0 < m1 && n0 < n1) {
+                    acc2 a = region(&g, gi, m0, m1, n0, n1, tbuf);
+                    macs += a.macs;
+                    elem += a.elem;
                 }
             }
-#else
-            macs = region(&g, 0, M, 0, N, g.packs, g.packs + (size_t)ki->mc * ki->kc);
-#endif
         }
-        s.macs_cpu = macs;
+        if (g.skip) s.macs_elem = elem;
+        s.macs_cpu = count_only ? 0 : macs;
     }
     if (own == 1)
         atomic_flag_clear_explicit(&ws_busy, memory_order_release);

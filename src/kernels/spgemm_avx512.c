@@ -193,3 +193,60 @@ et_spgemm_popand_avx512(const uint64_t *a, const uint64_t *b, size_t nw) {
     for (; w < nw; w++) t += (uint64_t)__builtin_popcountll(a[w] & b[w]);
     return t;
 }
+
+void et_spgemm_panel_avx512(const float *b, ptrdiff_t bs, int kb, int n, int sw, int nsub,
+                            uint64_t *sub, int kbw, int32_t *kcnt, int32_t *ccnt, uint64_t *brow,
+                            size_t bstride, int bit0) {
+    (void)sw; /* 16 */
+    const __m512 z = _mm512_setzero_ps();
+    const __m512i one = _mm512_set1_epi32(1);
+    __m512i cc[NV];
+    for (int v = 0; v < NV; v++) cc[v] = _mm512_setzero_si512();
+    memset(sub, 0, sizeof(uint64_t) * (size_t)nsub * kbw);
+    for (int p = 0; p < kb; p++) {
+        const float *bp = b + (ptrdiff_t)p * bs;
+        uint32_t any = 0;
+        uint64_t pat = 0;
+        for (int v = 0; v < nsub; v++) {
+            __mmask16 mk = _mm512_cmp_ps_mask(_mm512_loadu_ps(bp + 16 * v), z, _CMP_NEQ_UQ);
+            any |= (uint32_t)(mk != 0) << v;
+            pat |= (uint64_t)mk << (16 * v);
+            if (ccnt) cc[v] = _mm512_mask_add_epi32(cc[v], mk, cc[v], one);
+        }
+        if (!pat) continue;
+        uint64_t bit = 1ull << (p & 63);
+        for (int v = 0; v < nsub; v++)
+            if ((any >> v) & 1) sub[v * kbw + (p >> 6)] |= bit;
+        if (kcnt) kcnt[p] += __builtin_popcountll(pat);
+        if (brow) {
+            uint64_t *w = brow + (size_t)p * bstride;
+            int o = bit0 & 63;
+            w[bit0 >> 6] |= pat << o;
+            if (o && o + 16 * nsub > 64) w[(bit0 >> 6) + 1] |= pat >> (64 - o);
+        }
+    }
+    if (ccnt)
+        for (int v = 0; v < nsub; v++) {
+            int left = n - 16 * v;
+            if (left <= 0) break;
+            __mmask16 mk = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+            __m512i cur = _mm512_maskz_loadu_epi32(mk, ccnt + 16 * v);
+            _mm512_mask_storeu_epi32(ccnt + 16 * v, mk, _mm512_add_epi32(cur, cc[v]));
+        }
+}
+
+void et_spgemm_masktile_avx512(float *c, ptrdiff_t ldc, const uint8_t *m, ptrdiff_t ldm, int rows,
+                               int n) {
+    const __m512 z = _mm512_setzero_ps();
+    for (int r = 0; r < rows; r++) {
+        float *cr = c + r * ldc;
+        const uint8_t *mr = m + r * ldm;
+        for (int j = 0; j < n; j += 16) {
+            int left = n - j;
+            __mmask16 lim = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+            __m128i mv = _mm_maskz_loadu_epi8(lim, mr + j);
+            __mmask16 zero = (__mmask16)(_mm_testn_epi8_mask(mv, mv) & lim);
+            _mm512_mask_storeu_ps(cr + j, zero, z);
+        }
+    }
+}

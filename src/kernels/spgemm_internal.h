@@ -25,11 +25,25 @@ typedef void (*et_spgemm_skernel)(int m, int n, const uint64_t *km, int k, const
  *   nzcount   cnt[t] += (x[t] != 0) for t < n
  *   mbits     as nzbits for a byte mask
  *   popand    sum of popcount(a[w] & b[w]) over w < nw */
+/*   panel     one operand panel of kb steps x n columns (n <= nsub*sw, sw = 16
+ *             on AVX-512, NR elsewhere), step p at b + p*bs, read for the full
+ *             ceil(n/sw)*sw width (packed panels are zero-padded; direct ones
+ *             have n % sw == 0):
+ *             sub[v*kbw + p/64] bit p%64 = any non-zero in columns
+ *             [v*sw, v*sw+sw) of step p (zeroed first); kcnt[p] += non-zeros
+ *             of step p; ccnt[j] += non-zeros of column j; brow[p*bstride]
+ *             gets bits [bit0, bit0+n) = the non-zero pattern of step p.
+ *             kcnt, ccnt, brow may be NULL.
+ *   masktile  C[r*ldc + j] = 0 where m[r*ldm + j] == 0 (r < rows, j < n) */
 typedef struct et_spgemm_scan {
     void (*nzbits)(const float *x, int n, uint64_t *bits);
     void (*nzcount)(const float *x, int n, int32_t *cnt);
     void (*mbits)(const uint8_t *m, int n, uint64_t *bits);
     uint64_t (*popand)(const uint64_t *a, const uint64_t *b, size_t nw);
+    void (*panel)(const float *b, ptrdiff_t bs, int kb, int n, int sw, int nsub, uint64_t *sub,
+                  int kbw, int32_t *kcnt, int32_t *ccnt, uint64_t *brow, size_t bstride,
+                  int bit0);
+    void (*masktile)(float *c, ptrdiff_t ldc, const uint8_t *m, ptrdiff_t ldm, int rows, int n);
 } et_spgemm_scan;
 
 #if ET_GEMM_HAVE_X86
@@ -43,6 +57,11 @@ void et_spgemm_nzbits_avx512(const float *x, int n, uint64_t *bits);
 void et_spgemm_nzcount_avx512(const float *x, int n, int32_t *cnt);
 void et_spgemm_mbits_avx512(const uint8_t *m, int n, uint64_t *bits);
 uint64_t et_spgemm_popand_avx512(const uint64_t *a, const uint64_t *b, size_t nw); /* VPOPCNTQ */
+void et_spgemm_panel_avx512(const float *b, ptrdiff_t bs, int kb, int n, int sw, int nsub,
+                            uint64_t *sub, int kbw, int32_t *kcnt, int32_t *ccnt, uint64_t *brow,
+                            size_t bstride, int bit0); /* sw == 16 */
+void et_spgemm_masktile_avx512(float *c, ptrdiff_t ldc, const uint8_t *m, ptrdiff_t ldm, int rows,
+                               int n);
 #endif
 
 /* et_sgemm_sparse forced onto one ISA (capped at what this CPU runs): the
