@@ -32,6 +32,7 @@
 #include "kernels/spgemm_internal.h"
 
 static int T = 1, reps = 3, verbose;
+static const char *only; /* --only NAME: just that product (profiling) */
 
 static double now(void) {
     struct timespec ts;
@@ -193,8 +194,10 @@ int main(int argc, char **argv) {
             reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--verbose"))
             verbose = 1;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
         else {
-            fprintf(stderr, "usage: bench_spgemm [--threads T] [--reps R] [--verbose]\n");
+            fprintf(stderr, "usage: bench_spgemm [--threads T] [--reps R] [--verbose] [--only \"conv2 FF\"]\n");
             return 2;
         }
     }
@@ -221,6 +224,7 @@ int main(int argc, char **argv) {
             double td[3] = {0}, tsp[3] = {0}, tc[3] = {0}, mdense[3] = {0}, mcpu[3] = {0}, melem[3] = {0};
             for (int q = 0; q < np; q++) {
                 const prod *p = &P[q];
+                if (only && strcmp(only, p->name)) continue;
                 size_t need = (size_t)p->M * p->N;
                 if (need > csz) {
                     free(C);

@@ -122,20 +122,36 @@ static void panel_c(const float *b, ptrdiff_t bs, int kb, int n, int sw, int nsu
     }
 }
 
-static void masktile_c(float *c, ptrdiff_t ldc, const uint8_t *m, ptrdiff_t ldm, int rows, int n) {
+static void masktile_c(float *c, ptrdiff_t ldc, const uint64_t *mw, size_t mstride, int bit0,
+                       int rows, int n) {
     for (int r = 0; r < rows; r++)
-        for (int j = 0; j < n; j++) c[r * ldc + j] = m[r * ldm + j] ? c[r * ldc + j] : 0.0f;
+        for (int j = 0; j < n; j++) {
+            int t = bit0 + j;
+            if (!((mw[(size_t)r * mstride + (t >> 6)] >> (t & 63)) & 1)) c[r * ldc + j] = 0.0f;
+        }
 }
 
-static const et_spgemm_scan scan_c = {nzbits_c, nzcount_c, mbits_c, popand_c, panel_c, masktile_c};
+static int64_t maskdot_c(const uint64_t *mw, int bit0, const int32_t *cnt, int n) {
+    int64_t d = 0;
+    for (int j = 0; j < n; j++) {
+        int t = bit0 + j;
+        d += (int64_t)((mw[t >> 6] >> (t & 63)) & 1) * cnt[j];
+    }
+    return d;
+}
+
+static const et_spgemm_scan scan_c = {nzbits_c, nzcount_c, mbits_c,   popand_c,
+                                      panel_c,  masktile_c, maskdot_c};
 #if ET_GEMM_HAVE_X86
 static const et_spgemm_scan scan_avx512 = {et_spgemm_nzbits_avx512, et_spgemm_nzcount_avx512,
                                            et_spgemm_mbits_avx512, et_spgemm_popand_avx512,
-                                           et_spgemm_panel_avx512, et_spgemm_masktile_avx512};
+                                           et_spgemm_panel_avx512, et_spgemm_masktile_avx512,
+                                           et_spgemm_maskdot_avx512};
 static const et_spgemm_scan scan_avx512_nopop = {et_spgemm_nzbits_avx512,
                                                  et_spgemm_nzcount_avx512,
                                                  et_spgemm_mbits_avx512, popand_c,
-                                                 et_spgemm_panel_avx512, et_spgemm_masktile_avx512};
+                                                 et_spgemm_panel_avx512, et_spgemm_masktile_avx512,
+                                                 et_spgemm_maskdot_avx512};
 #endif
 
 static const et_spgemm_scan *pick_scan(et_isa isa) {
@@ -159,41 +175,6 @@ static int anybits(const uint64_t *w, int lo, int len) {
     }
     return 0;
 }
-/* all bits set in bits [lo, lo+len) of w */
-static int allbits(const uint64_t *w, int lo, int len) {
-    while (len > 0) {
-        int o = lo & 63, t = 64 - o < len ? 64 - o : len;
-        uint64_t x = w[lo >> 6] >> o, want = t < 64 ? (1ull << t) - 1 : ~0ull;
-        if ((x & want) != want) return 0;
-        lo += t;
-        len -= t;
-    }
-    return 1;
-}
-
-/* The same for a field of at most 56 bits starting on a byte: one 8-byte
- * read (the bit rows have a spare word at the end). */
-static int fieldany(const uint64_t *w, int lo, int len) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    if (!(lo & 7) && len <= 56) {
-        uint64_t x;
-        memcpy(&x, (const unsigned char *)w + (lo >> 3), 8);
-        return (x & ((1ull << len) - 1)) != 0;
-    }
-#endif
-    return anybits(w, lo, len);
-}
-static int fieldall(const uint64_t *w, int lo, int len) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    if (!(lo & 7) && len <= 56) {
-        uint64_t x, want = (1ull << len) - 1;
-        memcpy(&x, (const unsigned char *)w + (lo >> 3), 8);
-        return (x & want) == want;
-    }
-#endif
-    return allbits(w, lo, len);
-}
-
 /* ------------------------------------------------------ scalar skip kernel */
 
 /* ukernel_scalar of gemm.c, stepping only over the steps in km. */
@@ -354,14 +335,21 @@ static void prepass(spctx *c) {
                 const uint64_t *w = c->Mrow + (size_t)(i0 + r) * (NW + 1);
                 cnt += sc->popand(w, w, (size_t)NW);
             }
-            for (int q = 0; q < c->nsp; q++) {
-                int j0 = q * c->sw, n = N - j0 < c->sw ? N - j0 : c->sw, any = 0, all = 1;
+            /* OR and AND of the panel's bit rows, 64 columns at a time */
+            const int sw = c->sw, per = 64 / sw;
+            const uint64_t fld = sw == 64 ? ~0ull : (1ull << sw) - 1;
+            for (int w = 0; w < NW; w++) {
+                uint64_t any = 0, all = ~0ull;
                 for (int r = 0; r < m; r++) {
-                    const uint64_t *w = c->Mrow + (size_t)(i0 + r) * (NW + 1);
-                    any |= fieldany(w, j0, n);
-                    if (all) all = fieldall(w, j0, n);
+                    uint64_t x = c->Mrow[(size_t)(i0 + r) * (NW + 1) + w];
+                    any |= x;
+                    all &= x;
                 }
-                c->tcls[(size_t)p * c->nsp + q] = (uint8_t)(!any ? 0 : all ? 2 : 1);
+                if (w == NW - 1 && (N & 63)) all |= ~0ull << (N & 63); /* past N: no constraint */
+                for (int t = 0; t < per && w * per + t < c->nsp; t++) {
+                    uint64_t a = (any >> (t * sw)) & fld, l = (all >> (t * sw)) & fld;
+                    c->tcls[(size_t)p * c->nsp + w * per + t] = (uint8_t)(!a ? 0 : l == fld ? 2 : 1);
+                }
             }
         }
         c->mask_elems = cnt;
@@ -532,20 +520,31 @@ static acc2 region(const spctx *g, int grp, int m0, int m1, int n0, int n1, char
                             ki->kern(m, n, kb, a, ars, as, bp, bs, cp, g->ldc, 1.0f, beta);
                             r.macs += (uint64_t)kb * m * n;
                         } else {
-                            /* per sub-tile step masks, their union, and the costs */
+                            /* per sub-tile step masks and their union; all steps
+                             * live in every active sub-tile (dense data): the
+                             * dense kernel, without counting */
                             const uint64_t *wa = g->Apan + (size_t)iq * KW + pw;
-                            uint64_t km[8][8], ku[8];
-                            int cnt[8], cu = 0;
+                            uint64_t km[8][8], ku[8], lastw = (kb & 63) ? (1ull << (kb & 63)) - 1 : ~0ull;
+                            int cnt[8], cu = 0, allfull = 1;
                             double csub = 0;
                             for (int w = 0; w < kbw; w++) ku[w] = 0;
                             for (int v = 0; v < ns; v++) {
-                                cnt[v] = 0;
                                 if (!cls[v]) continue;
                                 for (int w = 0; w < kbw; w++) {
                                     km[v][w] = wa[w] & psub[v * kbw + w];
                                     ku[w] |= km[v][w];
-                                    cnt[v] += popc64(km[v][w]);
+                                    allfull &= km[v][w] == (w == kbw - 1 ? lastw : ~0ull);
                                 }
+                            }
+                            if (allfull) {
+                                ki->kern(m, n, kb, a, ars, as, bp, bs, cp, g->ldc, 1.0f, beta);
+                                r.macs += (uint64_t)kb * m * n;
+                                goto masked;
+                            }
+                            for (int v = 0; v < ns; v++) {
+                                cnt[v] = 0;
+                                if (!cls[v]) continue;
+                                for (int w = 0; w < kbw; w++) cnt[v] += popc64(km[v][w]);
                                 csub += cnt[v] * (ns > 1 ? COST_SUB : COST_SKIP);
                             }
                             for (int w = 0; w < kbw; w++) cu += popc64(ku[w]);
@@ -572,9 +571,10 @@ static acc2 region(const spctx *g, int grp, int m0, int m1, int n0, int n1, char
                                 }
                             }
                         }
+                    masked:
                         if (last && !full)
-                            sc->masktile(cp, g->ldc, g->mask + (ptrdiff_t)(ic + ir) * g->ldm + jc + jr,
-                                         g->ldm, m, n);
+                            sc->masktile(cp, g->ldc, g->Mrow + (size_t)(ic + ir) * (g->NW + 1),
+                                         (size_t)g->NW + 1, jc + jr, m, n);
                     }
                 }
             }
@@ -587,12 +587,11 @@ static acc2 region(const spctx *g, int grp, int m0, int m1, int n0, int n1, char
             int nbw = (nb + 63) / 64;
             for (int i = m0; i < m1; i++) {
                 const uint8_t *mk = g->mask + (ptrdiff_t)i * g->ldm + jc;
+                const uint64_t *mrow = g->Mrow + (size_t)i * (g->NW + 1);
                 const uint64_t *ar = g->Arow + (size_t)i * KW;
                 uint64_t s = 0;
                 if (g->cmode == CNT_COLS) {
-                    int64_t d = 0;
-                    for (int j = 0; j < nb; j++) d += mk[j] ? ccnt[j] : 0;
-                    s = (uint64_t)d;
+                    s = (uint64_t)sc->maskdot(mrow, jc, ccnt, nb);
                 }
                 if (brow) {
                     sc->mbits(mk, nb, mtmp);
@@ -661,7 +660,7 @@ static void run(et_isa isa, int ta, int tb, int M, int N, int K, const float *A,
     g.skip = skip_zeros != 0, g.mask = mask, g.ldm = ldmask;
     g.KW = (K + 63) / 64, g.NW = (N + 63) / 64;
     g.npa = (M + ki->mr - 1) / ki->mr;
-    g.sw = ki->isa == ET_ISA_AVX512 ? 16 : ki->nr;
+    g.sw = ki->isa == ET_ISA_AVX512 ? 16 : ki->nr; /* divides 64 */
     g.nsub = ki->nr / g.sw;
     g.nsp = (N + g.sw - 1) / g.sw;
     int nested = 0;

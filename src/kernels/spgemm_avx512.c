@@ -194,9 +194,10 @@ et_spgemm_popand_avx512(const uint64_t *a, const uint64_t *b, size_t nw) {
     return t;
 }
 
-void et_spgemm_panel_avx512(const float *b, ptrdiff_t bs, int kb, int n, int sw, int nsub,
-                            uint64_t *sub, int kbw, int32_t *kcnt, int32_t *ccnt, uint64_t *brow,
-                            size_t bstride, int bit0) {
+__attribute__((target("popcnt"))) void
+et_spgemm_panel_avx512(const float *b, ptrdiff_t bs, int kb, int n, int sw, int nsub, uint64_t *sub,
+                       int kbw, int32_t *kcnt, int32_t *ccnt, uint64_t *brow, size_t bstride,
+                       int bit0) {
     (void)sw; /* 16 */
     const __m512 z = _mm512_setzero_ps();
     const __m512i one = _mm512_set1_epi32(1);
@@ -235,18 +236,34 @@ void et_spgemm_panel_avx512(const float *b, ptrdiff_t bs, int kb, int n, int sw,
         }
 }
 
-void et_spgemm_masktile_avx512(float *c, ptrdiff_t ldc, const uint8_t *m, ptrdiff_t ldm, int rows,
-                               int n) {
+void et_spgemm_masktile_avx512(float *c, ptrdiff_t ldc, const uint64_t *mw, size_t mstride,
+                               int bit0, int rows, int n) {
     const __m512 z = _mm512_setzero_ps();
     for (int r = 0; r < rows; r++) {
         float *cr = c + r * ldc;
-        const uint8_t *mr = m + r * ldm;
-        for (int j = 0; j < n; j += 16) {
-            int left = n - j;
-            __mmask16 lim = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-            __m128i mv = _mm_maskz_loadu_epi8(lim, mr + j);
-            __mmask16 zero = (__mmask16)(_mm_testn_epi8_mask(mv, mv) & lim);
-            _mm512_mask_storeu_ps(cr + j, zero, z);
+        const uint64_t *w = mw + (size_t)r * mstride;
+        for (int j = 0; j < n; j += 64) {
+            uint64_t keep = et_spgemm_field(w, bit0 + j);
+            for (int v = 0; v < 4 && j + 16 * v < n; v++) {
+                int left = n - j - 16 * v;
+                __mmask16 lim = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+                __mmask16 zero = (__mmask16)(~(keep >> (16 * v)) & lim);
+                _mm512_mask_storeu_ps(cr + j + 16 * v, zero, z);
+            }
         }
     }
+}
+
+int64_t et_spgemm_maskdot_avx512(const uint64_t *mw, int bit0, const int32_t *cnt, int n) {
+    __m512i s = _mm512_setzero_si512(); /* 64-bit lanes: no overflow */
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __mmask16 nz = (__mmask16)(et_spgemm_field(mw, bit0 + j) & 0xffff);
+        __m512i c = _mm512_maskz_loadu_epi32(nz, cnt + j);
+        s = _mm512_add_epi64(s, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(c)));
+        s = _mm512_add_epi64(s, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(c, 1)));
+    }
+    int64_t d = 0;
+    for (; j < n; j++) d += (int64_t)((et_spgemm_field(mw, bit0 + j) & 1) * cnt[j]);
+    return d + _mm512_reduce_add_epi64(s);
 }

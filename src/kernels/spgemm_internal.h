@@ -34,7 +34,9 @@ typedef void (*et_spgemm_skernel)(int m, int n, const uint64_t *km, int k, const
  *             of step p; ccnt[j] += non-zeros of column j; brow[p*bstride]
  *             gets bits [bit0, bit0+n) = the non-zero pattern of step p.
  *             kcnt, ccnt, brow may be NULL.
- *   masktile  C[r*ldc + j] = 0 where m[r*ldm + j] == 0 (r < rows, j < n) */
+ *   masktile  C[r*ldc + j] = 0 where bit bit0+j of bit row r is 0 (r < rows,
+ *             j < n; bit rows mw + r*mstride, readable one word past bit0+n)
+ *   maskdot   sum of cnt[j] over j < n with bit bit0+j of mw set */
 typedef struct et_spgemm_scan {
     void (*nzbits)(const float *x, int n, uint64_t *bits);
     void (*nzcount)(const float *x, int n, int32_t *cnt);
@@ -43,7 +45,9 @@ typedef struct et_spgemm_scan {
     void (*panel)(const float *b, ptrdiff_t bs, int kb, int n, int sw, int nsub, uint64_t *sub,
                   int kbw, int32_t *kcnt, int32_t *ccnt, uint64_t *brow, size_t bstride,
                   int bit0);
-    void (*masktile)(float *c, ptrdiff_t ldc, const uint8_t *m, ptrdiff_t ldm, int rows, int n);
+    void (*masktile)(float *c, ptrdiff_t ldc, const uint64_t *mw, size_t mstride, int bit0,
+                     int rows, int n);
+    int64_t (*maskdot)(const uint64_t *mw, int bit0, const int32_t *cnt, int n);
 } et_spgemm_scan;
 
 #if ET_GEMM_HAVE_X86
@@ -60,8 +64,17 @@ uint64_t et_spgemm_popand_avx512(const uint64_t *a, const uint64_t *b, size_t nw
 void et_spgemm_panel_avx512(const float *b, ptrdiff_t bs, int kb, int n, int sw, int nsub,
                             uint64_t *sub, int kbw, int32_t *kcnt, int32_t *ccnt, uint64_t *brow,
                             size_t bstride, int bit0); /* sw == 16 */
-void et_spgemm_masktile_avx512(float *c, ptrdiff_t ldc, const uint8_t *m, ptrdiff_t ldm, int rows,
-                               int n);
+int64_t et_spgemm_maskdot_avx512(const uint64_t *mw, int bit0, const int32_t *cnt, int n);
+void et_spgemm_masktile_avx512(float *c, ptrdiff_t ldc, const uint64_t *mw, size_t mstride,
+                               int bit0, int rows, int n);
+
+/* the 64 bits of w starting at bit lo (w readable one word past lo/64) */
+static inline uint64_t et_spgemm_field(const uint64_t *w, int lo) {
+    int o = lo & 63;
+    uint64_t x = w[lo >> 6] >> o;
+    if (o) x |= w[(lo >> 6) + 1] << (64 - o);
+    return x;
+}
 #endif
 
 /* et_sgemm_sparse forced onto one ISA (capped at what this CPU runs): the
