@@ -3,22 +3,26 @@
  * The driver is et_sgemm's (gemm.c): the same ISA, micro-tile grid, KC
  * blocking, packing and micro-kernels, so every element is summed in the same
  * order. On top of it:
- *  - a prepass scans the operands once into bitmasks: per MR-row panel of
- *    op(A) and per NR-column panel of op(B), which k have a non-zero; per
- *    micro-tile, whether the output mask is all zero, mixed or all set. The
- *    same scan yields the element-level counts for macs_elem;
- *  - per tile and KC block, the AND of the two panel masks says which k steps
- *    have any non-zero product. Few steps: the skip kernel runs only those
- *    (tzcnt loop); most steps: the dense kernel runs them all (same bits
- *    either way, see spgemm_internal.h). No step in a later K block: the tile
- *    is left as it is (adding +0 changes nothing; C is never -0 there);
- *  - a tile whose mask is all zero is written with zeros once and never
+ *  - a prepass scans op(A) (per MR-row panel: which k have a non-zero) and
+ *    the mask (bit rows; per MR x sw sub-tile: all zero, mixed or all set;
+ *    sw = 16 on AVX-512, NR elsewhere); op(B) is scanned panel by panel in
+ *    the driver just before the micro-kernel reads it (per sw-column
+ *    sub-panel and KC block: which k have a non-zero), and the same scans
+ *    give the counts for macs_elem;
+ *  - per tile and KC block, the AND of the panel masks says which k steps
+ *    have any non-zero product. All: the dense kernel; else the cheaper of
+ *    the skip kernel over the union of the sub-tiles' steps or per sub-tile
+ *    (same bits either way, see spgemm_internal.h). No step in a later K
+ *    block: the tile is left as it is (adding +0 changes nothing; C is never
+ *    -0 there);
+ *  - a sub-tile whose mask is all zero is written with zeros once and never
  *    computed; a mixed tile is computed and its masked elements zeroed after
  *    the last K block.
- * macs_elem is counted from bitmasks: without an output mask
- * sum_k nnz(op(A)[:,k]) * nnz(op(B)[k,:]); with one, the triple sum
- * sum_{i,j,k} mask[i,j] [A[i,k] != 0] [B[k,j] != 0] is taken as popcounts of
- * ANDed bit rows along whichever of k or j the operands store contiguously.
+ * macs_elem is counted from bitmasks, per thread region (integer sums, so
+ * thread-independent): without an output mask sum_k nnzA(k) * nnzB(k); with
+ * one, sum_j mask[i,j] * nnz(op(B)[:,j]) minus popcount(maskrow_i & Brow_k)
+ * over the (i,k) where op(A) is zero, or the popcounts directly over the
+ * (i,k) where it is not, whichever side of A is smaller.
  */
 #include "kernels/spgemm.h"
 
@@ -416,9 +420,10 @@ static void zero_tile(float *c, ptrdiff_t ldc, int m, int n) {
     for (int r = 0; r < m; r++) memset(c + r * ldc, 0, sizeof(float) * (size_t)n);
 }
 
-/* Relative cost of one step of the skip kernel on a tile (the dense kernel's
- * step = 1), and of one step of it on an sw-wide sub-tile per sw columns
- * (bench_spgemm). The choice changes only the speed, never a bit. */
+/* Assumed relative cost of one step of the skip kernel on a tile (the dense
+ * kernel's step = 1), and of one step of it on an sw-wide sub-tile per sw
+ * columns (estimates, not tuned). The choice changes only the speed, never a
+ * bit. */
 #define COST_SKIP 1.05
 #define COST_SUB 1.3
 
