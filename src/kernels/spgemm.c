@@ -242,6 +242,15 @@ enum {
 typedef struct spctx {
     const et_gemm_kinfo *ki;
     et_spgemm_skernel skern;
+    /* the AVX-512 tile with optional steps and store mask; NULL elsewhere */
+    void (*ktile)(int m, int n, const uint64_t *km, int k, const float *a, ptrdiff_t ars,
+                  ptrdiff_t as, const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float beta,
+                  const uint64_t *keep);
+    void (*tscan)(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,
+                  const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float beta,
+                  const uint64_t *keep, uint64_t *pat);
+    void (*patpanel)(const uint64_t *pat, int kb, int n, int nsub, uint64_t *sub, int kbw,
+                     int32_t *kcnt, int32_t *ccnt, uint64_t *brow, size_t bstride, int bit0);
     const et_spgemm_scan *sc;
     int ta, tb, M, N, K;
     const float *A;
@@ -262,7 +271,7 @@ typedef struct spctx {
     uint64_t *Mrow;   /* [M][NW + 1] */
     uint8_t *tcls;    /* [npa][nsp]: 0 all masked, 1 mixed, 2 all set */
     char *thr;        /* per-thread buffers, thr_per bytes each */
-    size_t thr_per, o_bp, o_sub, o_done, o_kcnt, o_ccnt, o_brow, o_mtmp;
+    size_t thr_per, o_bp, o_sub, o_done, o_kcnt, o_ccnt, o_brow, o_mtmp, o_pat;
     int ncw;          /* words of a block's bit row (nc columns) */
     uint64_t mask_elems;
 } spctx;
@@ -305,6 +314,8 @@ static size_t layout(spctx *c, char *mem) {
     if (c->need_brow) t += al64(sizeof(uint64_t) * (size_t)c->K * c->ncw);
     c->o_mtmp = t;
     t += al64(sizeof(uint64_t) * (size_t)c->ncw);
+    c->o_pat = t;
+    t += al64(sizeof(uint64_t) * (size_t)ki->kc);
     c->thr_per = t;
     if (mem) c->thr = mem + off;
     off += t * (size_t)c->T;
@@ -416,6 +427,15 @@ static void prefetch_panel(const float *b, int kb, ptrdiff_t bs, int nr) {
         for (int j = 0; j < nr; j += 16) __builtin_prefetch(b + j, 0, 2);
 }
 
+/* marks a panel scanned: 2 when every step of every sub-panel is live */
+static void panel_done(uint8_t *d, const uint64_t *psub, int ns, int kb, int kbw) {
+    uint64_t lw = (kb & 63) ? (1ull << (kb & 63)) - 1 : ~0ull;
+    int f = 1;
+    for (int v = 0; v < ns && f; v++)
+        for (int w = 0; w < kbw; w++) f &= psub[v * kbw + w] == (w == kbw - 1 ? lw : ~0ull);
+    *d = (uint8_t)(1 + f);
+}
+
 static void zero_tile(float *c, ptrdiff_t ldc, int m, int n) {
     for (int r = 0; r < m; r++) memset(c + r * ldc, 0, sizeof(float) * (size_t)n);
 }
@@ -445,6 +465,7 @@ static acc2 region(const spctx *g, int grp, int m0, int m1, int n0, int n1, char
     int32_t *kcnt = (int32_t *)(void *)(tb + g->o_kcnt), *ccnt = (int32_t *)(void *)(tb + g->o_ccnt);
     uint64_t *brow = g->need_brow ? (uint64_t *)(void *)(tb + g->o_brow) : NULL;
     uint64_t *mtmp = (uint64_t *)(void *)(tb + g->o_mtmp);
+    uint64_t *pat = (uint64_t *)(void *)(tb + g->o_pat);
     acc2 r = {0, 0};
     const int work = !g->count_only;
     for (int jc = n0; jc < n1; jc += nc) {
@@ -500,12 +521,16 @@ static acc2 region(const spctx *g, int grp, int m0, int m1, int n0, int n1, char
                                 bp = Bp;
                             }
                         }
-                        if (g->skip && !done[jq]) {
+                        /* the panel's first tile: computed densely by the AVX-512
+                         * tile that scans B on the way (its loads come from
+                         * memory, overlapped with the FMAs); else a separate scan */
+                        int tscan = g->skip && !done[jq] && work && g->ktile && nact == ns;
+                        if (g->skip && !done[jq] && !tscan) {
                             sc->panel(bp, bs, kb, n, sw, ns, psub, kbw,
                                       g->cmode == CNT_NOMASK ? kcnt : NULL,
                                       g->cmode == CNT_COLS ? ccnt + jr : NULL,
                                       brow ? brow + (size_t)pc * ncw : NULL, (size_t)ncw, jr);
-                            done[jq] = 1;
+                            panel_done(done + jq, psub, ns, kb, kbw);
                         }
                         if (!work) continue;
                         if (!packed_a) {
@@ -521,8 +546,30 @@ static acc2 region(const spctx *g, int grp, int m0, int m1, int n0, int n1, char
                             packed_a = 1;
                         }
                         const float *a = ap + ir * ap_step;
-                        if (!g->skip) {
-                            ki->kern(m, n, kb, a, ars, as, bp, bs, cp, g->ldc, 1.0f, beta);
+                        const uint64_t *mrows = g->Mrow ? g->Mrow + (size_t)(ic + ir) * (g->NW + 1) : NULL;
+                        const size_t mst = (size_t)g->NW + 1;
+                        /* the last block of a masked tile stores through the mask:
+                         * in registers (AVX-512 tile) or by a pass after the kernel */
+                        const int lastmask = last && !full;
+                        uint64_t keep[8];
+                        const uint64_t *kp = NULL;
+                        if (lastmask && g->ktile) {
+                            for (int rr = 0; rr < m; rr++) keep[rr] = et_spgemm_field(mrows + rr * mst, jc + jr);
+                            kp = keep;
+                        }
+                        int post = lastmask && !kp; /* mask the whole tile afterwards */
+                        if (tscan) {
+                            g->tscan(m, n, kb, a, ars, as, bp, bs, cp, g->ldc, beta, kp, pat);
+                            g->patpanel(pat, kb, n, ns, psub, kbw, g->cmode == CNT_NOMASK ? kcnt : NULL,
+                                        g->cmode == CNT_COLS ? ccnt + jr : NULL,
+                                        brow ? brow + (size_t)pc * ncw : NULL, (size_t)ncw, jr);
+                            panel_done(done + jq, psub, ns, kb, kbw);
+                            r.macs += (uint64_t)kb * m * n;
+                        } else if (!g->skip) {
+                            if (kp)
+                                g->ktile(m, n, NULL, kb, a, ars, as, bp, bs, cp, g->ldc, beta, kp);
+                            else
+                                ki->kern(m, n, kb, a, ars, as, bp, bs, cp, g->ldc, 1.0f, beta);
                             r.macs += (uint64_t)kb * m * n;
                         } else {
                             /* per sub-tile step masks and their union; all steps
@@ -530,8 +577,13 @@ static acc2 region(const spctx *g, int grp, int m0, int m1, int n0, int n1, char
                              * dense kernel, without counting */
                             const uint64_t *wa = g->Apan + (size_t)iq * KW + pw;
                             uint64_t km[8][8], ku[8], lastw = (kb & 63) ? (1ull << (kb & 63)) - 1 : ~0ull;
-                            int cnt[8], cu = 0, allfull = 1;
+                            int cnt[8], cu = 0, allfull = 1, how;
                             double csub = 0;
+                            if (done[jq] == 2 && nact == ns) {
+                                for (int w = 0; w < kbw; w++) allfull &= wa[w] == (w == kbw - 1 ? lastw : ~0ull);
+                                if (allfull) goto dense_tile;
+                            }
+                            allfull = 1;
                             for (int w = 0; w < kbw; w++) ku[w] = 0;
                             for (int v = 0; v < ns; v++) {
                                 if (!cls[v]) continue;
@@ -542,44 +594,68 @@ static acc2 region(const spctx *g, int grp, int m0, int m1, int n0, int n1, char
                                 }
                             }
                             if (allfull) {
-                                ki->kern(m, n, kb, a, ars, as, bp, bs, cp, g->ldc, 1.0f, beta);
-                                r.macs += (uint64_t)kb * m * n;
-                                goto masked;
+                            dense_tile:
+                                how = 1;
+                            } else {
+                                for (int v = 0; v < ns; v++) {
+                                    cnt[v] = 0;
+                                    if (!cls[v]) continue;
+                                    for (int w = 0; w < kbw; w++) cnt[v] += popc64(km[v][w]);
+                                    csub += cnt[v] * (ns > 1 ? COST_SUB : COST_SKIP);
+                                }
+                                for (int w = 0; w < kbw; w++) cu += popc64(ku[w]);
+                                if (cu == 0 && pc > 0)
+                                    how = 0; /* nothing to add: C stays as it is */
+                                else if ((double)kb * ns <= cu * ns * COST_SKIP && kb * ns <= csub)
+                                    how = 1;
+                                else if (cu * ns * COST_SKIP <= csub || ns == 1)
+                                    how = 2;
+                                else
+                                    how = 3;
                             }
-                            for (int v = 0; v < ns; v++) {
-                                cnt[v] = 0;
-                                if (!cls[v]) continue;
-                                for (int w = 0; w < kbw; w++) cnt[v] += popc64(km[v][w]);
-                                csub += cnt[v] * (ns > 1 ? COST_SUB : COST_SKIP);
-                            }
-                            for (int w = 0; w < kbw; w++) cu += popc64(ku[w]);
-                            if (cu == 0 && pc > 0) {
-                                /* nothing to add: C stays as it is */
-                            } else if ((double)kb * ns <= cu * ns * COST_SKIP && kb * ns <= csub) {
-                                ki->kern(m, n, kb, a, ars, as, bp, bs, cp, g->ldc, 1.0f, beta);
+                            if (how == 0) {
+                                post = lastmask;
+                            } else if (how == 1) {
+                                if (kp)
+                                    g->ktile(m, n, NULL, kb, a, ars, as, bp, bs, cp, g->ldc, beta, kp);
+                                else
+                                    ki->kern(m, n, kb, a, ars, as, bp, bs, cp, g->ldc, 1.0f, beta);
                                 r.macs += (uint64_t)kb * m * n;
-                            } else if (cu * ns * COST_SKIP <= csub || ns == 1) {
-                                g->skern(m, n, ku, kb, a, ars, as, bp, bs, cp, g->ldc, beta);
+                            } else if (how == 2) {
+                                if (g->ktile)
+                                    g->ktile(m, n, ku, kb, a, ars, as, bp, bs, cp, g->ldc, beta, kp);
+                                else
+                                    g->skern(m, n, ku, kb, a, ars, as, bp, bs, cp, g->ldc, beta);
                                 r.macs += (uint64_t)cu * m * n;
                             } else {
                                 for (int v = 0; v < ns; v++) {
                                     int nv = n - v * sw < sw ? n - v * sw : sw;
                                     float *cv = cp + v * sw;
                                     if (!cls[v]) {
-                                        if (pc == 0) zero_tile(cv, g->ldc, m, nv);
+                                        /* zero once; a later dense block may have
+                                         * written it, the last block clears it */
+                                        if (pc == 0 || (last && kp)) zero_tile(cv, g->ldc, m, nv);
                                         continue;
                                     }
-                                    if (cnt[v] == 0 && pc > 0) continue;
-                                    g->skern(m, nv, km[v], kb, a, ars, as, bp + v * sw, bs, cv, g->ldc,
-                                             beta);
+                                    if (cnt[v] == 0 && pc > 0) {
+                                        if (kp && cls[v] == 1)
+                                            sc->masktile(cv, g->ldc, mrows, mst, jc + jr + v * sw, m, nv);
+                                        continue;
+                                    }
+                                    uint64_t kv[8];
+                                    if (kp)
+                                        for (int rr = 0; rr < m; rr++) kv[rr] = keep[rr] >> (v * sw);
+                                    if (g->ktile)
+                                        g->ktile(m, nv, km[v], kb, a, ars, as, bp + v * sw, bs, cv,
+                                                 g->ldc, beta, kp ? kv : NULL);
+                                    else
+                                        g->skern(m, nv, km[v], kb, a, ars, as, bp + v * sw, bs, cv,
+                                                 g->ldc, beta);
                                     r.macs += (uint64_t)cnt[v] * m * nv;
                                 }
                             }
                         }
-                    masked:
-                        if (last && !full)
-                            sc->masktile(cp, g->ldc, g->Mrow + (size_t)(ic + ir) * (g->NW + 1),
-                                         (size_t)g->NW + 1, jc + jr, m, n);
+                        if (post) sc->masktile(cp, g->ldc, mrows, mst, jc + jr, m, n);
                     }
                 }
             }
@@ -659,6 +735,13 @@ static void run(et_isa isa, int ta, int tb, int M, int N, int K, const float *A,
     memset(&g, 0, sizeof g);
     g.ki = ki;
     g.skern = pick_skip(ki->isa);
+#if ET_GEMM_HAVE_X86
+    if (ki->isa == ET_ISA_AVX512) {
+        g.ktile = et_spgemm_tile_avx512;
+        g.tscan = et_spgemm_tilescan_avx512;
+        g.patpanel = et_spgemm_patpanel_avx512;
+    }
+#endif
     g.sc = pick_scan(ki->isa);
     g.ta = ta != 0, g.tb = tb != 0, g.M = M, g.N = N, g.K = K;
     g.A = A, g.lda = lda, g.B = B, g.ldb = ldb, g.beta = beta, g.C = C, g.ldc = ldc;
@@ -683,9 +766,13 @@ static void run(et_isa isa, int ta, int tb, int M, int N, int K, const float *A,
         g.cmode = CNT_NOMASK;
     else {
         /* the cheaper side of A: its non-zeros (direct) or its zeros */
-        uint64_t nz = 0;
-        for (int i = 0; i < M; i++)
-            for (int k = 0; k < K; k++) nz += at(A, ta, lda, i, k) != 0.0f;
+        uint64_t nz = 0, w;
+        int rows = ta ? K : M, cols = ta ? M : K;
+        for (int i = 0; i < rows; i++)
+            for (int c0 = 0; c0 < cols; c0 += 64) {
+                g.sc->nzbits(A + (ptrdiff_t)i * lda + c0, cols - c0 < 64 ? cols - c0 : 64, &w);
+                nz += (uint64_t)popc64(w);
+            }
         uint64_t z = (uint64_t)M * K - nz;
         g.cmode = nz < z ? CNT_DIRECT : CNT_COLS;
         g.need_brow = g.cmode == CNT_DIRECT ? nz > 0 : z > 0;
