@@ -336,14 +336,14 @@ static void prepass(spctx *c) {
     const et_spgemm_scan *sc = c->sc;
     const int T = c->T;
     if (c->mask) {
-#pragma omp parallel for schedule(static) num_threads(T) if (T > 1)
+#pragma omp parallel for schedule(static) num_threads(T) if (T > 1 && (double)M * N > 4e6)
         for (int i = 0; i < M; i++) {
             uint64_t *w = c->Mrow + (size_t)i * (NW + 1);
             sc->mbits(c->mask + (ptrdiff_t)i * c->ldm, N, w);
             w[NW] = 0;
         }
         uint64_t cnt = 0;
-#pragma omp parallel for schedule(static) num_threads(T) if (T > 1) reduction(+ : cnt)
+#pragma omp parallel for schedule(static) num_threads(T) if (T > 1 && (double)M * N > 4e6) reduction(+ : cnt)
         for (int p = 0; p < c->npa; p++) {
             int i0 = p * mr, m = M - i0 < mr ? M - i0 : mr;
             for (int r = 0; r < m; r++) {
