@@ -269,6 +269,7 @@ typedef struct spctx {
     uint64_t *Arow;   /* [M][KW], CNT_DIRECT / CNT_COLS */
     int32_t *nnzAg;   /* [tm][K], CNT_NOMASK */
     uint64_t *Mrow;   /* [M][NW + 1] */
+    uint64_t *Mpan;   /* [npa][NW + 1][mr]: the same bits, a row panel's words side by side */
     uint8_t *tcls;    /* [npa][nsp]: 0 all masked, 1 mixed, 2 all set */
     char *thr;        /* per-thread buffers, thr_per bytes each */
     size_t thr_per, o_bp, o_sub, o_done, o_kcnt, o_ccnt, o_brow, o_mtmp, o_pat;
@@ -292,6 +293,7 @@ static size_t layout(spctx *c, char *mem) {
     if (c->cmode == CNT_NOMASK) TAKE(nnzAg, int32_t, (size_t)c->tm * c->K);
     if (c->mask) {
         TAKE(Mrow, uint64_t, (size_t)c->M * (c->NW + 1));
+        TAKE(Mpan, uint64_t, (size_t)c->npa * (c->NW + 1) * c->ki->mr);
         TAKE(tcls, uint8_t, (size_t)c->npa * c->nsp);
     }
 #undef TAKE
@@ -350,6 +352,10 @@ static void prepass(spctx *c) {
                 const uint64_t *w = c->Mrow + (size_t)(i0 + r) * (NW + 1);
                 cnt += sc->popand(w, w, (size_t)NW);
             }
+            uint64_t *mp = c->Mpan + (size_t)p * (NW + 1) * mr;
+            for (int w = 0; w <= NW; w++)
+                for (int r = 0; r < mr; r++)
+                    mp[(size_t)w * mr + r] = r < m ? c->Mrow[(size_t)(i0 + r) * (NW + 1) + w] : 0;
             /* OR and AND of the panel's bit rows, 64 columns at a time */
             const int sw = c->sw, per = 64 / sw;
             const uint64_t fld = sw == 64 ? ~0ull : (1ull << sw) - 1;
@@ -554,7 +560,11 @@ static acc2 region(const spctx *g, int grp, int m0, int m1, int n0, int n1, char
                         uint64_t keep[8];
                         const uint64_t *kp = NULL;
                         if (lastmask && g->ktile) {
-                            for (int rr = 0; rr < m; rr++) keep[rr] = et_spgemm_field(mrows + rr * mst, jc + jr);
+                            const uint64_t *mp = g->Mpan + (size_t)iq * (g->NW + 1) * mr;
+                            int lo = jc + jr, o = lo & 63;
+                            const uint64_t *w0 = mp + (size_t)(lo >> 6) * mr;
+                            for (int rr = 0; rr < m; rr++)
+                                keep[rr] = o ? w0[rr] >> o | w0[mr + rr] << (64 - o) : w0[rr];
                             kp = keep;
                         }
                         int post = lastmask && !kp; /* mask the whole tile afterwards */
