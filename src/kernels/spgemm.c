@@ -474,6 +474,10 @@ static acc2 region(const spctx *g, int grp, int m0, int m1, int n0, int n1, char
     uint64_t *pat = (uint64_t *)(void *)(tb + g->o_pat);
     acc2 r = {0, 0};
     const int work = !g->count_only;
+    /* whether the last B panel scanned had every step live: then the next
+     * one is scanned by its first tile, computed densely; after a sparse
+     * panel it is scanned on its own, so that every tile can skip */
+    int dense_b = 1;
     for (int jc = n0; jc < n1; jc += nc) {
         int nb = n1 - jc < nc ? n1 - jc : nc;
         if (g->cmode == CNT_COLS) memset(ccnt, 0, sizeof(int32_t) * (size_t)nb);
@@ -530,13 +534,14 @@ static acc2 region(const spctx *g, int grp, int m0, int m1, int n0, int n1, char
                         /* the panel's first tile: computed densely by the AVX-512
                          * tile that scans B on the way (its loads come from
                          * memory, overlapped with the FMAs); else a separate scan */
-                        int tscan = g->skip && !done[jq] && work && g->ktile && nact == ns;
+                        int tscan = g->skip && !done[jq] && work && g->ktile && nact == ns && dense_b;
                         if (g->skip && !done[jq] && !tscan) {
                             sc->panel(bp, bs, kb, n, sw, ns, psub, kbw,
                                       g->cmode == CNT_NOMASK ? kcnt : NULL,
                                       g->cmode == CNT_COLS ? ccnt + jr : NULL,
                                       brow ? brow + (size_t)pc * ncw : NULL, (size_t)ncw, jr);
                             panel_done(done + jq, psub, ns, kb, kbw);
+                            dense_b = done[jq] == 2;
                         }
                         if (!work) continue;
                         if (!packed_a) {
@@ -574,6 +579,7 @@ static acc2 region(const spctx *g, int grp, int m0, int m1, int n0, int n1, char
                                         g->cmode == CNT_COLS ? ccnt + jr : NULL,
                                         brow ? brow + (size_t)pc * ncw : NULL, (size_t)ncw, jr);
                             panel_done(done + jq, psub, ns, kb, kbw);
+                            dense_b = done[jq] == 2;
                             r.macs += (uint64_t)kb * m * n;
                         } else if (!g->skip) {
                             if (kp)
