@@ -755,7 +755,7 @@ static void run(et_isa isa, int ta, int tb, int M, int N, int K, const float *A,
     if (ki->isa == ET_ISA_AVX512) {
         g.ktile = et_spgemm_tile_avx512;
         g.tscan = et_spgemm_tilescan_avx512;
-        g.patpanel = et_spgemm_patpanel_avx512;
+        g.patpanel = g.sc == &scan_avx512 ? et_spgemm_patpanel_vpop_avx512 : et_spgemm_patpanel_avx512;
     }
 #endif
     g.sc = pick_scan(ki->isa);

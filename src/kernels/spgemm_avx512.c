@@ -180,10 +180,36 @@ void et_spgemm_tilescan_avx512(int m, int n, int k, const float *a, ptrdiff_t ar
     scans[ars != 1][m - 1][(n - 1) / 16](n, k, a, ars, as, b, bs, c, ldc, beta, keep, pat);
 }
 
+/* patpanel without ccnt and brow, 8 steps per vector (VPOPCNTQ for kcnt) */
+__attribute__((target("avx512vpopcntdq,popcnt"))) static void
+patpanel_fast(const uint64_t *pat, int kb, int nsub, uint64_t *sub, int kbw, int32_t *kcnt) {
+    memset(sub, 0, sizeof(uint64_t) * (size_t)nsub * kbw);
+    int p = 0;
+    for (; p + 8 <= kb; p += 8) {
+        __m512i t = _mm512_loadu_si512(pat + p);
+        for (int v = 0; v < nsub; v++) {
+            __mmask8 nz = _mm512_test_epi64_mask(t, _mm512_set1_epi64((long long)0xffff << (16 * v)));
+            sub[v * kbw + (p >> 6)] |= (uint64_t)nz << (p & 63);
+        }
+        if (kcnt) {
+            __m256i c = _mm512_cvtepi64_epi32(_mm512_popcnt_epi64(t));
+            _mm256_storeu_si256((__m256i *)(void *)(kcnt + p),
+                                _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(kcnt + p)), c));
+        }
+    }
+    for (; p < kb; p++) {
+        uint64_t t = pat[p];
+        for (int v = 0; v < nsub; v++)
+            if ((t >> (16 * v)) & 0xffff) sub[v * kbw + (p >> 6)] |= 1ull << (p & 63);
+        if (kcnt) kcnt[p] += __builtin_popcountll(t);
+    }
+}
+
 __attribute__((target("popcnt"))) void
 et_spgemm_patpanel_avx512(const uint64_t *pat, int kb, int n, int nsub, uint64_t *sub, int kbw,
                           int32_t *kcnt, int32_t *ccnt, uint64_t *brow, size_t bstride,
                           int bit0) {
+
     const __m512i one = _mm512_set1_epi32(1);
     __m512i cc[NV];
     for (int v = 0; v < NV; v++) cc[v] = _mm512_setzero_si512();
@@ -213,6 +239,15 @@ et_spgemm_patpanel_avx512(const uint64_t *pat, int kb, int n, int nsub, uint64_t
             __m512i cur = _mm512_maskz_loadu_epi32(mk, ccnt + 16 * v);
             _mm512_mask_storeu_epi32(ccnt + 16 * v, mk, _mm512_add_epi32(cur, cc[v]));
         }
+}
+
+void et_spgemm_patpanel_vpop_avx512(const uint64_t *pat, int kb, int n, int nsub, uint64_t *sub,
+                                    int kbw, int32_t *kcnt, int32_t *ccnt, uint64_t *brow,
+                                    size_t bstride, int bit0) {
+    if (!ccnt && !brow)
+        patpanel_fast(pat, kb, nsub, sub, kbw, kcnt);
+    else
+        et_spgemm_patpanel_avx512(pat, kb, n, nsub, sub, kbw, kcnt, ccnt, brow, bstride, bit0);
 }
 
 void et_spgemm_skip_avx512(int m, int n, const uint64_t *km, int k, const float *a,

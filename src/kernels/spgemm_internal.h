@@ -74,6 +74,9 @@ void et_spgemm_tilescan_avx512(int m, int n, int k, const float *a, ptrdiff_t ar
 void et_spgemm_patpanel_avx512(const uint64_t *pat, int kb, int n, int nsub, uint64_t *sub, int kbw,
                                int32_t *kcnt, int32_t *ccnt, uint64_t *brow, size_t bstride,
                                int bit0);
+void et_spgemm_patpanel_vpop_avx512(const uint64_t *pat, int kb, int n, int nsub, uint64_t *sub,
+                                    int kbw, int32_t *kcnt, int32_t *ccnt, uint64_t *brow,
+                                    size_t bstride, int bit0); /* needs AVX512_VPOPCNTDQ */
 void et_spgemm_nzbits_avx512(const float *x, int n, uint64_t *bits);
 void et_spgemm_nzcount_avx512(const float *x, int n, int32_t *cnt);
 void et_spgemm_mbits_avx512(const uint8_t *m, int n, uint64_t *bits);
