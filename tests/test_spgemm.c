@@ -4,7 +4,7 @@
  * within [macs_elem, M*N*K], over every ta/tb, beta 0/1/other, odd and
  * block-crossing shapes, random densities and structured zero patterns, with
  * and without skip_zeros and mask, at 1 and 2 threads and on every ISA this
- * CPU runs. */
+ * CPU runs, and from inside a parallel region. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -254,12 +254,41 @@ static void test_degenerate_and_ref(void **state) {
     free(mm);
 }
 
+/* Calls from inside a parallel region (each with its own workspace) give the
+ * same bits and counts as a call alone. */
+static void test_nested(void **state) {
+    (void)state;
+    const int M = 45, N = 230, K = 500;
+    float *A = make(M, K, K, 0.5, PAT_RUNS), *B = make(K, N, N, 0.4, PAT_BLOCKS);
+    uint8_t *mk = malloc((size_t)M * N);
+    assert_non_null(mk);
+    for (int i = 0; i < M * N; i++) mk[i] = (uint8_t)(urand() % 4 != 0);
+    float *c0 = calloc((size_t)M * N, sizeof(float)), *c[4];
+    et_spgemm_stats s0, s[4];
+    et_set_threads(2);
+    et_sgemm_sparse(0, 0, M, N, K, A, K, B, N, 0.0f, c0, N, 1, mk, N, &s0);
+    for (int t = 0; t < 4; t++) c[t] = calloc((size_t)M * N, sizeof(float));
+#pragma omp parallel for num_threads(2)
+    for (int t = 0; t < 4; t++) et_sgemm_sparse(0, 0, M, N, K, A, K, B, N, 0.0f, c[t], N, 1, mk, N, &s[t]);
+    et_set_threads(1);
+    for (int t = 0; t < 4; t++) {
+        assert_memory_equal(c0, c[t], sizeof(float) * (size_t)M * N);
+        assert_int_equal(s0.macs_elem, s[t].macs_elem);
+        free(c[t]);
+    }
+    free(A);
+    free(B);
+    free(mk);
+    free(c0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_degenerate_and_ref),
         cmocka_unit_test(test_small),
         cmocka_unit_test(test_extremes),
         cmocka_unit_test(test_large_structured),
+        cmocka_unit_test(test_nested),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
