@@ -52,6 +52,7 @@ struct et_model {
 
     void *traffic; /* off-chip traffic measurement (traffic.c) */
     void *hw_link; /* live processor-model runs fed by the matmul path (hwlink.c) */
+    void *sparsity; /* run-time sparsity modes and their buffers (src/sparsity/sparsity.c) */
 
     /* training state */
     int64_t step;

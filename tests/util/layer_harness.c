@@ -58,7 +58,7 @@ void lh_free(lh *h) {
 }
 
 static et_lctx ctx(lh *h) {
-    et_lctx c = {&h->eng, h->scratch, h->N, h->train, h->seed, 3};
+    et_lctx c = {&h->eng, h->scratch, h->N, h->train, h->seed, 3, h->sp};
     return c;
 }
 
