@@ -469,6 +469,21 @@ int cmd_train(int argc, char **argv) {
     printf("final training loss %.4f; memory plan %.1f MB; peak RSS %.1f MB\n", final_loss,
            mem.total / 1048576.0, cli_peak_rss_bytes() / 1048576.0);
 
+    if (a.sp.skip || a.sp.speculate) {
+        char sbuf[64];
+        printf("sparsity %s: executed MACs FF %.1f%% EP %.1f%% WG %.1f%% of dense; the CPU ran %.1f%%\n",
+               et_sparsity_name(&a.sp, sbuf, sizeof sbuf),
+               100.0 * frac(cnt.macs_executed[ET_FF], cnt.macs_dense[ET_FF]),
+               100.0 * frac(cnt.macs_executed[ET_EP], cnt.macs_dense[ET_EP]),
+               100.0 * frac(cnt.macs_executed[ET_WG], cnt.macs_dense[ET_WG]),
+               100.0 * frac(cnt.macs_cpu[0] + cnt.macs_cpu[1] + cnt.macs_cpu[2],
+                            cnt.macs_dense[0] + cnt.macs_dense[1] + cnt.macs_dense[2]));
+        if (a.sp.speculate && spec_total.checked)
+            printf("speculation: %.1f%% of outputs predicted zero; %.2f%% false zeros, %.2f%% missed zeros (checked steps)\n",
+                   100.0 * frac(spec_total.predicted_zero, spec_total.outputs),
+                   100.0 * frac(spec_total.false_zero, spec_total.checked),
+                   100.0 * frac(spec_total.missed_zero, spec_total.checked));
+    }
     if (hw) hw_print(hw, hwb);
     if (a.json) {
         cJSON *j = cJSON_CreateObject();
