@@ -472,7 +472,15 @@ static void test_model_speculate(void **state) {
         nmm++;
     }
     for (int s = 0; s < S; s++) assert_true(isfinite(lq[s]));
-    et_model_free(a), et_model_free(e), et_model_free(q);
+    /* B bits at one thread trains the same bits as at two */
+    int threads = et_get_threads();
+    et_set_threads(1);
+    et_model *q1 = make_model(&b4, B);
+    float l1[S];
+    run_steps(q1, B, S, l1);
+    et_set_threads(threads);
+    compare_models(q, q1, lq, l1, S);
+    et_model_free(a), et_model_free(e), et_model_free(q), et_model_free(q1);
 }
 
 /* ---------------------------------------------------------------- CLI */
