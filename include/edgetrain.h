@@ -113,6 +113,7 @@ typedef struct et_spec_stats {
     uint64_t true_zero;                        /* true dense output + bias <= 0 */
     uint64_t false_zero;                       /* predicted zero, true output > 0 (lost) */
     uint64_t missed_zero;                      /* predicted non-zero, true output <= 0 */
+    uint64_t estimate_macs;                    /* low-precision multiply-adds of the estimates */
 } et_spec_stats;
 typedef struct et_spec {
     int bits;                 /* 1..8: top bits of the int8 codes; ET_SPEC_EXP; ET_SPEC_EXACT */

@@ -254,6 +254,7 @@ static void check_spec_linear(int bits) {
             pz += !want, tz += tzero, fz += !want && !tzero, mz += want && tzero;
         }
     assert_int_equal(stats.outputs, N * out);
+    assert_int_equal(stats.estimate_macs, N * out * in);
     assert_int_equal(stats.predicted_zero, pz);
     assert_int_equal(stats.checked, N * out);
     assert_int_equal(stats.true_zero, tz);

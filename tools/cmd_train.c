@@ -222,6 +222,7 @@ static cJSON *spec_json(const et_spec_stats *s) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "outputs", (double)s->outputs);
     cJSON_AddNumberToObject(o, "predicted_zero_fraction", frac(s->predicted_zero, s->outputs));
+    cJSON_AddNumberToObject(o, "estimate_macs", (double)s->estimate_macs);
     cJSON_AddNumberToObject(o, "checked_outputs", (double)s->checked);
     if (s->checked) {
         cJSON_AddNumberToObject(o, "checked_predicted_zero_fraction", frac(s->checked_predicted_zero, s->checked));
@@ -414,7 +415,7 @@ int cmd_train(int argc, char **argv) {
             spec_total.outputs += ss.outputs, spec_total.predicted_zero += ss.predicted_zero;
             spec_total.checked += ss.checked, spec_total.checked_predicted_zero += ss.checked_predicted_zero;
             spec_total.true_zero += ss.true_zero, spec_total.false_zero += ss.false_zero;
-            spec_total.missed_zero += ss.missed_zero;
+            spec_total.missed_zero += ss.missed_zero, spec_total.estimate_macs += ss.estimate_macs;
         }
         int64_t lsteps[32];
         int lbits[32], nl = et_model_laps_history(m, i, lsteps, lbits, 32);

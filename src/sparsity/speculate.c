@@ -112,7 +112,10 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes) {
             pz += mr[j] == 0;
         }
     }
-    if (sp->stats) sp->stats->outputs += (uint64_t)M * N, sp->stats->predicted_zero += pz;
+    if (sp->stats) {
+        sp->stats->outputs += (uint64_t)M * N, sp->stats->predicted_zero += pz;
+        sp->stats->estimate_macs += (uint64_t)M * N * (uint64_t)K;
+    }
     if (!sp->check) return ET_OK;
     /* The true dense output: the same et_sgemm and bias add as the layer's. */
     et_sgemm(mm->ta, mm->tb, M, N, K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, 0.0f, est, N > 0 ? N : 1);
