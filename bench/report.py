@@ -100,10 +100,12 @@ def sparsity_section(out, md, peak):
         return
     base = rows[0][1]["train_images_per_second"]
     with open(md, "a") as f:
-        f.write("\n## Run-time sparsity: cost per training step\n\nVGG8, 2000 images, batch 100, %d threads, "
-                "`--sparsity` modes back to back (bench/sparsity.sh; GEMM behind the sparse path: `%s`):\n\n"
+        f.write("\n## Run-time sparsity: cost per training step\n\nVGG8, %d steps of batch 100, %d threads, "
+                "`--sparsity` modes back to back (bench/sparsity.sh). Executed MACs: element-level count (what a "
+                "processor skipping zeros runs); CPU MACs: what the sparse kernel really ran (100%%: it skipped "
+                "nothing):\n\n"
                 "| mode | images/s | speed vs none | executed MACs | CPU MACs |\n|---|---|---|---|---|\n"
-                % (peak["threads"], rows[0][1].get("gemm_kernel", "?")))
+                % (rows[0][1]["steps"], peak["threads"]))
         for label, j in rows:
             ips = j["train_images_per_second"]
             f.write("| %s | %.0f | %.2fx | %.1f%% | %.1f%% |\n" % (label, ips, ips / base,
