@@ -189,10 +189,24 @@ static void im2col_mask(const et_layer *l, const float *x, int N, int n0, int nb
             const float *src = x + ((int64_t)ci * N + n0 + n) * H * W;
             for (int oy = 0; oy < Ho; oy++, dst += Wo) {
                 int iy = oy * c->sh - c->ph + ky;
-                for (int ox = 0; ox < Wo; ox++) {
-                    int ix = ox * c->sw - c->pw + kx;
-                    dst[ox] = iy >= 0 && iy < H && ix >= 0 && ix < W && src[(int64_t)iy * W + ix] != 0.0f;
+                if (iy < 0 || iy >= H) {
+                    memset(dst, 0, (size_t)Wo);
+                    continue;
                 }
+                const float *srow = src + (int64_t)iy * W;
+                /* output columns whose input column is inside the row: [lo, hi) */
+                int lo = 0, hi = Wo;
+                while (lo < Wo && lo * c->sw - c->pw + kx < 0) lo++;
+                while (hi > lo && (hi - 1) * c->sw - c->pw + kx >= W) hi--;
+                memset(dst, 0, (size_t)lo);
+                if (hi > lo) {
+                    const float *s0 = srow + (lo * c->sw - c->pw + kx);
+                    if (c->sw == 1)
+                        for (int ox = lo; ox < hi; ox++) dst[ox] = s0[ox - lo] != 0.0f;
+                    else
+                        for (int ox = lo; ox < hi; ox++) dst[ox] = s0[(int64_t)(ox - lo) * c->sw] != 0.0f;
+                }
+                memset(dst + hi, 0, (size_t)(Wo - hi));
             }
         }
     }
