@@ -184,6 +184,50 @@ static void test_layers_skip(void **state) {
     for (size_t i = 0; i < 2; i++) check_layer(ET_L_LINEAR, &lin[i], sizeof lin[i], (et_shape){13, 1, 1, 0}, 4);
 }
 
+/* Emulated accumulation (a policy's acc/mul format): the product runs dense
+ * in et_qgemm, then the mask is applied; executed MACs are still counted per
+ * element. A linear layer with a bf16 accumulator, skip vs dense. */
+static void test_emulated(void **state) {
+    (void)state;
+    const int N = 4, in = 9, out = 6;
+    et_format bf;
+    assert_int_equal(et_format_parse("bf16", &bf), ET_OK);
+    const et_format *accs[1] = {&bf};
+    lh d, s;
+    et_linear_cfg cfg = {out, 1};
+    assert_int_equal(lh_init(&d, ET_L_LINEAR, &cfg, sizeof cfg, (et_shape){in, 1, 1, 0}, N), ET_OK);
+    assert_int_equal(lh_init(&s, ET_L_LINEAR, &cfg, sizeof cfg, (et_shape){in, 1, 1, 0}, N), ET_OK);
+    lh *hs[2] = {&d, &s};
+    for (int k = 0; k < 2; k++) {
+        hs[k]->eng.nlayers = 1, hs[k]->eng.acc = accs;
+        make_relu_input(hs[k]);
+        sparsify(hs[k]->dy, hs[k]->ny, 3, 0.5f);
+    }
+    uint8_t mb[64];
+    et_layer_sparsity sp = {1, 1, 1, NULL, mb};
+    s.sp = &sp;
+    assert_int_equal(lh_ff(&d), ET_OK), assert_int_equal(lh_ff(&s), ET_OK);
+    assert_true(bits_equal(s.y, d.y, d.ny));
+    int emulated = 0; /* the bf16 accumulator really ran: results differ from fp32 sums */
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < out; o++) {
+            double e = d.l.params[1].data[o];
+            for (int i = 0; i < in; i++) e += (double)d.x[n * in + i] * d.l.params[0].data[o * in + i];
+            emulated |= fabs(d.y[n * out + o] - e) > 1e-4;
+        }
+    assert_true(emulated);
+    assert_int_equal(lh_ep(&d), ET_OK), assert_int_equal(lh_ep(&s), ET_OK);
+    for (int64_t i = 0; i < d.nx; i++) assert_true(s.dx[i] == (d.x[i] != 0.0f ? d.dx[i] : 0.0f));
+    assert_int_equal(lh_wg(&d), ET_OK), assert_int_equal(lh_wg(&s), ET_OK);
+    assert_true(bits_equal(s.l.params[0].grad, d.l.params[0].grad, d.l.params[0].n));
+    counts want = linear_count(N, in, out, s.x, s.l.params[0].data, s.dy);
+    assert_int_equal(s.eng.total.macs_executed[ET_FF], want.ff);
+    assert_int_equal(s.eng.total.macs_executed[ET_EP], want.ep);
+    assert_int_equal(s.eng.total.macs_executed[ET_WG], want.wg);
+    for (int st = 0; st < ET_NSTAGES; st++) assert_int_equal(s.eng.total.macs_cpu[st], s.eng.total.macs_dense[st]);
+    lh_free(&d), lh_free(&s);
+}
+
 /* -------------------------------------------------- speculation, layers */
 
 /* The documented B-bit predictor, written out per output from scalars. */
@@ -524,6 +568,7 @@ static void test_cli(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse),           cmocka_unit_test(test_layers_skip),
+        cmocka_unit_test(test_emulated),
         cmocka_unit_test(test_spec_predictor),  cmocka_unit_test(test_spec_conv),
         cmocka_unit_test(test_model_skip),      cmocka_unit_test(test_model_speculate),
         cmocka_unit_test(test_cli),
