@@ -547,7 +547,9 @@ int cmd_train(int argc, char **argv) {
             const char *names[1024] = {0};
             for (int i = 0; i < et_model_num_nodes(m) && i < 1023; i++) et_model_node_info(m, i, &names[i], NULL, NULL);
             cJSON *h = hw_json(names, hw, hwb, (int)a.opp);
-            cJSON_AddStringToObject(h, "note", "dense run: no speculation or zero skipping yet; the speculation unit is idle");
+            cJSON_AddStringToObject(h, "note", a.sp.skip || a.sp.speculate
+                                                   ? "the processor model sees dense tiles: the run's --sparsity is not fed to it yet; the speculation unit is idle"
+                                                   : "dense run: no speculation or zero skipping yet; the speculation unit is idle");
             cJSON_AddItemToObject(j, "hw", h);
         }
         layers = NULL;
