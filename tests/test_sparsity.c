@@ -18,6 +18,7 @@
 #include "sparsity/sparsity.h"
 #include "util/layer_harness.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -565,13 +566,63 @@ static void test_cli(void **state) {
     }
 }
 
+/* The JSON summary of a speculating run: the new keys next to the old ones. */
+static void test_cli_json(void **state) {
+    (void)state;
+    const char *cli = getenv("ET_CLI") ? getenv("ET_CLI") : "build/edgetrain";
+    if (access(cli, X_OK) || access("/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz", R_OK)) skip();
+    char json[128], cmd[1024];
+    snprintf(json, sizeof json, "/tmp/et_sp_json.%d.json", (int)getpid());
+    snprintf(cmd, sizeof cmd,
+             "%s train --model mlp --data fmnist --steps 3 --train-limit 300 --test-limit 0 --quiet --threads 2 "
+             "--sparsity speculate --spec-bits 3 --spec-check-every 2 --traffic-every 1 --json %s >/dev/null",
+             cli, json);
+    assert_int_equal(system(cmd), 0);
+    FILE *f = fopen(json, "r");
+    assert_non_null(f);
+    static char buf[1 << 18];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    remove(json);
+    buf[n] = 0;
+    cJSON *j = cJSON_Parse(buf);
+    assert_non_null(j);
+    const char *keep[] = {"macs_dense", "macs_executed", "layers", "traffic", "peak_memory_bytes", "macs_cpu", "sparsity"};
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) assert_non_null(cJSON_GetObjectItem(j, keep[i]));
+    cJSON *sp = cJSON_GetObjectItem(j, "sparsity");
+    assert_string_equal(cJSON_GetObjectItem(sp, "mode")->valuestring, "speculate");
+    assert_int_equal(cJSON_GetObjectItem(sp, "spec_bits")->valueint, 3);
+    cJSON *tot = cJSON_GetObjectItem(cJSON_GetObjectItem(sp, "speculation"), "total");
+    assert_non_null(tot);
+    double outputs = cJSON_GetObjectItem(tot, "outputs")->valuedouble;
+    assert_true(outputs == 3.0 * 100 * (256 + 128)); /* mlp: two hidden layers feed a relu, 3 steps of 100 */
+    assert_true(cJSON_GetObjectItem(tot, "checked_outputs")->valuedouble == 2.0 * 100 * (256 + 128)); /* steps 0, 2 */
+    assert_non_null(cJSON_GetObjectItem(tot, "false_zeros"));
+    cJSON *L;
+    int with_spec = 0;
+    cJSON_ArrayForEach(L, cJSON_GetObjectItem(j, "layers")) {
+        cJSON *ls = cJSON_GetObjectItem(L, "sparsity");
+        assert_non_null(ls);
+        with_spec += cJSON_IsTrue(cJSON_GetObjectItem(ls, "speculate"));
+        for (int s = 0; s < ET_NSTAGES; s++) {
+            const char *st = et_stage_name((et_stage)s);
+            double d = cJSON_GetObjectItem(cJSON_GetObjectItem(L, "macs_dense"), st)->valuedouble;
+            double e = cJSON_GetObjectItem(cJSON_GetObjectItem(L, "macs_executed"), st)->valuedouble;
+            double c = cJSON_GetObjectItem(cJSON_GetObjectItem(L, "macs_cpu"), st)->valuedouble;
+            assert_true(e <= c && c <= d);
+        }
+    }
+    assert_int_equal(with_spec, 2);
+    cJSON_Delete(j);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse),           cmocka_unit_test(test_layers_skip),
         cmocka_unit_test(test_emulated),
         cmocka_unit_test(test_spec_predictor),  cmocka_unit_test(test_spec_conv),
         cmocka_unit_test(test_model_skip),      cmocka_unit_test(test_model_speculate),
-        cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_cli),             cmocka_unit_test(test_cli_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
