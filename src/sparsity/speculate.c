@@ -81,7 +81,9 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes) {
     if (!ws || ws_bytes < et_spec_ws_bytes(sp->bits, M, N, K))
         return et_set_error(ET_ERR_INVALID, "speculation: workspace of %zu bytes is too small for %dx%dx%d", ws_bytes,
                             M, N, K);
-    float *est = ws; /* M x N, ld N; int32 for the integer estimate */
+    float *est = ws; /* M x N, ld N (fp32 estimates, or the int32 sums isum) */
+    int32_t *isum = NULL;
+    float scale = 0.0f;
     char *rest = (char *)ws + al((size_t)M * N * 4);
     const int ar = mm->ta ? K : M, ac = mm->ta ? M : K, br = mm->tb ? N : K, bc = mm->tb ? K : N;
     if (sp->bits == ET_SPEC_EXACT) {
@@ -95,19 +97,19 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes) {
         int8_t *ca = (int8_t *)rest, *cb = (int8_t *)(rest + al((size_t)M * K));
         codes(mm->A, ar, ac, mm->lda, sp->absmax_a, sp->bits, ca);
         codes(mm->B, br, bc, mm->ldb, sp->absmax_b, sp->bits, cb);
-        int32_t *isum = (int32_t *)est;
+        isum = (int32_t *)ws;
         et_igemm_s8(mm->ta, mm->tb, M, N, K, ca, ac > 0 ? ac : 1, cb, bc > 0 ? bc : 1, isum, N > 0 ? N : 1);
         const float step = (float)(1 << (8 - sp->bits));
-        const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step, s = sa * sb;
-        for (int64_t e = 0; e < (int64_t)M * N; e++) est[e] = s * (float)isum[e];
+        const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step;
+        scale = sa * sb;
     }
     uint64_t pz = 0;
 #pragma omp parallel for schedule(static) reduction(+ : pz) if ((int64_t)M * N > 65536)
     for (int i = 0; i < M; i++) {
-        const float *er = est + (int64_t)i * N;
         uint8_t *mr = sp->mask + (int64_t)i * sp->ldmask;
         for (int j = 0; j < N; j++) {
-            float v = er[j] + bias_at(sp, i, j);
+            int64_t e = (int64_t)i * N + j;
+            float v = (isum ? scale * (float)isum[e] : est[e]) + bias_at(sp, i, j);
             mr[j] = !(v <= 0.0f);
             pz += mr[j] == 0;
         }
