@@ -13,6 +13,7 @@
 #include "nn/layer_impl.h"
 #include "nn/precision.h"
 #include "sparsity/prune.h"
+#include "sparsity/sparsity.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -111,6 +112,7 @@ void et_model_free(et_model *m) {
     free(m->hw_link);
     et_traffic_free(m);
     et_prune_free(m);
+    et_sparsity_free(m);
     free((void *)m->eng.mul);
     free((void *)m->eng.acc);
     free(m);
@@ -288,7 +290,10 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
     size_t mask_bytes, select_bytes; /* pruning: weight masks (with the parameters), selection scratch */
     et_prune_plan_bytes(m, &mask_bytes, &select_bytes);
     p_bytes += mask_bytes;
-    size_t total = p_bytes + g_bytes + o_bytes + a_bytes + s_bytes + st_bytes + scratch_bytes + probs_bytes + select_bytes;
+    size_t sp_bytes = 0; /* sparsity masks and speculation buffers */
+    if ((st = et_sparsity_plan(m, batch, &sp_bytes))) return st;
+    size_t total = p_bytes + g_bytes + o_bytes + a_bytes + s_bytes + st_bytes + scratch_bytes + probs_bytes +
+                   select_bytes + sp_bytes;
 
     size_t cap = plan_cap_bytes();
     if (total > cap)
@@ -336,6 +341,7 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
     m->layer_counters = (et_counters *)TAKE(counters_bytes);
     uint8_t *masks = (uint8_t *)TAKE(mask_bytes);
     et_prune_bind(m, masks, TAKE(select_bytes));
+    if (sp_bytes) et_sparsity_bind(m, TAKE(sp_bytes));
 #undef TAKE
     m->eng.per_layer = m->layer_counters;
     m->eng.nlayers = m->nnodes;
@@ -351,7 +357,7 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
 
     m->mem = (et_memory_plan){p_bytes, g_bytes, o_bytes, a_bytes, s_bytes,
                               scratch_bytes + st_bytes + probs_bytes + counters_bytes + select_bytes,
-                              et_gemm_workspace_bytes(), 0};
+                              et_gemm_workspace_bytes(), 0, sp_bytes};
     m->mem.total = total + m->mem.workspace;
     m->wq_step = -1;
     m->planned = 1;
@@ -499,6 +505,7 @@ et_status et_model_forward(et_model *m, int n, int train, const float **logits) 
         if (train && et_traffic_sampling(m)) et_traffic_input(m, i, m->tensors[nd->in].val, n);
         const float *x = m->tensors[nd->in].val;
         float *y = m->tensors[nd->out].val;
+        c.sp = et_sparsity_node(m, i, x, n, train);
         if (nd->layer.type == ET_L_ADD) st = et_add_ff(&c, nd->layer.out, x, m->tensors[nd->in2].val, y);
         else st = et_layer_table[nd->layer.type]->ff(&nd->layer, &c, x, y);
         if (st) return st;
@@ -565,6 +572,7 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
         if (m->last_train && et_traffic_sampling(m)) et_traffic_error(m, i, dyw, n);
         const float *dy = dyw;
         const int64_t nin = et_shape_numel(L->in) * n;
+        c.sp = et_sparsity_node(m, i, NULL, n, m->last_train);
         if (ops->wg && !L->skip_wg) st = ops->wg(L, &c, x, dy);
         int ins[2] = {nd->in, nd->in2};
         for (int q = 0; q < 2 && !st; q++) {
@@ -706,7 +714,10 @@ void et_model_node_info(const et_model *m, int i, const char **name, const char 
     if (counters) *counters = m->layer_counters ? &m->layer_counters[i] : NULL;
 }
 
-void et_model_reset_counters(et_model *m) { et_engine_reset(&m->eng); }
+void et_model_reset_counters(et_model *m) {
+    et_engine_reset(&m->eng);
+    et_model_reset_spec_stats(m);
+}
 et_engine *et_model_engine(et_model *m) { return &m->eng; }
 
 float et_lr_step(float base, int epoch, int step_size, float gamma) {

@@ -57,6 +57,7 @@ struct et_model {
     void *traffic; /* off-chip traffic measurement (traffic.c) */
     void *hw_link; /* live processor-model runs fed by the matmul path (hwlink.c) */
     struct et_prune *prune; /* dynamic weight pruning (src/sparsity/prune.c), NULL: off */
+    void *sparsity; /* run-time sparsity modes and their buffers (src/sparsity/sparsity.c) */
 
     /* training state */
     int64_t step;

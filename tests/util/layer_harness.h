@@ -14,6 +14,7 @@ typedef struct lh {
     uint64_t seed;
     int train;
     int relu_in; /* passed to EP as et_lctx.relu_in */
+    const et_layer_sparsity *sp; /* run-time sparsity of the calls (NULL: dense) */
 } lh;
 
 /* Sets up a layer of type t with config cfg (NULL for none) on input shape in
