@@ -3,7 +3,7 @@
 # pretrains VGG8 once in fp32 (cached under cache/), then retrains from that
 # checkpoint under each --sparsity mode for the same steps and seed, back to
 # back at the same thread count, and writes docs/sparsity-results.md.
-#   PRETRAIN_LIMIT=12000  STEPS=6  TEST_LIMIT=500  THREADS=2  REPORT_ONLY=1 (rewrite the doc only)
+#   PRETRAIN_LIMIT=12000  STEPS=6  TEST_LIMIT=500 (docs: STEPS=20 TEST_LIMIT=1000)  THREADS=2  REPORT_ONLY=1 (rewrite the doc only)
 # Pruning rows are added when `edgetrain train --help` mentions --prune-target.
 # With the reference et_sgemm_sparse (dense GEMM, then element-by-element
 # counting) a sparse step costs ~10x a dense one, hence the few steps; with
@@ -29,6 +29,7 @@ if ./build/edgetrain train --help | grep -q -- --prune-target; then
     printf '%s\n' "prune50|prune --prune-target 0.5" "prune90|prune --prune-target 0.9" \
         "specprune|speculate,prune --spec-bits 4 --prune-target 0.5" >> $OUT/modes.txt
 fi
+: > $OUT/runs.txt
 while IFS='|' read -r name args; do
     echo "== $name: --sparsity $args" >&2
     # shellcheck disable=SC2086
