@@ -325,6 +325,42 @@ static void test_spec_predictor(void **state) {
     assert_true(et_spec_exp(3.0f) == 2.0f && et_spec_exp(-0.3f) == -0.25f && et_spec_exp(0.0f) == 0.0f);
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
+void et_spec_codes_row_avx512(const float *x, int n, float inv, int bits, int8_t *out);
+/* The vector code path equals et_spec_code element by element: random values
+ * around every rounding tie and clamp, specials, every bit width, row tails. */
+static void test_spec_codes_avx512(void **state) {
+    (void)state;
+    if (et_cpu_isa() < ET_ISA_AVX512) skip();
+    enum { N = 4099 };
+    static float x[N];
+    static int8_t got[N];
+    srand(7);
+    for (int i = 0; i < N; i++) {
+        int kind = rand() % 6;
+        if (kind == 0) x[i] = ((float)(rand() % 301) - 150.0f) * 0.5f / 127.0f; /* ties at inv = 127 */
+        else if (kind == 1) x[i] = ((float)rand() / (float)RAND_MAX - 0.5f) * 3.0f;
+        else if (kind == 2) x[i] = (rand() & 1 ? 1.0f : -1.0f) * (float)(rand() % 8);
+        else if (kind == 3) x[i] = (float[]){NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 1e30f, -1e-30f}[rand() % 7];
+        else x[i] = ((float)rand() / (float)RAND_MAX - 0.5f) * 2.0f;
+    }
+    const float invs[] = {127.0f, 127.0f / 1.5f, 0.0f, 1e-3f};
+    for (int b = 1; b <= 8; b++)
+        for (size_t q = 0; q < sizeof invs / sizeof invs[0]; q++)
+            for (int n = 1; n <= N; n += n < 40 ? 1 : 997) {
+                memset(got, 0x55, sizeof got);
+                et_spec_codes_row_avx512(x, n, invs[q], b, got);
+                for (int i = 0; i < n; i++)
+                    if (got[i] != et_spec_code(x[i], invs[q], b))
+                        fail_msg("bits %d inv %g: x=%g code %d, want %d", b, invs[q], x[i], got[i],
+                                 et_spec_code(x[i], invs[q], b));
+                assert_int_equal(got[n < N ? n : N - 1] == 0x55, n < N); /* nothing past the row */
+            }
+}
+#else
+static void test_spec_codes_avx512(void **state) { (void)state; skip(); }
+#endif
+
 /* Conv at B bits: the mask equals a scalar predictor over the direct
  * convolution (A = W codes, B = input codes incl. padding zeros). */
 static void test_spec_conv(void **state) {
@@ -621,6 +657,7 @@ int main(void) {
         cmocka_unit_test(test_parse),           cmocka_unit_test(test_layers_skip),
         cmocka_unit_test(test_emulated),
         cmocka_unit_test(test_spec_predictor),  cmocka_unit_test(test_spec_conv),
+        cmocka_unit_test(test_spec_codes_avx512),
         cmocka_unit_test(test_model_skip),      cmocka_unit_test(test_model_speculate),
         cmocka_unit_test(test_cli),             cmocka_unit_test(test_cli_json),
     };

@@ -55,8 +55,19 @@ float et_spec_exp(float x) {
 }
 
 /* Codes of a stored rows x cols matrix (row stride ld) into a compact one. */
+#if defined(__x86_64__) || defined(_M_X64)
+void et_spec_codes_row_avx512(const float *x, int n, float inv, int bits, int8_t *out); /* the same codes */
+#endif
+
 static void codes(const float *X, int rows, int cols, int ld, float absmax, int bits, int8_t *out) {
     const float inv = absmax > 0.0f ? 127.0f / absmax : 0.0f;
+#if defined(__x86_64__) || defined(_M_X64)
+    if (et_cpu_isa() >= ET_ISA_AVX512) {
+#pragma omp parallel for schedule(static) if ((int64_t)rows * cols > 65536)
+        for (int r = 0; r < rows; r++) et_spec_codes_row_avx512(X + (int64_t)r * ld, cols, inv, bits, out + (int64_t)r * cols);
+        return;
+    }
+#endif
 #pragma omp parallel for schedule(static) if ((int64_t)rows * cols > 65536)
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < cols; c++) out[(int64_t)r * cols + c] = et_spec_code(X[(int64_t)r * ld + c], inv, bits);
