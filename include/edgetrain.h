@@ -114,6 +114,11 @@ typedef struct et_matmul {
     const uint8_t *mask; /* M x N output mask, row stride ldmask: only C[i][j] with
                             mask != 0 is computed; the others are set to 0 (NULL: all) */
     int ldmask;
+    /* Integer operands (docs/architecture.md, "The matmul path"): > 0 says that
+     * A (B) holds exactly a_scale (b_scale) times int8 codes |q| <= 127, as a
+     * precision policy with acc=int32 stores them. With both set (and no mask)
+     * the product runs on the codes with exact int32 sums (et_igemm). 0: float. */
+    float a_scale, b_scale;
 } et_matmul;
 
 typedef struct et_engine et_engine; /* the matmul path's state: counters, hooks */

@@ -6,6 +6,7 @@
 #include "kernels/igemm.h"
 
 #include <immintrin.h>
+#include <string.h>
 
 #define RMI 6
 
@@ -33,4 +34,147 @@ void et_igemm_avx512_block(const uint32_t *Ap, int Kq, const int8_t *Bp, const i
             _mm512_mask_storeu_epi32(c + 16, m1, _mm512_sub_epi32(c1[r], cs1));
         }
     }
+}
+
+/* ------------------------------------------------ packing from floats */
+
+/* Codes of 16 floats on the grid of a scale, r = fl(1 / scale): rne(x * r)
+ * clamped to [-127, 127], NaN -> 0 (et_igemm_code, lane for lane). */
+static inline __m512i codes16(__m512 x, __m512 r) {
+    __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(x, r), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __mmask16 ord = _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q);
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+    return _mm512_maskz_cvtps_epi32(ord, v);
+}
+
+static inline __mmask16 lanes(int n) { return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1); }
+
+/* Four code vectors (k = 4q..4q+3) as the little-endian bytes of one dword. */
+static inline __m512i bytes4(__m512i c0, __m512i c1, __m512i c2, __m512i c3) {
+    const __m512i ff = _mm512_set1_epi32(0xff);
+    __m512i w = _mm512_and_si512(c0, ff);
+    w = _mm512_or_si512(w, _mm512_slli_epi32(_mm512_and_si512(c1, ff), 8));
+    w = _mm512_or_si512(w, _mm512_slli_epi32(_mm512_and_si512(c2, ff), 16));
+    return _mm512_or_si512(w, _mm512_slli_epi32(c3, 24));
+}
+
+void et_igemm_avx512_pack_a(const float *A, int lda, int ta, float scale, int K, int Kq, int i0, int i1, uint32_t *Ap) {
+    const __m512 s = _mm512_set1_ps(1.0f / scale);
+    const __m512i b128 = _mm512_set1_epi32(128);
+    if (!ta) { /* row i of op(A) is contiguous: 16 codes -> 16 bytes */
+        for (int i = i0; i < i1; i++) {
+            const float *row = A + (size_t)i * lda;
+            uint8_t *dst = (uint8_t *)(Ap + (size_t)i * Kq);
+            for (int k = 0; k < Kq * 4; k += 16) {
+                __m512i c = codes16(_mm512_maskz_loadu_ps(lanes(K - k), row + k), s);
+                __m128i b = _mm512_cvtepi32_epi8(_mm512_add_epi32(c, b128));
+                _mm_mask_storeu_epi8(dst + k, lanes(Kq * 4 - k), b);
+            }
+        }
+        return;
+    }
+    /* op(A)[i][k] = A[k*lda + i]: 16 rows at a time, one dword per row and q */
+    const __mmask16 mi = lanes(i1 - i0);
+    const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(Kq));
+    uint32_t *base = Ap + (size_t)i0 * Kq;
+    for (int q = 0; q < Kq; q++) {
+        __m512i c[4];
+        for (int l = 0; l < 4; l++) {
+            int k = 4 * q + l;
+            c[l] = k < K ? codes16(_mm512_maskz_loadu_ps(mi, A + (size_t)k * lda + i0), s) : _mm512_setzero_si512();
+            c[l] = _mm512_add_epi32(c[l], b128);
+        }
+        _mm512_mask_i32scatter_epi32(base + q, mi, idx, bytes4(c[0], c[1], c[2], c[3]), 4);
+    }
+}
+
+static void pack_b_panel_t(const float *B, int ldb, __m512 s, int K, int N, int Kq, int j0, int8_t *bp,
+                           int32_t *colsum128);
+
+void et_igemm_avx512_pack_b(const float *B, int ldb, int tb, float scale, int K, int N, int Kq, int j0, int npan,
+                            int8_t *bp, size_t panel_bytes, int32_t *colsum128) {
+    const __m512 s = _mm512_set1_ps(1.0f / scale);
+    if (tb) {
+        for (int p = 0; p < npan; p++)
+            pack_b_panel_t(B, ldb, s, K, N, Kq, j0 + 32 * p, bp + panel_bytes * p, colsum128 + 32 * p);
+        return;
+    }
+    /* row k of op(B) is contiguous: for each q, 4 rows x 16 columns -> 16
+     * dwords; the rows are read along all npan panels (sequential streams) */
+    const int nch = 2 * npan; /* 16-column chunks */
+    __m512i sum[2 * 8];
+    for (int h = 0; h < nch; h++) sum[h] = _mm512_setzero_si512();
+    for (int q = 0; q < Kq; q++) {
+        const float *r[4];
+        int nk = K - 4 * q < 4 ? K - 4 * q : 4;
+        for (int l = 0; l < 4; l++) r[l] = B + (size_t)(4 * q + (l < nk ? l : 0)) * ldb + j0;
+        for (int h = 0; h < nch; h++) {
+            const __mmask16 mh = lanes(N - j0 - 16 * h);
+            __m512i c[4];
+            for (int l = 0; l < 4; l++) {
+                c[l] = l < nk && mh ? codes16(_mm512_maskz_loadu_ps(mh, r[l] + 16 * h), s) : _mm512_setzero_si512();
+                sum[h] = _mm512_add_epi32(sum[h], c[l]);
+            }
+            _mm512_store_si512(bp + panel_bytes * (h >> 1) + ((size_t)q * 32 + 16 * (h & 1)) * 4,
+                               bytes4(c[0], c[1], c[2], c[3]));
+        }
+    }
+    for (int h = 0; h < nch; h++) _mm512_storeu_si512(colsum128 + 16 * h, _mm512_slli_epi32(sum[h], 7));
+}
+
+static void pack_b_panel_t(const float *B, int ldb, __m512 s, int K, int N, int Kq, int j0, int8_t *bp,
+                           int32_t *colsum128) {
+    const int nc = N - j0 < 32 ? N - j0 : 32;
+    /* op(B)[k][j] = B[j*ldb + k]: column j's codes are contiguous, 16 k's give
+     * 4 dwords (q0..q0+3); 4 columns at a time, a 4 x 4 dword transpose puts
+     * each q's 4 columns side by side. */
+    if (nc < 32) memset(bp, 0, (size_t)Kq * 32 * 4);
+    for (int c = nc; c < 32; c++) colsum128[c] = 0;
+    for (int c0 = 0; c0 < nc; c0 += 4) {
+        const float *row[4];
+        int live[4];
+        __m512i sum[4];
+        for (int u = 0; u < 4; u++) {
+            live[u] = c0 + u < nc;
+            row[u] = B + (size_t)(j0 + (live[u] ? c0 + u : c0)) * ldb;
+            sum[u] = _mm512_setzero_si512();
+        }
+        for (int k = 0; k < K; k += 16) {
+            const __mmask16 mk = lanes(K - k);
+            __m128i x[4];
+            for (int u = 0; u < 4; u++) {
+                __m512i code = live[u] ? codes16(_mm512_maskz_loadu_ps(mk, row[u] + k), s) : _mm512_setzero_si512();
+                sum[u] = _mm512_add_epi32(sum[u], code);
+                x[u] = _mm512_cvtepi32_epi8(code);
+            }
+            __m128i t01l = _mm_unpacklo_epi32(x[0], x[1]), t01h = _mm_unpackhi_epi32(x[0], x[1]);
+            __m128i t23l = _mm_unpacklo_epi32(x[2], x[3]), t23h = _mm_unpackhi_epi32(x[2], x[3]);
+            __m128i y[4] = {_mm_unpacklo_epi64(t01l, t23l), _mm_unpackhi_epi64(t01l, t23l),
+                            _mm_unpacklo_epi64(t01h, t23h), _mm_unpackhi_epi64(t01h, t23h)};
+            const int q0 = k / 4;
+            for (int t = 0; t < 4 && q0 + t < Kq; t++)
+                _mm_storeu_si128((__m128i *)(bp + ((size_t)(q0 + t) * 32 + c0) * 4), y[t]);
+        }
+        for (int u = 0; u < 4; u++)
+            if (live[u]) colsum128[c0 + u] = 128 * _mm512_reduce_add_epi32(sum[u]);
+    }
+}
+
+/* C[r][c] = (float)((double)tile[r][c] * sab) (+ fl(beta * C) first). */
+void et_igemm_avx512_store(const int32_t *tile, int rows, int nc, double sab, float beta, float *C, int ldc) {
+    const __m512d sv = _mm512_set1_pd(sab);
+    const __m512 bv = _mm512_set1_ps(beta);
+    for (int r = 0; r < rows; r++)
+        for (int h = 0; h < 2; h++) {
+            __mmask16 m = lanes(nc - 16 * h);
+            if (!m) continue;
+            __m512i t = _mm512_maskz_loadu_epi32(m, tile + r * 32 + 16 * h);
+            __m256 lo = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(t)), sv));
+            __m256 hi = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(t, 1)), sv));
+            __m512 v = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+            float *c = C + (size_t)r * ldc + 16 * h;
+            if (beta != 0.0f) v = _mm512_add_ps(_mm512_mul_ps(bv, _mm512_maskz_loadu_ps(m, c)), v);
+            _mm512_mask_storeu_ps(c, m, v);
+        }
 }

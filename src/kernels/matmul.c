@@ -1,6 +1,7 @@
 /* The one matmul call: see docs/architecture.md. */
 #include "kernels/matmul.h"
 
+#include "kernels/igemm.h"
 #include "kernels/qgemm.h"
 
 #include <string.h>
@@ -12,6 +13,7 @@ const char *et_stage_name(et_stage s) {
 
 void et_engine_reset(et_engine *eng) {
     memset(&eng->total, 0, sizeof eng->total);
+    eng->int_calls = 0;
     if (eng->per_layer) memset(eng->per_layer, 0, sizeof(et_counters) * (size_t)eng->nlayers);
 }
 
@@ -28,7 +30,14 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     int in_range = eng && mm->layer >= 0 && mm->layer < eng->nlayers;
     const et_format *mul = in_range && eng->mul ? eng->mul[mm->layer] : NULL;
     const et_format *acc = in_range && eng->acc ? eng->acc[mm->layer] : NULL;
-    if (mul || acc) {
+    if (acc && acc->kind != ET_FMT_FLOAT) acc = NULL; /* acc=int32 without integer operands: fp32 sums */
+    if (mm->a_scale > 0 && mm->b_scale > 0 && !mm->mask) {
+        /* Exact integer path: int8 codes of both operands, int32 sums, one rounding. */
+        et_status st = et_igemm_f32(mm->ta, mm->tb, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->a_scale, mm->B, mm->ldb,
+                                    mm->b_scale, mm->beta, mm->C, mm->ldc);
+        if (st) return st;
+        if (eng) eng->int_calls++;
+    } else if (mul || acc) {
         /* Emulated accumulation. Each call of a layer and stage gets its own
          * random-bit tensor id: (layer, stage, how many such calls came before). */
         uint64_t nth = eng->per_layer ? eng->per_layer[mm->layer].calls[mm->stage] : eng->total.calls[mm->stage];

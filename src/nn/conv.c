@@ -190,7 +190,7 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
         int ldb;
         const float *B = chunk_cols(l, cx, x, n0, nb, &ldb);
         et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK,
-                        B, ldb, y + (int64_t)n0 * HWo, N * HWo, 0.0f, 0, NULL, 0};
+                        B, ldb, y + (int64_t)n0 * HWo, N * HWo, 0.0f, 0, NULL, 0, l->int_scale[ET_IS_W], l->int_scale[ET_IS_A]};
         et_status st = et_matmul_run(cx->eng, &mm);
         if (st) return st;
     }
@@ -213,7 +213,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     const int CK = (int)conv_ck(l);
     if (direct) { /* dX[Cin, N*HW] = W^T dY in one product */
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, N * HWo, Cout, l->params[0].use, CK,
-                        dy, N * HWo, dx, N * HWo, 0.0f, 0, NULL, 0};
+                        dy, N * HWo, dx, N * HWo, 0.0f, 0, NULL, 0, l->int_scale[ET_IS_W], l->int_scale[ET_IS_E]};
         return et_matmul_run(cx->eng, &mm);
     }
     et_conv_geom g;
@@ -221,7 +221,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     for (int n0 = 0; n0 < N; n0 += nbmax) {
         int nb = N - n0 < nbmax ? N - n0 : nbmax;
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, nb * HWo, Cout, l->params[0].use, CK,
-                        dy + (int64_t)n0 * HWo, N * HWo, cx->scratch, nb * HWo, 0.0f, 0, NULL, 0};
+                        dy + (int64_t)n0 * HWo, N * HWo, cx->scratch, nb * HWo, 0.0f, 0, NULL, 0, l->int_scale[ET_IS_W], l->int_scale[ET_IS_E]};
         et_status st = et_matmul_run(cx->eng, &mm);
         if (st) return st;
         col2im(l, cx->scratch, N, n0, nb, dx);
@@ -238,7 +238,7 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
         int ldb;
         const float *B = chunk_cols(l, cx, x, n0, nb, &ldb);
         et_matmul mm = {ET_WG, l->index, 0, 1, Cout, CK, nb * HWo, dy + (int64_t)n0 * HWo,
-                        N * HWo, B, ldb, l->params[0].grad, CK, n0 == 0 ? 0.0f : 1.0f, 0, NULL, 0};
+                        N * HWo, B, ldb, l->params[0].grad, CK, n0 == 0 ? 0.0f : 1.0f, 0, NULL, 0, l->int_scale[ET_IS_E], l->int_scale[ET_IS_A]};
         et_status st = et_matmul_run(cx->eng, &mm);
         if (st) return st;
     }

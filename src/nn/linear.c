@@ -19,7 +19,7 @@ static int64_t linear_macs(const et_layer *l) { return (int64_t)l->in.c * l->out
 
 static et_status linear_ff(et_layer *l, const et_lctx *c, const float *x, float *y) {
     const int in = l->in.c, out = l->out.c, N = c->batch;
-    et_matmul mm = {ET_FF, l->index, 0, 1, N, out, in, x, in, l->params[0].use, in, y, out, 0.0f, 0, NULL, 0};
+    et_matmul mm = {ET_FF, l->index, 0, 1, N, out, in, x, in, l->params[0].use, in, y, out, 0.0f, 0, NULL, 0, l->int_scale[ET_IS_A], l->int_scale[ET_IS_W]};
     et_status st = et_matmul_run(c->eng, &mm);
     if (st || !l->cfg.linear.bias) return st;
     const float *b = l->params[1].data;
@@ -31,13 +31,13 @@ static et_status linear_ff(et_layer *l, const et_lctx *c, const float *x, float 
 static et_status linear_ep(et_layer *l, const et_lctx *c, const float *x, const float *y,
                            const float *dy, float *dx) {
     const int in = l->in.c, out = l->out.c, N = c->batch;
-    et_matmul mm = {ET_EP, l->index, 0, 0, N, in, out, dy, out, l->params[0].use, in, dx, in, 0.0f, 0, NULL, 0};
+    et_matmul mm = {ET_EP, l->index, 0, 0, N, in, out, dy, out, l->params[0].use, in, dx, in, 0.0f, 0, NULL, 0, l->int_scale[ET_IS_E], l->int_scale[ET_IS_W]};
     return et_matmul_run(c->eng, &mm);
 }
 
 static et_status linear_wg(et_layer *l, const et_lctx *c, const float *x, const float *dy) {
     const int in = l->in.c, out = l->out.c, N = c->batch;
-    et_matmul mm = {ET_WG, l->index, 1, 0, out, in, N, dy, out, x, in, l->params[0].grad, in, 0.0f, 0, NULL, 0};
+    et_matmul mm = {ET_WG, l->index, 1, 0, out, in, N, dy, out, x, in, l->params[0].grad, in, 0.0f, 0, NULL, 0, l->int_scale[ET_IS_E], l->int_scale[ET_IS_A]};
     et_status st = et_matmul_run(c->eng, &mm);
     if (st || !l->cfg.linear.bias) return st;
     float *db = l->params[1].grad;

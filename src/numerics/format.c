@@ -301,8 +301,15 @@ static et_status run(const et_format *f, const float *x, float *y, size_t n, flo
 }
 
 et_status et_quantize(const et_format *f, const float *x, float *y, size_t n, const et_qkey *key) {
+    return et_quantize_scaled(f, x, y, n, key, NULL);
+}
+
+et_status et_quantize_scaled(const et_format *f, const float *x, float *y, size_t n, const et_qkey *key,
+                             float *scale) {
     if (!f || (n && (!x || !y))) return et_set_error(ET_ERR_INVALID, "et_quantize: NULL argument");
-    return run(f, x, y, n, et_format_scale(f, x, n), key, 0);
+    float s = et_format_scale(f, x, n);
+    if (scale) *scale = s;
+    return run(f, x, y, n, s, key, 0);
 }
 
 et_status et_quantize_rows(const et_format *f, const float *x, float *y, size_t rows, size_t cols,
