@@ -232,6 +232,15 @@ static void test_scalar_vs_avx512(void **st) {
                                                 : u2f((r & 0x807fffffu) | ((uint32_t)(r % 254) << 23));
     }
     x[5] = INFINITY, x[6] = -INFINITY, x[7] = NAN, x[8] = 0, x[9] = -0.0f, x[10] = 1e-45f;
+    /* per-tensor scale (vectorised absmax) == a plain loop over the finite values, any length */
+    for (size_t len = 0; len < 40; len++) {
+        size_t m = len < 33 ? len : n - len;
+        float am = 0;
+        for (size_t i = 0; i < m; i++)
+            if (isfinite(x[i]) && fabsf(x[i]) > am) am = fabsf(x[i]);
+        et_format i8 = F("int8");
+        assert_true(et_format_scale(&i8, x, m) == am / 127.0f);
+    }
     et_qkey key = {7, 3, 11};
     for (size_t k = 0; k < sizeof fmts / sizeof fmts[0]; k++) {
         et_format f = F(fmts[k]);

@@ -241,7 +241,12 @@ static et_status drive(et_isa isa, int M, int N, int K, const src *A, const src 
                             }
                     }
 #if defined(__x86_64__)
-                    else if (g == 4)
+                    else if (g == 4 && !o->C32) {
+                        et_igemm_avx512_block_f32(Ap + (size_t)i0 * Kg, Kg, (const int8_t *)pp, cs + p * PW, 0,
+                                                  i1 - i0, nc, o->C + (size_t)i0 * o->ldc + j0, o->ldc, o->sab,
+                                                  o->beta);
+                        continue;
+                    } else if (g == 4)
                         et_igemm_avx512_block(Ap + (size_t)i0 * Kg, Kg, (const int8_t *)pp, cs + p * PW, 0, i1 - i0,
                                               nc, dst, ldd);
                     else

@@ -53,6 +53,9 @@ int et_igemm_code(float x, float scale);
  * The blocks compute rows [i0, i1) and the first nc (<= 32) columns of the panel. */
 void et_igemm_avx512_block(const uint32_t *Ap, int Kq, const int8_t *Bp, const int32_t *colsum128, int i0, int i1,
                            int nc, int32_t *C, int ldc);
+/* The same with float output, as et_igemm_f32 describes (scale sab, beta). */
+void et_igemm_avx512_block_f32(const uint32_t *Ap, int Kq, const int8_t *Bp, const int32_t *colsum128, int i0,
+                               int i1, int nc, float *C, int ldc, double sab, float beta);
 void et_igemm_avx2_block(const uint32_t *Ap, int Kp, const int16_t *Bp, int i0, int i1, int nc, int32_t *C, int ldc);
 /* VNNI packing straight from floats on a grid (codes as et_igemm_code):
  * rows [i0, i1) of Ap; npan (<= 8) panels from column j0 of op(B) (panel p

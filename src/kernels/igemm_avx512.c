@@ -10,8 +10,16 @@
 
 #define RMI 6
 
-void et_igemm_avx512_block(const uint32_t *Ap, int Kq, const int8_t *Bp, const int32_t *colsum128, int i0, int i1,
-                           int nc, int32_t *C, int ldc) {
+/* Converts 16 int32 sums to float: (float)((double)s * sab), then + fl(beta * C). */
+static inline __m512 to_float(__m512i t, __m512d sv) {
+    __m256 lo = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(t)), sv));
+    __m256 hi = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(t, 1)), sv));
+    return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+}
+
+static inline __attribute__((always_inline)) void block(const uint32_t *Ap, int Kq, const int8_t *Bp,
+                                                        const int32_t *colsum128, int i0, int i1, int nc, int32_t *C,
+                                                        float *Cf, int ldc, double sab, float beta) {
     __mmask16 m0 = (__mmask16)(nc >= 16 ? 0xffff : (1u << nc) - 1);
     __mmask16 m1 = (__mmask16)(nc >= 32 ? 0xffff : nc <= 16 ? 0 : (1u << (nc - 16)) - 1);
     __m512i cs0 = _mm512_loadu_si512(colsum128), cs1 = _mm512_loadu_si512(colsum128 + 16);
@@ -28,12 +36,37 @@ void et_igemm_avx512_block(const uint32_t *Ap, int Kq, const int8_t *Bp, const i
                 c1[r] = _mm512_dpbusd_epi32(c1[r], av, b1);
             }
         }
+        if (!Cf) {
+            for (int r = 0; r < RMI && i + r < i1; r++) {
+                int32_t *c = C + (size_t)(i + r) * ldc;
+                _mm512_mask_storeu_epi32(c, m0, _mm512_sub_epi32(c0[r], cs0));
+                _mm512_mask_storeu_epi32(c + 16, m1, _mm512_sub_epi32(c1[r], cs1));
+            }
+            continue;
+        }
+        const __m512d sv = _mm512_set1_pd(sab);
+        const __m512 bv = _mm512_set1_ps(beta);
         for (int r = 0; r < RMI && i + r < i1; r++) {
-            int32_t *c = C + (size_t)(i + r) * ldc;
-            _mm512_mask_storeu_epi32(c, m0, _mm512_sub_epi32(c0[r], cs0));
-            _mm512_mask_storeu_epi32(c + 16, m1, _mm512_sub_epi32(c1[r], cs1));
+            float *c = Cf + (size_t)(i + r) * ldc;
+            __m512 v0 = to_float(_mm512_sub_epi32(c0[r], cs0), sv), v1 = to_float(_mm512_sub_epi32(c1[r], cs1), sv);
+            if (beta != 0.0f) {
+                v0 = _mm512_add_ps(_mm512_mul_ps(bv, _mm512_maskz_loadu_ps(m0, c)), v0);
+                v1 = _mm512_add_ps(_mm512_mul_ps(bv, _mm512_maskz_loadu_ps(m1, c + 16)), v1);
+            }
+            _mm512_mask_storeu_ps(c, m0, v0);
+            _mm512_mask_storeu_ps(c + 16, m1, v1);
         }
     }
+}
+
+void et_igemm_avx512_block(const uint32_t *Ap, int Kq, const int8_t *Bp, const int32_t *colsum128, int i0, int i1,
+                           int nc, int32_t *C, int ldc) {
+    block(Ap, Kq, Bp, colsum128, i0, i1, nc, C, NULL, ldc, 0, 0);
+}
+
+void et_igemm_avx512_block_f32(const uint32_t *Ap, int Kq, const int8_t *Bp, const int32_t *colsum128, int i0,
+                               int i1, int nc, float *C, int ldc, double sab, float beta) {
+    block(Ap, Kq, Bp, colsum128, i0, i1, nc, NULL, C, ldc, sab, beta);
 }
 
 /* ------------------------------------------------ packing from floats */
@@ -108,9 +141,15 @@ void et_igemm_avx512_pack_b(const float *B, int ldb, int tb, float scale, int K,
     for (int q = 0; q < Kq; q++) {
         const float *r[4];
         int nk = K - 4 * q < 4 ? K - 4 * q : 4;
-        for (int l = 0; l < 4; l++) r[l] = B + (size_t)(4 * q + (l < nk ? l : 0)) * ldb + j0;
+        const float *nx[4]; /* the next q's rows, prefetched a line per chunk */
+        for (int l = 0; l < 4; l++) {
+            r[l] = B + (size_t)(4 * q + (l < nk ? l : 0)) * ldb + j0;
+            int kn = 4 * q + 4 + l < K ? 4 * q + 4 + l : 4 * q + (l < nk ? l : 0);
+            nx[l] = B + (size_t)kn * ldb + j0;
+        }
         for (int h = 0; h < nch; h++) {
             const __mmask16 mh = lanes(N - j0 - 16 * h);
+            for (int l = 0; l < 4; l++) _mm_prefetch((const char *)(nx[l] + 16 * h), _MM_HINT_T0);
             __m512i c[4];
             for (int l = 0; l < 4; l++) {
                 c[l] = l < nk && mh ? codes16(_mm512_maskz_loadu_ps(mh, r[l] + 16 * h), s) : _mm512_setzero_si512();
@@ -144,6 +183,7 @@ static void pack_b_panel_t(const float *B, int ldb, __m512 s, int K, int N, int 
             const __mmask16 mk = lanes(K - k);
             __m128i x[4];
             for (int u = 0; u < 4; u++) {
+                _mm_prefetch((const char *)(row[u] + k + 256), _MM_HINT_T0);
                 __m512i code = live[u] ? codes16(_mm512_maskz_loadu_ps(mk, row[u] + k), s) : _mm512_setzero_si512();
                 sum[u] = _mm512_add_epi32(sum[u], code);
                 x[u] = _mm512_cvtepi32_epi8(code);

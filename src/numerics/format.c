@@ -145,6 +145,9 @@ et_format_props et_format_properties(const et_format *f) {
 /* ------------------------------------------------------------- scales */
 
 static float absmax(const float *x, size_t n) {
+#if defined(__x86_64__)
+    if (et_cpu_isa() >= ET_ISA_AVX512) return et_absmax_avx512(x, n);
+#endif
     float m = 0;
     for (size_t i = 0; i < n; i++) {
         float a = fabsf(x[i]);

@@ -38,6 +38,8 @@ et_status et_quantize_scaled(const et_format *f, const float *x, float *y, size_
                              float *scale);
 /* Reference loop: y[i] = q(x[i]) for elements first..first+n-1 (index first+i). */
 void et_quantize_scalar(const et_qparams *p, const float *x, float *y, size_t n, uint64_t first);
+/* max |x[i]| over the finite x[i] (0 if none), 16 lanes at a time. */
+float et_absmax_avx512(const float *x, size_t n);
 /* The same, bit for bit, 16 lanes at a time (only when the CPU has AVX-512). */
 void et_quantize_avx512(const et_qparams *p, const float *x, float *y, size_t n, uint64_t first);
 #endif
