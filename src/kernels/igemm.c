@@ -93,7 +93,10 @@ static int grow(void **buf, size_t *cap, size_t need) {
 
 /* Generic packing (any source) for VNNI (g = 4) and AVX2 (g = 2). */
 static void pack_a_generic(const src *A, int g, int K, int Kg, int i, uint32_t *Ap) {
-    uint32_t *dst = Ap + (size_t)i * Kg;
+    /* VNNI: 8-row blocks, q-major inside (row i, group q at ((i&~7)*Kg + 8q + (i&7)));
+     * AVX2: row i at i*Kg */
+    uint32_t *dst = g == 4 ? Ap + (size_t)(i & ~7) * Kg + (i & 7) : Ap + (size_t)i * Kg;
+    const int step = g == 4 ? 8 : 1;
     for (int q = 0; q < Kg; q++) {
         uint32_t w = 0;
         for (int l = 0; l < g; l++) {
@@ -101,7 +104,7 @@ static void pack_a_generic(const src *A, int g, int K, int Kg, int i, uint32_t *
             int v = k >= K ? 0 : at(A, i, k);
             w |= g == 4 ? (uint32_t)(uint8_t)(v + 128) << (8 * l) : (uint32_t)(uint16_t)(int16_t)v << (16 * l);
         }
-        dst[q] = w;
+        dst[(size_t)q * step] = w;
     }
 }
 
@@ -179,11 +182,13 @@ static et_status drive(et_isa isa, int M, int N, int K, const src *A, const src 
     int ni = 1; /* row chunks per group: enough tasks for every thread */
     if (ng < 2 * T) {
         ni = (2 * T + ng - 1) / ng;
-        if (ni > (M + 5) / 6) ni = (M + 5) / 6;
+        if (ni > (M + 7) / 8) ni = (M + 7) / 8;
     }
-    const int rows = (M + ni - 1) / ni, nt = ng * ni, nab = (M + 15) / 16;
+    const int rows = ((M + ni - 1) / ni + 7) & ~7; /* whole 8-row blocks */
+    const int nt = ng * ((M + rows - 1) / rows), nab = (M + 15) / 16;
+    ni = (M + rows - 1) / rows;
     if (T > nt) T = nt;
-    size_t needA = g == 1 ? (size_t)M * K : (size_t)M * Kg * 4;
+    size_t needA = g == 1 ? (size_t)M * K : (size_t)((M + 15) & ~15) * Kg * 4;
     if (!grow(&bufA, &capA, needA) || !grow(&bufB, &capB, slice * (size_t)T))
         return et_set_error(ET_ERR_NOMEM, "igemm: cannot allocate %zu bytes of packing buffers", needA + slice * T);
     /* the workers must see the caller's buffers, not their own */

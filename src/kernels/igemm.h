@@ -45,8 +45,9 @@ int et_igemm_code(float x, float scale);
 
 /* ---- internal (igemm.c <-> igemm_avx512.c / igemm_avx2.c) ----
  * Panels of 32 columns of C. Packed in igemm.c:
- * VNNI:  Ap row i at Ap + i*Kq (Kq = ceil(K/4)): uint32 of the 4 bytes a[4q..4q+3] + 128
- *        (128 past K); Bp panel: for each q, 32 columns x 4 int8 (0 past K and past N);
+ * VNNI:  Ap in blocks of 8 rows (Kq = ceil(K/4)): row i, group q at
+ *        Ap[(i & ~7)*Kq + 8q + (i & 7)], the uint32 of the 4 bytes a[4q..4q+3] + 128
+ *        (128 past K); blocks start at multiples of 8 rows; Bp panel: for each q, 32 columns x 4 int8 (0 past K and past N);
  *        colsum128[c] = 128 * sum_k b[k][c].
  * AVX2:  Ap row i at Ap + i*Kp (Kp = ceil(K/2)): uint32 = two int16 a[2p], a[2p+1];
  *        Bp panel: for each p, 32 columns x 2 int16.

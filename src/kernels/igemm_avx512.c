@@ -1,14 +1,14 @@
 /* INT8 GEMM block with AVX-512 VNNI (kernels/igemm.h): vpdpbusd multiplies
  * unsigned bytes by signed bytes, so A is packed as A + 128 and 128 times the
  * column sums of B are subtracted at the end: sum (a+128) b - 128 sum b =
- * sum a b, exact in int32 (wrapping, like the scalar loop). 6 rows x 32
- * columns of C in 12 accumulators. */
+ * sum a b, exact in int32 (wrapping, like the scalar loop). 8 rows x 32
+ * columns of C in 16 accumulators, the last 1..7 rows with as many. */
 #include "kernels/igemm.h"
 
 #include <immintrin.h>
 #include <string.h>
 
-#define RMI 6
+#define RMI 8
 
 /* Converts 16 int32 sums to float: (float)((double)s * sab), then + fl(beta * C). */
 static inline __m512 to_float(__m512i t, __m512d sv) {
@@ -17,45 +17,72 @@ static inline __m512 to_float(__m512i t, __m512d sv) {
     return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
 }
 
+/* R (1..RMI) rows of one 8-row block (A interleaved: a[q * 8 + r]): sums
+ * over all q in named accumulators (arrays make GCC copy them every step),
+ * then the store (int32, or float as et_igemm_f32 describes). */
+#define ACC8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+/* acc += a (unsigned bytes) . b (signed bytes), in place (_mm512_dpbusd_epi32
+ * makes GCC copy and spill the accumulators) */
+#define DPBUSD(acc, a, b) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
+static inline __attribute__((always_inline)) void rows(int R, const uint32_t *a, int Kq, const int8_t *Bp, __m512i cs0,
+                                                       __m512i cs1, __mmask16 m0, __mmask16 m1, int i, int32_t *C,
+                                                       float *Cf, int ldc, double sab, float beta) {
+#define DECL(r) __m512i x##r = _mm512_setzero_si512(), y##r = _mm512_setzero_si512();
+    ACC8(DECL)
+#undef DECL
+    for (int q = 0; q < Kq; q++, a += 8) {
+        __m512i b0 = _mm512_load_si512(Bp + (size_t)q * 128), b1 = _mm512_load_si512(Bp + (size_t)q * 128 + 64);
+#define DP(r)                                                                                                          \
+    if (R > r) {                                                                                                       \
+        __m512i av = _mm512_set1_epi32((int)a[r]);                                                                     \
+        DPBUSD(x##r, av, b0);                                                                                          \
+        DPBUSD(y##r, av, b1);                                                                                          \
+    }
+        ACC8(DP)
+#undef DP
+    }
+    const __m512d sv = _mm512_set1_pd(sab);
+    const __m512 bv = _mm512_set1_ps(beta);
+#define ST(r)                                                                                                          \
+    if (R > r) {                                                                                                       \
+        __m512i s0 = _mm512_sub_epi32(x##r, cs0), s1 = _mm512_sub_epi32(y##r, cs1);                                    \
+        if (!Cf) {                                                                                                     \
+            int32_t *c = C + (size_t)(i + r) * ldc;                                                                    \
+            _mm512_mask_storeu_epi32(c, m0, s0);                                                                       \
+            _mm512_mask_storeu_epi32(c + 16, m1, s1);                                                                  \
+        } else {                                                                                                       \
+            float *c = Cf + (size_t)(i + r) * ldc;                                                                     \
+            __m512 v0 = to_float(s0, sv), v1 = to_float(s1, sv);                                                       \
+            if (beta != 0.0f) {                                                                                        \
+                v0 = _mm512_add_ps(_mm512_mul_ps(bv, _mm512_maskz_loadu_ps(m0, c)), v0);                               \
+                v1 = _mm512_add_ps(_mm512_mul_ps(bv, _mm512_maskz_loadu_ps(m1, c + 16)), v1);                          \
+            }                                                                                                          \
+            _mm512_mask_storeu_ps(c, m0, v0);                                                                          \
+            _mm512_mask_storeu_ps(c + 16, m1, v1);                                                                     \
+        }                                                                                                              \
+    }
+    ACC8(ST)
+#undef ST
+}
+
 static inline __attribute__((always_inline)) void block(const uint32_t *Ap, int Kq, const int8_t *Bp,
                                                         const int32_t *colsum128, int i0, int i1, int nc, int32_t *C,
                                                         float *Cf, int ldc, double sab, float beta) {
     __mmask16 m0 = (__mmask16)(nc >= 16 ? 0xffff : (1u << nc) - 1);
     __mmask16 m1 = (__mmask16)(nc >= 32 ? 0xffff : nc <= 16 ? 0 : (1u << (nc - 16)) - 1);
     __m512i cs0 = _mm512_loadu_si512(colsum128), cs1 = _mm512_loadu_si512(colsum128 + 16);
-    for (int i = i0; i < i1; i += RMI) {
-        const uint32_t *a[RMI];
-        for (int r = 0; r < RMI; r++) a[r] = Ap + (size_t)(i + r < i1 ? i + r : i1 - 1) * Kq;
-        __m512i c0[RMI], c1[RMI];
-        for (int r = 0; r < RMI; r++) c0[r] = c1[r] = _mm512_setzero_si512();
-        for (int q = 0; q < Kq; q++) {
-            __m512i b0 = _mm512_load_si512(Bp + (size_t)q * 128), b1 = _mm512_load_si512(Bp + (size_t)q * 128 + 64);
-            for (int r = 0; r < RMI; r++) {
-                __m512i av = _mm512_set1_epi32((int)a[r][q]);
-                c0[r] = _mm512_dpbusd_epi32(c0[r], av, b0);
-                c1[r] = _mm512_dpbusd_epi32(c1[r], av, b1);
-            }
-        }
-        if (!Cf) {
-            for (int r = 0; r < RMI && i + r < i1; r++) {
-                int32_t *c = C + (size_t)(i + r) * ldc;
-                _mm512_mask_storeu_epi32(c, m0, _mm512_sub_epi32(c0[r], cs0));
-                _mm512_mask_storeu_epi32(c + 16, m1, _mm512_sub_epi32(c1[r], cs1));
-            }
-            continue;
-        }
-        const __m512d sv = _mm512_set1_pd(sab);
-        const __m512 bv = _mm512_set1_ps(beta);
-        for (int r = 0; r < RMI && i + r < i1; r++) {
-            float *c = Cf + (size_t)(i + r) * ldc;
-            __m512 v0 = to_float(_mm512_sub_epi32(c0[r], cs0), sv), v1 = to_float(_mm512_sub_epi32(c1[r], cs1), sv);
-            if (beta != 0.0f) {
-                v0 = _mm512_add_ps(_mm512_mul_ps(bv, _mm512_maskz_loadu_ps(m0, c)), v0);
-                v1 = _mm512_add_ps(_mm512_mul_ps(bv, _mm512_maskz_loadu_ps(m1, c + 16)), v1);
-            }
-            _mm512_mask_storeu_ps(c, m0, v0);
-            _mm512_mask_storeu_ps(c + 16, m1, v1);
-        }
+    int i = i0; /* i0 is a multiple of 8 */
+    for (; i + RMI <= i1; i += RMI) rows(RMI, Ap + (size_t)i * Kq, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta);
+    const uint32_t *Ai = Ap + (size_t)i * Kq;
+    switch (i1 - i) { /* the last rows: no work on rows past i1 */
+    case 1: rows(1, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 2: rows(2, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 3: rows(3, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 4: rows(4, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 5: rows(5, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 6: rows(6, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 7: rows(7, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    default: break;
     }
 }
 
@@ -94,23 +121,25 @@ static inline __m512i bytes4(__m512i c0, __m512i c1, __m512i c2, __m512i c3) {
 void et_igemm_avx512_pack_a(const float *A, int lda, int ta, float scale, int K, int Kq, int i0, int i1, uint32_t *Ap) {
     const __m512 s = _mm512_set1_ps(1.0f / scale);
     const __m512i b128 = _mm512_set1_epi32(128);
-    if (!ta) { /* row i of op(A) is contiguous: 16 codes -> 16 bytes */
+    if (!ta) { /* row i of op(A) is contiguous: 16 codes -> 4 dwords, 8 apart */
+        const __m128i idx = _mm_set_epi32(24, 16, 8, 0);
         for (int i = i0; i < i1; i++) {
             const float *row = A + (size_t)i * lda;
-            uint8_t *dst = (uint8_t *)(Ap + (size_t)i * Kq);
+            int *dst = (int *)(Ap + (size_t)(i & ~7) * Kq + (i & 7));
             for (int k = 0; k < Kq * 4; k += 16) {
                 __m512i c = codes16(_mm512_maskz_loadu_ps(lanes(K - k), row + k), s);
                 __m128i b = _mm512_cvtepi32_epi8(_mm512_add_epi32(c, b128));
-                _mm_mask_storeu_epi8(dst + k, lanes(Kq * 4 - k), b);
+                int q0 = k / 4;
+                __mmask8 m4 = (__mmask8)(Kq - q0 >= 4 ? 0xf : (1u << (Kq - q0)) - 1);
+                _mm_mask_i32scatter_epi32(dst + (size_t)q0 * 8, m4, idx, b, 4);
             }
         }
         return;
     }
-    /* op(A)[i][k] = A[k*lda + i]: 16 rows at a time, one dword per row and q */
+    /* op(A)[i][k] = A[k*lda + i]: 16 rows (two 8-row blocks, i0 a multiple
+     * of 16) at a time, one dword per row and q: 8 contiguous dwords per block */
     const __mmask16 mi = lanes(i1 - i0);
-    const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                           _mm512_set1_epi32(Kq));
-    uint32_t *base = Ap + (size_t)i0 * Kq;
+    uint32_t *blk0 = Ap + (size_t)i0 * Kq, *blk1 = Ap + (size_t)(i0 + 8) * Kq;
     for (int q = 0; q < Kq; q++) {
         __m512i c[4];
         for (int l = 0; l < 4; l++) {
@@ -118,7 +147,9 @@ void et_igemm_avx512_pack_a(const float *A, int lda, int ta, float scale, int K,
             c[l] = k < K ? codes16(_mm512_maskz_loadu_ps(mi, A + (size_t)k * lda + i0), s) : _mm512_setzero_si512();
             c[l] = _mm512_add_epi32(c[l], b128);
         }
-        _mm512_mask_i32scatter_epi32(base + q, mi, idx, bytes4(c[0], c[1], c[2], c[3]), 4);
+        __m512i w = bytes4(c[0], c[1], c[2], c[3]);
+        _mm256_mask_storeu_epi32(blk0 + (size_t)q * 8, (__mmask8)mi, _mm512_castsi512_si256(w));
+        if (mi >> 8) _mm256_mask_storeu_epi32(blk1 + (size_t)q * 8, (__mmask8)(mi >> 8), _mm512_extracti64x4_epi64(w, 1));
     }
 }
 
