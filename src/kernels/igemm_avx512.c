@@ -121,17 +121,34 @@ static inline __m512i bytes4(__m512i c0, __m512i c1, __m512i c2, __m512i c3) {
 void et_igemm_avx512_pack_a(const float *A, int lda, int ta, float scale, int K, int Kq, int i0, int i1, uint32_t *Ap) {
     const __m512 s = _mm512_set1_ps(1.0f / scale);
     const __m512i b128 = _mm512_set1_epi32(128);
-    if (!ta) { /* row i of op(A) is contiguous: 16 codes -> 4 dwords, 8 apart */
-        const __m128i idx = _mm_set_epi32(24, 16, 8, 0);
-        for (int i = i0; i < i1; i++) {
-            const float *row = A + (size_t)i * lda;
-            int *dst = (int *)(Ap + (size_t)(i & ~7) * Kq + (i & 7));
+    if (!ta) { /* row i of op(A) is contiguous: per 16 k's, 8 rows x 4 dwords,
+                  transposed into 4 runs of 8 dwords (one per q) */
+        for (int b0 = i0; b0 < i1; b0 += 8) {
+            const float *row[8];
+            int live[8];
+            for (int r = 0; r < 8; r++) {
+                live[r] = b0 + r < i1;
+                row[r] = A + (size_t)(live[r] ? b0 + r : b0) * lda;
+            }
+            uint32_t *dst = Ap + (size_t)b0 * Kq;
             for (int k = 0; k < Kq * 4; k += 16) {
-                __m512i c = codes16(_mm512_maskz_loadu_ps(lanes(K - k), row + k), s);
-                __m128i b = _mm512_cvtepi32_epi8(_mm512_add_epi32(c, b128));
-                int q0 = k / 4;
-                __mmask8 m4 = (__mmask8)(Kq - q0 >= 4 ? 0xf : (1u << (Kq - q0)) - 1);
-                _mm_mask_i32scatter_epi32(dst + (size_t)q0 * 8, m4, idx, b, 4);
+                const __mmask16 mk = lanes(K - k);
+                __m128i x[8];
+                for (int r = 0; r < 8; r++)
+                    x[r] = live[r] ? _mm512_cvtepi32_epi8(
+                                         _mm512_add_epi32(codes16(_mm512_maskz_loadu_ps(mk, row[r] + k), s), b128))
+                                   : _mm_setzero_si128();
+                __m128i y[2][4];
+                for (int h = 0; h < 2; h++) {
+                    __m128i *v = x + 4 * h;
+                    __m128i l01 = _mm_unpacklo_epi32(v[0], v[1]), h01 = _mm_unpackhi_epi32(v[0], v[1]);
+                    __m128i l23 = _mm_unpacklo_epi32(v[2], v[3]), h23 = _mm_unpackhi_epi32(v[2], v[3]);
+                    y[h][0] = _mm_unpacklo_epi64(l01, l23), y[h][1] = _mm_unpackhi_epi64(l01, l23);
+                    y[h][2] = _mm_unpacklo_epi64(h01, h23), y[h][3] = _mm_unpackhi_epi64(h01, h23);
+                }
+                const int q0 = k / 4;
+                for (int t = 0; t < 4 && q0 + t < Kq; t++)
+                    _mm256_storeu_si256((__m256i *)(dst + (size_t)(q0 + t) * 8), _mm256_set_m128i(y[1][t], y[0][t]));
             }
         }
         return;
