@@ -45,6 +45,8 @@ static void test_shipped(void **state) {
     assert_int_not_equal(et_policy_load("w=int32", &p), ET_OK); /* int32 is an accumulator only */
     assert_int_equal(et_policy_load("hfp8", &p), ET_OK);
     assert_int_equal(et_policy_format(&p, "3", ET_ROLE_W)->ocp_e4m3, 1);
+    assert_true(et_policy_format(&p, "3", ET_ROLE_W)->scaled && et_policy_format(&p, "3", ET_ROLE_G)->scaled);
+    assert_false(et_policy_format(&p, "3", ET_ROLE_ACC)->scaled);
     assert_int_equal(et_policy_format(&p, "3", ET_ROLE_E)->ebits, 5);
     assert_int_equal(et_policy_format(&p, "3", ET_ROLE_ACC)->mbits, 10);
     assert_int_equal(et_policy_load("fp16", &p), ET_OK);

@@ -92,6 +92,9 @@ et_status et_model_set_precision(et_model *m, const char *spec) {
                 st = et_set_error(ET_ERR_INVALID,
                                   "policy %s: %s of layer %s must be a floating-point format%s", p->name,
                                   et_role_name(r), l->prefix, r == ET_ROLE_ACC ? " or int32" : "");
+            else if (f && f->scaled)
+                st = et_set_error(ET_ERR_INVALID, "policy %s: %s of layer %s: :scaled applies to stored tensors "
+                                  "(w, a, e, g, m), not to single sums or products", p->name, et_role_name(r), l->prefix);
 
         }
     }
