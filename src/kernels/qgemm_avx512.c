@@ -149,6 +149,7 @@ INLINE void block(const et_qgemm_args *g, int i0, int i1, int j0, int j1, const 
         __m512i kk = _mm512_setzero_si512(); /* 2k in every lane: the indices are v + kk */
         for (int k = 0; k < K; k++) {
             __m512 bv = _mm512_load_ps(Bp + (size_t)k * 16);
+#pragma GCC unroll 4 /* the rows' sums stay in registers, their chains interleave */
             for (int r = 0; r < RM; r++) {
                 __m512 p = _mm512_mul_ps(_mm512_set1_ps(ap[r][(size_t)k * astep]), bv);
                 __m512i i0 = _mm512_setzero_si512(), i1 = i0;
