@@ -97,6 +97,18 @@ static void pack_a_generic(const src *A, int g, int K, int Kg, int i, uint32_t *
      * AVX2: row i at i*Kg */
     uint32_t *dst = g == 4 ? Ap + (size_t)(i & ~7) * Kg + (i & 7) : Ap + (size_t)i * Kg;
     const int step = g == 4 ? 8 : 1;
+    if (g == 4 && A->q && !A->t) { /* int8 codes, row contiguous */
+        const int8_t *row = A->q + (size_t)i * A->ld;
+        for (int q = 0; q < Kg; q++) {
+            uint32_t w = 0;
+            for (int l = 0; l < 4; l++) {
+                int k = q * 4 + l;
+                w |= (uint32_t)(uint8_t)((k < K ? row[k] : 0) + 128) << (8 * l);
+            }
+            dst[(size_t)q * 8] = w;
+        }
+        return;
+    }
     for (int q = 0; q < Kg; q++) {
         uint32_t w = 0;
         for (int l = 0; l < g; l++) {
@@ -116,6 +128,11 @@ static void pack_b_generic(const src *B, int g, int K, int N, int Kg, int p, voi
         memset(bp, 0, (size_t)Kg * PW * 4);
         for (int k = 0; k < K; k++) {
             int8_t *dst = bp + (size_t)(k / 4) * PW * 4 + (k & 3);
+            if (B->q && !B->t) { /* int8 codes, row k contiguous */
+                const int8_t *src = B->q + (size_t)k * B->ld + j0;
+                for (int c = 0; c < nc; c++) dst[c * 4] = src[c], sum[c] += src[c];
+                continue;
+            }
             for (int c = 0; c < nc; c++) {
                 int v = at(B, k, j0 + c);
                 dst[c * 4] = (int8_t)v, sum[c] += v;
