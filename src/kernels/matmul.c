@@ -31,8 +31,9 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     const et_format *mul = in_range && eng->mul ? eng->mul[mm->layer] : NULL;
     const et_format *acc = in_range && eng->acc ? eng->acc[mm->layer] : NULL;
     if (acc && acc->kind != ET_FMT_FLOAT) acc = NULL; /* acc=int32 without integer operands: fp32 sums */
-    if (mm->a_scale > 0 && mm->b_scale > 0 && !mm->mask) {
-        /* Exact integer path: int8 codes of both operands, int32 sums, one rounding. */
+    if (mm->a_scale > 0 && mm->b_scale > 0 && !mm->mask && mm->K <= 131072) {
+        /* Exact integer path: int8 codes of both operands, int32 sums (no
+         * overflow: K * 127^2 < 2^31), one rounding. */
         et_status st = et_igemm_f32(mm->ta, mm->tb, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->a_scale, mm->B, mm->ldb,
                                     mm->b_scale, mm->beta, mm->C, mm->ldc);
         if (st) return st;
