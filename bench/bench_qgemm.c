@@ -1,5 +1,6 @@
 /* Cost of the emulated-accumulation GEMM (et_qgemm) and of the INT8 GEMM
- * (et_igemm_s8) relative to et_sgemm on the same training-sized shapes
+ * (et_igemm_s8 on codes, et_igemm_f32 on floats on int grids, the training
+ * path of acc=int32) relative to et_sgemm on the same training-sized shapes
  * (M x N x K), at 1 thread, timed by this thread's CPU time, best of N runs
  * (the machine is shared). The issue's target for qgemm with stochastic
  * rounding: at most 8x et_sgemm.
@@ -79,6 +80,12 @@ int main(int argc, char **argv) {
         }
         double ti = TIME(et_igemm_s8(0, 0, M, N, K, A8, K, B8, N, C32, N));
         printf("%-16s %10.3f | %-22s %10.3f %6.2fx\n", "", ts * 1e3, "igemm_s8", ti * 1e3, ti / ts);
+        /* the training path: floats on int grids in, float out */
+        for (size_t i = 0; i < (size_t)M * K; i++) A[i] = 0.01f * (float)A8[i];
+        for (size_t i = 0; i < (size_t)K * N; i++) B[i] = 0.02f * (float)B8[i];
+        double ts2 = TIME(et_sgemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N));
+        double tf = TIME(et_igemm_f32(0, 0, M, N, K, A, K, 0.01f, B, N, 0.02f, 0.0f, C, N));
+        printf("%-16s %10.3f | %-22s %10.3f %6.2fx\n", "", ts2 * 1e3, "igemm_f32", tf * 1e3, tf / ts2);
         free(A), free(B), free(C), free(A8), free(B8), free(C32);
     }
     return 0;

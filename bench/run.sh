@@ -3,6 +3,7 @@
 # OpenBLAS on its library path), same models, data, recipe and thread count,
 # measured in the same run. Writes out/bench/*.json and docs/bench.md.
 #   BENCH_MODELS="mlp lenet vgg8"  BENCH_THREADS=2
+#   BENCH_MODELS=none: only the number-format section (no PyTorch runs)
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh python3 python3-torch python3-numpy libopenblas0-openmp
@@ -14,6 +15,7 @@ OPENBLAS_DIR=/usr/lib/x86_64-linux-gnu/openblas-openmp
 # Machine peak (FP32 FMA throughput on T threads), measured here.
 ./build/bench/bench_gemm --peak-json > $OUT/peak.json
 for m in ${BENCH_MODELS:-mlp lenet vgg8}; do
+    [ "$m" = none ] && continue
     case $m in
         vgg8) lr=0.01; lim=10000 ;;
         *) lr=0.05; lim=60000 ;;
@@ -27,13 +29,16 @@ for m in ${BENCH_MODELS:-mlp lenet vgg8}; do
         --momentum 0.9 --threads $T --train-limit $lim --seed 1 > $OUT/$m.torch.json
 done
 # Number formats: emulated accumulation and integer policies against FP32, per
-# training step (LeNet, 10000 images) and per GEMM (bench_qgemm).
-if [ -z "${BENCH_MODELS:-}" ]; then
-    for p in fp32 "w=int8,a=int8,e=int8,g=int16" fp16 e6m5-sr13; do
-        f=$OUT/precision-$(printf %s "$p" | tr -c 'a-zA-Z0-9_-' _).json
+# training step (LeNet, 10000 images; VGG8 fp32 vs the int8 path, 2000 images)
+# and per GEMM (bench_qgemm).
+if [ -z "${BENCH_MODELS:-}" ] || [ "$BENCH_MODELS" = none ]; then
+    for p in fp32 "w=int8,a=int8,e=int8,g=int16" int8 fp16 e6m5-sr13 vgg8:fp32 vgg8:int8; do
+        m=lenet lim=10000
+        case $p in vgg8:*) m=vgg8 lim=2000 p=${p#vgg8:} ;; esac
+        f=$OUT/precision-$([ $m = vgg8 ] && echo vgg8-)$(printf %s "$p" | tr -c 'a-zA-Z0-9_-' _).json
         if [ "$p" = fp32 ]; then pp=""; else pp="--precision $p"; fi
-        echo "== lenet precision $p" >&2
-        ./build/edgetrain train --model models/lenet.et --data fmnist --train-limit 10000 --lr 0.05 --threads $T \
+        echo "== $m precision $p" >&2
+        ./build/edgetrain train --model models/$m.et --data fmnist --train-limit $lim --lr 0.05 --threads $T \
             --quiet --test-limit 0 --traffic-every 0 $pp --json "$f" >&2
     done
     ./build/bench/bench_qgemm --threads 1 > $OUT/qgemm.txt

@@ -146,6 +146,11 @@ typedef struct et_matmul {
     /* Speculation (NULL: none): the path predicts the output mask into
      * spec->mask and then computes as if mask = spec->mask (mask must be NULL). */
     const et_spec *spec;
+    /* Integer operands (docs/architecture.md, "The matmul path"): > 0 says that
+     * A (B) holds exactly a_scale (b_scale) times int8 codes |q| <= 127, as a
+     * precision policy with acc=int32 stores them. With both set (and no mask)
+     * the product runs on the codes with exact int32 sums (et_igemm). 0: float. */
+    float a_scale, b_scale;
 } et_matmul;
 
 typedef struct et_engine et_engine; /* the matmul path's state: counters, hooks */
@@ -421,7 +426,7 @@ float et_lr_cosine(float base, int epoch, int t_max, float eta_min);
 /*
  * A number format is a descriptor value, parsed from text (docs/formats.md):
  *   fp32 | fp16 | bf16 | e4m3 | e5m2 | eXmY (2<=X<=8, 0<=Y<=23) | intN | dfxpN (2<=N<=16)
- *   then modifiers  :sat  :nosub  (floating point)   :perchannel  (intN, dfxpN)
+ *   then modifiers  :sat  :nosub  :scaled  (floating point)   :perchannel  (intN, dfxpN)
  *   then rounding   /rn (default)  /rz  /sr  /srR (1<=R<=32)
  * e4m3 is OCP E4M3FN (max 448, no infinities), e5m2 is OCP E5M2 (max 57344);
  * both always saturate. Other eXmY are IEEE-like (bias 2^(X-1)-1, top exponent
@@ -440,6 +445,7 @@ typedef struct et_format {
     int sat;          /* overflow and +-inf become +-max finite */
     int nosub;        /* results below the smallest normal become +-0 */
     int perchannel;   /* intN/dfxpN: one scale per row (output channel) */
+    int scaled;       /* floating point: per-tensor power-of-two scale, absmax -> near max */
     et_rounding round;
     int sr_bits;      /* /srR: R random bits; /sr: 32 */
 } et_format;
@@ -465,8 +471,10 @@ typedef struct et_qkey {
     uint64_t seed, tensor, step;
 } et_qkey;
 
-/* Per-tensor scale of intN/dfxpN for x[0..n) (0 for an all-zero tensor; 1 for
- * floating point). Non-finite values do not count towards absmax. */
+/* Per-tensor scale of intN/dfxpN for x[0..n) (0 for an all-zero tensor); of a
+ * :scaled float format, 2^-k with k the largest integer such that
+ * absmax * 2^k <= max finite (1 for an all-zero tensor); 1 for other floating
+ * point. Non-finite values do not count towards absmax. */
 float et_format_scale(const et_format *f, const float *x, size_t n);
 /* y[i] = quantize(x[i]) (the value the format represents, as a float); y may
  * equal x. key may be NULL (seed, tensor, step = 0). NaN stays NaN. */

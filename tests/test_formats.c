@@ -232,6 +232,15 @@ static void test_scalar_vs_avx512(void **st) {
                                                 : u2f((r & 0x807fffffu) | ((uint32_t)(r % 254) << 23));
     }
     x[5] = INFINITY, x[6] = -INFINITY, x[7] = NAN, x[8] = 0, x[9] = -0.0f, x[10] = 1e-45f;
+    /* per-tensor scale (vectorised absmax) == a plain loop over the finite values, any length */
+    for (size_t len = 0; len < 40; len++) {
+        size_t m = len < 33 ? len : n - len;
+        float am = 0;
+        for (size_t i = 0; i < m; i++)
+            if (isfinite(x[i]) && fabsf(x[i]) > am) am = fabsf(x[i]);
+        et_format i8 = F("int8");
+        assert_true(et_format_scale(&i8, x, m) == am / 127.0f);
+    }
     et_qkey key = {7, 3, 11};
     for (size_t k = 0; k < sizeof fmts / sizeof fmts[0]; k++) {
         et_format f = F(fmts[k]);
@@ -439,6 +448,51 @@ static int run_cli(const char *input, const char *args, char *out, size_t cap, i
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
+/* :scaled (per-tensor power-of-two scale, docs/formats.md): hand cases. */
+static void test_scaled(void **st) {
+    (void)st;
+    float y[5];
+    et_format e4 = F("e4m3"), e4s = F("e4m3:scaled");
+    /* absmax 1000 > 448: plain e4m3 saturates, scaled by 2^-2 it does not
+     * (250 -> 256, 125 -> 128 on E4M3's 3-bit mantissa, then times 4) */
+    float big[3] = {1000, -500, 1};
+    assert_true(et_format_scale(&e4s, big, 3) == 4.0f);
+    assert_int_equal(et_quantize(&e4, big, y, 3, NULL), ET_OK);
+    assert_true(y[0] == 448 && y[1] == -448 && y[2] == 1);
+    assert_int_equal(et_quantize(&e4s, big, y, 3, NULL), ET_OK);
+    assert_true(y[0] == 1024 && y[1] == -512 && y[2] == 1);
+    /* tiny tensor: below E4M3's smallest subnormal 2^-9 it flushes to zero;
+     * scaled by 2^28 (1e-6 * 2^28 = 268.4 -> 256, 3e-7 * 2^28 = 80.5 -> 80) */
+    float tiny[2] = {1e-6f, -3e-7f};
+    assert_int_equal(et_quantize(&e4, tiny, y, 2, NULL), ET_OK);
+    assert_true(y[0] == 0 && y[1] == 0);
+    assert_true(et_format_scale(&e4s, tiny, 2) == 0x1p-28f);
+    assert_int_equal(et_quantize(&e4s, tiny, y, 2, NULL), ET_OK);
+    assert_true(y[0] == 0x1p-20f && y[1] == -5 * 0x1p-24f);
+    /* the scale puts absmax at most at max: 448 -> 1, 449 -> 2, 224 -> 1/2 */
+    float a448 = 448, a449 = 449, a224 = 224, zero[2] = {0, -0.0f};
+    assert_true(et_format_scale(&e4s, &a448, 1) == 1 && et_format_scale(&e4s, &a449, 1) == 2);
+    assert_true(et_format_scale(&e4s, &a224, 1) == 0.5f);
+    assert_true(et_format_scale(&e4s, zero, 2) == 1 && et_format_scale(&e4, big, 3) == 1);
+    /* e5m2: 1e-10 is far below its smallest subnormal 2^-16; scaled it keeps 3 significant bits */
+    et_format e5s = F("e5m2:scaled");
+    float t5 = 1e-10f;
+    assert_int_equal(et_quantize(&e5s, &t5, y, 1, NULL), ET_OK);
+    assert_true(y[0] > 0.87e-10f && y[0] < 1.13e-10f);
+    /* NaN stays NaN, inf saturates to max * scale, the finite values set the scale */
+    float sp[4] = {1e-6f, NAN, INFINITY, -INFINITY};
+    assert_int_equal(et_quantize(&e4s, sp, y, 4, NULL), ET_OK);
+    assert_true(isnan(y[1]) && y[2] == 448 * 0x1p-28f && y[3] == -448 * 0x1p-28f);
+    /* names and errors */
+    char buf[40];
+    assert_string_equal(et_format_name(&e4s, buf, sizeof buf), "e4m3:scaled");
+    et_format g = F("e5m2:scaled/sr");
+    assert_string_equal(et_format_name(&g, buf, sizeof buf), "e5m2:scaled/sr");
+    et_format bad;
+    assert_int_not_equal(et_format_parse("int8:scaled", &bad), ET_OK);
+    assert_int_not_equal(et_format_parse("e4m3:scaled:scaled", &bad), ET_OK);
+}
+
 static void test_cli(void **st) {
     (void)st;
     cli = getenv("ET_CLI") ? getenv("ET_CLI") : "build/edgetrain";
@@ -470,7 +524,7 @@ int main(void) {
         cmocka_unit_test(test_parse_and_names), cmocka_unit_test(test_ocp_codes),
         cmocka_unit_test(test_bruteforce_small), cmocka_unit_test(test_hand_cases),
         cmocka_unit_test(test_fp16_hardware),   cmocka_unit_test(test_bf16_hardware),
-        cmocka_unit_test(test_scalar_vs_avx512), cmocka_unit_test(test_stochastic),
+        cmocka_unit_test(test_scalar_vs_avx512), cmocka_unit_test(test_stochastic), cmocka_unit_test(test_scaled),
         cmocka_unit_test(test_int_dfxp),        cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -28,7 +28,7 @@ static void test_elearn_vgg8(void **state) {
         assert_int_equal(bits_of(&p, layers[i], ET_ROLE_A), 8);
         assert_int_equal(bits_of(&p, layers[i], ET_ROLE_E), 8);
         assert_int_equal(bits_of(&p, layers[i], ET_ROLE_G), 16);
-        assert_null(et_policy_format(&p, layers[i], ET_ROLE_ACC));
+        assert_true(et_policy_acc_int32(et_policy_format(&p, layers[i], ET_ROLE_ACC))); /* exact integer sums */
         assert_null(et_policy_format(&p, layers[i], ET_ROLE_M));
         assert_int_equal(et_policy_format(&p, layers[i], ET_ROLE_W)->kind, ET_FMT_INT);
     }
@@ -37,8 +37,16 @@ static void test_elearn_vgg8(void **state) {
 static void test_shipped(void **state) {
     (void)state;
     static et_policy p;
+    assert_int_equal(et_policy_load("int8", &p), ET_OK);
+    assert_true(et_policy_acc_int32(et_policy_format(&p, "0", ET_ROLE_ACC)));
+    assert_int_equal(bits_of(&p, "0", ET_ROLE_W), 8);
+    char buf[16];
+    assert_string_equal(et_format_name(et_policy_format(&p, "0", ET_ROLE_ACC), buf, sizeof buf), "int32");
+    assert_int_not_equal(et_policy_load("w=int32", &p), ET_OK); /* int32 is an accumulator only */
     assert_int_equal(et_policy_load("hfp8", &p), ET_OK);
     assert_int_equal(et_policy_format(&p, "3", ET_ROLE_W)->ocp_e4m3, 1);
+    assert_true(et_policy_format(&p, "3", ET_ROLE_W)->scaled && et_policy_format(&p, "3", ET_ROLE_G)->scaled);
+    assert_false(et_policy_format(&p, "3", ET_ROLE_ACC)->scaled);
     assert_int_equal(et_policy_format(&p, "3", ET_ROLE_E)->ebits, 5);
     assert_int_equal(et_policy_format(&p, "3", ET_ROLE_ACC)->mbits, 10);
     assert_int_equal(et_policy_load("fp16", &p), ET_OK);

@@ -8,11 +8,13 @@
 #include <cmocka.h>
 
 #include "edgetrain.h"
+#include "kernels/matmul.h"
 #include "kernels/qgemm.h"
 #include "util/layer_harness.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define SPEC "input 12\nlinear 6 bias=0\n"
@@ -204,6 +206,104 @@ static void test_laps(void **state) {
     }
 }
 
+/* acc=int32: every product of every weight layer and stage runs on int8
+ * codes, and equals an independent reference: the operands are exactly
+ * scale * q (checked), S = sum of q products in int64, C = (float)(S * sa*sb)
+ * in double. Training is bit-identical at 1 and 2 threads. */
+typedef struct int_check {
+    int seen[16][ET_NSTAGES];
+    int bad;
+} int_check;
+
+static et_status int_sink(void *ctx, const et_matmul *mm, uint64_t macs) {
+    (void)macs;
+    int_check *ck = ctx;
+    if (mm->layer < 0 || mm->layer >= 16 || !(mm->a_scale > 0) || !(mm->b_scale > 0) || mm->beta != 0.0f) {
+        ck->bad++;
+        return ET_OK;
+    }
+    ck->seen[mm->layer][mm->stage]++;
+    const double sa = mm->a_scale, sb = mm->b_scale;
+    for (int i = 0; i < mm->M; i++)
+        for (int j = 0; j < mm->N; j++) {
+            int64_t s = 0;
+            for (int k = 0; k < mm->K; k++) {
+                float a = mm->ta ? mm->A[(size_t)k * mm->lda + i] : mm->A[(size_t)i * mm->lda + k];
+                float b = mm->tb ? mm->B[(size_t)j * mm->ldb + k] : mm->B[(size_t)k * mm->ldb + j];
+                int64_t qa = llround((double)a / sa), qb = llround((double)b / sb);
+                if (llabs(qa) > 127 || llabs(qb) > 127 || a != (float)qa * mm->a_scale || b != (float)qb * mm->b_scale) {
+                    ck->bad++; /* an operand is not on its grid */
+                    return ET_OK;
+                }
+                s += qa * qb;
+            }
+            float want = (float)((double)s * (sa * sb));
+            if (memcmp(&want, &mm->C[(size_t)i * mm->ldc + j], 4)) ck->bad++;
+        }
+    return ET_OK;
+}
+
+static void test_int_path(void **state) {
+    (void)state;
+    /* padded conv (im2col), 1x1 conv (direct), pooling, two linears */
+    const char *spec = "input 2 8 8\nconv 4 k=3 p=1\nrelu\nconv 6 k=1\nrelu\nmaxpool k=2\nflatten\n"
+                       "linear 12\nrelu\nlinear 10\n";
+    const int weight_layers[4] = {0, 2, 6, 8};
+    const char *policies[2] = {"w=int4,a=int8,e=int8,g=int16,acc=int32", "w=dfxp6,a=dfxp8,e=int7,acc=int32"};
+    for (int pi = 0; pi < 2; pi++) {
+        static float out[2][2048];
+        size_t used[2] = {0, 0};
+        float x[5 * 128];
+        lh_fill(x, 5 * 128, 9, 0, 1);
+        uint8_t labels[5] = {1, 2, 3, 4, 9};
+        for (int t = 0; t < 2; t++) {
+            et_set_threads(t + 1);
+            et_model *m;
+            et_optim o = et_optim_default(ET_OPT_SGD);
+            o.momentum = 0.9f;
+            assert_int_equal(et_model_parse(spec, "int", &m), ET_OK);
+            assert_int_equal(et_model_set_precision(m, policies[pi]), ET_OK);
+            assert_int_equal(et_model_plan(m, 5, &o), ET_OK);
+            assert_int_equal(et_model_init_he(m, 3), ET_OK);
+            int_check ck = {{{0}}, 0};
+            et_engine_set_sink(et_model_engine(m), int_sink, &ck);
+            float loss;
+            for (int s = 0; s < 3; s++) {
+                memcpy(et_model_input(m), x, sizeof x);
+                assert_int_equal(et_model_train_step(m, labels, 5, 0.05f, &loss), ET_OK);
+            }
+            assert_int_equal(ck.bad, 0);
+            assert_int_equal((int)et_model_engine(m)->int_calls, 3 * 11); /* FF 4 + EP 3 + WG 4 per step */
+            for (int l = 0; l < 4; l++) {
+                int L = weight_layers[l];
+                assert_int_equal(ck.seen[L][ET_FF], 3);
+                assert_int_equal(ck.seen[L][ET_WG], 3);
+                assert_int_equal(ck.seen[L][ET_EP], l == 0 ? 0 : 3); /* the first layer has no EP */
+            }
+            size_t off = 0;
+            for (int p = 0; p < et_model_num_tensors(m); p++) {
+                float *d;
+                int64_t n;
+                assert_int_equal(et_model_tensor(m, p, NULL, &d, &n, NULL), ET_OK);
+                assert_true(off + (size_t)n <= sizeof out[0] / 4);
+                memcpy(out[t] + off, d, sizeof(float) * (size_t)n);
+                off += (size_t)n;
+            }
+            used[t] = off;
+            et_model_free(m);
+        }
+        et_set_threads(0);
+        assert_true(used[0] == used[1] && used[0] > 1200);
+        assert_memory_equal(out[0], out[1], used[0] * 4);
+    }
+    /* acc=int32 with a multiplier format, or as a number format elsewhere: errors */
+    et_model *p;
+    assert_int_equal(et_model_parse(SPEC, "p", &p), ET_OK);
+    assert_int_not_equal(et_model_set_precision(p, "w=int8,a=int8,mul=fp16,acc=int32"), ET_OK);
+    assert_int_not_equal(et_model_set_precision(p, "w=int32"), ET_OK);
+    et_model_free(p);
+}
+
 static void test_bad_policies(void **state) {
     (void)state;
     et_model *p;
@@ -224,6 +324,7 @@ int main(void) {
         cmocka_unit_test(test_sr_thread_independence),
         cmocka_unit_test(test_laps),
         cmocka_unit_test(test_bad_policies),
+        cmocka_unit_test(test_int_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

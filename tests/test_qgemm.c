@@ -264,27 +264,62 @@ static void test_igemm_exact(void **st) {
     free(A), free(B), free(C);
 }
 
-static void test_igemm_float_wrapper(void **st) {
+/* et_igemm_f32: float operands on per-tensor grids (x = scale * q) against an
+ * independent reference: the codes the test built, their products summed in
+ * int64, then (float)(S * (sa * sb)) in double (+ fl(beta * C) in fp32), on
+ * every path, every transpose, 1 and 2 threads. Values far beyond 127 * scale
+ * clamp to +-127, NaN counts as code 0. */
+static void igemm_f32_case(int ta, int tb, int M, int N, int K, float beta, int threads) {
+    int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    int lda = ac + 3, ldb = bc + 1, ldc = N + 2;
+    float sa = 0.0123f * (float)(1 + (urand() % 7)), sb = 0.5f / (float)(1 + (urand() % 5));
+    size_t na = (size_t)ar * lda + 1, nb = (size_t)br * ldb + 1, nc = (size_t)M * ldc + 1;
+    float *A = malloc(na * 4), *B = malloc(nb * 4), *C = malloc(nc * 4), *C0 = malloc(nc * 4);
+    int *qa = malloc(na * sizeof(int)), *qb = malloc(nb * sizeof(int));
+    assert_true(A && B && C && C0 && qa && qb);
+    for (size_t i = 0; i < na; i++) {
+        qa[i] = (int)(urand() % 255) - 127, A[i] = (float)qa[i] * sa;
+        if (urand() % 97 == 0) A[i] = (urand() & 1 ? 1e30f : -1e30f), qa[i] = A[i] > 0 ? 127 : -127;
+        if (urand() % 211 == 0) A[i] = NAN, qa[i] = 0;
+    }
+    for (size_t i = 0; i < nb; i++) qb[i] = (int)(urand() % 255) - 127, B[i] = (float)qb[i] * sb;
+    for (size_t i = 0; i < nc; i++) C0[i] = (float)(urand() % 1000) / 37.0f - 13.0f;
+    et_set_threads(threads);
+    for (int isa = ET_ISA_SCALAR; isa <= (int)et_igemm_isa(); isa++) {
+        memcpy(C, C0, nc * 4);
+        assert_int_equal(et_igemm_f32_isa((et_isa)isa, ta, tb, M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc), ET_OK);
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < ldc; j++) {
+                float want = C0[(size_t)i * ldc + j];
+                if (j < N) {
+                    int64_t s = 0;
+                    for (int k = 0; k < K; k++)
+                        s += (int64_t)qa[ta ? (size_t)k * lda + i : (size_t)i * lda + k] *
+                             qb[tb ? (size_t)j * ldb + k : (size_t)k * ldb + j];
+                    float v = (float)((double)s * ((double)sa * (double)sb));
+                    want = beta != 0.0f ? beta * want + v : v;
+                }
+                if (memcmp(&C[(size_t)i * ldc + j], &want, 4))
+                    fail_msg("igemm_f32 %s ta=%d tb=%d %dx%dx%d beta=%g C[%d,%d] = %.9g, want %.9g",
+                             et_isa_name((et_isa)isa), ta, tb, M, N, K, beta, i, j, C[(size_t)i * ldc + j], want);
+            }
+    }
+    free(A), free(B), free(C), free(C0), free(qa), free(qb);
+}
+
+static void test_igemm_float(void **st) {
     (void)st;
-    int M = 9, N = 40, K = 77;
-    float sa = 0.0123f, sb = 0.5f;
-    float *A = malloc((size_t)M * K * 4), *B = malloc((size_t)K * N * 4), *C = malloc((size_t)M * N * 4);
-    assert_non_null(A);
-    assert_non_null(B);
-    assert_non_null(C);
-    int qa[9 * 77], qb[77 * 40];
-    for (int i = 0; i < M * K; i++) qa[i] = (int)(urand() % 255) - 127, A[i] = (float)qa[i] * sa;
-    for (int i = 0; i < K * N; i++) qb[i] = (int)(urand() % 255) - 127, B[i] = (float)qb[i] * sb + 0.1f * sb;
-    A[3] = 1000.0f, qa[3] = 127; /* clamps */
-    assert_int_equal(et_igemm_f32(0, 0, M, N, K, A, K, sa, B, N, sb, C, N), ET_OK);
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) {
-            int32_t s = 0;
-            for (int k = 0; k < K; k++) s += qa[i * K + k] * qb[k * N + j];
-            assert_true(C[i * N + j] == (sa * sb) * (float)s);
-        }
-    assert_int_equal(et_igemm_f32(0, 0, M, N, K, A, K - 1, sa, B, N, sb, C, N), ET_ERR_INVALID);
-    free(A), free(B), free(C);
+    int shapes[][3] = {{1, 1, 1}, {9, 40, 77}, {17, 33, 5}, {48, 64, 288}, {50, 31, 130}, {3, 5, 0}, {100, 10, 19}};
+    int t = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int tt = 0; tt < 4; tt++, t++)
+            igemm_f32_case(tt & 1, tt >> 1, shapes[s][0], shapes[s][1], shapes[s][2], t % 3 == 2 ? 1.0f : 0.0f,
+                           1 + (t & 1));
+    float a = 1, b = 1, c = 0;
+    assert_int_equal(et_igemm_f32(0, 0, 1, 1, 1, &a, 1, 0.0f, &b, 1, 1.0f, 0.0f, &c, 1), ET_ERR_INVALID);
+    assert_int_equal(et_igemm_f32(0, 0, 2, 1, 1, &a, 0, 1.0f, &b, 1, 1.0f, 0.0f, &c, 1), ET_ERR_INVALID);
+    assert_int_equal(et_igemm_f32(0, 0, 1, 1, 1, &a, 1, 0.5f, &b, 1, 0.25f, 0.0f, &c, 1), ET_OK);
+    assert_true(c == 1.0f); /* codes 2 and 4 */
 }
 
 int main(void) {
@@ -292,7 +327,7 @@ int main(void) {
         cmocka_unit_test(test_fast_equals_ref),   cmocka_unit_test(test_fast_equals_ref_extremes),
         cmocka_unit_test(test_fp16_stagnation),   cmocka_unit_test(test_fp32_plain_loop),
         cmocka_unit_test(test_rejects),           cmocka_unit_test(test_igemm_exact),
-        cmocka_unit_test(test_igemm_float_wrapper),
+        cmocka_unit_test(test_igemm_float),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,6 +29,8 @@ static const char quantize_help[] =
     "         dfxpN  2<=N<=16: smallest power-of-two scale fitting absmax\n"
     "  MOD    :sat        overflow and +-inf become +-max finite (floats)\n"
     "         :nosub      results below the smallest normal become +-0 (floats)\n"
+    "         :scaled     per-tensor power-of-two scale 2^-k, absmax*2^k <= max\n"
+    "                     (floats; the CLI input is one tensor)\n"
     "         :perchannel one scale per row (intN/dfxpN; the CLI input is one row)\n"
     "  ROUND  /rn  to nearest, ties to even (default)\n"
     "         /rz  toward zero (overflow gives max finite)\n"

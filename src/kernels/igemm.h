@@ -5,7 +5,9 @@
  * matter): AVX-512 VNNI (vpdpbusd on A + 128, minus 128 * column sums of B),
  * AVX2 (vpmaddwd on int16) and a portable scalar loop, chosen at run time;
  * threads over tiles of C. Exact as long as |sum| < 2^31, guaranteed for
- * K <= 131072 (the arithmetic wraps modulo 2^32, like the scalar reference). */
+ * K <= 131072 (the arithmetic wraps modulo 2^32, like the scalar reference).
+ * Packing buffers belong to the calling thread and only grow: after the first
+ * call of the largest shape, no call allocates. */
 #ifndef ET_IGEMM_H
 #define ET_IGEMM_H
 #include "edgetrain.h"
@@ -15,31 +17,54 @@
 void et_igemm_s8(int ta, int tb, int M, int N, int K, const int8_t *A, int lda, const int8_t *B, int ldb,
                  int32_t *C, int ldc);
 
-/* The float wrapper for intN operands (N <= 8) with per-tensor scales:
- * codes q = round-to-nearest-even(x / scale) clamped to [-127, 127] (the
- * symmetric int8 range of an intN policy; a scale of 0 gives all-zero codes),
- * then C[i,j] = (scale_a * scale_b) * (float)sum_k qa*qb, the product of the
- * scales in fp32 and one fp32 rounding of the exact int32 sum.
- * Returns ET_ERR_INVALID for bad arguments, ET_ERR_NOMEM if the code buffers
- * cannot be allocated. */
+/* The training path (docs/architecture.md, "The matmul path"): float operands
+ * that a precision policy stored on per-tensor integer grids, x = scale * q
+ * with |q| <= 127 (intN, dfxpN with N <= 8). Codes are taken back as
+ *     q = round-to-nearest-even(x * fl(1 / scale)) clamped to [-127, 127] (NaN: 0),
+ * which is exact for values on the grid (x * fl(1/scale) is within 3 * 2^-24
+ * relative of q, far from a half), vectorised and fused into the packing. The exact int32 sum S of code products is rounded once:
+ *     C[i,j] = (float)((double)S * ((double)scale_a * (double)scale_b))
+ *              (+ beta * C[i,j] in fp32 when beta != 0: fl(fl(beta*C) + that))
+ * (the product of two fp32 scales is exact in double; the double product with
+ * S has a relative error <= 2^-53 before the one fp32 rounding). scale_a and
+ * scale_b must be > 0. Returns ET_ERR_INVALID for bad arguments, ET_ERR_NOMEM
+ * if the packing buffers cannot grow. */
 et_status et_igemm_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, float scale_a, const float *B,
-                       int ldb, float scale_b, float *C, int ldc);
+                       int ldb, float scale_b, float beta, float *C, int ldc);
 
 /* Paths, for tests and benchmarks: isa is clamped to what the CPU runs
  * (AVX-512 needs AVX512-VNNI too). */
 void et_igemm_s8_isa(et_isa isa, int ta, int tb, int M, int N, int K, const int8_t *A, int lda, const int8_t *B,
                      int ldb, int32_t *C, int ldc);
+et_status et_igemm_f32_isa(et_isa isa, int ta, int tb, int M, int N, int K, const float *A, int lda, float scale_a,
+                           const float *B, int ldb, float scale_b, float beta, float *C, int ldc);
 et_isa et_igemm_isa(void);
+
+/* The code of x on the grid of `scale` (the rule above), scalar. */
+int et_igemm_code(float x, float scale);
 
 /* ---- internal (igemm.c <-> igemm_avx512.c / igemm_avx2.c) ----
  * Panels of 32 columns of C. Packed in igemm.c:
- * VNNI:  Ap row i at Ap + i*Kq (Kq = ceil(K/4)): uint32 of the 4 bytes a[4q..4q+3] + 128
- *        (128 past K); Bp panel: for each q, 32 columns x 4 int8 (0 past K and past N);
+ * VNNI:  Ap in blocks of 8 rows (Kq = ceil(K/4)): row i, group q at
+ *        Ap[(i & ~7)*Kq + 8q + (i & 7)], the uint32 of the 4 bytes a[4q..4q+3] + 128
+ *        (128 past K); blocks start at multiples of 8 rows; Bp panel: for each q, 32 columns x 4 int8 (0 past K and past N);
  *        colsum128[c] = 128 * sum_k b[k][c].
  * AVX2:  Ap row i at Ap + i*Kp (Kp = ceil(K/2)): uint32 = two int16 a[2p], a[2p+1];
  *        Bp panel: for each p, 32 columns x 2 int16.
  * The blocks compute rows [i0, i1) and the first nc (<= 32) columns of the panel. */
 void et_igemm_avx512_block(const uint32_t *Ap, int Kq, const int8_t *Bp, const int32_t *colsum128, int i0, int i1,
                            int nc, int32_t *C, int ldc);
+/* The same with float output, as et_igemm_f32 describes (scale sab, beta). */
+void et_igemm_avx512_block_f32(const uint32_t *Ap, int Kq, const int8_t *Bp, const int32_t *colsum128, int i0,
+                               int i1, int nc, float *C, int ldc, double sab, float beta);
 void et_igemm_avx2_block(const uint32_t *Ap, int Kp, const int16_t *Bp, int i0, int i1, int nc, int32_t *C, int ldc);
+/* VNNI packing straight from floats on a grid (codes as et_igemm_code):
+ * rows [i0, i1) of Ap; npan (<= 8) panels from column j0 of op(B) (panel p
+ * at bp + p * panel_bytes, padded with zero columns past N) and their column
+ * sums; and the store of a rows x nc int32 tile (row stride 32) into
+ * float C as described for et_igemm_f32. */
+void et_igemm_avx512_pack_a(const float *A, int lda, int ta, float scale, int K, int Kq, int i0, int i1, uint32_t *Ap);
+void et_igemm_avx512_pack_b(const float *B, int ldb, int tb, float scale, int K, int N, int Kq, int j0, int npan,
+                            int8_t *bp, size_t panel_bytes, int32_t *colsum128);
+void et_igemm_avx512_store(const int32_t *tile, int rows, int nc, double sab, float beta, float *C, int ldc);
 #endif

@@ -1,36 +1,268 @@
 /* INT8 GEMM block with AVX-512 VNNI (kernels/igemm.h): vpdpbusd multiplies
  * unsigned bytes by signed bytes, so A is packed as A + 128 and 128 times the
  * column sums of B are subtracted at the end: sum (a+128) b - 128 sum b =
- * sum a b, exact in int32 (wrapping, like the scalar loop). 6 rows x 32
- * columns of C in 12 accumulators. */
+ * sum a b, exact in int32 (wrapping, like the scalar loop). 8 rows x 32
+ * columns of C in 16 accumulators, the last 1..7 rows with as many. */
 #include "kernels/igemm.h"
 
 #include <immintrin.h>
+#include <string.h>
 
-#define RMI 6
+#define RMI 8
 
-void et_igemm_avx512_block(const uint32_t *Ap, int Kq, const int8_t *Bp, const int32_t *colsum128, int i0, int i1,
-                           int nc, int32_t *C, int ldc) {
+/* Converts 16 int32 sums to float: (float)((double)s * sab), then + fl(beta * C). */
+static inline __m512 to_float(__m512i t, __m512d sv) {
+    __m256 lo = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(t)), sv));
+    __m256 hi = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(t, 1)), sv));
+    return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+}
+
+/* R (1..RMI) rows of one 8-row block (A interleaved: a[q * 8 + r]): sums
+ * over all q in named accumulators (arrays make GCC copy them every step),
+ * then the store (int32, or float as et_igemm_f32 describes). */
+#define ACC8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+/* acc += a (unsigned bytes) . b (signed bytes), in place (_mm512_dpbusd_epi32
+ * makes GCC copy and spill the accumulators) */
+#define DPBUSD(acc, a, b) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
+static inline __attribute__((always_inline)) void rows(int R, const uint32_t *a, int Kq, const int8_t *Bp, __m512i cs0,
+                                                       __m512i cs1, __mmask16 m0, __mmask16 m1, int i, int32_t *C,
+                                                       float *Cf, int ldc, double sab, float beta) {
+#define DECL(r) __m512i x##r = _mm512_setzero_si512(), y##r = _mm512_setzero_si512();
+    ACC8(DECL)
+#undef DECL
+    for (int q = 0; q < Kq; q++, a += 8) {
+        __m512i b0 = _mm512_load_si512(Bp + (size_t)q * 128), b1 = _mm512_load_si512(Bp + (size_t)q * 128 + 64);
+#define DP(r)                                                                                                          \
+    if (R > r) {                                                                                                       \
+        __m512i av = _mm512_set1_epi32((int)a[r]);                                                                     \
+        DPBUSD(x##r, av, b0);                                                                                          \
+        DPBUSD(y##r, av, b1);                                                                                          \
+    }
+        ACC8(DP)
+#undef DP
+    }
+    const __m512d sv = _mm512_set1_pd(sab);
+    const __m512 bv = _mm512_set1_ps(beta);
+#define ST(r)                                                                                                          \
+    if (R > r) {                                                                                                       \
+        __m512i s0 = _mm512_sub_epi32(x##r, cs0), s1 = _mm512_sub_epi32(y##r, cs1);                                    \
+        if (!Cf) {                                                                                                     \
+            int32_t *c = C + (size_t)(i + r) * ldc;                                                                    \
+            _mm512_mask_storeu_epi32(c, m0, s0);                                                                       \
+            _mm512_mask_storeu_epi32(c + 16, m1, s1);                                                                  \
+        } else {                                                                                                       \
+            float *c = Cf + (size_t)(i + r) * ldc;                                                                     \
+            __m512 v0 = to_float(s0, sv), v1 = to_float(s1, sv);                                                       \
+            if (beta != 0.0f) {                                                                                        \
+                v0 = _mm512_add_ps(_mm512_mul_ps(bv, _mm512_maskz_loadu_ps(m0, c)), v0);                               \
+                v1 = _mm512_add_ps(_mm512_mul_ps(bv, _mm512_maskz_loadu_ps(m1, c + 16)), v1);                          \
+            }                                                                                                          \
+            _mm512_mask_storeu_ps(c, m0, v0);                                                                          \
+            _mm512_mask_storeu_ps(c + 16, m1, v1);                                                                     \
+        }                                                                                                              \
+    }
+    ACC8(ST)
+#undef ST
+}
+
+static inline __attribute__((always_inline)) void block(const uint32_t *Ap, int Kq, const int8_t *Bp,
+                                                        const int32_t *colsum128, int i0, int i1, int nc, int32_t *C,
+                                                        float *Cf, int ldc, double sab, float beta) {
     __mmask16 m0 = (__mmask16)(nc >= 16 ? 0xffff : (1u << nc) - 1);
     __mmask16 m1 = (__mmask16)(nc >= 32 ? 0xffff : nc <= 16 ? 0 : (1u << (nc - 16)) - 1);
     __m512i cs0 = _mm512_loadu_si512(colsum128), cs1 = _mm512_loadu_si512(colsum128 + 16);
-    for (int i = i0; i < i1; i += RMI) {
-        const uint32_t *a[RMI];
-        for (int r = 0; r < RMI; r++) a[r] = Ap + (size_t)(i + r < i1 ? i + r : i1 - 1) * Kq;
-        __m512i c0[RMI], c1[RMI];
-        for (int r = 0; r < RMI; r++) c0[r] = c1[r] = _mm512_setzero_si512();
-        for (int q = 0; q < Kq; q++) {
-            __m512i b0 = _mm512_load_si512(Bp + (size_t)q * 128), b1 = _mm512_load_si512(Bp + (size_t)q * 128 + 64);
-            for (int r = 0; r < RMI; r++) {
-                __m512i av = _mm512_set1_epi32((int)a[r][q]);
-                c0[r] = _mm512_dpbusd_epi32(c0[r], av, b0);
-                c1[r] = _mm512_dpbusd_epi32(c1[r], av, b1);
+    int i = i0; /* i0 is a multiple of 8 */
+    for (; i + RMI <= i1; i += RMI) rows(RMI, Ap + (size_t)i * Kq, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta);
+    const uint32_t *Ai = Ap + (size_t)i * Kq;
+    switch (i1 - i) { /* the last rows: no work on rows past i1 */
+    case 1: rows(1, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 2: rows(2, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 3: rows(3, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 4: rows(4, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 5: rows(5, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 6: rows(6, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 7: rows(7, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    default: break;
+    }
+}
+
+void et_igemm_avx512_block(const uint32_t *Ap, int Kq, const int8_t *Bp, const int32_t *colsum128, int i0, int i1,
+                           int nc, int32_t *C, int ldc) {
+    block(Ap, Kq, Bp, colsum128, i0, i1, nc, C, NULL, ldc, 0, 0);
+}
+
+void et_igemm_avx512_block_f32(const uint32_t *Ap, int Kq, const int8_t *Bp, const int32_t *colsum128, int i0,
+                               int i1, int nc, float *C, int ldc, double sab, float beta) {
+    block(Ap, Kq, Bp, colsum128, i0, i1, nc, NULL, C, ldc, sab, beta);
+}
+
+/* ------------------------------------------------ packing from floats */
+
+/* Codes of 16 floats on the grid of a scale, r = fl(1 / scale): rne(x * r)
+ * clamped to [-127, 127], NaN -> 0 (et_igemm_code, lane for lane). */
+static inline __m512i codes16(__m512 x, __m512 r) {
+    __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(x, r), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __mmask16 ord = _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q);
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+    return _mm512_maskz_cvtps_epi32(ord, v);
+}
+
+static inline __mmask16 lanes(int n) { return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1); }
+
+/* Four code vectors (k = 4q..4q+3) as the little-endian bytes of one dword. */
+static inline __m512i bytes4(__m512i c0, __m512i c1, __m512i c2, __m512i c3) {
+    const __m512i ff = _mm512_set1_epi32(0xff);
+    __m512i w = _mm512_and_si512(c0, ff);
+    w = _mm512_or_si512(w, _mm512_slli_epi32(_mm512_and_si512(c1, ff), 8));
+    w = _mm512_or_si512(w, _mm512_slli_epi32(_mm512_and_si512(c2, ff), 16));
+    return _mm512_or_si512(w, _mm512_slli_epi32(c3, 24));
+}
+
+void et_igemm_avx512_pack_a(const float *A, int lda, int ta, float scale, int K, int Kq, int i0, int i1, uint32_t *Ap) {
+    const __m512 s = _mm512_set1_ps(1.0f / scale);
+    const __m512i b128 = _mm512_set1_epi32(128);
+    if (!ta) { /* row i of op(A) is contiguous: per 16 k's, 8 rows x 4 dwords,
+                  transposed into 4 runs of 8 dwords (one per q) */
+        for (int b0 = i0; b0 < i1; b0 += 8) {
+            const float *row[8];
+            int live[8];
+            for (int r = 0; r < 8; r++) {
+                live[r] = b0 + r < i1;
+                row[r] = A + (size_t)(live[r] ? b0 + r : b0) * lda;
+            }
+            uint32_t *dst = Ap + (size_t)b0 * Kq;
+            for (int k = 0; k < Kq * 4; k += 16) {
+                const __mmask16 mk = lanes(K - k);
+                __m128i x[8];
+                for (int r = 0; r < 8; r++)
+                    x[r] = live[r] ? _mm512_cvtepi32_epi8(
+                                         _mm512_add_epi32(codes16(_mm512_maskz_loadu_ps(mk, row[r] + k), s), b128))
+                                   : _mm_setzero_si128();
+                __m128i y[2][4];
+                for (int h = 0; h < 2; h++) {
+                    __m128i *v = x + 4 * h;
+                    __m128i l01 = _mm_unpacklo_epi32(v[0], v[1]), h01 = _mm_unpackhi_epi32(v[0], v[1]);
+                    __m128i l23 = _mm_unpacklo_epi32(v[2], v[3]), h23 = _mm_unpackhi_epi32(v[2], v[3]);
+                    y[h][0] = _mm_unpacklo_epi64(l01, l23), y[h][1] = _mm_unpackhi_epi64(l01, l23);
+                    y[h][2] = _mm_unpacklo_epi64(h01, h23), y[h][3] = _mm_unpackhi_epi64(h01, h23);
+                }
+                const int q0 = k / 4;
+                for (int t = 0; t < 4 && q0 + t < Kq; t++)
+                    _mm256_storeu_si256((__m256i *)(dst + (size_t)(q0 + t) * 8), _mm256_set_m128i(y[1][t], y[0][t]));
             }
         }
-        for (int r = 0; r < RMI && i + r < i1; r++) {
-            int32_t *c = C + (size_t)(i + r) * ldc;
-            _mm512_mask_storeu_epi32(c, m0, _mm512_sub_epi32(c0[r], cs0));
-            _mm512_mask_storeu_epi32(c + 16, m1, _mm512_sub_epi32(c1[r], cs1));
+        return;
+    }
+    /* op(A)[i][k] = A[k*lda + i]: 16 rows (two 8-row blocks, i0 a multiple
+     * of 16) at a time, one dword per row and q: 8 contiguous dwords per block */
+    const __mmask16 mi = lanes(i1 - i0);
+    uint32_t *blk0 = Ap + (size_t)i0 * Kq, *blk1 = Ap + (size_t)(i0 + 8) * Kq;
+    for (int q = 0; q < Kq; q++) {
+        __m512i c[4];
+        for (int l = 0; l < 4; l++) {
+            int k = 4 * q + l;
+            c[l] = k < K ? codes16(_mm512_maskz_loadu_ps(mi, A + (size_t)k * lda + i0), s) : _mm512_setzero_si512();
+            c[l] = _mm512_add_epi32(c[l], b128);
+        }
+        __m512i w = bytes4(c[0], c[1], c[2], c[3]);
+        _mm256_mask_storeu_epi32(blk0 + (size_t)q * 8, (__mmask8)mi, _mm512_castsi512_si256(w));
+        if (mi >> 8) _mm256_mask_storeu_epi32(blk1 + (size_t)q * 8, (__mmask8)(mi >> 8), _mm512_extracti64x4_epi64(w, 1));
+    }
+}
+
+static void pack_b_panel_t(const float *B, int ldb, __m512 s, int K, int N, int Kq, int j0, int8_t *bp,
+                           int32_t *colsum128);
+
+void et_igemm_avx512_pack_b(const float *B, int ldb, int tb, float scale, int K, int N, int Kq, int j0, int npan,
+                            int8_t *bp, size_t panel_bytes, int32_t *colsum128) {
+    const __m512 s = _mm512_set1_ps(1.0f / scale);
+    if (tb) {
+        for (int p = 0; p < npan; p++)
+            pack_b_panel_t(B, ldb, s, K, N, Kq, j0 + 32 * p, bp + panel_bytes * p, colsum128 + 32 * p);
+        return;
+    }
+    /* row k of op(B) is contiguous: for each q, 4 rows x 16 columns -> 16
+     * dwords; the rows are read along all npan panels (sequential streams) */
+    const int nch = 2 * npan; /* 16-column chunks */
+    __m512i sum[2 * 8];
+    for (int h = 0; h < nch; h++) sum[h] = _mm512_setzero_si512();
+    for (int q = 0; q < Kq; q++) {
+        const float *r[4];
+        int nk = K - 4 * q < 4 ? K - 4 * q : 4;
+        const float *nx[4]; /* the next q's rows, prefetched a line per chunk */
+        for (int l = 0; l < 4; l++) {
+            r[l] = B + (size_t)(4 * q + (l < nk ? l : 0)) * ldb + j0;
+            int kn = 4 * q + 4 + l < K ? 4 * q + 4 + l : 4 * q + (l < nk ? l : 0);
+            nx[l] = B + (size_t)kn * ldb + j0;
+        }
+        for (int h = 0; h < nch; h++) {
+            const __mmask16 mh = lanes(N - j0 - 16 * h);
+            for (int l = 0; l < 4; l++) _mm_prefetch((const char *)(nx[l] + 16 * h), _MM_HINT_T0);
+            __m512i c[4];
+            for (int l = 0; l < 4; l++) {
+                c[l] = l < nk && mh ? codes16(_mm512_maskz_loadu_ps(mh, r[l] + 16 * h), s) : _mm512_setzero_si512();
+                sum[h] = _mm512_add_epi32(sum[h], c[l]);
+            }
+            _mm512_store_si512(bp + panel_bytes * (h >> 1) + ((size_t)q * 32 + 16 * (h & 1)) * 4,
+                               bytes4(c[0], c[1], c[2], c[3]));
         }
     }
+    for (int h = 0; h < nch; h++) _mm512_storeu_si512(colsum128 + 16 * h, _mm512_slli_epi32(sum[h], 7));
+}
+
+static void pack_b_panel_t(const float *B, int ldb, __m512 s, int K, int N, int Kq, int j0, int8_t *bp,
+                           int32_t *colsum128) {
+    const int nc = N - j0 < 32 ? N - j0 : 32;
+    /* op(B)[k][j] = B[j*ldb + k]: column j's codes are contiguous, 16 k's give
+     * 4 dwords (q0..q0+3); 4 columns at a time, a 4 x 4 dword transpose puts
+     * each q's 4 columns side by side. */
+    if (nc < 32) memset(bp, 0, (size_t)Kq * 32 * 4);
+    for (int c = nc; c < 32; c++) colsum128[c] = 0;
+    for (int c0 = 0; c0 < nc; c0 += 4) {
+        const float *row[4];
+        int live[4];
+        __m512i sum[4];
+        for (int u = 0; u < 4; u++) {
+            live[u] = c0 + u < nc;
+            row[u] = B + (size_t)(j0 + (live[u] ? c0 + u : c0)) * ldb;
+            sum[u] = _mm512_setzero_si512();
+        }
+        for (int k = 0; k < K; k += 16) {
+            const __mmask16 mk = lanes(K - k);
+            __m128i x[4];
+            for (int u = 0; u < 4; u++) {
+                _mm_prefetch((const char *)(row[u] + k + 256), _MM_HINT_T0);
+                __m512i code = live[u] ? codes16(_mm512_maskz_loadu_ps(mk, row[u] + k), s) : _mm512_setzero_si512();
+                sum[u] = _mm512_add_epi32(sum[u], code);
+                x[u] = _mm512_cvtepi32_epi8(code);
+            }
+            __m128i t01l = _mm_unpacklo_epi32(x[0], x[1]), t01h = _mm_unpackhi_epi32(x[0], x[1]);
+            __m128i t23l = _mm_unpacklo_epi32(x[2], x[3]), t23h = _mm_unpackhi_epi32(x[2], x[3]);
+            __m128i y[4] = {_mm_unpacklo_epi64(t01l, t23l), _mm_unpackhi_epi64(t01l, t23l),
+                            _mm_unpacklo_epi64(t01h, t23h), _mm_unpackhi_epi64(t01h, t23h)};
+            const int q0 = k / 4;
+            for (int t = 0; t < 4 && q0 + t < Kq; t++)
+                _mm_storeu_si128((__m128i *)(bp + ((size_t)(q0 + t) * 32 + c0) * 4), y[t]);
+        }
+        for (int u = 0; u < 4; u++)
+            if (live[u]) colsum128[c0 + u] = 128 * _mm512_reduce_add_epi32(sum[u]);
+    }
+}
+
+/* C[r][c] = (float)((double)tile[r][c] * sab) (+ fl(beta * C) first). */
+void et_igemm_avx512_store(const int32_t *tile, int rows, int nc, double sab, float beta, float *C, int ldc) {
+    const __m512d sv = _mm512_set1_pd(sab);
+    const __m512 bv = _mm512_set1_ps(beta);
+    for (int r = 0; r < rows; r++)
+        for (int h = 0; h < 2; h++) {
+            __mmask16 m = lanes(nc - 16 * h);
+            if (!m) continue;
+            __m512i t = _mm512_maskz_loadu_epi32(m, tile + r * 32 + 16 * h);
+            __m256 lo = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(t)), sv));
+            __m256 hi = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(t, 1)), sv));
+            __m512 v = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+            float *c = C + (size_t)r * ldc + 16 * h;
+            if (beta != 0.0f) v = _mm512_add_ps(_mm512_mul_ps(bv, _mm512_maskz_loadu_ps(m, c)), v);
+            _mm512_mask_storeu_ps(c, m, v);
+        }
 }

@@ -1,6 +1,7 @@
 /* The one matmul call: see docs/architecture.md and docs/sparsity.md. */
 #include "kernels/matmul.h"
 
+#include "kernels/igemm.h"
 #include "kernels/qgemm.h"
 #include "kernels/spgemm.h"
 #include "sparsity/sparsity.h"
@@ -14,6 +15,7 @@ const char *et_stage_name(et_stage s) {
 
 void et_engine_reset(et_engine *eng) {
     memset(&eng->total, 0, sizeof eng->total);
+    eng->int_calls = 0;
     if (eng->per_layer) memset(eng->per_layer, 0, sizeof(et_counters) * (size_t)eng->nlayers);
 }
 
@@ -30,30 +32,23 @@ static void count(et_counters *c, et_stage s, const work *w) {
     c->calls[s]++;
 }
 
-static float at(const float *X, int t, int ld, int r, int c) {
-    return t ? X[(int64_t)c * ld + r] : X[(int64_t)r * ld + c];
-}
-
-/* After a dense emulated product: masked-out outputs become 0, and the
- * multiply-adds a processor skipping at element granularity executes are
- * counted element by element (the emulated path is slow anyway). */
+/* After a dense product that could not skip (emulated accumulation, the
+ * integer path): masked-out outputs become 0, and the multiply-adds a
+ * processor skipping at element granularity executes are counted exactly by
+ * the sparse kernel's counting pass. */
 static uint64_t mask_and_count(const et_matmul *mm, const uint8_t *mask, int ldm) {
-    uint64_t elem = 0;
-#pragma omp parallel for schedule(static) reduction(+ : elem)
-    for (int i = 0; i < mm->M; i++)
-        for (int j = 0; j < mm->N; j++) {
-            if (mask && !mask[(int64_t)i * ldm + j]) {
-                mm->C[(int64_t)i * mm->ldc + j] = 0.0f;
-                continue;
-            }
-            if (!mm->skip_zeros) {
-                elem += (uint64_t)mm->K;
-                continue;
-            }
-            for (int k = 0; k < mm->K; k++)
-                elem += at(mm->A, mm->ta, mm->lda, i, k) != 0.0f && at(mm->B, mm->tb, mm->ldb, k, j) != 0.0f;
+    if (mask) {
+#pragma omp parallel for schedule(static) if ((int64_t)mm->M * mm->N > 65536)
+        for (int i = 0; i < mm->M; i++) {
+            const uint8_t *r = mask + (int64_t)i * ldm;
+            float *c = mm->C + (int64_t)i * mm->ldc;
+            for (int j = 0; j < mm->N; j++) c[j] = r[j] ? c[j] : 0.0f;
         }
-    return elem;
+    }
+    et_spgemm_stats ss = {0, 0};
+    et_sgemm_sparse_count(mm->ta, mm->tb, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->B, mm->ldb, mm->skip_zeros,
+                          mask, ldm, &ss);
+    return ss.macs_elem;
 }
 
 static uint64_t masked_out(const uint8_t *mask, int ldm, int M, int N) {
@@ -83,7 +78,17 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     int in_range = eng && mm->layer >= 0 && mm->layer < eng->nlayers;
     const et_format *mul = in_range && eng->mul ? eng->mul[mm->layer] : NULL;
     const et_format *acc = in_range && eng->acc ? eng->acc[mm->layer] : NULL;
-    if (mul || acc) {
+    if (acc && acc->kind != ET_FMT_FLOAT) acc = NULL; /* acc=int32 without integer operands: fp32 sums */
+    if (mm->a_scale > 0 && mm->b_scale > 0 && mm->K <= 131072) {
+        /* Exact integer path: int8 codes of both operands, int32 sums (no
+         * overflow: K * 127^2 < 2^31), one rounding. It runs dense; with
+         * sparsity the mask is applied and the executed MACs counted after. */
+        et_status st = et_igemm_f32(mm->ta, mm->tb, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->a_scale, mm->B, mm->ldb,
+                                    mm->b_scale, mm->beta, mm->C, mm->ldc);
+        if (st) return st;
+        if (eng) eng->int_calls++;
+        if (sparse) w.executed = mask_and_count(mm, mask, ldm);
+    } else if (mul || acc) {
         /* Emulated accumulation. Each call of a layer and stage gets its own
          * random-bit tensor id: (layer, stage, how many such calls came before).
          * With sparsity it runs dense, then the mask is applied: the CPU did

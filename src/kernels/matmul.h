@@ -15,6 +15,7 @@ struct et_engine {
     const et_format **mul, **acc;
     uint64_t seed;
     int64_t step;
+    uint64_t int_calls; /* products that took the exact integer path */
     /* Observer of every executed product (processor model, trace). */
     et_matmul_sink sink;
     void *sink_ctx;

@@ -14,6 +14,11 @@ static int is_fp32_ident(const et_format *f) {
 }
 
 static et_status check_fmt(const et_format *f, const char *role) {
+    if (f->scaled) {
+        char name[64];
+        return et_set_error(ET_ERR_INVALID, "et_qgemm: %s format '%s': :scaled needs a whole tensor, not one sum",
+                            role, et_format_name(f, name, sizeof name));
+    }
     if (f->kind != ET_FMT_FLOAT) {
         char name[64];
         return et_set_error(ET_ERR_INVALID,

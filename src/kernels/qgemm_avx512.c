@@ -17,6 +17,7 @@
 #include "numerics/format_avx512.h"
 
 #include <immintrin.h>
+#include <string.h>
 
 #define V(x) _mm512_set1_epi32((int)(x))
 #define INLINE static inline __attribute__((always_inline))
@@ -145,19 +146,20 @@ INLINE void block(const et_qgemm_args *g, int i0, int i1, int j0, int j1, const 
             v1[r] = _mm512_add_epi64(b, _mm512_mullo_epi64(lane1, step2K));
         }
         const size_t astep = g->ta ? (size_t)g->lda : 1;
+        __m512i kk = _mm512_setzero_si512(); /* 2k in every lane: the indices are v + kk */
         for (int k = 0; k < K; k++) {
             __m512 bv = _mm512_load_ps(Bp + (size_t)k * 16);
+#pragma GCC unroll 4 /* the rows' sums stay in registers, their chains interleave */
             for (int r = 0; r < RM; r++) {
                 __m512 p = _mm512_mul_ps(_mm512_set1_ps(ap[r][(size_t)k * astep]), bv);
-                if (mk != K_IDENT) p = vround(&qm, mk, p, mk == K_SR ? rand16(h, v0[r], v1[r]) : _mm512_setzero_si512());
-                __m512i ra = ak == K_SR ? rand16(h, _mm512_add_epi64(v0[r], one64), _mm512_add_epi64(v1[r], one64))
+                __m512i i0 = _mm512_setzero_si512(), i1 = i0;
+                if (sr) i0 = _mm512_add_epi64(v0[r], kk), i1 = _mm512_add_epi64(v1[r], kk);
+                if (mk != K_IDENT) p = vround(&qm, mk, p, mk == K_SR ? rand16(h, i0, i1) : _mm512_setzero_si512());
+                __m512i ra = ak == K_SR ? rand16(h, _mm512_add_epi64(i0, one64), _mm512_add_epi64(i1, one64))
                                         : _mm512_setzero_si512();
                 s[r] = vround(&qa, ak, _mm512_add_ps(s[r], p), ra);
-                if (sr) {
-                    v0[r] = _mm512_add_epi64(v0[r], two64);
-                    v1[r] = _mm512_add_epi64(v1[r], two64);
-                }
             }
+            if (sr) kk = _mm512_add_epi64(kk, two64);
         }
         for (int r = RM - 1; r >= 0; r--) /* repeated tail rows hold the same values */
             _mm512_mask_storeu_ps(g->C + (size_t)row[r] * g->ldc + j0, cm, s[r]);
@@ -174,11 +176,17 @@ static int kind_of(const et_qparams *p, int ident) {
 
 void et_qgemm_avx512_block(const et_qgemm_args *g, int i0, int i1, int j0, int j1, float *Bp) {
     const int K = g->K, nc = j1 - j0;
-    for (int k = 0; k < K; k++)
-        for (int l = 0; l < 16; l++)
-            Bp[(size_t)k * 16 + l] = l >= nc                ? 0.0f
-                                     : g->tb ? g->B[(size_t)(j0 + l) * g->ldb + k]
-                                             : g->B[(size_t)k * g->ldb + j0 + l];
+    if (!g->tb) { /* row k of op(B): 16 contiguous floats, zero past N */
+        const __mmask16 m = (__mmask16)(nc >= 16 ? 0xffff : (1u << nc) - 1);
+        for (int k = 0; k < K; k++)
+            _mm512_store_ps(Bp + (size_t)k * 16, _mm512_maskz_loadu_ps(m, g->B + (size_t)k * g->ldb + j0));
+    } else { /* column l of the panel is row j0 + l of B: read along it */
+        if (nc < 16) memset(Bp, 0, sizeof(float) * 16 * (size_t)K);
+        for (int l = 0; l < nc; l++) {
+            const float *src = g->B + (size_t)(j0 + l) * g->ldb;
+            for (int k = 0; k < K; k++) Bp[(size_t)k * 16 + l] = src[k];
+        }
+    }
     int mk = kind_of(&g->mul, g->mul_ident), ak = kind_of(&g->acc, g->acc_ident);
     switch (mk * 4 + ak) {
         CASE(0, 0) CASE(0, 1) CASE(0, 2) CASE(0, 3)

@@ -30,6 +30,12 @@ void et_sgemm_sparse(int ta, int tb, int M, int N, int K, const float *A, int ld
                      float beta, float *C, int ldc, int skip_zeros, const uint8_t *mask, int ldmask,
                      et_spgemm_stats *st);
 
+/* Only the statistics (macs_elem exactly; macs_cpu = 0): the counting pass
+ * alone, for products that ran dense (emulated or integer arithmetic) and the
+ * bench. */
+void et_sgemm_sparse_count(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                           int skip_zeros, const uint8_t *mask, int ldmask, et_spgemm_stats *st);
+
 /* The plain reference: et_sgemm, then the mask, and the statistics counted
  * element by element (slow; for tests). */
 void et_sgemm_sparse_ref(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,

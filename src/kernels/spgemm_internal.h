@@ -103,9 +103,4 @@ void et_sgemm_sparse_isa(et_isa isa, int ta, int tb, int M, int N, int K, const 
                          int lda, const float *B, int ldb, float beta, float *C, int ldc,
                          int skip_zeros, const uint8_t *mask, int ldmask, et_spgemm_stats *st);
 
-/* Only the statistics (macs_elem exactly; macs_cpu = 0): the counting pass
- * alone, for the bench. */
-void et_sgemm_sparse_count(int ta, int tb, int M, int N, int K, const float *A, int lda,
-                           const float *B, int ldb, int skip_zeros, const uint8_t *mask,
-                           int ldmask, et_spgemm_stats *st);
 #endif

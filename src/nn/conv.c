@@ -244,7 +244,8 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
         const float *B = chunk_cols(l, cx, x, n0, nb, &ldb);
         et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK,
                         B, ldb, y + (int64_t)n0 * HWo, N * HWo, 0.0f,
-                        (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, NULL};
+                        (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, NULL,
+                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_A]};
         et_spec chunk;
         if (spec) { /* this chunk's columns of the whole output's mask */
             chunk = *spec;
@@ -282,7 +283,8 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     const int skip = sp && sp->bw_skip, masked = sp && sp->ep_mask && sp->ep_maskbuf;
     if (direct) { /* dX[Cin, N*HW] = W^T dY in one product */
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, N * HWo, Cout, l->params[0].use, CK,
-                        dy, N * HWo, dx, N * HWo, 0.0f, skip || l->params[0].mask != NULL, NULL, 0, NULL};
+                        dy, N * HWo, dx, N * HWo, 0.0f, skip || l->params[0].mask != NULL, NULL, 0, NULL,
+                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_E]};
         if (masked) {
             nonzero_mask(x, (int64_t)CK * N * HWo, sp->ep_maskbuf);
             mm.mask = sp->ep_maskbuf, mm.ldmask = N * HWo;
@@ -295,7 +297,8 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
         int nb = N - n0 < nbmax ? N - n0 : nbmax;
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, nb * HWo, Cout, l->params[0].use, CK,
                         dy + (int64_t)n0 * HWo, N * HWo, cx->scratch, nb * HWo, 0.0f,
-                        skip || l->params[0].mask != NULL, NULL, 0, NULL};
+                        skip || l->params[0].mask != NULL, NULL, 0, NULL,
+                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_E]};
         if (masked) {
             im2col_mask(l, x, N, n0, nb, sp->ep_maskbuf);
             mm.mask = sp->ep_maskbuf, mm.ldmask = nb * HWo;
@@ -317,7 +320,8 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
         const float *B = chunk_cols(l, cx, x, n0, nb, &ldb);
         et_matmul mm = {ET_WG, l->index, 0, 1, Cout, CK, nb * HWo, dy + (int64_t)n0 * HWo,
                         N * HWo, B, ldb, l->params[0].grad, CK, n0 == 0 ? 0.0f : 1.0f, cx->sp && cx->sp->bw_skip,
-                        l->params[0].mask, CK, NULL};
+                        l->params[0].mask, CK, NULL,
+                        l->int_scale[ET_IS_E], l->int_scale[ET_IS_A]};
         et_status st = et_matmul_run(cx->eng, &mm);
         if (st) return st;
     }

@@ -69,6 +69,10 @@ typedef struct et_layer {
     int64_t num_batches_tracked; /* bn only */
     float *state;                /* per-layer training state (bn: mean, invstd) */
     int skip_ep, skip_wg;        /* first layer / frozen layer */
+    /* Per-tensor scales of the weights, input and error as stored now, when a
+     * policy with acc=int32 keeps them on int8-sized grids (nn/precision.c);
+     * 0 otherwise. They go into the matmul records (et_matmul.a_scale/b_scale). */
+    float int_scale[3];
 } et_layer;
 
 /* What the run-time sparsity modes ask of a conv/linear call (decided by the
@@ -81,6 +85,8 @@ typedef struct et_layer_sparsity {
     et_spec *spec;        /* FF: speculation request (mask = the whole output), NULL: none */
     uint8_t *ep_maskbuf;  /* room for EP's output mask (et_layer_ep_mask_bytes) */
 } et_layer_sparsity;
+
+enum { ET_IS_W = 0, ET_IS_A = 1, ET_IS_E = 2 };
 
 /* What a layer call gets besides its tensors. */
 typedef struct et_lctx {

@@ -24,7 +24,7 @@ static et_status linear_ff(et_layer *l, const et_lctx *c, const float *x, float 
     const et_layer_sparsity *sp = c->sp;
     const et_spec *spec = sp ? sp->spec : NULL;
     et_matmul mm = {ET_FF, l->index, 0, 1, N, out, in, x, in, l->params[0].use, in, y, out, 0.0f,
-                    (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, spec};
+                    (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, spec, l->int_scale[ET_IS_A], l->int_scale[ET_IS_W]};
     et_status st = et_matmul_run(c->eng, &mm);
     if (st || !l->cfg.linear.bias) return st;
     const float *b = l->params[1].data;
@@ -39,7 +39,8 @@ static et_status linear_ep(et_layer *l, const et_lctx *c, const float *x, const 
     const int in = l->in.c, out = l->out.c, N = c->batch;
     const et_layer_sparsity *sp = c->sp;
     et_matmul mm = {ET_EP, l->index, 0, 0, N, in, out, dy, out, l->params[0].use, in, dx, in, 0.0f,
-                    (sp && sp->bw_skip) || l->params[0].mask != NULL, NULL, 0, NULL};
+                    (sp && sp->bw_skip) || l->params[0].mask != NULL, NULL, 0, NULL,
+                    l->int_scale[ET_IS_E], l->int_scale[ET_IS_W]};
     if (sp && sp->ep_mask && sp->ep_maskbuf) { /* dL/dx is zero where the ReLU output x is */
         for (int64_t e = 0; e < (int64_t)N * in; e++) sp->ep_maskbuf[e] = x[e] != 0.0f;
         mm.mask = sp->ep_maskbuf, mm.ldmask = in;
@@ -50,7 +51,8 @@ static et_status linear_ep(et_layer *l, const et_lctx *c, const float *x, const 
 static et_status linear_wg(et_layer *l, const et_lctx *c, const float *x, const float *dy) {
     const int in = l->in.c, out = l->out.c, N = c->batch;
     et_matmul mm = {ET_WG, l->index, 1, 0, out, in, N, dy, out, x, in, l->params[0].grad, in, 0.0f,
-                    c->sp && c->sp->bw_skip, l->params[0].mask, in, NULL};
+                    c->sp && c->sp->bw_skip, l->params[0].mask, in, NULL,
+                    l->int_scale[ET_IS_E], l->int_scale[ET_IS_A]};
     et_status st = et_matmul_run(c->eng, &mm);
     if (st || !l->cfg.linear.bias) return st;
     float *db = l->params[1].grad;

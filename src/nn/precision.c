@@ -12,6 +12,7 @@
  * Biases, batchnorm parameters and everything outside conv/linear stay fp32.
  * Stochastic rounding keys: (seed, tensor = node * 8 + role, element, step). */
 #include "nn/precision.h"
+#include "numerics/format_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -87,16 +88,30 @@ et_status et_model_set_precision(et_model *m, const char *spec) {
         for (int k = 0; k < 2 && !st; k++) {
             et_role r = roles[k];
             const et_format *f = et_policy_format(p, l->prefix, r);
-            if (f && f->kind != ET_FMT_FLOAT)
-                st = et_set_error(ET_ERR_INVALID, "policy %s: %s of layer %s must be a floating-point format", p->name,
-                                  et_role_name(r), l->prefix);
+            if (f && f->kind != ET_FMT_FLOAT && !(r == ET_ROLE_ACC && et_policy_acc_int32(f)))
+                st = et_set_error(ET_ERR_INVALID,
+                                  "policy %s: %s of layer %s must be a floating-point format%s", p->name,
+                                  et_role_name(r), l->prefix, r == ET_ROLE_ACC ? " or int32" : "");
+            else if (f && f->scaled)
+                st = et_set_error(ET_ERR_INVALID, "policy %s: %s of layer %s: :scaled applies to stored tensors "
+                                  "(w, a, e, g, m), not to single sums or products", p->name, et_role_name(r), l->prefix);
 
         }
+    }
+    for (int i = 0; !st && i < m->nnodes; i++) {
+        const et_layer *l = &m->nodes[i].layer;
+        if (is_matmul_layer(l) && et_policy_acc_int32(et_policy_format(p, l->prefix, ET_ROLE_ACC)) &&
+            et_policy_format(p, l->prefix, ET_ROLE_MUL))
+            st = et_set_error(ET_ERR_INVALID,
+                              "policy %s: layer %s has acc=int32 (exact integer sums) and a mul format; "
+                              "integer products are exact, drop mul", p->name, l->prefix);
     }
     if (st) {
         free(p);
         return st;
     }
+    for (int i = 0; i < m->nnodes; i++)
+        for (int k = 0; k < 3; k++) m->nodes[i].layer.int_scale[k] = 0;
     free(m->policy);
     m->policy = p;
     return laps_init(m);
@@ -114,11 +129,34 @@ static et_qkey key_of(const et_model *m, int node, et_role role) {
     return k;
 }
 
+/* Rounds x into y; *scale (if not NULL) gets the per-tensor scale (0 for
+ * per-channel formats). */
+static et_status round_tensor_s(const et_model *m, int node, et_role role, const et_format *f, const float *x,
+                                float *y, int64_t rows, int64_t cols, float *scale) {
+    et_qkey k = key_of(m, node, role);
+    if (scale) *scale = 0;
+    if (f->perchannel) return et_quantize_rows(f, x, y, (size_t)rows, (size_t)cols, &k);
+    return et_quantize_scaled(f, x, y, (size_t)(rows * cols), &k, scale);
+}
+
 static et_status round_tensor(const et_model *m, int node, et_role role, const et_format *f, const float *x,
                               float *y, int64_t rows, int64_t cols) {
-    et_qkey k = key_of(m, node, role);
-    if (f->perchannel) return et_quantize_rows(f, x, y, (size_t)rows, (size_t)cols, &k);
-    return et_quantize(f, x, y, (size_t)(rows * cols), &k);
+    return round_tensor_s(m, node, role, f, x, y, rows, cols, NULL);
+}
+
+/* The exact integer matmul path (docs/architecture.md): a layer whose acc is
+ * int32 hands the matmul call the per-tensor scale of every operand stored
+ * in intN/dfxpN with N <= 8 (codes |q| <= 127); anything else gets 0 (fp32
+ * path). An all-zero tensor (scale 0) is all codes 0 on any grid: 1. */
+static int int_acc(const et_model *m, int node) {
+    return et_policy_acc_int32(et_model_format(m, node, ET_ROLE_ACC));
+}
+static float grid_scale(const et_format *f, float scale) {
+    if (!f || f->kind == ET_FMT_FLOAT || f->bits > 8 || f->perchannel) return 0.0f;
+    return scale > 0 ? scale : 1.0f;
+}
+static float int_scale_of(const et_model *m, int node, const et_format *f, float scale) {
+    return int_acc(m, node) ? grid_scale(f, scale) : 0.0f;
 }
 
 /* LAPS: widen the weight format of layers whose rounding error against a
@@ -170,8 +208,10 @@ et_status et_precision_weights(et_model *m) {
         const et_format *f = et_model_format(m, i, ET_ROLE_W);
         if (!f) continue;
         et_param *w = &l->params[0];
-        et_status st = round_tensor(m, i, ET_ROLE_W, f, w->data, w->use, w->shape[0], w->n / w->shape[0]);
+        float s;
+        et_status st = round_tensor_s(m, i, ET_ROLE_W, f, w->data, w->use, w->shape[0], w->n / w->shape[0], &s);
         if (st) return st;
+        l->int_scale[ET_IS_W] = int_scale_of(m, i, f, s);
     }
     m->wq_step = m->step;
     return ET_OK;
@@ -179,12 +219,26 @@ et_status et_precision_weights(et_model *m) {
 
 et_status et_precision_input(et_model *m, int node, float *x, int64_t n) {
     const et_format *f = et_model_format(m, node, ET_ROLE_A);
-    return f ? round_tensor(m, node, ET_ROLE_A, f, x, x, 1, n) : ET_OK;
+    if (!f) return ET_OK;
+    float s;
+    et_status st = round_tensor_s(m, node, ET_ROLE_A, f, x, x, 1, n, &s);
+    if (st) return st;
+    /* The tensor is now on this grid for every layer that reads it (a later
+     * reader's WG must not assume the grid its own FF left). */
+    const int t = m->nodes[node].in;
+    for (int k = 0; k < m->nnodes; k++)
+        if (is_matmul_layer(&m->nodes[k].layer) && m->nodes[k].in == t)
+            m->nodes[k].layer.int_scale[ET_IS_A] = int_scale_of(m, k, f, s);
+    return ET_OK;
 }
 
 et_status et_precision_error(et_model *m, int node, float *dy, int64_t n) {
     const et_format *f = et_model_format(m, node, ET_ROLE_E);
-    return f ? round_tensor(m, node, ET_ROLE_E, f, dy, dy, 1, n) : ET_OK;
+    if (!f) return ET_OK;
+    float s;
+    et_status st = round_tensor_s(m, node, ET_ROLE_E, f, dy, dy, 1, n, &s);
+    m->nodes[node].layer.int_scale[ET_IS_E] = st ? 0.0f : int_scale_of(m, node, f, s);
+    return st;
 }
 
 /* g before the update; m (master weights + optimizer state) after it. */

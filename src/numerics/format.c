@@ -60,7 +60,7 @@ et_status et_format_parse(const char *text, et_format *out) {
     } else
         return bad(text, "unknown base format (fp32, fp16, bf16, e4m3, e5m2, eXmY, intN, dfxpN)");
     if (f.kind == ET_FMT_FLOAT) f.bits = 1 + f.ebits + f.mbits;
-    int seen_sat = 0, seen_nosub = 0, seen_pc = 0;
+    int seen_sat = 0, seen_nosub = 0, seen_pc = 0, seen_sc = 0;
     while (*p == ':') {
         p++;
         size_t len = strcspn(p, ":/");
@@ -68,12 +68,13 @@ et_status et_format_parse(const char *text, et_format *out) {
         if (len == 3 && !strncmp(p, "sat", 3)) flag = &f.sat, seen = &seen_sat;
         else if (len == 5 && !strncmp(p, "nosub", 5)) flag = &f.nosub, seen = &seen_nosub;
         else if (len == 10 && !strncmp(p, "perchannel", 10)) flag = &f.perchannel, seen = &seen_pc;
-        else return bad(text, "unknown modifier (:sat, :nosub, :perchannel)");
+        else if (len == 6 && !strncmp(p, "scaled", 6)) flag = &f.scaled, seen = &seen_sc;
+        else return bad(text, "unknown modifier (:sat, :nosub, :scaled, :perchannel)");
         if (*seen) return bad(text, "modifier given twice");
         if (flag == &f.perchannel && f.kind == ET_FMT_FLOAT)
             return bad(text, ":perchannel applies to intN and dfxpN only");
         if (flag != &f.perchannel && f.kind != ET_FMT_FLOAT)
-            return bad(text, ":sat and :nosub apply to floating-point formats only");
+            return bad(text, ":sat, :nosub and :scaled apply to floating-point formats only");
         *flag = *seen = 1;
         p += len;
     }
@@ -110,8 +111,8 @@ const char *et_format_name(const et_format *f, char *buf, size_t cap) {
     if (f->round == ET_ROUND_RZ) snprintf(rnd, sizeof rnd, "/rz");
     else if (f->round == ET_ROUND_SR && f->sr_bits == 32) snprintf(rnd, sizeof rnd, "/sr");
     else if (f->round == ET_ROUND_SR) snprintf(rnd, sizeof rnd, "/sr%d", f->sr_bits);
-    snprintf(buf, cap, "%s%s%s%s%s", base, f->sat && !always_sat ? ":sat" : "", f->nosub ? ":nosub" : "",
-             f->perchannel ? ":perchannel" : "", rnd);
+    snprintf(buf, cap, "%s%s%s%s%s%s", base, f->sat && !always_sat ? ":sat" : "", f->nosub ? ":nosub" : "",
+             f->scaled ? ":scaled" : "", f->perchannel ? ":perchannel" : "", rnd);
     return buf;
 }
 
@@ -145,6 +146,9 @@ et_format_props et_format_properties(const et_format *f) {
 /* ------------------------------------------------------------- scales */
 
 static float absmax(const float *x, size_t n) {
+#if defined(__x86_64__)
+    if (et_cpu_isa() >= ET_ISA_AVX512) return et_absmax_avx512(x, n);
+#endif
     float m = 0;
     for (size_t i = 0; i < n; i++) {
         float a = fabsf(x[i]);
@@ -154,8 +158,20 @@ static float absmax(const float *x, size_t n) {
 }
 
 float et_format_scale(const et_format *f, const float *x, size_t n) {
-    if (f->kind == ET_FMT_FLOAT) return 1.0f;
+    if (f->kind == ET_FMT_FLOAT && !f->scaled) return 1.0f;
     float am = absmax(x, n);
+    if (f->kind == ET_FMT_FLOAT) {
+        /* :scaled: 2^-k with k the largest integer such that absmax * 2^k <= max
+         * finite (a shared exponent bias); 1 for an all-zero tensor */
+        if (am == 0) return 1.0f;
+        double mx = max_of(f);
+        int k = (int)floor(log2(mx / am));
+        while (ldexp((double)am, k) > mx) k--;
+        while (ldexp((double)am, k + 1) <= mx) k++;
+        if (k < -126) k = -126;
+        if (k > 126) k = 126;
+        return ldexpf(1.0f, -k);
+    }
     if (am == 0) return 0.0f;
     float qmax = (float)((1 << (f->bits - 1)) - 1);
     if (f->kind == ET_FMT_INT) return am / qmax;
@@ -296,13 +312,29 @@ static et_status run(const et_format *f, const float *x, float *y, size_t n, flo
         if (y != x) memmove(y, x, n * sizeof *x); /* fp32 is the identity */
         return ET_OK;
     }
+    if (f->kind == ET_FMT_FLOAT && scale != 1.0f) {
+        /* :scaled: y = q(x / scale) * scale, scale a power of two (exact but
+         * at the ends of fp32's own range) */
+        const float inv = 1.0f / scale;
+        for (size_t i = 0; i < n; i++) y[i] = x[i] * inv;
+        loop(&p, y, y, n, first);
+        for (size_t i = 0; i < n; i++) y[i] *= scale;
+        return ET_OK;
+    }
     loop(&p, x, y, n, first);
     return ET_OK;
 }
 
 et_status et_quantize(const et_format *f, const float *x, float *y, size_t n, const et_qkey *key) {
+    return et_quantize_scaled(f, x, y, n, key, NULL);
+}
+
+et_status et_quantize_scaled(const et_format *f, const float *x, float *y, size_t n, const et_qkey *key,
+                             float *scale) {
     if (!f || (n && (!x || !y))) return et_set_error(ET_ERR_INVALID, "et_quantize: NULL argument");
-    return run(f, x, y, n, et_format_scale(f, x, n), key, 0);
+    float s = et_format_scale(f, x, n);
+    if (scale) *scale = s;
+    return run(f, x, y, n, s, key, 0);
 }
 
 et_status et_quantize_rows(const et_format *f, const float *x, float *y, size_t rows, size_t cols,

@@ -4,6 +4,23 @@
  * rounding come from the same scalar counter-based generator. */
 #include "numerics/format_avx512.h"
 
+#include <string.h>
+
+float et_absmax_avx512(const float *x, size_t n) {
+    /* non-negative floats order like their bit patterns; inf/NaN are left out */
+    __m512i m = _mm512_setzero_si512();
+    for (size_t i = 0; i < n; i += 16) {
+        size_t r = n - i < 16 ? n - i : 16;
+        __mmask16 k = (__mmask16)(r == 16 ? 0xffff : (1u << r) - 1);
+        __m512i a = _mm512_and_si512(_mm512_maskz_loadu_epi32(k, x + i), _mm512_set1_epi32(0x7fffffff));
+        m = _mm512_mask_max_epu32(m, _mm512_cmplt_epu32_mask(a, _mm512_set1_epi32(0x7f800000)), m, a);
+    }
+    uint32_t u = _mm512_reduce_max_epu32(m);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 void et_quantize_avx512(const et_qparams *p, const float *x, float *y, size_t n, uint64_t first) {
     int sr = p->mode == ET_ROUND_SR;
     uint32_t rb[16] = {0};

@@ -78,7 +78,13 @@ static inline __m512 et_quantize16(const et_qparams *p, __m512 xv, __m512i rnd) 
         __m512i ya = _mm512_castps_si512(_mm512_div_ps(_mm512_castsi512_ps(a), sc));
         __mmask16 huge = _mm512_cmpge_epu32_mask(ya, V(0x7f800000)) | inf;
         __mmask16 yzero = _mm512_cmpeq_epi32_mask(ya, _mm512_setzero_si512());
-        __m512i r = _mm512_min_epu32(et_round_mag16(p, ya, rnd), maxb);
+        /* to nearest: the quantum is 1, so round_mag() is the hardware's
+         * round-to-integer, ties to even (ya is finite and >= 0 here) */
+        __m512i rm = p->mode == ET_ROUND_RN
+                         ? _mm512_castps_si512(_mm512_roundscale_ps(_mm512_castsi512_ps(ya),
+                                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+                         : et_round_mag16(p, ya, rnd);
+        __m512i r = _mm512_min_epu32(rm, maxb);
         r = _mm512_mask_mov_epi32(r, yzero, _mm512_setzero_si512());
         r = _mm512_mask_mov_epi32(r, huge, maxb);
         __m512 v = _mm512_mul_ps(_mm512_castsi512_ps(r), sc);

@@ -32,8 +32,14 @@ typedef struct et_qparams {
 void et_qparams_init(et_qparams *p, const et_format *f, float scale, const et_qkey *key);
 /* 32 random bits of element `index` (the top half of et_rand64(subseed, step, index)). */
 uint32_t et_qrand(const et_qparams *p, uint64_t index);
+/* et_quantize that also reports the per-tensor scale it used (intN/dfxpN;
+ * 1 for floating point, 0 for an all-zero tensor); scale may be NULL. */
+et_status et_quantize_scaled(const et_format *f, const float *x, float *y, size_t n, const et_qkey *key,
+                             float *scale);
 /* Reference loop: y[i] = q(x[i]) for elements first..first+n-1 (index first+i). */
 void et_quantize_scalar(const et_qparams *p, const float *x, float *y, size_t n, uint64_t first);
+/* max |x[i]| over the finite x[i] (0 if none), 16 lanes at a time. */
+float et_absmax_avx512(const float *x, size_t n);
 /* The same, bit for bit, 16 lanes at a time (only when the CPU has AVX-512). */
 void et_quantize_avx512(const et_qparams *p, const float *x, float *y, size_t n, uint64_t first);
 #endif

@@ -28,7 +28,11 @@ static et_status parse_assignments(char *s, et_policy_entry *e, const char *wher
             return et_set_error(ET_ERR_FORMAT, "%s: unknown role '%.*s' (w, a, e, g, acc, m, mul)", where,
                                 (int)(eq - tok), tok);
         if (e->set & (1u << r)) return et_set_error(ET_ERR_FORMAT, "%s: role '%s' given twice", where, et_role_name((et_role)r));
-        if (et_format_parse(eq + 1, &e->fmt[r])) {
+        if (r == ET_ROLE_ACC && !strcmp(eq + 1, "int32")) {
+            /* exact integer accumulation (docs/precision.md): not a number
+             * format of its own, a property of the matmul call */
+            e->fmt[r] = (et_format){.kind = ET_FMT_INT, .bits = 32, .round = ET_ROUND_RN};
+        } else if (et_format_parse(eq + 1, &e->fmt[r])) {
             char msg[300];
             snprintf(msg, sizeof msg, "%s", et_last_error());
             return et_set_error(ET_ERR_FORMAT, "%s: %s", where, msg);

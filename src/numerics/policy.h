@@ -43,6 +43,10 @@ typedef struct et_policy {
     et_policy_entry entries[ET_POLICY_MAX_LAYERS + 1];
 } et_policy;
 
+/* acc=int32: exact integer accumulation. Stored as {kind INT, bits 32};
+ * et_policy_acc_int32() tells it apart. */
+static inline int et_policy_acc_int32(const et_format *f) { return f && f->kind == ET_FMT_INT && f->bits == 32; }
+
 /* Parses policy text (file content or one inline line). */
 et_status et_policy_parse(const char *text, const char *name, et_policy *out);
 /* SPEC: a file, a name in $ET_POLICIES_DIR or policies/ (NAME.policy), or inline text. */
