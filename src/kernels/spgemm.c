@@ -258,10 +258,10 @@ typedef struct spctx {
     /* the AVX-512 tile with optional steps and store mask; NULL elsewhere */
     void (*ktile)(int m, int n, const uint64_t *km, int k, const float *a, ptrdiff_t ars,
                   ptrdiff_t as, const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float beta,
-                  const uint64_t *keep);
+                  const uint64_t *kw, int ko);
     void (*tscan)(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,
                   const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float beta,
-                  const uint64_t *keep, uint64_t *pat);
+                  const uint64_t *kw, int ko, uint64_t *pat);
     void (*patpanel)(const uint64_t *pat, int kb, int n, int nsub, uint64_t *sub, int kbw,
                      int32_t *kcnt, int32_t *ccnt, uint64_t *brow, size_t bstride, int bit0);
     const et_spgemm_scan *sc;
@@ -575,19 +575,16 @@ static acc2 region(const spctx *g, int grp, int m0, int m1, int n0, int n1, char
                         /* the last block of a masked tile stores through the mask:
                          * in registers (AVX-512 tile) or by a pass after the kernel */
                         const int lastmask = last && !full;
-                        uint64_t keep[8];
-                        const uint64_t *kp = NULL;
+                        /* kp: the row panel's mask words (AVX-512: mr == 8) */
+                        const uint64_t *kp = NULL, *mp = NULL;
                         if (lastmask && g->ktile) {
-                            const uint64_t *mp = g->Mpan + (size_t)iq * (g->NW + 1) * mr;
-                            int lo = jc + jr, o = lo & 63;
-                            const uint64_t *w0 = mp + (size_t)(lo >> 6) * mr;
-                            for (int rr = 0; rr < m; rr++)
-                                keep[rr] = o ? w0[rr] >> o | w0[mr + rr] << (64 - o) : w0[rr];
-                            kp = keep;
+                            mp = g->Mpan + (size_t)iq * (g->NW + 1) * mr;
+                            kp = mp + (size_t)((jc + jr) >> 6) * mr;
                         }
+                        const int ko = (jc + jr) & 63;
                         int post = lastmask && !kp; /* mask the whole tile afterwards */
                         if (tscan) {
-                            g->tscan(m, n, kb, a, ars, as, bp, bs, cp, g->ldc, beta, kp, pat);
+                            g->tscan(m, n, kb, a, ars, as, bp, bs, cp, g->ldc, beta, kp, ko, pat);
                             g->patpanel(pat, kb, n, ns, psub, kbw, g->cmode == CNT_NOMASK ? kcnt : NULL,
                                         g->cmode == CNT_COLS ? ccnt + jr : NULL,
                                         brow ? brow + (size_t)pc * ncw : NULL, (size_t)ncw, jr);
@@ -596,7 +593,7 @@ static acc2 region(const spctx *g, int grp, int m0, int m1, int n0, int n1, char
                             r.macs += (uint64_t)kb * m * n;
                         } else if (!g->skip) {
                             if (kp)
-                                g->ktile(m, n, NULL, kb, a, ars, as, bp, bs, cp, g->ldc, beta, kp);
+                                g->ktile(m, n, NULL, kb, a, ars, as, bp, bs, cp, g->ldc, beta, kp, ko);
                             else
                                 ki->kern(m, n, kb, a, ars, as, bp, bs, cp, g->ldc, 1.0f, beta);
                             r.macs += (uint64_t)kb * m * n;
@@ -646,13 +643,13 @@ static acc2 region(const spctx *g, int grp, int m0, int m1, int n0, int n1, char
                                 post = lastmask;
                             } else if (how == 1) {
                                 if (kp)
-                                    g->ktile(m, n, NULL, kb, a, ars, as, bp, bs, cp, g->ldc, beta, kp);
+                                    g->ktile(m, n, NULL, kb, a, ars, as, bp, bs, cp, g->ldc, beta, kp, ko);
                                 else
                                     ki->kern(m, n, kb, a, ars, as, bp, bs, cp, g->ldc, 1.0f, beta);
                                 r.macs += (uint64_t)kb * m * n;
                             } else if (how == 2) {
                                 if (g->ktile)
-                                    g->ktile(m, n, ku, kb, a, ars, as, bp, bs, cp, g->ldc, beta, kp);
+                                    g->ktile(m, n, ku, kb, a, ars, as, bp, bs, cp, g->ldc, beta, kp, ko);
                                 else
                                     g->skern(m, n, ku, kb, a, ars, as, bp, bs, cp, g->ldc, beta);
                                 r.macs += (uint64_t)cu * m * n;
@@ -671,12 +668,11 @@ static acc2 region(const spctx *g, int grp, int m0, int m1, int n0, int n1, char
                                             sc->masktile(cv, g->ldc, mrows, mst, jc + jr + v * sw, m, nv);
                                         continue;
                                     }
-                                    uint64_t kv[8];
-                                    if (kp)
-                                        for (int rr = 0; rr < m; rr++) kv[rr] = keep[rr] >> (v * sw);
+                                    int lov = jc + jr + v * sw;
                                     if (g->ktile)
                                         g->ktile(m, nv, km[v], kb, a, ars, as, bp + v * sw, bs, cv,
-                                                 g->ldc, beta, kp ? kv : NULL);
+                                                 g->ldc, beta, kp ? mp + (size_t)(lov >> 6) * mr : NULL,
+                                                 lov & 63);
                                     else
                                         g->skern(m, nv, km[v], kb, a, ars, as, bp + v * sw, bs, cv,
                                                  g->ldc, beta);

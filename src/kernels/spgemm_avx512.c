@@ -12,15 +12,17 @@
 
 /* gemm_avx512.c's tile() with the step loop over the set bits of km (NULL:
  * every step, the dense loop): the arithmetic per step and the store are the
- * same instructions. keep (NULL: none) holds per row the columns to store;
- * the others are stored as 0 (the output mask, applied in registers). */
+ * same instructions. kw (NULL: no mask) points at the row panel's mask words
+ * (row r's word at kw[r], its next word at kw[MR + r]) and ko is the bit of
+ * column 0 in them: only the columns whose bit is set are stored, the others
+ * as 0 (the output mask, applied in registers). */
 static inline __attribute__((always_inline)) void stile(const int RM, const int NVv, const int SCAN,
                                                         int n, const uint64_t *km, int k,
                                                         const float *a, ptrdiff_t ars,
                                                         ptrdiff_t as, const float *b,
                                                         ptrdiff_t bs, float *c, ptrdiff_t ldc,
-                                                        float beta, const uint64_t *keep,
-                                                        uint64_t *pat) {
+                                                        float beta, const uint64_t *kw,
+                                                        int ko, uint64_t *pat) {
     const float alpha = 1.0f;
     __m512 acc[MR][NV];
 #pragma GCC unroll 8
@@ -68,7 +70,10 @@ static inline __attribute__((always_inline)) void stile(const int RM, const int 
             }
         }
     }
-    if (keep) {
+    uint64_t keep[MR] = {0};
+    if (kw) {
+#pragma GCC unroll 8
+        for (int r = 0; r < RM; r++) keep[r] = ko ? kw[r] >> ko | kw[MR + r] << (64 - ko) : kw[r];
 #pragma GCC unroll 8
         for (int r = 0; r < RM; r++)
 #pragma GCC unroll 4
@@ -93,7 +98,7 @@ static inline __attribute__((always_inline)) void stile(const int RM, const int 
                     float *cp = c + r * ldc + 16 * v;
                     __m512 cv = _mm512_mul_ps(vb, _mm512_loadu_ps(cp));
                     __m512 t = _mm512_fmadd_ps(va, acc[r][v], cv);
-                    if (keep) t = _mm512_maskz_mov_ps((__mmask16)(keep[r] >> (16 * v)), t);
+                    if (kw) t = _mm512_maskz_mov_ps((__mmask16)(keep[r] >> (16 * v)), t);
                     _mm512_storeu_ps(cp, t);
                 }
         }
@@ -116,7 +121,7 @@ static inline __attribute__((always_inline)) void stile(const int RM, const int 
             else
                 t = _mm512_fmadd_ps(va, acc[r][v],
                                     _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(mk[v], cp)));
-            if (keep) t = _mm512_maskz_mov_ps((__mmask16)(keep[r] >> (16 * v)), t);
+            if (kw) t = _mm512_maskz_mov_ps((__mmask16)(keep[r] >> (16 * v)), t);
             _mm512_mask_storeu_ps(cp, mk[v], t);
         }
     }
@@ -125,25 +130,25 @@ static inline __attribute__((always_inline)) void stile(const int RM, const int 
 #define STILE_FN(RM, NVv)                                                                        \
     static void stileP_##RM##x##NVv(int n, const uint64_t *km, int k, const float *a,            \
                                     ptrdiff_t ars, ptrdiff_t as, const float *b, ptrdiff_t bs,   \
-                                    float *c, ptrdiff_t ldc, float beta, const uint64_t *keep) { \
+                                    float *c, ptrdiff_t ldc, float beta, const uint64_t *kw, int ko) { \
         (void)ars;                                                                               \
-        stile(RM, NVv, 0, n, km, k, a, 1, as, b, bs, c, ldc, beta, keep, NULL);                  \
+        stile(RM, NVv, 0, n, km, k, a, 1, as, b, bs, c, ldc, beta, kw, ko, NULL);               \
     }                                                                                            \
     static void stileS_##RM##x##NVv(int n, const uint64_t *km, int k, const float *a,            \
                                     ptrdiff_t ars, ptrdiff_t as, const float *b, ptrdiff_t bs,   \
-                                    float *c, ptrdiff_t ldc, float beta, const uint64_t *keep) { \
-        stile(RM, NVv, 0, n, km, k, a, ars, as, b, bs, c, ldc, beta, keep, NULL);                \
+                                    float *c, ptrdiff_t ldc, float beta, const uint64_t *kw, int ko) { \
+        stile(RM, NVv, 0, n, km, k, a, ars, as, b, bs, c, ldc, beta, kw, ko, NULL);             \
     }                                                                                            \
     static void scanP_##RM##x##NVv(int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,    \
                                    const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc,        \
-                                   float beta, const uint64_t *keep, uint64_t *pat) {            \
+                                   float beta, const uint64_t *kw, int ko, uint64_t *pat) {   \
         (void)ars;                                                                               \
-        stile(RM, NVv, 1, n, NULL, k, a, 1, as, b, bs, c, ldc, beta, keep, pat);                 \
+        stile(RM, NVv, 1, n, NULL, k, a, 1, as, b, bs, c, ldc, beta, kw, ko, pat);              \
     }                                                                                            \
     static void scanS_##RM##x##NVv(int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,    \
                                    const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc,        \
-                                   float beta, const uint64_t *keep, uint64_t *pat) {            \
-        stile(RM, NVv, 1, n, NULL, k, a, ars, as, b, bs, c, ldc, beta, keep, pat);               \
+                                   float beta, const uint64_t *kw, int ko, uint64_t *pat) {   \
+        stile(RM, NVv, 1, n, NULL, k, a, ars, as, b, bs, c, ldc, beta, kw, ko, pat);            \
     }
 #define STILE_ROW(RM) STILE_FN(RM, 1) STILE_FN(RM, 2) STILE_FN(RM, 3)
 STILE_ROW(1)
@@ -156,7 +161,7 @@ STILE_ROW(7)
 STILE_ROW(8)
 
 typedef void (*stile_fn)(int, const uint64_t *, int, const float *, ptrdiff_t, ptrdiff_t,
-                         const float *, ptrdiff_t, float *, ptrdiff_t, float, const uint64_t *);
+                         const float *, ptrdiff_t, float *, ptrdiff_t, float, const uint64_t *, int);
 #define STILE_PTRS(X, RM) {X##_##RM##x1, X##_##RM##x2, X##_##RM##x3}
 static const stile_fn stiles[2][MR][NV] = {
     {STILE_PTRS(stileP, 1), STILE_PTRS(stileP, 2), STILE_PTRS(stileP, 3), STILE_PTRS(stileP, 4),
@@ -166,7 +171,7 @@ static const stile_fn stiles[2][MR][NV] = {
 };
 
 typedef void (*scan_fn)(int, int, const float *, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
-                        float *, ptrdiff_t, float, const uint64_t *, uint64_t *);
+                        float *, ptrdiff_t, float, const uint64_t *, int, uint64_t *);
 static const scan_fn scans[2][MR][NV] = {
     {STILE_PTRS(scanP, 1), STILE_PTRS(scanP, 2), STILE_PTRS(scanP, 3), STILE_PTRS(scanP, 4),
      STILE_PTRS(scanP, 5), STILE_PTRS(scanP, 6), STILE_PTRS(scanP, 7), STILE_PTRS(scanP, 8)},
@@ -176,8 +181,8 @@ static const scan_fn scans[2][MR][NV] = {
 
 void et_spgemm_tilescan_avx512(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,
                                const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float beta,
-                               const uint64_t *keep, uint64_t *pat) {
-    scans[ars != 1][m - 1][(n - 1) / 16](n, k, a, ars, as, b, bs, c, ldc, beta, keep, pat);
+                               const uint64_t *kw, int ko, uint64_t *pat) {
+    scans[ars != 1][m - 1][(n - 1) / 16](n, k, a, ars, as, b, bs, c, ldc, beta, kw, ko, pat);
 }
 
 /* patpanel without ccnt and brow, 8 steps per vector (VPOPCNTQ for kcnt) */
@@ -253,16 +258,16 @@ void et_spgemm_patpanel_vpop_avx512(const uint64_t *pat, int kb, int n, int nsub
 void et_spgemm_skip_avx512(int m, int n, const uint64_t *km, int k, const float *a,
                            ptrdiff_t ars, ptrdiff_t as, const float *b, ptrdiff_t bs, float *c,
                            ptrdiff_t ldc, float beta) {
-    et_spgemm_tile_avx512(m, n, km, k, a, ars, as, b, bs, c, ldc, beta, NULL);
+    et_spgemm_tile_avx512(m, n, km, k, a, ars, as, b, bs, c, ldc, beta, NULL, 0);
 }
 
 void et_spgemm_tile_avx512(int m, int n, const uint64_t *km, int k, const float *a,
                            ptrdiff_t ars, ptrdiff_t as, const float *b, ptrdiff_t bs, float *c,
-                           ptrdiff_t ldc, float beta, const uint64_t *keep) {
+                           ptrdiff_t ldc, float beta, const uint64_t *kw, int ko) {
     if (ars == 1 && m == MR && n == NR)
-        stileP_8x3(n, km, k, a, ars, as, b, bs, c, ldc, beta, keep);
+        stileP_8x3(n, km, k, a, ars, as, b, bs, c, ldc, beta, kw, ko);
     else
-        stiles[ars != 1][m - 1][(n - 1) / 16](n, km, k, a, ars, as, b, bs, c, ldc, beta, keep);
+        stiles[ars != 1][m - 1][(n - 1) / 16](n, km, k, a, ars, as, b, bs, c, ldc, beta, kw, ko);
 }
 
 

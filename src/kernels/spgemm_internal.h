@@ -58,11 +58,12 @@ void et_spgemm_skip_avx512(int m, int n, const uint64_t *km, int k, const float 
                            ptrdiff_t ars, ptrdiff_t as, const float *b, ptrdiff_t bs, float *c,
                            ptrdiff_t ldc, float beta);
 /* The AVX-512 tile in one: km == NULL runs every step (the dense kernel's
- * loop, same bits); keep (NULL: none) holds per row r < m the columns to
- * store (bit j: column j), the others are stored as +0. */
+ * loop, same bits); kw (NULL: no mask) points at the row panel's mask words
+ * (row r's word kw[r], the next word kw[ET_GEMM_AVX512_MR + r]) and ko is the
+ * bit of column 0 in them: columns whose bit is clear are stored as +0. */
 void et_spgemm_tile_avx512(int m, int n, const uint64_t *km, int k, const float *a,
                            ptrdiff_t ars, ptrdiff_t as, const float *b, ptrdiff_t bs, float *c,
-                           ptrdiff_t ldc, float beta, const uint64_t *keep);
+                           ptrdiff_t ldc, float beta, const uint64_t *kw, int ko);
 /* The dense AVX-512 tile (same bits as the above with km == NULL) that also
  * records pat[p] = the non-zero pattern of B's step p (bit j: column j, over
  * ceil(n/16)*16 columns), and the panel bookkeeping of `panel` from those
@@ -70,7 +71,7 @@ void et_spgemm_tile_avx512(int m, int n, const uint64_t *km, int k, const float 
  * its loads from memory overlapped by the FMAs. */
 void et_spgemm_tilescan_avx512(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,
                                const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float beta,
-                               const uint64_t *keep, uint64_t *pat);
+                               const uint64_t *kw, int ko, uint64_t *pat);
 void et_spgemm_patpanel_avx512(const uint64_t *pat, int kb, int n, int nsub, uint64_t *sub, int kbw,
                                int32_t *kcnt, int32_t *ccnt, uint64_t *brow, size_t bstride,
                                int bit0);
