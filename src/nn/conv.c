@@ -187,27 +187,25 @@ static void im2col_mask(const et_layer *l, const float *x, int N, int n0, int nb
     for (int64_t r = 0; r < rows; r++) {
         int kx = (int)(r % c->kw), ky = (int)(r / c->kw % c->kh), ci = (int)(r / c->kw / c->kh);
         uint8_t *dst = mask + r * ld;
+        /* output columns whose input column is inside the row: [lo, hi), the
+         * same for every row of this (ky, kx) */
+        int lo = 0, hi = Wo;
+        while (lo < Wo && lo * c->sw - c->pw + kx < 0) lo++;
+        while (hi > lo && (hi - 1) * c->sw - c->pw + kx >= W) hi--;
         for (int n = 0; n < nb; n++) {
             const float *src = x + ((int64_t)ci * N + n0 + n) * H * W;
             for (int oy = 0; oy < Ho; oy++, dst += Wo) {
                 int iy = oy * c->sh - c->ph + ky;
-                if (iy < 0 || iy >= H) {
+                if (iy < 0 || iy >= H || hi <= lo) {
                     memset(dst, 0, (size_t)Wo);
                     continue;
                 }
-                const float *srow = src + (int64_t)iy * W;
-                /* output columns whose input column is inside the row: [lo, hi) */
-                int lo = 0, hi = Wo;
-                while (lo < Wo && lo * c->sw - c->pw + kx < 0) lo++;
-                while (hi > lo && (hi - 1) * c->sw - c->pw + kx >= W) hi--;
+                const float *s0 = src + (int64_t)iy * W + (lo * c->sw - c->pw + kx);
                 memset(dst, 0, (size_t)lo);
-                if (hi > lo) {
-                    const float *s0 = srow + (lo * c->sw - c->pw + kx);
-                    if (c->sw == 1)
-                        for (int ox = lo; ox < hi; ox++) dst[ox] = s0[ox - lo] != 0.0f;
-                    else
-                        for (int ox = lo; ox < hi; ox++) dst[ox] = s0[(int64_t)(ox - lo) * c->sw] != 0.0f;
-                }
+                if (c->sw == 1)
+                    et_nonzero_bytes(s0, hi - lo, dst + lo);
+                else
+                    for (int ox = lo; ox < hi; ox++) dst[ox] = s0[(int64_t)(ox - lo) * c->sw] != 0.0f;
                 memset(dst + hi, 0, (size_t)(Wo - hi));
             }
         }
@@ -215,8 +213,9 @@ static void im2col_mask(const et_layer *l, const float *x, int N, int n0, int nb
 }
 
 static void nonzero_mask(const float *x, int64_t n, uint8_t *mask) {
+    const int64_t blk = 4096;
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) mask[i] = x[i] != 0.0f;
+    for (int64_t i = 0; i < n; i += blk) et_nonzero_bytes(x + i, (int)(n - i < blk ? n - i : blk), mask + i);
 }
 
 /* The col matrix of images n0..n0+nb-1: the input itself for a direct
@@ -264,8 +263,10 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
             float *yc = y + co * plane, bv = b[co];
             if (spec) { /* predicted zeros stay exactly 0 */
                 const uint8_t *mc = spec->mask + co * plane;
-                for (int64_t i = 0; i < plane; i++)
-                    if (mc[i]) yc[i] += bv;
+                for (int64_t i = 0; i < plane; i++) {
+                    float v = yc[i]; /* loaded unconditionally so the select vectorises */
+                    yc[i] = mc[i] ? v + bv : v;
+                }
             } else {
                 for (int64_t i = 0; i < plane; i++) yc[i] += bv;
             }

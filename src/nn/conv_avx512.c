@@ -69,3 +69,13 @@ void et_col2im_chan_avx512(const et_conv_geom *g, const float *col, int64_t ld, 
         }
     }
 }
+
+/* et_nonzero_bytes (layer.c), 16 floats per step. */
+void et_nonzero_bytes_avx512(const float *x, int n, uint8_t *mask) {
+    const __m128i one = _mm_set1_epi8(1);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 nz = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, x + i), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        _mm_mask_storeu_epi8(mask + i, m, _mm_maskz_mov_epi8(nz, one));
+    }
+}

@@ -58,3 +58,17 @@ size_t et_layer_ep_mask_bytes(const et_layer *l, int batch) {
     et_layer_ff_dims(l, batch, &M, &N, &K);
     return l->type == ET_L_CONV ? (size_t)K * (size_t)N : (size_t)M * (size_t)K;
 }
+
+#if defined(__x86_64__) || defined(_M_X64)
+void et_nonzero_bytes_avx512(const float *x, int n, uint8_t *mask); /* conv_avx512.c */
+#endif
+
+void et_nonzero_bytes(const float *x, int n, uint8_t *mask) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (et_cpu_isa() >= ET_ISA_AVX512) {
+        et_nonzero_bytes_avx512(x, n, mask);
+        return;
+    }
+#endif
+    for (int i = 0; i < n; i++) mask[i] = x[i] != 0.0f;
+}

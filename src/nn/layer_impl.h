@@ -3,6 +3,9 @@
 #define ET_LAYER_IMPL_H
 #include "nn/layer.h"
 
+/* mask[i] = x[i] != 0 for i < n (1 or 0; NaN counts as non-zero). */
+void et_nonzero_bytes(const float *x, int n, uint8_t *mask);
+
 /* Sum of n floats in a fixed order with a double accumulator. */
 float et_sum_f32(const float *x, int64_t n);
 

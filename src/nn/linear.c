@@ -42,7 +42,7 @@ static et_status linear_ep(et_layer *l, const et_lctx *c, const float *x, const 
                     (sp && sp->bw_skip) || l->params[0].mask != NULL, NULL, 0, NULL,
                     l->int_scale[ET_IS_E], l->int_scale[ET_IS_W]};
     if (sp && sp->ep_mask && sp->ep_maskbuf) { /* dL/dx is zero where the ReLU output x is */
-        for (int64_t e = 0; e < (int64_t)N * in; e++) sp->ep_maskbuf[e] = x[e] != 0.0f;
+        for (int n = 0; n < N; n++) et_nonzero_bytes(x + (int64_t)n * in, in, sp->ep_maskbuf + (int64_t)n * in);
         mm.mask = sp->ep_maskbuf, mm.ldmask = in;
     }
     return et_matmul_run(c->eng, &mm);
