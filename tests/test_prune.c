@@ -628,6 +628,34 @@ static void test_bad_masks(void **state) {
     }
 }
 
+/* --sparsity prune is pruning with the default target (0.5) and the --prune-*
+ * schedule; combined with speculate both run, and eval refuses the mode. */
+static void test_sparsity_mode(void **state) {
+    (void)state;
+    if (!have_fmnist()) skip();
+    char a[2048], js[600], js2[600];
+    snprintf(js, sizeof js, "%s/sp.json", dir), snprintf(js2, sizeof js2, "%s/sp2.json", dir);
+    const char *b = "train --model lenet --data fmnist --train-limit 200 --batch 50 --test-limit 0 --quiet "
+                    "--prune-every 1 --prune-end 2 --steps 3";
+    snprintf(a, sizeof a, "%s --sparsity prune --json %s", b, js);
+    assert_int_equal(run(a, NULL, NULL, 0), 0);
+    snprintf(a, sizeof a, "%s --sparsity speculate,prune --prune-target 0.25 --json %s", b, js2);
+    assert_int_equal(run(a, NULL, NULL, 0), 0);
+    const char *files[2] = {js, js2};
+    const double want[2] = {0.5, 0.25};
+    for (int f = 0; f < 2; f++) {
+        cJSON *j = read_json(files[f]), *pr = cJSON_GetObjectItem(j, "pruning"), *l;
+        assert_non_null(pr);
+        assert_true(cJSON_GetObjectItem(pr, "target")->valuedouble == want[f]);
+        cJSON_ArrayForEach(l, cJSON_GetObjectItem(pr, "layers")) {
+            double n = cJSON_GetObjectItem(l, "weights")->valuedouble;
+            assert_true(cJSON_GetObjectItem(l, "pruned")->valuedouble == floor(want[f] * n + 0.5));
+        }
+        if (f == 1) assert_non_null(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "sparsity"), "speculation"));
+        cJSON_Delete(j);
+    }
+}
+
 static int setup(void **state) {
     (void)state;
     cli = getenv("ET_CLI") ? getenv("ET_CLI") : "build/edgetrain";
@@ -647,6 +675,7 @@ int main(void) {
         cmocka_unit_test(test_schedule),     cmocka_unit_test(test_target_reached), cmocka_unit_test(test_ties),
         cmocka_unit_test(test_memory_plan),  cmocka_unit_test(test_hw_density),     cmocka_unit_test(test_linear_stages),  cmocka_unit_test(test_conv_stages),
         cmocka_unit_test(test_bad_options),  cmocka_unit_test(test_resume),         cmocka_unit_test(test_bad_masks),
+        cmocka_unit_test(test_sparsity_mode),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -200,13 +200,13 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (have_epochs && a->steps > 0) return cli_fail("train", 1, "give --epochs or --steps, not both");
     if (a->init_from && a->resume) return cli_fail("train", 1, "give --init-from or --resume, not both");
     if (a->baseline && !a->arch) return cli_fail("train", 1, "--baseline needs --arch");
-    if (a->have_prune_opts && !a->prune)
-        return cli_fail("train", 1, "--prune-every/--prune-start/--prune-end need --prune-target");
-    if (a->prune && a->prune_end >= 0 && a->prune_end < a->prune_start)
-        return cli_fail("train", 1, "--prune-end %lld is before --prune-start %lld", a->prune_end, a->prune_start);
     if (et_sparsity_parse(a->sparsity, a->spec_bits, &a->sp)) return cli_fail("train", 1, "%s", et_last_error());
     a->sp.spec_check_every = (int)a->spec_check;
     if (a->sp.prune) a->prune = 1; /* --sparsity prune: pruning with the --prune-* options */
+    if (a->have_prune_opts && !a->prune)
+        return cli_fail("train", 1, "--prune-every/--prune-start/--prune-end need --prune-target or --sparsity prune");
+    if (a->prune && a->prune_end >= 0 && a->prune_end < a->prune_start)
+        return cli_fail("train", 1, "--prune-end %lld is before --prune-start %lld", a->prune_end, a->prune_start);
     if (!a->opp) a->opp = 1;
     if (!a->have_lr) a->lr = a->opt == ET_OPT_ADAM ? 1e-3 : 0.01;
     return 0;
