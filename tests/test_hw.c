@@ -152,6 +152,7 @@ static void test_tile_hand(void **state) {
      * MACs 10*5*4 = 200 x 0.5 = 100, speculation 320 x 0.01 = 3.2, SRAM
      * 100 x 2 = 200, DRAM 20 x 10 = 200, cycles 20 x 2 = 40: 543.2 pJ. */
     et_hw_tile t = {ET_FF, {ET_HW_INT, 8, 8}, 10, 5, 8, 4, 1.0, 100, 20, {0, 0}};
+    t.spec = 1; /* its output mask came from the speculation unit */
     et_hw_cost c;
     assert_int_equal(et_hw_tile_cost(&a, 0, &t, &c), ET_OK);
     assert_int_equal(c.cfg.ip, 2);

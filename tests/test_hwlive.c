@@ -31,6 +31,7 @@ static void test_mlp_step(void **state) {
     et_hw_arch a;
     assert_int_equal(et_hw_arch_load("elearn", NULL, 0, &a), ET_OK);
     a.speculation = 0;
+    a.compress = ET_HW_COMPRESS_NONE; /* dense bytes here; compression: tests/test_hwsparse.c */
     et_hw_run *run;
     assert_int_equal(et_hw_run_create(&a, 1, et_model_num_nodes(m), &run), ET_OK);
     assert_int_equal(et_model_attach_hw(m, run, NULL, NULL), ET_OK);

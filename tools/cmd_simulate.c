@@ -40,8 +40,7 @@ static et_status replay_op(void *ctx, const et_hw_op *op) {
     return ET_OK;
 }
 
-/* Replays a trace on an architecture (and a baseline). The speculation unit
- * is idle, as in the live run: the traces of this version are dense. */
+/* Replays a trace on an architecture (and a baseline). */
 static int replay(const char *path, et_hw_arch *arch, const char *base_name, int opp, const char *json_path) {
     enum { MAXL = 1 << 16 };
     char(*names)[80] = calloc(MAXL, sizeof *names);
@@ -54,13 +53,13 @@ static int replay(const char *path, et_hw_arch *arch, const char *base_name, int
         goto out;
     }
     /* the layer count comes from the file: read it once to size the runs */
-    arch->speculation = 0;
+
     if (base_name) {
         if (et_hw_arch_load(base_name, NULL, 0, &base)) {
             rc = cli_fail("simulate", 1, "%s", et_last_error());
             goto out;
         }
-        base.speculation = 0;
+
     }
     if (et_hw_run_create(arch, opp - 1, MAXL, &r.runs[0]) ||
         (base_name && et_hw_run_create(&base, opp - 1, MAXL, &r.runs[1]))) {

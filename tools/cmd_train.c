@@ -246,8 +246,6 @@ int cmd_train(int argc, char **argv) {
     if (a.arch) {
         et_hw_arch ar, br;
         if (et_hw_arch_load(a.arch, NULL, 0, &ar) || (a.baseline && et_hw_arch_load(a.baseline, NULL, 0, &br))) goto fail;
-        /* this run does not speculate (yet): the speculation unit stays idle */
-        ar.speculation = 0, br.speculation = 0;
         if (et_hw_run_create(&ar, (int)a.opp - 1, et_model_num_nodes(m), &hw) ||
             (a.baseline && et_hw_run_create(&br, (int)a.opp - 1, et_model_num_nodes(m), &hwb)))
             goto fail;
@@ -426,7 +424,6 @@ int cmd_train(int argc, char **argv) {
             const char *names[1024] = {0};
             for (int i = 0; i < et_model_num_nodes(m) && i < 1023; i++) et_model_node_info(m, i, &names[i], NULL, NULL);
             cJSON *h = hw_json(names, hw, hwb, (int)a.opp);
-            cJSON_AddStringToObject(h, "note", "dense run: no speculation or zero skipping yet; the speculation unit is idle");
             cJSON_AddItemToObject(j, "hw", h);
         }
         layers = NULL;
