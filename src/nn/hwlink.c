@@ -22,7 +22,7 @@
 #include <string.h>
 
 /* matrices above this many elements are sized on every s-th row only */
-#define SAMPLE_ELEMS (1 << 18)
+#define SAMPLE_ELEMS (1 << 16)
 #define RUN_BITS 4
 
 typedef struct hw_link {
