@@ -38,7 +38,8 @@ if $ET train --help | grep -q -- "--sparsity"; then
     echo "== 3. retraining on the device: 500 iterations x 100 private images, ELearn precision, speculation"
 else
     echo "== 3. retraining on the device: 500 iterations x 100 private images, ELearn precision"
-    echo "   (this edgetrain has no run-time speculation: the run is dense, so elearn's masks are all-ones)"
+    echo "   (this edgetrain has no --sparsity: the run is dense, so elearn computes every output and"
+    echo "   gains only from the RPO and compressed off-chip traffic)"
 fi
 # shellcheck disable=SC2086
 $ET train --model vgg8 --init-from cache/vgg8-public.safetensors --data fmnist --data-dir cache/private \
