@@ -75,6 +75,7 @@ def main():
                         "exact INT8 GEMM, not yet used by training):\n\n```\n" + open(q).read() + "```\n")
         for label, ips in prec:
             print("precision %-45s %8.0f img/s  %.2fx slower than fp32" % (label, ips, base / ips))
+    sparsity_section(out, md, peak)
     # The README carries the same table between markers.
     readme = os.path.join(os.path.dirname(os.path.abspath(md)), "..", "README.md")
     if os.path.exists(readme):
@@ -86,6 +87,32 @@ def main():
             text = text[:text.index(a)] + block + text[text.index(b) + len(b):]
             with open(readme, "w") as f:
                 f.write(text)
+
+
+def sparsity_section(out, md, peak):
+    """Run-time sparsity (bench/sparsity.sh): VGG8 steps per --sparsity mode."""
+    rows = []
+    for m, label in (("none", "none"), ("skip", "skip"), ("spec4", "speculate, 4 bits")):
+        p = os.path.join(out, "sparsity-%s.json" % m)
+        if os.path.exists(p):
+            rows.append((label, load(p)))
+    if not rows or rows[0][0] != "none":
+        return
+    base = rows[0][1]["train_images_per_second"]
+    with open(md, "a") as f:
+        f.write("\n## Run-time sparsity: cost per training step\n\nVGG8, %d steps of batch 100, %d threads, "
+                "`--sparsity` modes back to back (bench/sparsity.sh). Executed MACs: element-level count (what a "
+                "processor skipping zeros runs); CPU MACs: what the sparse kernel really ran (100%%: it skipped "
+                "nothing):\n\n"
+                "| mode | images/s | speed vs none | executed MACs | CPU MACs |\n|---|---|---|---|---|\n"
+                % (rows[0][1]["steps"], peak["threads"]))
+        for label, j in rows:
+            ips = j["train_images_per_second"]
+            f.write("| %s | %.0f | %.2fx | %.1f%% | %.1f%% |\n" % (label, ips, ips / base,
+                    100 * j["sparsity"]["executed_fraction"]["total"], 100 * j["sparsity"]["cpu_fraction"]["total"]))
+    for label, j in rows:
+        print("sparsity %-20s %8.0f img/s  %.2fx vs none" % (label, j["train_images_per_second"],
+              j["train_images_per_second"] / base))
 
 
 main()

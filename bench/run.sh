@@ -38,4 +38,5 @@ if [ -z "${BENCH_MODELS:-}" ]; then
     done
     ./build/bench/bench_qgemm --threads 1 > $OUT/qgemm.txt
 fi
+[ -n "${BENCH_MODELS:-}" ] || OUT=$OUT sh bench/sparsity.sh >&2 # run-time sparsity: none vs skip vs speculate
 /usr/bin/python3 bench/report.py $OUT docs/bench.md

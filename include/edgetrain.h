@@ -95,7 +95,36 @@ typedef struct et_counters {
     /* Multiply-adds the CPU kernels really ran (sparse kernels skip whole
      * micro-tiles and k steps, so this lies between executed and dense). */
     uint64_t macs_cpu[ET_NSTAGES];
+    /* Output elements of the products, and how many an output mask left out
+     * (set to 0 without computing them). */
+    uint64_t outputs[ET_NSTAGES];
+    uint64_t outputs_masked[ET_NSTAGES];
 } et_counters;
+
+/* Speculation of a product's outputs (docs/sparsity.md, the Bidirectional
+ * Speculation Unit): before the product, a cheap estimate of
+ * C + bias predicts which outputs a following ReLU sets to zero; the product
+ * then computes only the others. Filled by the executor; see et_matmul.spec. */
+#define ET_SPEC_EXP (-1) /* bits: GANPU's sign/exponent-only operands */
+#define ET_SPEC_EXACT 32 /* bits: exact fp32 estimate (speculation equals dense) */
+typedef struct et_spec_stats {
+    uint64_t outputs, predicted_zero;          /* every speculated product */
+    uint64_t checked, checked_predicted_zero;  /* outputs of the sampled (checked) products */
+    uint64_t true_zero;                        /* true dense output + bias <= 0 */
+    uint64_t false_zero;                       /* predicted zero, true output > 0 (lost) */
+    uint64_t missed_zero;                      /* predicted non-zero, true output <= 0 */
+    uint64_t estimate_macs;                    /* low-precision multiply-adds of the estimates */
+} et_spec_stats;
+typedef struct et_spec {
+    int bits;                 /* 1..8: top bits of the int8 codes; ET_SPEC_EXP; ET_SPEC_EXACT */
+    float absmax_a, absmax_b; /* per-tensor scales of the operands (1..8 bits) */
+    const float *bias;        /* NULL: none; bias[i] with bias_rows, else bias[j] */
+    int bias_rows;
+    uint8_t *mask;            /* the prediction is written here: M x N, row stride ldmask */
+    int ldmask;
+    int check;                /* also compute the exact output and count false / missed zeros */
+    et_spec_stats *stats;     /* accumulated, may be NULL */
+} et_spec;
 
 /* One matrix product of one layer in one stage; see docs/architecture.md. */
 typedef struct et_matmul {
@@ -114,6 +143,9 @@ typedef struct et_matmul {
     const uint8_t *mask; /* M x N output mask, row stride ldmask: only C[i][j] with
                             mask != 0 is computed; the others are set to 0 (NULL: all) */
     int ldmask;
+    /* Speculation (NULL: none): the path predicts the output mask into
+     * spec->mask and then computes as if mask = spec->mask (mask must be NULL). */
+    const et_spec *spec;
 } et_matmul;
 
 typedef struct et_engine et_engine; /* the matmul path's state: counters, hooks */
@@ -217,6 +249,7 @@ et_optim et_optim_default(et_optim_kind kind);
 /* The memory plan, in bytes: everything training needs is one allocation. */
 typedef struct et_memory_plan {
     size_t params, grads, optimizer, activations, act_grads, scratch, workspace, total;
+    size_t sparsity; /* run-time sparsity: masks, speculation codes and estimates (in total) */
 } et_memory_plan;
 
 /* Plans and allocates all memory for batches of up to `batch` images and the
@@ -289,16 +322,84 @@ void et_model_traffic(const et_model *m, int kind, et_traffic_stats *out);
  * the sampled steps (-1: not measured). */
 void et_model_node_sparsity(const et_model *m, int node, double *input_zeros, double *error_zeros);
 
+/* Run-time sparsity (docs/sparsity.md). Modes, combinable:
+ *   skip       exact zero skipping: FF skips zero inputs, EP computes only the
+ *              input-gradient entries whose input was non-zero (where that input
+ *              is a ReLU output) and skips zero errors, WG skips zero operands;
+ *   speculate  the Bidirectional Speculation Unit: each conv/linear whose output
+ *              goes only into a ReLU predicts its zero outputs from `spec_bits`
+ *              and computes only the others; includes skip;
+ *   prune      dynamic weight pruning: the request only; et_model_set_pruning
+ *              configures it (the CLI maps it to --prune-target, default 0.5). */
+typedef struct et_sparsity {
+    int skip, speculate, prune;
+    int spec_bits;        /* 1..8, ET_SPEC_EXP or ET_SPEC_EXACT (default 4) */
+    int spec_check_every; /* measure false/missed zeros every N training steps (0: never) */
+} et_sparsity;
+/* Parses "none" | MODE[,MODE...] and a --spec-bits value ("1".."8", "exp",
+ * "32"; NULL: 4). Unknown, empty, contradictory modes and bad bits are errors. */
+et_status et_sparsity_parse(const char *modes, const char *bits, et_sparsity *out);
+/* "none", "skip", "speculate" (a static string for the mode set). */
+const char *et_sparsity_name(const et_sparsity *s, char *buf, size_t cap);
+/* Before et_model_plan (the plan sizes the masks and speculation buffers). */
+et_status et_model_set_sparsity(et_model *m, const et_sparsity *s);
+const et_sparsity *et_model_sparsity(const et_model *m);
+/* What the sparsity modes do at node `node` (all 0 for non-matmul layers):
+ * ff_skip, ep_mask (EP output masked by the non-zero input), bw_skip (EP/WG
+ * skip zero operands), speculate (FF outputs predicted). */
+void et_model_node_sparsity_plan(const et_model *m, int node, int *ff_skip, int *ep_mask, int *bw_skip,
+                                 int *speculate);
+/* Speculation statistics of node `node` (zeros if it does not speculate). */
+void et_model_spec_stats(const et_model *m, int node, et_spec_stats *out);
+void et_model_reset_spec_stats(et_model *m); /* also done by et_model_reset_counters */
+
 /* Freezes a layer's parameters (no WG, no update) by PyTorch prefix ("3"). */
 et_status et_model_freeze(et_model *m, const char *prefix);
 
+/* Dynamic magnitude pruning during training (docs/sparsity.md, "Pruning";
+ * paper 002's sparse training). Every trained conv/linear weight tensor gets
+ * a mask. At steps start, start+every, ... up to end (and at end) each layer
+ * prunes its smallest-magnitude unpruned weights (ties: lower index first)
+ * until round(s_t * n) are pruned, with the gradual cubic schedule of Zhu &
+ * Gupta (2017):
+ *   s_t = target * (1 - (1 - (t - start) / (end - start))^3)  for start <= t <= end,
+ *   0 before start, target after end (end <= start: target from start on).
+ * Pruned weights are exactly zero, skipped in FF and EP, get no gradient in
+ * WG and are never updated, so they stay pruned (no regrowth). Biases and
+ * batchnorm are never pruned; frozen layers are not pruned. */
+typedef struct et_prune_cfg {
+    double target;        /* final pruned fraction per layer, 0 <= target < 1 */
+    int64_t every;        /* steps between mask updates, >= 1 */
+    int64_t start, end;   /* schedule window in optimizer steps */
+} et_prune_cfg;
+/* s_t of the schedule at step t. */
+double et_prune_fraction(const et_prune_cfg *c, int64_t step);
+/* Turns pruning on (validates cfg; NULL: off) before et_model_plan; after
+ * planning it may only change the schedule of a model planned with pruning. */
+et_status et_model_set_pruning(et_model *m, const et_prune_cfg *cfg);
+/* The pruning configuration, or NULL when pruning is off. */
+const et_prune_cfg *et_model_pruning(const et_model *m);
+typedef struct et_prune_stats {
+    int64_t weights, pruned; /* of the layer's weight tensor, now */
+    double threshold;        /* largest |w| pruned by this process's last mask update
+                                that pruned (NaN: none yet) */
+    int64_t updates;         /* mask updates that pruned more weights */
+    double mean_density;     /* unpruned fraction averaged over the training steps
+                                this process ran (NaN: none) */
+} et_prune_stats;
+/* 1 and *out when node `node` has a pruned weight tensor, else 0. */
+int et_model_prune_stats(const et_model *m, int node, et_prune_stats *out);
+
 /* Checkpoints (safetensors, PyTorch state_dict names and layouts). With
  * `with_optimizer`, also optimizer state ("optimizer.NAME.momentum_buffer",
- * ".exp_avg", ".exp_avg_sq") and the step counter in the metadata. */
+ * ".exp_avg", ".exp_avg_sq"), the pruning masks ("pruning.NAME.mask") and the
+ * step counter in the metadata. */
 et_status et_model_save(const et_model *m, const char *path, int with_optimizer);
 /* Loads parameters (strict: every name present with its shape, nothing
- * unexpected except optimizer.* entries); with `with_optimizer`, also the
- * optimizer state and step. */
+ * unexpected except optimizer.* and pruning.* entries); with `with_optimizer`,
+ * also the optimizer state and step, and with pruning on the weight masks
+ * ("pruning.NAME.mask", U8 of the weight's shape, saved with the optimizer
+ * state; a checkpoint without them starts with nothing pruned). */
 et_status et_model_load(et_model *m, const char *path, int with_optimizer);
 
 /* The matmul path's counters for this model: totals and per layer node. */

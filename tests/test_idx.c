@@ -412,12 +412,36 @@ static void test_fmnist_train_set(void **state) {
     check_fmnist(1, 60000);
 }
 
+
+/* Pixels enter the model as x / 255 in fp32 (a true division, as PyTorch's
+ * ToTensor img.float().div(255)), for every byte value, in the given order. */
+static void test_input_scaling(void **state) {
+    (void)state;
+    et_model *m = NULL;
+    assert_int_equal(et_model_parse("input 1 16 16\nflatten\nlinear 2\n", "t", &m), ET_OK);
+    assert_int_equal(et_model_plan(m, 2, NULL), ET_OK);
+    uint8_t img[2 * 256], lab[2] = {0, 1};
+    for (int k = 0; k < 256; k++) img[k] = (uint8_t)k, img[256 + k] = (uint8_t)(255 - k);
+    et_dataset ds = {2, 16, 16, img, lab};
+    int64_t idx[2] = {1, 0};
+    assert_int_equal(et_model_set_input_u8(m, &ds, idx, 2), ET_OK);
+    const float *x = et_model_input(m);
+    for (int k = 0; k < 256; k++) {
+        volatile float want0 = (float)(255 - k), want1 = (float)k, d = 255.0f;
+        assert_true(x[k] == want0 / d);
+        assert_true(x[256 + k] == want1 / d);
+    }
+    int64_t bad[1] = {2};
+    assert_int_not_equal(et_model_set_input_u8(m, &ds, bad, 1), ET_OK);
+    et_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_plain_and_gz), cmocka_unit_test(test_limit),
         cmocka_unit_test(test_truncated_everywhere),    cmocka_unit_test(test_bad_headers),
         cmocka_unit_test(test_fmnist_dir_plain_files),  cmocka_unit_test(test_fmnist_test_set),
-        cmocka_unit_test(test_fmnist_train_set),
+        cmocka_unit_test(test_fmnist_train_set),        cmocka_unit_test(test_input_scaling),
     };
     return cmocka_run_group_tests_name("idx", tests, setup_dir, teardown_dir);
 }

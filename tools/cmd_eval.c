@@ -19,14 +19,19 @@ static const char eval_help[] =
     "  --batch B         images per forward pass (default 500)\n"
     "  --threads T       worker threads\n"
     "  --precision SPEC  precision policy for the forward pass (docs/precision.md)\n"
-    "  --json F          write {model, checkpoint, test_images, test_accuracy, test_loss}\n";
+    "  --sparsity MODES  none (default), skip, speculate (docs/sparsity.md); a pruned\n"
+    "                    checkpoint's weights are zeros, which skip and speculate skip\n"
+    "  --spec-bits B     speculation precision: 1..8 (default 4), exp or 32\n"
+    "  --json F          write {model, checkpoint, test_images, test_accuracy, test_loss,\n"
+    "                    sparsity, macs_dense, macs_executed, macs_cpu (FF of the evaluation)}\n";
 
 int cmd_eval(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", 1, 0, 'm'}, {"checkpoint", 1, 0, 'c'}, {"data", 1, 0, 'd'}, {"data-dir", 1, 0, 'D'},
         {"test-limit", 1, 0, 'l'}, {"batch", 1, 0, 'b'}, {"threads", 1, 0, 't'}, {"json", 1, 0, 'j'}, {"precision", 1, 0, 'p'},
-        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"sparsity", 1, 0, 's'}, {"spec-bits", 1, 0, 'B'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     const char *model = NULL, *ckpt = NULL, *data = NULL, *dir = NULL, *json = NULL, *prec = NULL;
+    const char *sparsity = NULL, *spec_bits = NULL;
     long long limit = -1, batch = 500, threads = 0;
     int c, li = 0;
     optind = 1;
@@ -40,6 +45,8 @@ int cmd_eval(int argc, char **argv) {
         case 'D': dir = optarg; break;
         case 'j': json = optarg; break;
         case 'p': prec = optarg; break;
+        case 's': sparsity = optarg; break;
+        case 'B': spec_bits = optarg; break;
         case 'l': ok = cli_int(optarg, 0, INT64_MAX, &limit); break;
         case 'b': ok = cli_int(optarg, 1, 65536, &batch); break;
         case 't': ok = cli_int(optarg, 1, 1024, &threads); break;
@@ -50,12 +57,17 @@ int cmd_eval(int argc, char **argv) {
     }
     if (optind < argc) return cli_fail("eval", 1, "unexpected argument '%s'", argv[optind]);
     if (!model || !ckpt || !data) return cli_fail("eval", 1, "--model, --checkpoint and --data are required");
+    et_sparsity sp;
+    if (et_sparsity_parse(sparsity, spec_bits, &sp)) return cli_fail("eval", 1, "%s", et_last_error());
+    if (sp.prune)
+        return cli_fail("eval", 1, "--sparsity prune is a training mode (a pruned checkpoint's weights are zeros: "
+                                   "--sparsity skip skips them)");
     if (threads) et_set_threads((int)threads);
     et_model *m = NULL;
     et_dataset test = {0};
     int rc = 1;
     double acc = 0, loss = 0;
-    if (et_model_load_spec(model, &m) || (prec && et_model_set_precision(m, prec)) || et_model_plan(m, (int)batch, NULL) || et_model_load(m, ckpt, 0) ||
+    if (et_model_load_spec(model, &m) || (prec && et_model_set_precision(m, prec)) || et_model_set_sparsity(m, &sp) || et_model_plan(m, (int)batch, NULL) || et_model_load(m, ckpt, 0) ||
         cli_load_data(data, dir, 0, limit, &test) || et_model_evaluate(m, &test, -1, &acc, &loss)) {
         cli_fail("eval", 0, "%s", et_last_error());
         goto out;
@@ -68,6 +80,12 @@ int cmd_eval(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "test_images", (double)test.n);
         cJSON_AddNumberToObject(j, "test_accuracy", acc);
         cJSON_AddNumberToObject(j, "test_loss", loss);
+        char sbuf[64];
+        cJSON_AddStringToObject(j, "sparsity", et_sparsity_name(&sp, sbuf, sizeof sbuf));
+        const et_counters *cn = et_model_counters(m);
+        cJSON_AddNumberToObject(j, "macs_dense", (double)cn->macs_dense[ET_FF]);
+        cJSON_AddNumberToObject(j, "macs_executed", (double)cn->macs_executed[ET_FF]);
+        cJSON_AddNumberToObject(j, "macs_cpu", (double)cn->macs_cpu[ET_FF]);
         char *txt = cJSON_Print(j);
         cJSON_Delete(j);
         if (!txt || cli_write_atomic(json, txt, strlen(txt))) {

@@ -41,10 +41,26 @@ static const char train_help[] =
     "                      replayable with edgetrain simulate --trace F --arch A\n"
     "  --traffic-every N   every N steps, size the activations, errors, weights and gradients\n"
     "                      under each off-chip codec (default 10; 0: off); in the summary\n"
+    "  --sparsity MODES    run-time sparsity (docs/sparsity.md), comma-separated:\n"
+    "                      none (default, dense), skip (exact zero skipping in FF/EP/WG),\n"
+    "                      speculate (predict ReLU zeros before FF and compute only the\n"
+    "                      others; includes skip), prune (dynamic weight pruning, the same\n"
+    "                      as --prune-target 0.5 unless --prune-target is given)\n"
+    "  --spec-bits B       speculation precision: 1..8 (top B bits of int8 codes, default 4),\n"
+    "                      exp (sign and exponent only) or 32 (exact: equals dense)\n"
+    "  --spec-check-every N  every N steps, also compute the true outputs and count false and\n"
+    "                      missed zeros of the speculation (default 10; 0: never)\n"
     "  --opp K             operating point of both architectures (1-based, default 1)\n"
     "  --html F            with --arch: also write the processor report as one self-contained\n"
     "                      HTML page (plots and tables, same numbers as the JSON)\n"
     "  --eval-first        evaluate the test set before training too (initial_test_accuracy)\n"
+    "  --prune-target F    dynamic magnitude pruning (docs/sparsity.md): prune the fraction F\n"
+    "                      (0 <= F < 1) of every trained conv/linear weight tensor, the smallest\n"
+    "                      |w| first; pruned weights are skipped in FF/EP, get no gradient in WG\n"
+    "                      and are never updated. Masks are saved with --save (for --resume)\n"
+    "  --prune-every N     steps between mask updates (default 100)\n"
+    "  --prune-start S     first step of the cubic schedule (default 0)\n"
+    "  --prune-end E       step at which the target is reached (default 80% of the run's steps)\n"
     "  --freeze LIST       comma-separated layer names (PyTorch prefixes, e.g. 0,3) whose\n"
     "                      parameters are not trained (no WG, no update)\n"
     "  --no-shuffle        use file order instead of a seeded shuffle per epoch\n"
@@ -59,7 +75,7 @@ static const char train_help[] =
 enum { O_MODEL = 1000, O_DATA, O_DATADIR, O_EPOCHS, O_STEPS, O_BATCH, O_LR, O_MOM, O_NEST, O_WD, O_OPT,
        O_SCHED, O_SEED, O_THREADS, O_INIT, O_RESUME, O_SAVE, O_NOSHUF, O_TRLIM, O_TELIM, O_JSON,
        O_LOGLOSS, O_QUIET, O_HELP, O_FREEZE, O_PREC, O_ARCH, O_BASE, O_OPP, O_TRACE, O_TRAFFIC,
-       O_HTML, O_EVALFIRST };
+       O_HTML, O_EVALFIRST, O_PTARGET, O_PEVERY, O_PSTART, O_PEND, O_SPARSITY, O_SPECBITS, O_SPECCHECK };
 
 static const struct option train_opts[] = {
     {"model", 1, 0, O_MODEL},     {"data", 1, 0, O_DATA},       {"data-dir", 1, 0, O_DATADIR},
@@ -73,11 +89,17 @@ static const struct option train_opts[] = {
     {"freeze", 1, 0, O_FREEZE},   {"precision", 1, 0, O_PREC},  {"arch", 1, 0, O_ARCH},
     {"baseline", 1, 0, O_BASE},   {"opp", 1, 0, O_OPP},         {"trace", 1, 0, O_TRACE},
     {"traffic-every", 1, 0, O_TRAFFIC}, {"html", 1, 0, O_HTML}, {"eval-first", 0, 0, O_EVALFIRST},
+    {"prune-target", 1, 0, O_PTARGET}, {"prune-every", 1, 0, O_PEVERY}, {"prune-start", 1, 0, O_PSTART},
+    {"prune-end", 1, 0, O_PEND},
+    {"sparsity", 1, 0, O_SPARSITY}, {"spec-bits", 1, 0, O_SPECBITS},
+    {"spec-check-every", 1, 0, O_SPECCHECK},
     {0, 0, 0, 0}};
 
 typedef struct {
     const char *model, *data, *data_dir, *init_from, *resume, *save, *json, *log_loss, *freeze, *precision, *arch, *baseline, *trace, *html;
-    long long opp, traffic_every;
+    const char *sparsity, *spec_bits;
+    long long opp, traffic_every, spec_check;
+    et_sparsity sp;
     long long epochs, steps, batch, seed, threads, train_limit, test_limit;
     double lr, momentum, wd;
     int nesterov, shuffle, quiet, have_lr, have_mom, eval_first;
@@ -85,6 +107,11 @@ typedef struct {
     int sched; /* 0 none, 1 step, 2 cosine */
     long long sched_size;
     double sched_gamma;
+    /* pruning: on with --prune-target (or --sparsity ...,prune); end < 0: 80% of the run */
+    int prune;
+    double prune_target;
+    long long prune_every, prune_start, prune_end;
+    int have_prune_opts;
 } train_args;
 
 static int parse_schedule(train_args *a, const char *s) {
@@ -107,6 +134,8 @@ static int parse_args(int argc, char **argv, train_args *a) {
     memset(a, 0, sizeof *a);
     a->epochs = 1, a->batch = 100, a->seed = 1, a->train_limit = -1, a->test_limit = -1;
     a->momentum = 0.9, a->shuffle = 1, a->opt = ET_OPT_SGD, a->steps = -1, a->traffic_every = 10;
+    a->prune_target = 0.5, a->prune_every = 100, a->prune_start = 0, a->prune_end = -1;
+    a->spec_check = 10;
     int c, li = 0, have_epochs = 0;
     optind = 1;
     opterr = 0;
@@ -153,6 +182,17 @@ static int parse_args(int argc, char **argv, train_args *a) {
         case O_EVALFIRST: a->eval_first = 1; break;
         case O_TRAFFIC: ok = cli_int(v, 0, 1000000000, &a->traffic_every); break;
         case O_OPP: ok = cli_int(v, 1, ET_HW_MAX_OPP, &a->opp); break;
+        case O_PTARGET:
+            if (!cli_float(v, 0, 1, &a->prune_target) || a->prune_target >= 1)
+                return cli_fail("train", 1, "bad value '%s' for --prune-target (a fraction, 0 <= F < 1)", v);
+            a->prune = 1;
+            break;
+        case O_PEVERY: ok = cli_int(v, 1, (long long)1 << 40, &a->prune_every), a->have_prune_opts = 1; break;
+        case O_PSTART: ok = cli_int(v, 0, (long long)1 << 40, &a->prune_start), a->have_prune_opts = 1; break;
+        case O_PEND: ok = cli_int(v, 0, (long long)1 << 40, &a->prune_end), a->have_prune_opts = 1; break;
+        case O_SPARSITY: a->sparsity = v; break;
+        case O_SPECBITS: a->spec_bits = v; break;
+        case O_SPECCHECK: ok = cli_int(v, 0, 1000000000, &a->spec_check); break;
         case O_HELP: fputs(train_help, stdout); exit(0);
         default: return cli_bad_option("train", argv[optind - 1]);
         }
@@ -165,6 +205,13 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (a->init_from && a->resume) return cli_fail("train", 1, "give --init-from or --resume, not both");
     if (a->baseline && !a->arch) return cli_fail("train", 1, "--baseline needs --arch");
     if (a->html && !a->arch) return cli_fail("train", 1, "--html needs --arch");
+    if (a->have_prune_opts && !a->prune)
+        return cli_fail("train", 1, "--prune-every/--prune-start/--prune-end need --prune-target");
+    if (a->prune && a->prune_end >= 0 && a->prune_end < a->prune_start)
+        return cli_fail("train", 1, "--prune-end %lld is before --prune-start %lld", a->prune_end, a->prune_start);
+    if (et_sparsity_parse(a->sparsity, a->spec_bits, &a->sp)) return cli_fail("train", 1, "%s", et_last_error());
+    a->sp.spec_check_every = (int)a->spec_check;
+    if (a->sp.prune) a->prune = 1; /* --sparsity prune: pruning with the --prune-* options */
     if (!a->opp) a->opp = 1;
     if (!a->have_lr) a->lr = a->opt == ET_OPT_ADAM ? 1e-3 : 0.01;
     return 0;
@@ -196,9 +243,88 @@ static cJSON *traffic_json(const et_model *m) {
     return o;
 }
 
+/* The pruning schedule and, per pruned layer, what it reached. */
+static cJSON *pruning_json(const et_model *m) {
+    const et_prune_cfg *c = et_model_pruning(m);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "target", c->target);
+    cJSON *s = cJSON_AddObjectToObject(o, "schedule");
+    cJSON_AddStringToObject(s, "kind", "cubic (Zhu & Gupta 2017): s_t = target*(1-(1-(t-start)/(end-start))^3)");
+    cJSON_AddNumberToObject(s, "every", (double)c->every);
+    cJSON_AddNumberToObject(s, "start", (double)c->start);
+    cJSON_AddNumberToObject(s, "end", (double)c->end);
+    cJSON_AddStringToObject(o, "criterion", "per layer, smallest |w| among unpruned weights (ties: lower index); no regrowth");
+    cJSON *ls = cJSON_AddArrayToObject(o, "layers");
+    int64_t w = 0, p = 0;
+    for (int i = 0; i < et_model_num_nodes(m); i++) {
+        et_prune_stats st;
+        if (!et_model_prune_stats(m, i, &st)) continue;
+        const char *name;
+        et_model_node_info(m, i, &name, NULL, NULL);
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "name", name);
+        cJSON_AddNumberToObject(e, "weights", (double)st.weights);
+        cJSON_AddNumberToObject(e, "pruned", (double)st.pruned);
+        cJSON_AddNumberToObject(e, "pruned_fraction", (double)st.pruned / (double)st.weights);
+        if (isfinite(st.threshold)) cJSON_AddNumberToObject(e, "threshold", st.threshold);
+        else cJSON_AddNullToObject(e, "threshold");
+        cJSON_AddNumberToObject(e, "updates", (double)st.updates);
+        if (isfinite(st.mean_density)) cJSON_AddNumberToObject(e, "mean_weight_density", st.mean_density);
+        else cJSON_AddNullToObject(e, "mean_weight_density");
+        cJSON_AddItemToArray(ls, e);
+        w += st.weights, p += st.pruned;
+    }
+    cJSON_AddNumberToObject(o, "weights", (double)w);
+    cJSON_AddNumberToObject(o, "pruned", (double)p);
+    cJSON_AddNumberToObject(o, "pruned_fraction", w ? (double)p / (double)w : 0.0);
+    return o;
+}
+
 static cJSON *stage_obj(const uint64_t v[ET_NSTAGES]) {
     cJSON *o = cJSON_CreateObject();
     for (int s = 0; s < ET_NSTAGES; s++) cJSON_AddNumberToObject(o, et_stage_name((et_stage)s), (double)v[s]);
+    return o;
+}
+
+static double frac(uint64_t a, uint64_t b) { return b ? (double)a / (double)b : 0.0; }
+
+/* Speculation statistics: fractions of all speculated outputs (predicted)
+ * and of the outputs of the checked (sampled) products (true / false / missed). */
+static cJSON *spec_json(const et_spec_stats *s) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "outputs", (double)s->outputs);
+    cJSON_AddNumberToObject(o, "predicted_zero_fraction", frac(s->predicted_zero, s->outputs));
+    cJSON_AddNumberToObject(o, "estimate_macs", (double)s->estimate_macs);
+    cJSON_AddNumberToObject(o, "checked_outputs", (double)s->checked);
+    if (s->checked) {
+        cJSON_AddNumberToObject(o, "checked_predicted_zero_fraction", frac(s->checked_predicted_zero, s->checked));
+        cJSON_AddNumberToObject(o, "true_zero_fraction", frac(s->true_zero, s->checked));
+        cJSON_AddNumberToObject(o, "false_zeros", (double)s->false_zero);
+        cJSON_AddNumberToObject(o, "false_zero_fraction", frac(s->false_zero, s->checked));
+        cJSON_AddNumberToObject(o, "missed_zeros", (double)s->missed_zero);
+        cJSON_AddNumberToObject(o, "missed_zero_fraction", frac(s->missed_zero, s->checked));
+    }
+    return o;
+}
+
+/* Per stage: executed and CPU fractions of the dense MACs, and the fraction
+ * of the product's outputs an output mask left out (FF: speculation, EP: the
+ * ReLU input's zeros). */
+static cJSON *layer_sparsity_json(const et_model *m, int node, const et_counters *c) {
+    cJSON *o = cJSON_CreateObject();
+    int ff, ep, bw, spec;
+    et_model_node_sparsity_plan(m, node, &ff, &ep, &bw, &spec);
+    cJSON_AddBoolToObject(o, "ff_skip", ff);
+    cJSON_AddBoolToObject(o, "ep_mask", ep);
+    cJSON_AddBoolToObject(o, "bw_skip", bw);
+    cJSON_AddBoolToObject(o, "speculate", spec);
+    for (int s = 0; s < ET_NSTAGES; s++) {
+        if (!c->calls[s]) continue;
+        cJSON *e = cJSON_AddObjectToObject(o, et_stage_name((et_stage)s));
+        cJSON_AddNumberToObject(e, "executed_fraction", c->macs_dense[s] ? frac(c->macs_executed[s], c->macs_dense[s]) : 1.0);
+        cJSON_AddNumberToObject(e, "cpu_fraction", c->macs_dense[s] ? frac(c->macs_cpu[s], c->macs_dense[s]) : 1.0);
+        cJSON_AddNumberToObject(e, "output_masked_fraction", frac(c->outputs_masked[s], c->outputs[s]));
+    }
     return o;
 }
 
@@ -215,7 +341,7 @@ int cmd_train(int argc, char **argv) {
     FILE *lossf = NULL;
     char loss_tmp[4096] = "";
     float *recent = NULL;
-    cJSON *layers = NULL;
+    cJSON *layers = NULL, *spec_layers = NULL;
     et_hw_run *hw = NULL, *hwb = NULL;
     et_trace_writer *trace = NULL;
     rc = 1;
@@ -234,12 +360,15 @@ int cmd_train(int argc, char **argv) {
         goto out;
     }
     if (a.precision && et_model_set_precision(m, a.precision)) goto fail;
+    if (et_model_set_sparsity(m, &a.sp)) goto fail;
     if (a.freeze) {
         char list[1024], *save = NULL;
         snprintf(list, sizeof list, "%s", a.freeze);
         for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
             if (et_model_freeze(m, tok)) goto fail;
     }
+    et_prune_cfg pcfg = {a.prune_target, a.prune_every, a.prune_start, a.prune_end >= 0 ? a.prune_end : a.prune_start};
+    if (a.prune && et_model_set_pruning(m, &pcfg)) goto fail; /* the end is set once the run's length is known */
     if (et_model_plan(m, (int)a.batch, &opt)) {
         cli_fail("train", 0, "%s", et_last_error());
         goto out;
@@ -279,6 +408,10 @@ int cmd_train(int argc, char **argv) {
     const int64_t total = a.steps > 0 ? a.steps : a.epochs * spe;
     const int total_epochs = (int)((total + spe - 1) / spe);
     int64_t start = et_model_step(m);
+    if (a.prune) {
+        if (a.prune_end < 0) pcfg.end = total * 4 / 5 > pcfg.start ? total * 4 / 5 : pcfg.start;
+        if (et_model_set_pruning(m, &pcfg)) goto fail;
+    }
     if (start > total) {
         cli_fail("train", 0, "checkpoint is at step %lld, past the requested %lld steps", (long long)start, (long long)total);
         goto out;
@@ -341,6 +474,9 @@ int cmd_train(int argc, char **argv) {
     cli_progress_end(&prog);
     et_counters cnt = *et_model_counters(m);
     layers = cJSON_CreateArray(); /* per-layer training counters, before evaluation adds FF work */
+    spec_layers = cJSON_CreateArray();
+    et_spec_stats spec_total;
+    memset(&spec_total, 0, sizeof spec_total);
     for (int i = 0; i < et_model_num_nodes(m); i++) {
         const char *name, *kind;
         const et_counters *lc;
@@ -351,6 +487,19 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddStringToObject(o, "type", kind);
         cJSON_AddItemToObject(o, "macs_dense", stage_obj(lc->macs_dense));
         cJSON_AddItemToObject(o, "macs_executed", stage_obj(lc->macs_executed));
+        cJSON_AddItemToObject(o, "macs_cpu", stage_obj(lc->macs_cpu));
+        cJSON_AddItemToObject(o, "sparsity", layer_sparsity_json(m, i, lc));
+        et_spec_stats ss;
+        et_model_spec_stats(m, i, &ss);
+        if (ss.outputs) {
+            cJSON *sj = spec_json(&ss);
+            cJSON_AddStringToObject(sj, "name", name);
+            cJSON_AddItemToArray(spec_layers, sj);
+            spec_total.outputs += ss.outputs, spec_total.predicted_zero += ss.predicted_zero;
+            spec_total.checked += ss.checked, spec_total.checked_predicted_zero += ss.checked_predicted_zero;
+            spec_total.true_zero += ss.true_zero, spec_total.false_zero += ss.false_zero;
+            spec_total.missed_zero += ss.missed_zero, spec_total.estimate_macs += ss.estimate_macs;
+        }
         int64_t lsteps[32];
         int lbits[32], nl = et_model_laps_history(m, i, lsteps, lbits, 32);
         if (nl) { /* adaptive precision: [step, weight bits] when the width changed */
@@ -365,6 +514,8 @@ int cmd_train(int argc, char **argv) {
         double zin, zerr;
         et_model_node_sparsity(m, i, &zin, &zerr);
         if (zin >= 0) cJSON_AddNumberToObject(o, "input_zero_fraction", zin);
+        if (zin >= 0) cJSON_AddNumberToObject(cJSON_GetObjectItem(o, "sparsity"), "input_zero_fraction", zin);
+        if (zerr >= 0) cJSON_AddNumberToObject(cJSON_GetObjectItem(o, "sparsity"), "error_zero_fraction", zerr);
         if (zerr >= 0) cJSON_AddNumberToObject(o, "error_zero_fraction", zerr);
         cJSON *fm = cJSON_AddObjectToObject(o, "formats");
         static const char *const roles[] = {"w", "a", "e", "g", "acc", "m", "mul"};
@@ -403,6 +554,29 @@ int cmd_train(int argc, char **argv) {
     printf("final training loss %.4f; memory plan %.1f MB; peak RSS %.1f MB\n", final_loss,
            mem.total / 1048576.0, cli_peak_rss_bytes() / 1048576.0);
 
+    if (a.prune) {
+        int64_t w = 0, p = 0;
+        et_prune_stats st;
+        for (int i = 0; i < et_model_num_nodes(m); i++)
+            if (et_model_prune_stats(m, i, &st)) w += st.weights, p += st.pruned;
+        printf("pruning: %lld of %lld conv/linear weights pruned (%.4f; target %g per layer)\n", (long long)p,
+               (long long)w, w ? (double)p / (double)w : 0.0, a.prune_target);
+    }
+    if (a.sp.skip || a.sp.speculate || a.prune) {
+        char sbuf[64];
+        printf("sparsity %s: executed MACs FF %.1f%% EP %.1f%% WG %.1f%% of dense; the CPU ran %.1f%%\n",
+               et_sparsity_name(&a.sp, sbuf, sizeof sbuf),
+               100.0 * frac(cnt.macs_executed[ET_FF], cnt.macs_dense[ET_FF]),
+               100.0 * frac(cnt.macs_executed[ET_EP], cnt.macs_dense[ET_EP]),
+               100.0 * frac(cnt.macs_executed[ET_WG], cnt.macs_dense[ET_WG]),
+               100.0 * frac(cnt.macs_cpu[0] + cnt.macs_cpu[1] + cnt.macs_cpu[2],
+                            cnt.macs_dense[0] + cnt.macs_dense[1] + cnt.macs_dense[2]));
+        if (a.sp.speculate && spec_total.checked)
+            printf("speculation: %.1f%% of outputs predicted zero; %.2f%% false zeros, %.2f%% missed zeros (checked steps)\n",
+                   100.0 * frac(spec_total.predicted_zero, spec_total.outputs),
+                   100.0 * frac(spec_total.false_zero, spec_total.checked),
+                   100.0 * frac(spec_total.missed_zero, spec_total.checked));
+    }
     if (hw) hw_print(hw, hwb);
     if (a.html) {
         const char *names[1024] = {0};
@@ -461,8 +635,35 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddStringToObject(j, "gemm_kernel", et_gemm_kernel_name());
         cJSON_AddItemToObject(j, "macs_dense", stage_obj(cnt.macs_dense));
         cJSON_AddItemToObject(j, "macs_executed", stage_obj(cnt.macs_executed));
+        cJSON_AddItemToObject(j, "macs_cpu", stage_obj(cnt.macs_cpu));
         cJSON_AddItemToObject(j, "layers", layers);
+        cJSON *spj = cJSON_AddObjectToObject(j, "sparsity");
+        char sbuf[64];
+        cJSON_AddStringToObject(spj, "mode", et_sparsity_name(&a.sp, sbuf, sizeof sbuf));
+        if (a.sp.speculate) {
+            if (a.sp.spec_bits == ET_SPEC_EXP) cJSON_AddStringToObject(spj, "spec_bits", "exp");
+            else cJSON_AddNumberToObject(spj, "spec_bits", a.sp.spec_bits);
+            cJSON_AddNumberToObject(spj, "spec_check_every", (double)a.spec_check);
+        }
+        cJSON *ef = cJSON_AddObjectToObject(spj, "executed_fraction");
+        cJSON *cf = cJSON_AddObjectToObject(spj, "cpu_fraction");
+        for (int s = 0; s < ET_NSTAGES; s++) {
+            double d = (double)cnt.macs_dense[s];
+            cJSON_AddNumberToObject(ef, et_stage_name((et_stage)s), d > 0 ? cnt.macs_executed[s] / d : 1.0);
+            cJSON_AddNumberToObject(cf, et_stage_name((et_stage)s), d > 0 ? cnt.macs_cpu[s] / d : 1.0);
+        }
+        uint64_t td = 0, te = 0, tc = 0;
+        for (int s = 0; s < ET_NSTAGES; s++) td += cnt.macs_dense[s], te += cnt.macs_executed[s], tc += cnt.macs_cpu[s];
+        cJSON_AddNumberToObject(ef, "total", td ? (double)te / (double)td : 1.0);
+        cJSON_AddNumberToObject(cf, "total", td ? (double)tc / (double)td : 1.0);
+        if (a.sp.speculate) {
+            cJSON *sj = cJSON_AddObjectToObject(spj, "speculation");
+            cJSON_AddItemToObject(sj, "total", spec_json(&spec_total));
+            cJSON_AddItemToObject(sj, "layers", spec_layers);
+            spec_layers = NULL;
+        }
         if (a.traffic_every) cJSON_AddItemToObject(j, "traffic", traffic_json(m));
+        if (a.prune) cJSON_AddItemToObject(j, "pruning", pruning_json(m));
         if (hw) {
             const char *names[1024] = {0};
             for (int i = 0; i < et_model_num_nodes(m) && i < 1023; i++) et_model_node_info(m, i, &names[i], NULL, NULL);
@@ -486,6 +687,7 @@ fail:
     cli_fail("train", 0, "%s", et_last_error());
 out:
     cJSON_Delete(layers);
+    cJSON_Delete(spec_layers);
     et_hw_run_free(hw);
     et_hw_run_free(hwb);
     et_trace_close(trace, 0); /* a run that failed leaves no trace file */

@@ -3,8 +3,11 @@
  * running_var/num_batches_tracked). Optimizer state is stored as
  * "optimizer.<param>.momentum_buffer" / ".exp_avg" / ".exp_avg_sq" and the
  * step counter and optimizer settings in the metadata, so that a resumed run
- * continues bit-identically. */
+ * continues bit-identically. With pruning on, the weight masks go with the
+ * optimizer state as "pruning.<weight>.mask" (U8, the weight's shape, 1 kept,
+ * 0 pruned) and the schedule as the "pruning" metadata entry. */
 #include "nn/model.h"
+#include "sparsity/prune.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -59,14 +62,28 @@ et_status et_model_save(const et_model *m, const char *path, int with_optimizer)
                     e->data = pp->opt[k], e->nbytes = (size_t)pp->n * sizeof(float);
                     nopt++;
                 }
+            const et_param *w = &l->params[0];
+            if (l->nparams && w->mask) {
+                snprintf(names[n], sizeof names[n], "pruning.%s.mask", w->name);
+                et_st_tensor *e = &t[n];
+                e->name = names[n++], e->dtype = ET_U8, e->ndim = w->ndim;
+                memcpy(e->shape, w->shape, sizeof(int64_t) * (size_t)w->ndim);
+                e->data = w->mask, e->nbytes = (size_t)w->n;
+            }
         }
     char step[32], seed[32], kind[16];
     snprintf(step, sizeof step, "%" PRId64, m->step);
     snprintf(seed, sizeof seed, "%" PRIu64, m->seed);
     snprintf(kind, sizeof kind, "%s", m->optim.kind == ET_OPT_ADAM ? "adam" : "sgd");
+    char prune[160] = "";
+    const et_prune_cfg *pc = et_model_pruning(m);
+    if (pc)
+        snprintf(prune, sizeof prune, "target=%.17g every=%" PRId64 " start=%" PRId64 " end=%" PRId64, pc->target,
+                 pc->every, pc->start, pc->end);
     const char *meta[] = {"format", "edgetrain-1", "model", m->name, "step", step, "seed", seed,
-                          "optimizer", with_optimizer ? kind : "none", "spec", et_model_spec_text(m)};
-    et_status st = et_st_write(path, t, n, meta, 6);
+                          "optimizer", with_optimizer ? kind : "none", "spec", et_model_spec_text(m),
+                          "pruning", prune};
+    et_status st = et_st_write(path, t, n, meta, pc && with_optimizer ? 7 : 6);
     free(t), free(names), free(nbt);
     (void)nopt;
     return st;
@@ -112,6 +129,19 @@ static int model_has(const et_model *m, const char *name) {
     return 0;
 }
 
+/* Node whose conv/linear weight `nm` is in "pruning.<weight>.mask", or -1. */
+static int mask_node(const et_model *m, const char *nm) {
+    size_t len = strlen(nm);
+    if (strncmp(nm, "pruning.", 8) || len < 13 || strcmp(nm + len - 5, ".mask")) return -1;
+    for (int i = 0; i < m->nnodes; i++) {
+        const et_layer *l = &m->nodes[i].layer;
+        if (l->type != ET_L_CONV && l->type != ET_L_LINEAR) continue;
+        const char *w = l->params[0].name;
+        if (strlen(w) == len - 13 && !strncmp(nm + 8, w, len - 13)) return i;
+    }
+    return -1;
+}
+
 et_status et_model_load(et_model *m, const char *path, int with_optimizer) {
     if (!m->planned) return et_set_error(ET_ERR_INVALID, "model is not planned yet");
     et_safetensors *st;
@@ -137,9 +167,21 @@ et_status et_model_load(et_model *m, const char *path, int with_optimizer) {
         }
     }
     for (int i = 0; i < et_st_count(st) && !s; i++) {
-        const char *nm = et_st_get(st, i)->name;
-        if (strncmp(nm, "optimizer.", 10) && !model_has(m, nm))
+        const et_st_tensor *e = et_st_get(st, i);
+        const char *nm = e->name;
+        if (!strncmp(nm, "pruning.", 8)) { /* a weight mask: of a conv/linear weight, U8, its shape */
+            int node = mask_node(m, nm);
+            if (node < 0) {
+                s = et_set_error(ET_ERR_FORMAT, "%s: unexpected tensor %s for model %s", path, nm, m->name);
+                break;
+            }
+            const et_param *w = &m->nodes[node].layer.params[0];
+            int ok = e->dtype == ET_U8 && e->ndim == w->ndim;
+            for (int d = 0; ok && d < w->ndim; d++) ok = e->shape[d] == w->shape[d];
+            if (!ok) s = et_set_error(ET_ERR_FORMAT, "%s: %s must be U8 of the shape of %s", path, nm, w->name);
+        } else if (strncmp(nm, "optimizer.", 10) && !model_has(m, nm)) {
             s = et_set_error(ET_ERR_FORMAT, "%s: unexpected tensor %s for model %s", path, nm, m->name);
+        }
     }
     if (!s && with_optimizer) {
         const char *kind = et_st_meta(st, "optimizer");
@@ -168,6 +210,17 @@ et_status et_model_load(et_model *m, const char *path, int with_optimizer) {
             else m->step = v;
             const char *seed = et_st_meta(st, "seed");
             if (!s && seed) m->seed = strtoull(seed, NULL, 10);
+        }
+        /* pruning masks (after the weights and optimizer state they zero);
+         * a checkpoint without them starts with nothing pruned */
+        for (int i = 0; i < m->nnodes && !s && m->prune; i++) {
+            et_param *w = &m->nodes[i].layer.params[0];
+            if (!w->mask) continue;
+            char nm[160];
+            snprintf(nm, sizeof nm, "pruning.%s.mask", w->name);
+            const et_st_tensor *e = et_st_find(st, nm);
+            s = et_prune_load_mask(m, i, e ? e->data : NULL, w->n);
+            if (s) s = et_set_error(s, "%s: %s", path, et_last_error());
         }
     }
     et_st_close(st);

@@ -26,15 +26,7 @@
 
 /* ------------------------------------------------------------ kernel table */
 
-typedef struct kinfo {
-    et_gemm_ukernel kern;
-    et_gemm_packa packa; /* NULL: the portable packers */
-    et_gemm_packb packb;
-    int mr, nr;          /* micro-tile */
-    int bw;              /* B is read in multiples of bw columns (narrow tiles) */
-    int mc, kc, nc;      /* cache blocks: mc % mr == 0, nc % nr == 0 */
-    const char *name;
-} kinfo;
+typedef et_gemm_kinfo kinfo; /* gemm_internal.h */
 
 static void ukernel_scalar(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,
                            const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha,
@@ -72,13 +64,13 @@ _Static_assert(SCALAR_NC % ET_GEMM_SCALAR_NR == 0 && AVX2_NC % ET_GEMM_AVX2_NR =
 
 static const kinfo kernels[3] = {
     [ET_ISA_SCALAR] = {ukernel_scalar, NULL, NULL, ET_GEMM_SCALAR_MR, ET_GEMM_SCALAR_NR,
-                       ET_GEMM_SCALAR_NR, SCALAR_MC, SCALAR_KC, SCALAR_NC, "scalar 4x8"},
+                       ET_GEMM_SCALAR_NR, SCALAR_MC, SCALAR_KC, SCALAR_NC, "scalar 4x8", ET_ISA_SCALAR},
 #if ET_GEMM_HAVE_X86
     [ET_ISA_AVX2] = {et_gemm_ukernel_avx2, NULL, NULL, ET_GEMM_AVX2_MR, ET_GEMM_AVX2_NR,
-                     ET_GEMM_AVX2_NR, AVX2_MC, AVX2_KC, AVX2_NC, "avx2 6x16"},
+                     ET_GEMM_AVX2_NR, AVX2_MC, AVX2_KC, AVX2_NC, "avx2 6x16", ET_ISA_AVX2},
     [ET_ISA_AVX512] = {et_gemm_ukernel_avx512, et_gemm_packa_avx512, et_gemm_packb_avx512,
                        ET_GEMM_AVX512_MR, ET_GEMM_AVX512_NR, 16, AVX512_MC, AVX512_KC, AVX512_NC,
-                       "avx512 8x48"},
+                       "avx512 8x48", ET_ISA_AVX512},
 #endif
 };
 
@@ -88,6 +80,8 @@ static const kinfo *pick(et_isa isa) {
     while (isa > ET_ISA_SCALAR && !kernels[isa].kern) isa = (et_isa)(isa - 1);
     return &kernels[isa];
 }
+
+const et_gemm_kinfo *et_gemm_kinfo_for(et_isa isa) { return pick(isa); }
 
 /* ------------------------------------------------------- scalar micro-kernel */
 
@@ -192,6 +186,18 @@ static void pack_b(const args *g, const kinfo *ki, int p0, int kb, int j0, int n
         int n = nb - jr < ki->nr ? nb - jr : ki->nr;
         packb_generic(g->tb, g->B, g->ldb, p0, kb, j0 + jr, n, ki->nr, dst + (size_t)jr * kb);
     }
+}
+
+void et_gemm_pack_a(const et_gemm_kinfo *ki, int ta, const float *A, ptrdiff_t lda, int i0,
+                    int mb, int p0, int kb, float *dst) {
+    args g = {ta != 0, 0, 0, 0, 0, 1.0f, 0.0f, A, lda, NULL, 0, NULL, 0};
+    pack_a(&g, ki, i0, mb, p0, kb, dst);
+}
+
+void et_gemm_pack_b(const et_gemm_kinfo *ki, int tb, const float *B, ptrdiff_t ldb, int p0,
+                    int kb, int j0, int nb, float *dst) {
+    args g = {0, tb != 0, 0, 0, 0, 1.0f, 0.0f, NULL, 0, B, ldb, NULL, 0};
+    pack_b(&g, ki, p0, kb, j0, nb, dst);
 }
 
 /* ------------------------------------------------------------ the driver */
@@ -357,6 +363,13 @@ static part choose_part(const args *g, const kinfo *ki, int T) {
         }
     }
     return best;
+}
+
+void et_gemm_partition(const et_gemm_kinfo *ki, int M, int N, int K, int T, int *tm, int *tn) {
+    args g = {0, 0, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, 0, NULL, 0};
+    part p = choose_part(&g, ki, T);
+    *tm = p.tm;
+    *tn = p.tn;
 }
 
 /* Range of tiles [lo, hi) of group `i` out of `n` over `tiles` tiles, in elements. */

@@ -58,6 +58,35 @@ void et_gemm_packb_avx512(int tb, const float *B, ptrdiff_t ldb, int p0, int kc,
 #define ET_GEMM_HAVE_X86 0
 #endif
 
+/* The kernel table entry of one ISA (gemm.c): what the drivers block with.
+ * Exposed for the zero-skipping GEMM (spgemm.c), which must block, pack and
+ * sum exactly like et_sgemm to give the same bits. */
+typedef struct et_gemm_kinfo {
+    et_gemm_ukernel kern;
+    et_gemm_packa packa; /* NULL: the portable packers */
+    et_gemm_packb packb;
+    int mr, nr;          /* micro-tile */
+    int bw;              /* B is read in multiples of bw columns (narrow tiles) */
+    int mc, kc, nc;      /* cache blocks: mc % mr == 0, nc % nr == 0 */
+    const char *name;
+    et_isa isa;
+} et_gemm_kinfo;
+
+/* The entry et_sgemm_isa(isa, ...) runs (isa capped at what this CPU runs). */
+const et_gemm_kinfo *et_gemm_kinfo_for(et_isa isa);
+
+/* gemm.c's packers: op(A)[i0..i0+mb, p0..p0+kb] into ceil(mb/mr) panels of
+ * kb x mr (panel q at dst + q*mr*kb); op(B)[p0..p0+kb, j0..j0+nb] into
+ * ceil(nb/nr) panels of kb x nr (panel q at dst + q*nr*kb). Zero-padded. */
+void et_gemm_pack_a(const et_gemm_kinfo *ki, int ta, const float *A, ptrdiff_t lda, int i0,
+                    int mb, int p0, int kb, float *dst);
+void et_gemm_pack_b(const et_gemm_kinfo *ki, int tb, const float *B, ptrdiff_t ldb, int p0,
+                    int kb, int j0, int nb, float *dst);
+
+/* The partition et_sgemm uses for T threads: tm row groups x tn column
+ * groups of the tile grid. */
+void et_gemm_partition(const et_gemm_kinfo *ki, int M, int N, int K, int T, int *tm, int *tn);
+
 /* et_sgemm forced onto one ISA's kernels (capped at what this CPU runs). */
 void et_sgemm_isa(et_isa isa, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                   int lda, const float *B, int ldb, float beta, float *C, int ldc);

@@ -18,6 +18,9 @@ struct et_engine {
     /* Observer of every executed product (processor model, trace). */
     et_matmul_sink sink;
     void *sink_ctx;
+    /* Speculation workspace (planned by the model; see src/sparsity). */
+    void *spec_ws;
+    size_t spec_ws_bytes;
 };
 
 void et_engine_reset(et_engine *eng);

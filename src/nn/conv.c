@@ -7,7 +7,9 @@
  * with CK = Cin*KH*KW and the chunk's columns of Y/dY addressed in place
  * (leading dimension N*HoWo). The chunk size depends only on the shapes, so
  * WG's accumulation order never depends on the thread count. A 1x1, stride-1,
- * unpadded convolution uses its input directly as the col matrix. */
+ * unpadded convolution uses its input directly as the col matrix.
+ * Pruned weights (params[0].mask, src/sparsity/prune.c): FF and EP skip zero
+ * operands, WG computes only the kept weights' gradients (mask = dW's layout). */
 #include "nn/layer_impl.h"
 
 #include <string.h>
@@ -45,6 +47,9 @@ static int64_t conv_ck(const et_layer *l) {
     return (int64_t)l->in.c * l->cfg.conv.kh * l->cfg.conv.kw;
 }
 
+int et_conv_is_direct(const et_layer *l) { return conv_direct(&l->cfg.conv); }
+int et_conv_chunk(const et_layer *l, int batch);
+
 static int conv_chunk(const et_layer *l, int batch) {
     int64_t per = conv_ck(l) * l->out.h * l->out.w;
     int64_t nb = (int64_t)COL_BUDGET_FLOATS / (per > 0 ? per : 1);
@@ -52,6 +57,8 @@ static int conv_chunk(const et_layer *l, int batch) {
     if (nb > batch) nb = batch;
     return (int)nb;
 }
+
+int et_conv_chunk(const et_layer *l, int batch) { return conv_chunk(l, batch); }
 
 static size_t conv_scratch(const et_layer *l, int batch) {
     if (conv_direct(&l->cfg.conv)) return 0;
@@ -168,6 +175,50 @@ static void col2im(const et_layer *l, const float *col, int N, int n0, int nb, f
     }
 }
 
+/* EP's output mask for skip: mask[r][n*HoWo + oy*Wo + ox] = 1 where the col
+ * entry of the FF (im2col of x) is non-zero, 0 where it is zero or padding.
+ * dL/dx is zero wherever the ReLU output x is zero, so those dcol entries
+ * need not be computed (col2im drops padding entries anyway). */
+static void im2col_mask(const et_layer *l, const float *x, int N, int n0, int nb, uint8_t *mask) {
+    const et_conv_cfg *c = &l->cfg.conv;
+    const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w;
+    const int64_t rows = conv_ck(l), ld = (int64_t)nb * Ho * Wo;
+#pragma omp parallel for schedule(static) if (rows * ld > 32768)
+    for (int64_t r = 0; r < rows; r++) {
+        int kx = (int)(r % c->kw), ky = (int)(r / c->kw % c->kh), ci = (int)(r / c->kw / c->kh);
+        uint8_t *dst = mask + r * ld;
+        for (int n = 0; n < nb; n++) {
+            const float *src = x + ((int64_t)ci * N + n0 + n) * H * W;
+            for (int oy = 0; oy < Ho; oy++, dst += Wo) {
+                int iy = oy * c->sh - c->ph + ky;
+                if (iy < 0 || iy >= H) {
+                    memset(dst, 0, (size_t)Wo);
+                    continue;
+                }
+                const float *srow = src + (int64_t)iy * W;
+                /* output columns whose input column is inside the row: [lo, hi) */
+                int lo = 0, hi = Wo;
+                while (lo < Wo && lo * c->sw - c->pw + kx < 0) lo++;
+                while (hi > lo && (hi - 1) * c->sw - c->pw + kx >= W) hi--;
+                memset(dst, 0, (size_t)lo);
+                if (hi > lo) {
+                    const float *s0 = srow + (lo * c->sw - c->pw + kx);
+                    if (c->sw == 1)
+                        for (int ox = lo; ox < hi; ox++) dst[ox] = s0[ox - lo] != 0.0f;
+                    else
+                        for (int ox = lo; ox < hi; ox++) dst[ox] = s0[(int64_t)(ox - lo) * c->sw] != 0.0f;
+                }
+                memset(dst + hi, 0, (size_t)(Wo - hi));
+            }
+        }
+    }
+}
+
+static void nonzero_mask(const float *x, int64_t n, uint8_t *mask) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) mask[i] = x[i] != 0.0f;
+}
+
 /* The col matrix of images n0..n0+nb-1: the input itself for a direct
  * (1x1, stride 1, unpadded) convolution, else im2col into the scratch. */
 static const float *chunk_cols(const et_layer *l, const et_lctx *cx, const float *x, int n0, int nb, int *ldb) {
@@ -185,12 +236,22 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
     const int nbmax = conv_chunk(l, N);
     const int CK = (int)conv_ck(l);
+    const et_layer_sparsity *sp = cx->sp;
+    const et_spec *spec = sp ? sp->spec : NULL;
     for (int n0 = 0; n0 < N; n0 += nbmax) {
         int nb = N - n0 < nbmax ? N - n0 : nbmax;
         int ldb;
         const float *B = chunk_cols(l, cx, x, n0, nb, &ldb);
         et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK,
-                        B, ldb, y + (int64_t)n0 * HWo, N * HWo, 0.0f, 0, NULL, 0};
+                        B, ldb, y + (int64_t)n0 * HWo, N * HWo, 0.0f,
+                        (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, NULL};
+        et_spec chunk;
+        if (spec) { /* this chunk's columns of the whole output's mask */
+            chunk = *spec;
+            chunk.mask = spec->mask + (int64_t)n0 * HWo;
+            chunk.ldmask = N * HWo;
+            mm.spec = &chunk;
+        }
         et_status st = et_matmul_run(cx->eng, &mm);
         if (st) return st;
     }
@@ -200,7 +261,13 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
 #pragma omp parallel for schedule(static) if (Cout * plane > 32768)
         for (int co = 0; co < Cout; co++) {
             float *yc = y + co * plane, bv = b[co];
-            for (int64_t i = 0; i < plane; i++) yc[i] += bv;
+            if (spec) { /* predicted zeros stay exactly 0 */
+                const uint8_t *mc = spec->mask + co * plane;
+                for (int64_t i = 0; i < plane; i++)
+                    if (mc[i]) yc[i] += bv;
+            } else {
+                for (int64_t i = 0; i < plane; i++) yc[i] += bv;
+            }
         }
     }
     return ET_OK;
@@ -211,9 +278,15 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
     const int nbmax = conv_chunk(l, N), direct = conv_direct(&l->cfg.conv);
     const int CK = (int)conv_ck(l);
+    const et_layer_sparsity *sp = cx->sp;
+    const int skip = sp && sp->bw_skip, masked = sp && sp->ep_mask && sp->ep_maskbuf;
     if (direct) { /* dX[Cin, N*HW] = W^T dY in one product */
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, N * HWo, Cout, l->params[0].use, CK,
-                        dy, N * HWo, dx, N * HWo, 0.0f, 0, NULL, 0};
+                        dy, N * HWo, dx, N * HWo, 0.0f, skip || l->params[0].mask != NULL, NULL, 0, NULL};
+        if (masked) {
+            nonzero_mask(x, (int64_t)CK * N * HWo, sp->ep_maskbuf);
+            mm.mask = sp->ep_maskbuf, mm.ldmask = N * HWo;
+        }
         return et_matmul_run(cx->eng, &mm);
     }
     et_conv_geom g;
@@ -221,7 +294,12 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     for (int n0 = 0; n0 < N; n0 += nbmax) {
         int nb = N - n0 < nbmax ? N - n0 : nbmax;
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, nb * HWo, Cout, l->params[0].use, CK,
-                        dy + (int64_t)n0 * HWo, N * HWo, cx->scratch, nb * HWo, 0.0f, 0, NULL, 0};
+                        dy + (int64_t)n0 * HWo, N * HWo, cx->scratch, nb * HWo, 0.0f,
+                        skip || l->params[0].mask != NULL, NULL, 0, NULL};
+        if (masked) {
+            im2col_mask(l, x, N, n0, nb, sp->ep_maskbuf);
+            mm.mask = sp->ep_maskbuf, mm.ldmask = nb * HWo;
+        }
         et_status st = et_matmul_run(cx->eng, &mm);
         if (st) return st;
         col2im(l, cx->scratch, N, n0, nb, dx);
@@ -238,7 +316,8 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
         int ldb;
         const float *B = chunk_cols(l, cx, x, n0, nb, &ldb);
         et_matmul mm = {ET_WG, l->index, 0, 1, Cout, CK, nb * HWo, dy + (int64_t)n0 * HWo,
-                        N * HWo, B, ldb, l->params[0].grad, CK, n0 == 0 ? 0.0f : 1.0f, 0, NULL, 0};
+                        N * HWo, B, ldb, l->params[0].grad, CK, n0 == 0 ? 0.0f : 1.0f, cx->sp && cx->sp->bw_skip,
+                        l->params[0].mask, CK, NULL};
         et_status st = et_matmul_run(cx->eng, &mm);
         if (st) return st;
     }

@@ -24,7 +24,10 @@ static et_status relu_ep(et_layer *l, const et_lctx *c, const float *x, const fl
                          const float *dy, float *dx) {
     const int64_t n = et_shape_numel(l->in) * c->batch;
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float d = dy[i]; /* loaded unconditionally so the select vectorises */
+        dx[i] = x[i] > 0.0f ? d : 0.0f;
+    }
     return ET_OK;
 }
 

@@ -14,7 +14,9 @@
  *   matrices the product read and wrote.
  *   Structure: with an output mask, Co(p) = the mask's non-zeros at output
  *   position p, summarised per block of ET_HW_BLK positions; the weight
- *   operand's (WG: the activation operand's) non-zero fraction -> w_density. */
+ *   operand's (WG: the activation operand's, or with pruning the layer's kept
+ *   fraction: WG computes only kept weights' gradients) non-zero fraction
+ *   -> w_density. */
 #include "nn/precision.h"
 #include "sparsity/codec.h"
 
@@ -115,7 +117,7 @@ static et_status structure(hw_link *k, const et_matmul *mm, int co_rows, et_hw_o
     op->co = co;
     op->nblk = nblk;
     op->sums = k->sums;
-    op->spec = mm->stage == ET_FF;
+    op->spec = mm->spec != NULL && mm->stage == ET_FF;
     return ET_OK;
 }
 
@@ -191,6 +193,9 @@ static et_status sink(void *ctx, const et_matmul *mm, uint64_t macs) {
     }
     sizes(xa, rxa, cxa, lxa, fmt_bits(opA), sa);
     op.w_density = sizes(xb, rxb, cxb, lxb, fmt_bits(opB), sb); /* weights; WG: activations */
+    et_prune_stats ps; /* pruned layer: WG computes only the kept weights' gradients */
+    if (mm->stage == ET_WG && et_model_prune_stats(m, mm->layer, &ps) && ps.weights)
+        op.w_density = 1.0 - (double)ps.pruned / (double)ps.weights;
     sizes(mm->C, mm->M, mm->N, mm->ldc, fmt_bits(res), sc);
     switch (mm->stage) {
     case ET_FF: /* in: input activations; w: weights; out: outputs */
@@ -211,8 +216,12 @@ static et_status sink(void *ctx, const et_matmul *mm, uint64_t macs) {
     }
     op.dram_bytes = 0;
     for (int t = 0; t < ET_HW_NT; t++) op.dram_bytes += op.dram[t][ET_HW_C_DENSE];
-    if (mm->mask && mm->K > 0) {
-        et_status st = structure(k, mm, conv || mm->stage == ET_WG, &op);
+    /* the output mask the product computed under: given (BP reusing FF's
+     * prediction, pruning) or predicted by the speculation unit (mm->spec) */
+    et_matmul mk = *mm;
+    if (!mk.mask && mm->spec && mm->spec->mask) mk.mask = mm->spec->mask, mk.ldmask = mm->spec->ldmask;
+    if (mk.mask && mm->K > 0) {
+        et_status st = structure(k, &mk, conv || mm->stage == ET_WG, &op);
         if (st) return st;
     }
     et_status st = ET_OK;

@@ -36,3 +36,25 @@ float et_sum_f32(const float *x, int64_t n) {
     for (; i < n; i++) s += x[i];
     return (float)s;
 }
+
+int et_layer_fuses_relu_ep(et_layer_type t) { return t == ET_L_MAXPOOL; }
+
+void et_layer_ff_dims(const et_layer *l, int batch, int *M, int *N, int *K) {
+    *M = *N = *K = 0;
+    if (l->type == ET_L_CONV) {
+        *M = l->out.c;
+        *N = et_conv_chunk(l, batch) * l->out.h * l->out.w;
+        *K = l->in.c * l->cfg.conv.kh * l->cfg.conv.kw;
+    } else if (l->type == ET_L_LINEAR) {
+        *M = batch, *N = l->out.c, *K = l->in.c;
+    }
+}
+
+/* EP's output: conv dcol (CK x chunk columns) or, direct, dX itself (Cin x
+ * N*H*W); linear dX (N x in). */
+size_t et_layer_ep_mask_bytes(const et_layer *l, int batch) {
+    if (l->type == ET_L_CONV && et_conv_is_direct(l)) return (size_t)et_shape_numel(l->in) * (size_t)batch;
+    int M, N, K;
+    et_layer_ff_dims(l, batch, &M, &N, &K);
+    return l->type == ET_L_CONV ? (size_t)K * (size_t)N : (size_t)M * (size_t)K;
+}

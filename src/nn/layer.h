@@ -46,6 +46,8 @@ typedef struct et_param {
                         precision policy's weight format */
     float *grad;     /* NULL for buffers */
     float *opt[2];   /* optimizer state (momentum / Adam moments), NULL if unused */
+    uint8_t *mask;   /* pruning (src/sparsity/prune.c): 1 kept, 0 pruned; NULL: not
+                        pruned. FF/EP skip zero weights, WG computes only kept ones */
     int trainable;   /* 0 for buffers (running stats) */
 } et_param;
 
@@ -69,6 +71,17 @@ typedef struct et_layer {
     int skip_ep, skip_wg;        /* first layer / frozen layer */
 } et_layer;
 
+/* What the run-time sparsity modes ask of a conv/linear call (decided by the
+ * executor, src/sparsity/sparsity.c; the layer only hands it to its matmul
+ * records). NULL in et_lctx: dense. */
+typedef struct et_layer_sparsity {
+    int ff_skip;          /* FF: skip zero input activations */
+    int ep_mask;          /* EP: compute only input-gradient entries whose input is non-zero */
+    int bw_skip;          /* EP, WG: skip zero operands (errors, activations) */
+    et_spec *spec;        /* FF: speculation request (mask = the whole output), NULL: none */
+    uint8_t *ep_maskbuf;  /* room for EP's output mask (et_layer_ep_mask_bytes) */
+} et_layer_sparsity;
+
 /* What a layer call gets besides its tensors. */
 typedef struct et_lctx {
     et_engine *eng;
@@ -76,6 +89,10 @@ typedef struct et_lctx {
     int batch;             /* images in this call */
     int train;             /* 1: training mode (bn batch stats, dropout active) */
     uint64_t seed, step;   /* for dropout masks */
+    int relu_in;           /* EP only: x is the output of a ReLU whose EP is fused into
+                              this EP (dx must be 0 where x <= 0); see
+                              et_layer_fuses_relu_ep */
+    const et_layer_sparsity *sp; /* run-time sparsity of this call, NULL: dense */
 } et_lctx;
 
 typedef struct et_layer_ops {
@@ -99,6 +116,15 @@ extern const et_layer_ops *const et_layer_table[ET_L_NTYPES];
 
 /* Add layer: two inputs; FF y = x + x2; EP gives dy to both. */
 et_status et_add_ff(const et_lctx *c, et_shape s, const float *a, const float *b, float *y);
+
+/* Whether a layer's EP can apply the mask of the ReLU that produced its input
+ * (et_lctx.relu_in), so the executor skips that ReLU's own EP pass. */
+int et_layer_fuses_relu_ep(et_layer_type t);
+/* Shapes of a conv/linear layer's largest FF product at `batch` images
+ * (conv: one chunk of images), for planning sparsity buffers; 0 for others. */
+void et_layer_ff_dims(const et_layer *l, int batch, int *M, int *N, int *K);
+/* Bytes of the EP output mask of a conv/linear layer at `batch` images. */
+size_t et_layer_ep_mask_bytes(const et_layer *l, int batch);
 
 /* Helpers shared by layer implementations. */
 void et_param_define(et_layer *l, const char *suffix, int trainable, int ndim, const int64_t *shape);

@@ -1,5 +1,7 @@
 /* linear: x [N, in], W [out, in] (PyTorch layout), y [N, out].
- *   FF: Y  = X · W^T   EP: dX = dY · W   WG: dW = dY^T · X,  db = column sums of dY */
+ *   FF: Y  = X · W^T   EP: dX = dY · W   WG: dW = dY^T · X,  db = column sums of dY
+ * Pruned weights (params[0].mask): FF/EP skip zero operands, WG computes only
+ * the kept weights' gradients (mask in dW's [out, in] layout). */
 #include "nn/layer_impl.h"
 
 static et_status linear_setup(et_layer *l) {
@@ -19,25 +21,36 @@ static int64_t linear_macs(const et_layer *l) { return (int64_t)l->in.c * l->out
 
 static et_status linear_ff(et_layer *l, const et_lctx *c, const float *x, float *y) {
     const int in = l->in.c, out = l->out.c, N = c->batch;
-    et_matmul mm = {ET_FF, l->index, 0, 1, N, out, in, x, in, l->params[0].use, in, y, out, 0.0f, 0, NULL, 0};
+    const et_layer_sparsity *sp = c->sp;
+    const et_spec *spec = sp ? sp->spec : NULL;
+    et_matmul mm = {ET_FF, l->index, 0, 1, N, out, in, x, in, l->params[0].use, in, y, out, 0.0f,
+                    (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, spec};
     et_status st = et_matmul_run(c->eng, &mm);
     if (st || !l->cfg.linear.bias) return st;
     const float *b = l->params[1].data;
     for (int n = 0; n < N; n++)
-        for (int o = 0; o < out; o++) y[(int64_t)n * out + o] += b[o];
+        for (int o = 0; o < out; o++)
+            if (!spec || spec->mask[(int64_t)n * spec->ldmask + o]) y[(int64_t)n * out + o] += b[o]; /* predicted zeros stay 0 */
     return ET_OK;
 }
 
 static et_status linear_ep(et_layer *l, const et_lctx *c, const float *x, const float *y,
                            const float *dy, float *dx) {
     const int in = l->in.c, out = l->out.c, N = c->batch;
-    et_matmul mm = {ET_EP, l->index, 0, 0, N, in, out, dy, out, l->params[0].use, in, dx, in, 0.0f, 0, NULL, 0};
+    const et_layer_sparsity *sp = c->sp;
+    et_matmul mm = {ET_EP, l->index, 0, 0, N, in, out, dy, out, l->params[0].use, in, dx, in, 0.0f,
+                    (sp && sp->bw_skip) || l->params[0].mask != NULL, NULL, 0, NULL};
+    if (sp && sp->ep_mask && sp->ep_maskbuf) { /* dL/dx is zero where the ReLU output x is */
+        for (int64_t e = 0; e < (int64_t)N * in; e++) sp->ep_maskbuf[e] = x[e] != 0.0f;
+        mm.mask = sp->ep_maskbuf, mm.ldmask = in;
+    }
     return et_matmul_run(c->eng, &mm);
 }
 
 static et_status linear_wg(et_layer *l, const et_lctx *c, const float *x, const float *dy) {
     const int in = l->in.c, out = l->out.c, N = c->batch;
-    et_matmul mm = {ET_WG, l->index, 1, 0, out, in, N, dy, out, x, in, l->params[0].grad, in, 0.0f, 0, NULL, 0};
+    et_matmul mm = {ET_WG, l->index, 1, 0, out, in, N, dy, out, x, in, l->params[0].grad, in, 0.0f,
+                    c->sp && c->sp->bw_skip, l->params[0].mask, in, NULL};
     et_status st = et_matmul_run(c->eng, &mm);
     if (st || !l->cfg.linear.bias) return st;
     float *db = l->params[1].grad;

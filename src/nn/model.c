@@ -12,6 +12,8 @@
 #include "core/rng.h"
 #include "nn/layer_impl.h"
 #include "nn/precision.h"
+#include "sparsity/prune.h"
+#include "sparsity/sparsity.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -109,6 +111,8 @@ void et_model_free(et_model *m) {
     free(m->policy);
     et_hwlink_free(m);
     et_traffic_free(m);
+    et_prune_free(m);
+    et_sparsity_free(m);
     free((void *)m->eng.mul);
     free((void *)m->eng.acc);
     free(m);
@@ -179,6 +183,23 @@ static int plan_tensors(et_model *m) {
                       in->consumers == 1;
         m->tensors[n->out].alias_of = inplace ? (in->alias_of >= 0 ? in->alias_of : n->in) : -1;
     }
+    /* A relu whose input feeds only it and whose output feeds only a layer
+     * that can apply the ReLU mask in its own EP (maxpool): that layer does
+     * the relu's EP, and both gradients share one slot. */
+    for (int i = 0; i < m->nnodes; i++) m->nodes[i].relu_ep_fused = m->nodes[i].ep_relu_in = 0;
+    for (int i = 0; i < m->nnodes; i++) {
+        et_node *n = &m->nodes[i];
+        if (n->layer.type != ET_L_RELU || n->in == 0 || m->tensors[n->in].consumers != 1 ||
+            m->tensors[n->out].consumers != 1)
+            continue;
+        for (int j = i + 1; j < m->nnodes; j++) {
+            et_node *c = &m->nodes[j];
+            if (c->in != n->out && c->in2 != n->out) continue;
+            if (c->in == n->out && c->in2 < 0 && et_layer_fuses_relu_ep(c->layer.type))
+                n->relu_ep_fused = c->ep_relu_in = 1;
+            break;
+        }
+    }
     /* Gradient slots by liveness, walking the nodes backwards. */
     int nslots = 0, free_list[64], nfree = 0;
 #define ALLOC_SLOT() (nfree ? free_list[--nfree] : nslots++)
@@ -186,6 +207,10 @@ static int plan_tensors(et_model *m) {
     m->tensors[m->ntensors - 1].grad_slot = ALLOC_SLOT();
     for (int i = m->nnodes - 1; i >= 0; i--) {
         et_node *n = &m->nodes[i];
+        if (n->relu_ep_fused && m->tensors[n->in].needs_grad && m->tensors[n->out].grad_slot >= 0) {
+            m->tensors[n->in].grad_slot = m->tensors[n->out].grad_slot; /* kept, not freed */
+            continue;
+        }
         int ins[2] = {n->in, n->in2};
         for (int k = 0; k < 2; k++) {
             int t = ins[k];
@@ -262,7 +287,13 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
     et_shape ins = m->tensors[0].shape;
     size_t stage_bytes = ins.is_image && ins.c > 1 ? align_up((size_t)(et_shape_numel(ins) * batch) * sizeof(float)) : 0;
     a_bytes += stage_bytes;
-    size_t total = p_bytes + g_bytes + o_bytes + a_bytes + s_bytes + st_bytes + scratch_bytes + probs_bytes;
+    size_t mask_bytes, select_bytes; /* pruning: weight masks (with the parameters), selection scratch */
+    et_prune_plan_bytes(m, &mask_bytes, &select_bytes);
+    p_bytes += mask_bytes;
+    size_t sp_bytes = 0; /* sparsity masks and speculation buffers */
+    if ((st = et_sparsity_plan(m, batch, &sp_bytes))) return st;
+    size_t total = p_bytes + g_bytes + o_bytes + a_bytes + s_bytes + st_bytes + scratch_bytes + probs_bytes +
+                   select_bytes + sp_bytes;
 
     size_t cap = plan_cap_bytes();
     if (total > cap)
@@ -308,6 +339,9 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
     m->scratch = TAKE(scratch_bytes);
     m->probs = TAKE(probs_bytes);
     m->layer_counters = (et_counters *)TAKE(counters_bytes);
+    uint8_t *masks = (uint8_t *)TAKE(mask_bytes);
+    et_prune_bind(m, masks, TAKE(select_bytes));
+    if (sp_bytes) et_sparsity_bind(m, TAKE(sp_bytes));
 #undef TAKE
     m->eng.per_layer = m->layer_counters;
     m->eng.nlayers = m->nnodes;
@@ -322,8 +356,8 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
     }
 
     m->mem = (et_memory_plan){p_bytes, g_bytes, o_bytes, a_bytes, s_bytes,
-                              scratch_bytes + st_bytes + probs_bytes + counters_bytes,
-                              et_gemm_workspace_bytes(), 0};
+                              scratch_bytes + st_bytes + probs_bytes + counters_bytes + select_bytes,
+                              et_gemm_workspace_bytes(), 0, sp_bytes};
     m->mem.total = total + m->mem.workspace;
     m->wq_step = -1;
     m->planned = 1;
@@ -361,6 +395,7 @@ et_status et_model_init_he(et_model *m, uint64_t seed) {
             for (int k = 0; k < 2; k++)
                 if (l->params[p].opt[k]) memset(l->params[p].opt[k], 0, sizeof(float) * (size_t)l->params[p].n);
     }
+    et_prune_reset(m);
     m->seed = seed;
     m->step = 0;
     m->wq_step = -1;
@@ -420,11 +455,17 @@ et_status et_model_set_input_u8(et_model *m, const et_dataset *ds, const int64_t
         return et_set_error(ET_ERR_SHAPE, "model input %dx%dx%d does not match %dx%d grey images", s.c,
                             s.h, s.w, ds->rows, ds->cols);
     const int64_t px = (int64_t)ds->rows * ds->cols;
-    float *x = m->input_nchw;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         if (idx[i] < 0 || idx[i] >= ds->n) return et_set_error(ET_ERR_INVALID, "image index out of range");
-        const uint8_t *src = ds->images + idx[i] * px;
-        for (int64_t k = 0; k < px; k++) x[i * px + k] = (float)src[k] * (1.0f / 255.0f);
+    /* x / 255 divided, not multiplied by 1/255 (which differs in the last
+     * bit for half the byte values): the same floats as PyTorch's ToTensor
+     * (img.float().div(255)); looked up per pixel */
+    float lut[256];
+    for (int k = 0; k < 256; k++) lut[k] = (float)k / 255.0f;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *restrict src = ds->images + idx[i] * px;
+        float *restrict x = m->input_nchw + i * px;
+        for (int64_t k = 0; k < px; k++) x[k] = lut[src[k]];
     }
     return ET_OK;
 }
@@ -432,7 +473,8 @@ et_status et_model_set_input_u8(et_model *m, const et_dataset *ds, const int64_t
 static et_lctx make_ctx(et_model *m, int n, int train) {
     m->eng.seed = m->seed;
     m->eng.step = m->step;
-    et_lctx c = {&m->eng, m->scratch, n, train, m->seed, (uint64_t)m->step};
+    et_lctx c = {.eng = &m->eng, .scratch = m->scratch, .batch = n, .train = train, .seed = m->seed,
+                 .step = (uint64_t)m->step};
     return c;
 }
 
@@ -453,7 +495,9 @@ et_status et_model_forward(et_model *m, int n, int train, const float **logits) 
     if (n <= 0 || n > m->batch_cap) return et_set_error(ET_ERR_INVALID, "batch of %d outside 1..%d", n, m->batch_cap);
     et_lctx c = make_ctx(m, n, train);
     if (m->input_nchw != m->tensors[0].val) input_to_cnhw(m, n, m->tensors[0].val);
+    if (train) et_prune_step(m); /* mask update when the schedule says so */
     if (m->policy && (st = et_precision_weights(m))) return st;
+    if (m->policy) et_prune_apply_use(m); /* rounded copies stay zero where pruned */
     for (int i = 0; i < m->nnodes; i++) {
         et_node *nd = &m->nodes[i];
         if (m->policy && (st = et_precision_input(m, i, m->tensors[nd->in].val, et_shape_numel(nd->layer.in) * n)))
@@ -461,6 +505,7 @@ et_status et_model_forward(et_model *m, int n, int train, const float **logits) 
         if (train && et_traffic_sampling(m)) et_traffic_input(m, i, m->tensors[nd->in].val, n);
         const float *x = m->tensors[nd->in].val;
         float *y = m->tensors[nd->out].val;
+        c.sp = et_sparsity_node(m, i, x, n, train);
         if (nd->layer.type == ET_L_ADD) st = et_add_ff(&c, nd->layer.out, x, m->tensors[nd->in2].val, y);
         else st = et_layer_table[nd->layer.type]->ff(&nd->layer, &c, x, y);
         if (st) return st;
@@ -517,12 +562,17 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
         et_layer *L = &nd->layer;
         const et_layer_ops *ops = et_layer_table[L->type];
         if (m->tensors[nd->out].grad_slot < 0) continue; /* nothing upstream learns */
+        if (nd->relu_ep_fused && m->tensors[nd->in].grad_slot == m->tensors[nd->out].grad_slot) {
+            has[nd->in] = 1; /* the consumer's EP already applied this relu's mask */
+            continue;
+        }
         const float *x = m->tensors[nd->in].val, *y = m->tensors[nd->out].val;
         float *dyw = m->slots[m->tensors[nd->out].grad_slot];
         if (m->policy && (st = et_precision_error(m, i, dyw, et_shape_numel(L->out) * n))) break;
         if (m->last_train && et_traffic_sampling(m)) et_traffic_error(m, i, dyw, n);
         const float *dy = dyw;
         const int64_t nin = et_shape_numel(L->in) * n;
+        c.sp = et_sparsity_node(m, i, NULL, n, m->last_train);
         if (ops->wg && !L->skip_wg) st = ops->wg(L, &c, x, dy);
         int ins[2] = {nd->in, nd->in2};
         for (int q = 0; q < 2 && !st; q++) {
@@ -531,7 +581,11 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
             float *g = m->slots[m->tensors[t].grad_slot];
             float *dst = has[t] ? m->tmp : g;
             if (L->type == ET_L_ADD) memcpy(dst, dy, sizeof(float) * (size_t)nin);
-            else st = ops->ep(L, &c, x, y, dy, dst);
+            else {
+                c.relu_in = nd->ep_relu_in;
+                st = ops->ep(L, &c, x, y, dy, dst);
+                c.relu_in = 0;
+            }
             if (!st && has[t])
                 for (int64_t e = 0; e < nin; e++) g[e] += dst[e];
             has[t] = 1;
@@ -539,6 +593,48 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
     }
     if (has != has_stack) free(has);
     return st;
+}
+
+/* The optimizer steps, element by element. Constants live in locals and the
+ * arrays are restrict so the loops vectorise (the values are the same as the
+ * scalar loop's: no contraction into FMA, one rounding per operation). A
+ * pruning mask mk (NULL: none) keeps pruned weights and their state as they
+ * are: every value is computed and the store selects, which also vectorises. */
+static void sgd_update(float *restrict w, const float *restrict g, float *restrict v, const uint8_t *restrict mk,
+                       int64_t n, float lr, float mu, float wd, int nesterov) {
+    if (!v) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t e = 0; e < n; e++) {
+            float wn = w[e] - lr * (g[e] + wd * w[e]);
+            w[e] = !mk || mk[e] ? wn : w[e];
+        }
+    } else {
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t e = 0; e < n; e++) {
+            float d = g[e] + wd * w[e];
+            float vn = mu * v[e] + d;
+            float wn = w[e] - lr * (nesterov ? d + mu * vn : vn);
+            int keep = !mk || mk[e];
+            v[e] = keep ? vn : v[e];
+            w[e] = keep ? wn : w[e];
+        }
+    }
+}
+
+static void adam_update(float *restrict w, const float *restrict g, float *restrict v, float *restrict s,
+                        const uint8_t *restrict mk, int64_t n, float step_size, float bc2s, const et_optim *o) {
+    const float b1 = o->beta1, b2 = o->beta2, eps = o->eps, wd = o->weight_decay;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t e = 0; e < n; e++) {
+        float d = g[e] + wd * w[e];
+        float vn = b1 * v[e] + (1.0f - b1) * d;
+        float sn = b2 * s[e] + (1.0f - b2) * d * d;
+        float wn = w[e] - step_size * vn / (sqrtf(sn) / bc2s + eps);
+        int keep = !mk || mk[e];
+        v[e] = keep ? vn : v[e];
+        s[e] = keep ? sn : s[e];
+        w[e] = keep ? wn : w[e];
+    }
 }
 
 et_status et_model_update(et_model *m, float lr) {
@@ -556,27 +652,12 @@ et_status et_model_update(et_model *m, float lr) {
             et_param *p = &l->params[q];
             if (!p->trainable) continue;
             float *w = p->data, *g = p->grad, *v = p->opt[0], *s = p->opt[1];
+            const uint8_t *mk = p->mask; /* pruned weights are never updated */
             const int64_t n = p->n;
-            if (o->kind == ET_OPT_SGD) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-                for (int64_t e = 0; e < n; e++) {
-                    float d = g[e] + o->weight_decay * w[e];
-                    if (v) {
-                        v[e] = o->momentum * v[e] + d;
-                        d = o->nesterov ? d + o->momentum * v[e] : v[e];
-                    }
-                    w[e] -= lr * d;
-                }
-            } else {
-                const float step_size = lr / bc1, bc2s = sqrtf(bc2);
-#pragma omp parallel for schedule(static) if (n > 65536)
-                for (int64_t e = 0; e < n; e++) {
-                    float d = g[e] + o->weight_decay * w[e];
-                    v[e] = o->beta1 * v[e] + (1.0f - o->beta1) * d;
-                    s[e] = o->beta2 * s[e] + (1.0f - o->beta2) * d * d;
-                    w[e] -= step_size * v[e] / (sqrtf(s[e]) / bc2s + o->eps);
-                }
-            }
+            if (o->kind == ET_OPT_SGD)
+                sgd_update(w, g, v, mk, n, lr, o->momentum, o->weight_decay, o->nesterov);
+            else
+                adam_update(w, g, v, s, mk, n, lr / bc1, sqrtf(bc2), o);
         }
     }
     m->step++;
@@ -633,7 +714,10 @@ void et_model_node_info(const et_model *m, int i, const char **name, const char 
     if (counters) *counters = m->layer_counters ? &m->layer_counters[i] : NULL;
 }
 
-void et_model_reset_counters(et_model *m) { et_engine_reset(&m->eng); }
+void et_model_reset_counters(et_model *m) {
+    et_engine_reset(&m->eng);
+    et_model_reset_spec_stats(m);
+}
 et_engine *et_model_engine(et_model *m) { return &m->eng; }
 
 float et_lr_step(float base, int epoch, int step_size, float gamma) {

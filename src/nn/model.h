@@ -20,6 +20,10 @@ typedef struct et_node {
     et_layer layer;
     int in, in2; /* in2 >= 0 only for add */
     int out;
+    /* ReLU EP fusion (plan_tensors): on a relu, its EP is done by its only
+     * consumer, which gets ep_relu_in (et_lctx.relu_in) and writes straight
+     * into the relu input's gradient slot. */
+    int relu_ep_fused, ep_relu_in;
 } et_node;
 
 struct et_model {
@@ -52,6 +56,8 @@ struct et_model {
 
     void *traffic; /* off-chip traffic measurement (traffic.c) */
     void *hw_link; /* live processor-model runs fed by the matmul path (hwlink.c) */
+    struct et_prune *prune; /* dynamic weight pruning (src/sparsity/prune.c), NULL: off */
+    void *sparsity; /* run-time sparsity modes and their buffers (src/sparsity/sparsity.c) */
 
     /* training state */
     int64_t step;

@@ -7,6 +7,16 @@
 #include <float.h>
 #include <string.h>
 
+#include "nn/pool_rows.h"
+
+static int rows_fast(void) {
+#if defined(__x86_64__) || defined(_M_X64)
+    return et_cpu_isa() >= ET_ISA_AVX512;
+#else
+    return 0;
+#endif
+}
+
 static et_status pool_setup(et_layer *l) {
     et_pool_cfg *p = &l->cfg.pool;
     if (!l->in.is_image) return et_set_error(ET_ERR_SHAPE, "pooling needs an image input");
@@ -71,17 +81,26 @@ static et_status maxpool_ff(et_layer *l, const et_lctx *c, const float *x, float
     const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w;
     const int64_t planes = (int64_t)l->in.c * c->batch;
     if (is_2x2(p)) {
+        const int fast = rows_fast();
 #pragma omp parallel for schedule(static) if (planes * Ho * Wo > 16384)
         for (int64_t pl = 0; pl < planes; pl++) {
             const float *xp = x + pl * H * W;
             float *yp = y + pl * Ho * Wo;
             for (int oy = 0; oy < Ho; oy++) {
                 const float *r0 = xp + (int64_t)2 * oy * W, *r1 = r0 + W;
+#if defined(__x86_64__) || defined(_M_X64)
+                if (fast) {
+                    et_maxpool2_ff_row_avx512(r0, r1, Wo, yp + oy * Wo);
+                    continue;
+                }
+#endif
                 for (int ox = 0; ox < Wo; ox++) {
-                    float a = r0[2 * ox] > r0[2 * ox + 1] ? r0[2 * ox] : r0[2 * ox + 1];
-                    float b = r1[2 * ox] > r1[2 * ox + 1] ? r1[2 * ox] : r1[2 * ox + 1];
-                    float m = a > b ? a : b;
-                    if (m != m || a != a || b != b) { /* NaN: take PyTorch's pick */
+                    /* first strict maximum, as argmax4 (0 before -0 and vice versa) */
+                    float a = r0[2 * ox + 1] > r0[2 * ox] ? r0[2 * ox + 1] : r0[2 * ox];
+                    float b = r1[2 * ox + 1] > r1[2 * ox] ? r1[2 * ox + 1] : r1[2 * ox];
+                    float m = b > a ? b : a;
+                    float s = r0[2 * ox] + r0[2 * ox + 1] + r1[2 * ox] + r1[2 * ox + 1];
+                    if (s != s) { /* a NaN (or inf - inf): take PyTorch's pick */
                         int k = argmax4(r0, r1, 2 * ox);
                         m = (k < 2 ? r0 : r1)[2 * ox + (k & 1)];
                     }
@@ -106,7 +125,11 @@ static et_status maxpool_ep(et_layer *l, const et_lctx *c, const float *x, const
     const et_pool_cfg *p = &l->cfg.pool;
     const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w;
     const int64_t planes = (int64_t)l->in.c * c->batch;
+    /* relu_in: x is a ReLU's output and that ReLU's EP is fused here: a
+     * gradient reaching an element that is not > 0 is dropped. */
+    const int relu = c->relu_in;
     if (is_2x2(p)) {
+        const int fast = rows_fast();
 #pragma omp parallel for schedule(static) if (planes * Ho * Wo > 16384)
         for (int64_t pl = 0; pl < planes; pl++) {
             const float *xp = x + pl * H * W, *dyp = dy + pl * Ho * Wo;
@@ -116,9 +139,17 @@ static et_status maxpool_ep(et_layer *l, const et_lctx *c, const float *x, const
             for (int oy = 0; oy < Ho; oy++) {
                 const float *r0 = xp + (int64_t)2 * oy * W, *r1 = r0 + W;
                 float *d0 = dxp + (int64_t)2 * oy * W, *d1 = d0 + W;
+#if defined(__x86_64__) || defined(_M_X64)
+                if (fast) {
+                    et_maxpool2_ep_row_avx512(r0, r1, Wo, dyp + oy * Wo, d0, d1, relu);
+                    for (int ix = 2 * Wo; ix < W; ix++) d0[ix] = d1[ix] = 0.0f;
+                    continue;
+                }
+#endif
                 for (int ox = 0; ox < Wo; ox++) {
                     int k = argmax4(r0, r1, 2 * ox);
                     float g = dyp[oy * Wo + ox];
+                    if (relu && !((k < 2 ? r0 : r1)[2 * ox + (k & 1)] > 0.0f)) g = 0.0f;
                     d0[2 * ox] = k == 0 ? g : 0.0f;
                     d0[2 * ox + 1] = k == 1 ? g : 0.0f;
                     d1[2 * ox] = k == 2 ? g : 0.0f;
@@ -137,8 +168,10 @@ static et_status maxpool_ep(et_layer *l, const et_lctx *c, const float *x, const
         float *dxp = dx + pl * H * W;
         memset(dxp, 0, sizeof(float) * (size_t)H * W);
         for (int oy = 0; oy < Ho; oy++)
-            for (int ox = 0; ox < Wo; ox++)
-                dxp[window_argmax(p, xp, H, W, oy, ox)] += dyp[oy * Wo + ox];
+            for (int ox = 0; ox < Wo; ox++) {
+                int64_t a = window_argmax(p, xp, H, W, oy, ox);
+                if (!relu || xp[a] > 0.0f) dxp[a] += dyp[oy * Wo + ox];
+            }
     }
     return ET_OK;
 }

@@ -58,7 +58,8 @@ void lh_free(lh *h) {
 }
 
 static et_lctx ctx(lh *h) {
-    et_lctx c = {&h->eng, h->scratch, h->N, h->train, h->seed, 3};
+    et_lctx c = {.eng = &h->eng, .scratch = h->scratch, .batch = h->N, .train = h->train, .seed = h->seed, .step = 3,
+                 .relu_in = h->relu_in, .sp = h->sp};
     return c;
 }
 

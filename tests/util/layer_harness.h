@@ -13,6 +13,8 @@ typedef struct lh {
     float *x, *x2, *y, *dy, *dx, *dx2, *scratch;
     uint64_t seed;
     int train;
+    int relu_in; /* passed to EP as et_lctx.relu_in */
+    const et_layer_sparsity *sp; /* run-time sparsity of the calls (NULL: dense) */
 } lh;
 
 /* Sets up a layer of type t with config cfg (NULL for none) on input shape in

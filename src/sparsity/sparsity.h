@@ -1,0 +1,29 @@
+/* Run-time sparsity inside the library (docs/sparsity.md): the mode set of a
+ * model, which layer does what (sparsity.c), and the speculation the matmul
+ * path runs for a product (speculate.c). */
+#ifndef ET_SPARSITY_H
+#define ET_SPARSITY_H
+#include "edgetrain.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct et_model;
+
+/* Workspace bytes of one speculated M x N x K product (estimate + operand codes). */
+size_t et_spec_ws_bytes(int bits, int M, int N, int K);
+/* Predicts mm->spec->mask (and counts statistics); ws holds et_spec_ws_bytes(). */
+et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes);
+/* One operand value's B-bit code, inv = 127 / absmax (0 if absmax is 0). */
+int8_t et_spec_code(float x, float inv, int bits);
+/* sign(x) * 2^floor(log2|x|), 0 for 0. */
+float et_spec_exp(float x);
+
+/* Model side (sparsity.c): per-node decisions, buffers in the memory plan. */
+et_status et_sparsity_plan(struct et_model *m, int batch, size_t *bytes);
+void et_sparsity_bind(struct et_model *m, void *mem);
+/* What node `node` does in this call (NULL: dense). Fills the speculation
+ * request's scales from the input x (n images) and the weights. */
+const struct et_layer_sparsity *et_sparsity_node(struct et_model *m, int node, const float *x, int n, int train);
+void et_sparsity_free(struct et_model *m);
+#endif

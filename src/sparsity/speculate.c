@@ -1,0 +1,153 @@
+/* Speculation of a product's ReLU zeros (the Bidirectional Speculation Unit;
+ * docs/sparsity.md). Called by the matmul path for an et_matmul with `spec`:
+ *
+ *   bits 1..8  each operand x -> int8 code c = clamp(rne(x * (127 / absmax)),
+ *              -127, 127) (per-tensor absmax; absmax 0 gives all-zero codes),
+ *              then its top B bits in sign-magnitude form: the sign and the
+ *              B-1 most significant bits of the 7-bit magnitude,
+ *              t = sign(c) * floor(|c| / 2^(8-B)) (the low bits truncated, as
+ *              a unit taking the operand's MSBs does; sign-magnitude so that
+ *              truncation does not bias negative values). The estimate is the exact
+ *              integer product S = sum_k tA * tB (et_igemm_s8) as
+ *              e = (sA * sB) * (float)S + bias with s = absmax / 127 * 2^(8-B);
+ *   exp        each operand x -> sign(x) * 2^floor(log2|x|) (0 stays 0; GANPU's
+ *              sign/exponent-only prediction), e = et_sgemm of those + bias;
+ *   32         e = et_sgemm of the operands themselves + bias: exactly the
+ *              dense pre-activation, so the prediction is exact.
+ * An output is predicted zero where e <= 0 (NaN predicts non-zero).
+ * With `check`, the exact output (et_sgemm + bias, the dense layer's value)
+ * is computed too and false zeros (predicted zero, true > 0) and missed zeros
+ * (predicted non-zero, true <= 0) are counted. */
+#include "sparsity/sparsity.h"
+
+#include "kernels/igemm.h"
+
+#include <math.h>
+#include <string.h>
+
+static size_t al(size_t n) { return (n + 63) & ~(size_t)63; }
+
+size_t et_spec_ws_bytes(int bits, int M, int N, int K) {
+    size_t mn = (size_t)M * (size_t)N, mk = (size_t)M * (size_t)K, kn = (size_t)K * (size_t)N;
+    size_t est = al(mn * 4);
+    if (bits == ET_SPEC_EXACT) return est;
+    if (bits == ET_SPEC_EXP) return est + al(mk * 4) + al(kn * 4);
+    return est + al(mk) + al(kn);
+}
+
+int8_t et_spec_code(float x, float inv, int bits) {
+    float v = x * inv;
+    int c;
+    if (!(v == v)) c = 0; /* NaN */
+    else if (v >= 127.0f) c = 127;
+    else if (v <= -127.0f) c = -127;
+    else c = (int)nearbyintf(v);
+    /* sign-magnitude: keep the sign and the top bits - 1 magnitude bits */
+    int s = 8 - bits, t = (c < 0 ? -c : c) >> s;
+    return (int8_t)(c < 0 ? -t : t);
+}
+
+float et_spec_exp(float x) {
+    if (x == 0.0f || !isfinite(x)) return x == 0.0f ? 0.0f : x;
+    int e;
+    frexpf(x, &e); /* |x| = m * 2^e, m in [0.5, 1): floor(log2|x|) = e - 1 */
+    return copysignf(ldexpf(1.0f, e - 1), x);
+}
+
+/* Codes of a stored rows x cols matrix (row stride ld) into a compact one. */
+#if defined(__x86_64__) || defined(_M_X64)
+void et_spec_codes_row_avx512(const float *x, int n, float inv, int bits, int8_t *out); /* the same codes */
+#endif
+
+static void codes(const float *X, int rows, int cols, int ld, float absmax, int bits, int8_t *out) {
+    const float inv = absmax > 0.0f ? 127.0f / absmax : 0.0f;
+#if defined(__x86_64__) || defined(_M_X64)
+    if (et_cpu_isa() >= ET_ISA_AVX512) {
+#pragma omp parallel for schedule(static) if ((int64_t)rows * cols > 65536)
+        for (int r = 0; r < rows; r++) et_spec_codes_row_avx512(X + (int64_t)r * ld, cols, inv, bits, out + (int64_t)r * cols);
+        return;
+    }
+#endif
+#pragma omp parallel for schedule(static) if ((int64_t)rows * cols > 65536)
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) out[(int64_t)r * cols + c] = et_spec_code(X[(int64_t)r * ld + c], inv, bits);
+}
+
+static void exps(const float *X, int rows, int cols, int ld, float *out) {
+#pragma omp parallel for schedule(static) if ((int64_t)rows * cols > 65536)
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) out[(int64_t)r * cols + c] = et_spec_exp(X[(int64_t)r * ld + c]);
+}
+
+static float bias_at(const et_spec *sp, int i, int j) {
+    return sp->bias ? sp->bias[sp->bias_rows ? i : j] : 0.0f;
+}
+
+et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes) {
+    const et_spec *sp = mm->spec;
+    const int M = mm->M, N = mm->N, K = mm->K;
+    if (!(sp->bits == ET_SPEC_EXP || sp->bits == ET_SPEC_EXACT || (sp->bits >= 1 && sp->bits <= 8)))
+        return et_set_error(ET_ERR_INVALID, "speculation: bits must be 1..8, exp or 32 (got %d)", sp->bits);
+    if (!sp->mask || sp->ldmask < N) return et_set_error(ET_ERR_INVALID, "speculation: no mask buffer");
+    if (!ws || ws_bytes < et_spec_ws_bytes(sp->bits, M, N, K))
+        return et_set_error(ET_ERR_INVALID, "speculation: workspace of %zu bytes is too small for %dx%dx%d", ws_bytes,
+                            M, N, K);
+    float *est = ws; /* M x N, ld N (fp32 estimates, or the int32 sums isum) */
+    int32_t *isum = NULL;
+    float scale = 0.0f;
+    char *rest = (char *)ws + al((size_t)M * N * 4);
+    const int ar = mm->ta ? K : M, ac = mm->ta ? M : K, br = mm->tb ? N : K, bc = mm->tb ? K : N;
+    if (sp->bits == ET_SPEC_EXACT) {
+        et_sgemm(mm->ta, mm->tb, M, N, K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, 0.0f, est, N > 0 ? N : 1);
+    } else if (sp->bits == ET_SPEC_EXP) {
+        float *fa = (float *)rest, *fb = (float *)(rest + al((size_t)M * K * 4));
+        exps(mm->A, ar, ac, mm->lda, fa);
+        exps(mm->B, br, bc, mm->ldb, fb);
+        et_sgemm(mm->ta, mm->tb, M, N, K, 1.0f, fa, ac > 0 ? ac : 1, fb, bc > 0 ? bc : 1, 0.0f, est, N > 0 ? N : 1);
+    } else {
+        int8_t *ca = (int8_t *)rest, *cb = (int8_t *)(rest + al((size_t)M * K));
+        codes(mm->A, ar, ac, mm->lda, sp->absmax_a, sp->bits, ca);
+        codes(mm->B, br, bc, mm->ldb, sp->absmax_b, sp->bits, cb);
+        isum = (int32_t *)ws;
+        et_igemm_s8(mm->ta, mm->tb, M, N, K, ca, ac > 0 ? ac : 1, cb, bc > 0 ? bc : 1, isum, N > 0 ? N : 1);
+        const float step = (float)(1 << (8 - sp->bits));
+        const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step;
+        scale = sa * sb;
+    }
+    uint64_t pz = 0;
+#pragma omp parallel for schedule(static) reduction(+ : pz) if ((int64_t)M * N > 65536)
+    for (int i = 0; i < M; i++) {
+        uint8_t *mr = sp->mask + (int64_t)i * sp->ldmask;
+        for (int j = 0; j < N; j++) {
+            int64_t e = (int64_t)i * N + j;
+            float v = (isum ? scale * (float)isum[e] : est[e]) + bias_at(sp, i, j);
+            mr[j] = !(v <= 0.0f);
+            pz += mr[j] == 0;
+        }
+    }
+    if (sp->stats) {
+        sp->stats->outputs += (uint64_t)M * N, sp->stats->predicted_zero += pz;
+        sp->stats->estimate_macs += (uint64_t)M * N * (uint64_t)K;
+    }
+    if (!sp->check) return ET_OK;
+    /* The true dense output: the same et_sgemm and bias add as the layer's. */
+    et_sgemm(mm->ta, mm->tb, M, N, K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, 0.0f, est, N > 0 ? N : 1);
+    uint64_t tz = 0, fz = 0, mz = 0;
+#pragma omp parallel for schedule(static) reduction(+ : tz, fz, mz) if ((int64_t)M * N > 65536)
+    for (int i = 0; i < M; i++) {
+        const float *er = est + (int64_t)i * N;
+        const uint8_t *mr = sp->mask + (int64_t)i * sp->ldmask;
+        for (int j = 0; j < N; j++) {
+            int zero = er[j] + bias_at(sp, i, j) <= 0.0f;
+            tz += zero;
+            fz += !mr[j] && !zero;
+            mz += mr[j] && zero;
+        }
+    }
+    if (sp->stats) {
+        et_spec_stats *s = sp->stats;
+        s->checked += (uint64_t)M * N, s->checked_predicted_zero += pz;
+        s->true_zero += tz, s->false_zero += fz, s->missed_zero += mz;
+    }
+    return ET_OK;
+}

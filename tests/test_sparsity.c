@@ -1,0 +1,665 @@
+/* Run-time sparsity (docs/sparsity.md): skip equals none on every matmul
+ * layer and stage (within tolerance, and bit for bit where it holds) and
+ * counts exactly the multiply-adds an independent direct-convolution
+ * enumeration finds; speculation at 32 bits equals dense bit for bit;
+ * speculation at B bits and exp equals a scalar predictor written from the
+ * documented definition; whole small models (conv with padding and stride,
+ * maxpool, avgpool, bn, residual add, linear) train identically under skip;
+ * the CLI rejects bad modes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "edgetrain.h"
+#include "kernels/matmul.h"
+#include "nn/layer.h"
+#include "sparsity/sparsity.h"
+#include "util/layer_harness.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Makes about `zf` of x exactly zero (a ReLU output) and of dy (a gated error). */
+static void sparsify(float *a, int64_t n, uint64_t stream, float zf) {
+    for (int64_t i = 0; i < n; i++)
+        if (fabsf(sinf((float)(i * 7 + (int64_t)stream * 13))) < zf) a[i] = 0.0f;
+        else a[i] = fabsf(a[i]) + 0.01f;
+}
+
+static void make_relu_input(lh *h) { sparsify(h->x, h->nx, 1, 0.6f); }
+
+/* -------------------------------------------------------------- parsing */
+
+static void test_parse(void **state) {
+    (void)state;
+    et_sparsity s;
+    assert_int_equal(et_sparsity_parse(NULL, NULL, &s), ET_OK);
+    assert_false(s.skip || s.speculate || s.prune);
+    assert_int_equal(et_sparsity_parse("none", NULL, &s), ET_OK);
+    assert_int_equal(et_sparsity_parse("skip", NULL, &s), ET_OK);
+    assert_true(s.skip && !s.speculate);
+    assert_int_equal(et_sparsity_parse("skip,speculate", "2", &s), ET_OK);
+    assert_true(s.skip && s.speculate && s.spec_bits == 2);
+    assert_int_equal(et_sparsity_parse("speculate", NULL, &s), ET_OK);
+    assert_int_equal(s.spec_bits, 4);
+    assert_int_equal(et_sparsity_parse("speculate", "exp", &s), ET_OK);
+    assert_int_equal(s.spec_bits, ET_SPEC_EXP);
+    assert_int_equal(et_sparsity_parse("speculate", "32", &s), ET_OK);
+    assert_int_equal(s.spec_bits, ET_SPEC_EXACT);
+    assert_int_equal(et_sparsity_parse("prune", NULL, &s), ET_OK);
+    assert_true(s.prune);
+    const char *bad[][2] = {{"bogus", NULL},        {"none,skip", NULL}, {"skip,", NULL},       {",skip", NULL},
+                            {"", NULL},             {"speculate", "0"},  {"speculate", "9"},    {"speculate", "16"},
+                            {"speculate", "4x"},    {"speculate", ""},   {"skip", "4"},         {"SKIP", NULL}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_not_equal(et_sparsity_parse(bad[i][0], bad[i][1], &s), ET_OK);
+    char buf[64];
+    et_sparsity_parse("speculate,skip", NULL, &s);
+    assert_string_equal(et_sparsity_name(&s, buf, sizeof buf), "skip,speculate");
+}
+
+/* ------------------------------------------------- layers: skip == none */
+
+typedef struct counts { uint64_t ff, ep, wg; } counts;
+
+/* Element-level MACs of a convolution by direct enumeration of
+ * (co, n, oy, ox, ci, ky, kx) inside the input (padding is zero): FF needs
+ * w and x non-zero; EP (masked to non-zero x, skipping zero dy) needs x, w and
+ * dy non-zero; WG needs dy and x non-zero. x is CNHW, dy is C x N*Ho*Wo. */
+static counts conv_count(const et_layer *l, int N, const float *x, const float *w, const float *dy) {
+    const et_conv_cfg *c = &l->cfg.conv;
+    counts r = {0, 0, 0};
+    const int Ci = l->in.c, H = l->in.h, W = l->in.w, Co = l->out.c, Ho = l->out.h, Wo = l->out.w;
+    for (int co = 0; co < Co; co++)
+        for (int n = 0; n < N; n++)
+            for (int oy = 0; oy < Ho; oy++)
+                for (int ox = 0; ox < Wo; ox++) {
+                    float g = dy[(((int64_t)co * N + n) * Ho + oy) * Wo + ox];
+                    for (int ci = 0; ci < Ci; ci++)
+                        for (int ky = 0; ky < c->kh; ky++)
+                            for (int kx = 0; kx < c->kw; kx++) {
+                                int iy = oy * c->sh - c->ph + ky, ix = ox * c->sw - c->pw + kx;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                                float xv = x[(((int64_t)ci * N + n) * H + iy) * W + ix];
+                                float wv = w[(((int64_t)co * Ci + ci) * c->kh + ky) * c->kw + kx];
+                                r.ff += xv != 0 && wv != 0;
+                                r.ep += xv != 0 && wv != 0 && g != 0;
+                                r.wg += xv != 0 && g != 0;
+                            }
+                }
+    return r;
+}
+
+static counts linear_count(int N, int in, int out, const float *x, const float *w, const float *dy) {
+    counts r = {0, 0, 0};
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < out; o++)
+            for (int i = 0; i < in; i++) {
+                float xv = x[(int64_t)n * in + i], wv = w[(int64_t)o * in + i], g = dy[(int64_t)n * out + o];
+                r.ff += xv != 0 && wv != 0;
+                r.ep += xv != 0 && wv != 0 && g != 0;
+                r.wg += xv != 0 && g != 0;
+            }
+    return r;
+}
+
+static int bits_equal(const float *a, const float *b, int64_t n) { return memcmp(a, b, sizeof(float) * (size_t)n) == 0; }
+
+static void assert_close(const float *a, const float *b, int64_t n, const char *what) {
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabsf(a[i] - b[i]) <= 1e-5f + 1e-5f * fabsf(b[i]))) fail_msg("%s[%lld]: %g vs %g", what, (long long)i, a[i], b[i]);
+}
+
+/* Runs one layer dense and with skip (ff_skip, ep_mask, bw_skip): FF, WG
+ * equal; EP equals where x != 0 and is 0 where x == 0 (the ReLU's EP zeroes
+ * those anyway); executed MACs equal the independent count. */
+static void check_layer(et_layer_type t, const void *cfg, size_t cfg_size, et_shape in, int N) {
+    lh d, s;
+    assert_int_equal(lh_init(&d, t, cfg, cfg_size, in, N), ET_OK);
+    assert_int_equal(lh_init(&s, t, cfg, cfg_size, in, N), ET_OK);
+    make_relu_input(&d), make_relu_input(&s);
+    sparsify(d.dy, d.ny, 3, 0.5f), sparsify(s.dy, s.ny, 3, 0.5f);
+    for (int64_t i = 0; i < d.ny; i++) d.dy[i] = s.dy[i] = (i % 3 ? 1.0f : -1.0f) * d.dy[i];
+    /* some zero weights too */
+    for (int64_t i = 0; i < d.l.params[0].n; i += 5) d.l.params[0].data[i] = s.l.params[0].data[i] = 0.0f;
+    uint8_t *mb = calloc(et_layer_ep_mask_bytes(&s.l, N) + 1, 1);
+    et_layer_sparsity sp = {1, 1, 1, NULL, mb};
+    s.sp = &sp;
+    assert_int_equal(lh_ff(&d), ET_OK);
+    assert_int_equal(lh_ff(&s), ET_OK);
+    assert_close(s.y, d.y, d.ny, "y");
+    assert_true(bits_equal(s.y, d.y, d.ny));
+    assert_int_equal(lh_wg(&d), ET_OK);
+    assert_int_equal(lh_wg(&s), ET_OK);
+    for (int p = 0; p < d.l.nparams; p++) {
+        assert_close(s.l.params[p].grad, d.l.params[p].grad, d.l.params[p].n, "grad");
+        assert_true(bits_equal(s.l.params[p].grad, d.l.params[p].grad, d.l.params[p].n));
+    }
+    assert_int_equal(lh_ep(&d), ET_OK);
+    assert_int_equal(lh_ep(&s), ET_OK);
+    for (int64_t i = 0; i < d.nx; i++) {
+        if (d.x[i] != 0.0f) {
+            if (!(fabsf(s.dx[i] - d.dx[i]) <= 1e-5f + 1e-5f * fabsf(d.dx[i]))) fail_msg("dx[%lld] %g vs %g", (long long)i, s.dx[i], d.dx[i]);
+            assert_true(s.dx[i] == d.dx[i]);
+        } else {
+            assert_true(s.dx[i] == 0.0f);
+        }
+    }
+    counts want = t == ET_L_CONV ? conv_count(&s.l, N, s.x, s.l.params[0].data, s.dy)
+                                 : linear_count(N, in.c, s.l.out.c, s.x, s.l.params[0].data, s.dy);
+    const et_counters *c = &s.eng.total;
+    assert_int_equal(c->macs_executed[ET_FF], want.ff);
+    assert_int_equal(c->macs_executed[ET_EP], want.ep);
+    assert_int_equal(c->macs_executed[ET_WG], want.wg);
+    for (int st = 0; st < ET_NSTAGES; st++) {
+        assert_int_equal(c->macs_dense[st], d.eng.total.macs_dense[st]);
+        assert_true(c->macs_cpu[st] >= c->macs_executed[st] && c->macs_cpu[st] <= c->macs_dense[st]);
+        /* dense: executed = cpu = dense */
+        assert_int_equal(d.eng.total.macs_executed[st], d.eng.total.macs_dense[st]);
+        assert_int_equal(d.eng.total.macs_cpu[st], d.eng.total.macs_dense[st]);
+    }
+    assert_true(c->macs_executed[ET_FF] < c->macs_dense[ET_FF]);
+    free(mb);
+    lh_free(&d), lh_free(&s);
+}
+
+static void test_layers_skip(void **state) {
+    (void)state;
+    et_conv_cfg convs[] = {
+        {4, 3, 3, 1, 1, 1, 1, 1}, /* k3 s1 p1 bias */
+        {3, 3, 3, 2, 2, 0, 0, 1}, /* k3 s2 p0 on odd input */
+        {5, 5, 5, 2, 2, 2, 2, 0}, /* k5 s2 p2 no bias */
+        {6, 1, 1, 1, 1, 0, 0, 1}, /* 1x1 direct */
+        {4, 3, 2, 2, 1, 1, 0, 1}, /* k3x2 s2x1 p1x0 */
+    };
+    for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
+        check_layer(ET_L_CONV, &convs[i], sizeof convs[i], (et_shape){3, 9, 7, 1}, 3);
+    et_linear_cfg lin[] = {{7, 1}, {5, 0}};
+    for (size_t i = 0; i < 2; i++) check_layer(ET_L_LINEAR, &lin[i], sizeof lin[i], (et_shape){13, 1, 1, 0}, 4);
+}
+
+/* Emulated accumulation (a policy's acc/mul format): the product runs dense
+ * in et_qgemm, then the mask is applied; executed MACs are still counted per
+ * element. A linear layer with a bf16 accumulator, skip vs dense. */
+static void test_emulated(void **state) {
+    (void)state;
+    const int N = 4, in = 9, out = 6;
+    et_format bf;
+    assert_int_equal(et_format_parse("bf16", &bf), ET_OK);
+    const et_format *accs[1] = {&bf};
+    lh d, s;
+    et_linear_cfg cfg = {out, 1};
+    assert_int_equal(lh_init(&d, ET_L_LINEAR, &cfg, sizeof cfg, (et_shape){in, 1, 1, 0}, N), ET_OK);
+    assert_int_equal(lh_init(&s, ET_L_LINEAR, &cfg, sizeof cfg, (et_shape){in, 1, 1, 0}, N), ET_OK);
+    lh *hs[2] = {&d, &s};
+    for (int k = 0; k < 2; k++) {
+        hs[k]->eng.nlayers = 1, hs[k]->eng.acc = accs;
+        make_relu_input(hs[k]);
+        sparsify(hs[k]->dy, hs[k]->ny, 3, 0.5f);
+    }
+    uint8_t mb[64];
+    et_layer_sparsity sp = {1, 1, 1, NULL, mb};
+    s.sp = &sp;
+    assert_int_equal(lh_ff(&d), ET_OK), assert_int_equal(lh_ff(&s), ET_OK);
+    assert_true(bits_equal(s.y, d.y, d.ny));
+    int emulated = 0; /* the bf16 accumulator really ran: results differ from fp32 sums */
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < out; o++) {
+            double e = d.l.params[1].data[o];
+            for (int i = 0; i < in; i++) e += (double)d.x[n * in + i] * d.l.params[0].data[o * in + i];
+            emulated |= fabs(d.y[n * out + o] - e) > 1e-4;
+        }
+    assert_true(emulated);
+    assert_int_equal(lh_ep(&d), ET_OK), assert_int_equal(lh_ep(&s), ET_OK);
+    for (int64_t i = 0; i < d.nx; i++) assert_true(s.dx[i] == (d.x[i] != 0.0f ? d.dx[i] : 0.0f));
+    assert_int_equal(lh_wg(&d), ET_OK), assert_int_equal(lh_wg(&s), ET_OK);
+    assert_true(bits_equal(s.l.params[0].grad, d.l.params[0].grad, d.l.params[0].n));
+    counts want = linear_count(N, in, out, s.x, s.l.params[0].data, s.dy);
+    assert_int_equal(s.eng.total.macs_executed[ET_FF], want.ff);
+    assert_int_equal(s.eng.total.macs_executed[ET_EP], want.ep);
+    assert_int_equal(s.eng.total.macs_executed[ET_WG], want.wg);
+    for (int st = 0; st < ET_NSTAGES; st++) assert_int_equal(s.eng.total.macs_cpu[st], s.eng.total.macs_dense[st]);
+    lh_free(&d), lh_free(&s);
+}
+
+/* -------------------------------------------------- speculation, layers */
+
+/* The documented B-bit predictor, written out per output from scalars. */
+static int8_t ref_code(float x, float absmax, int bits) {
+    float inv = absmax > 0 ? 127.0f / absmax : 0.0f;
+    float v = x * inv;
+    long c = v >= 127.0f ? 127 : v <= -127.0f ? -127 : lrintf(v);
+    long m = labs(c) / (1L << (8 - bits)); /* magnitude MSBs */
+    return (int8_t)(c < 0 ? -m : m);
+}
+
+static float ref_exp(float x) {
+    if (x == 0.0f) return 0.0f;
+    float m = 1.0f, a = fabsf(x);
+    while (m * 2.0f <= a) m *= 2.0f;
+    while (m > a) m /= 2.0f;
+    return x < 0 ? -m : m;
+}
+
+static float absmaxf(const float *x, int64_t n) {
+    float a = 0;
+    for (int64_t i = 0; i < n; i++) a = fmaxf(a, fabsf(x[i]));
+    return a;
+}
+
+/* Linear: y[n][o] = sum_i x[n][i] w[o][i] + b[o]. */
+static void check_spec_linear(int bits) {
+    const int N = 6, in = 11, out = 5;
+    lh h;
+    et_linear_cfg cfg = {out, 1};
+    assert_int_equal(lh_init(&h, ET_L_LINEAR, &cfg, sizeof cfg, (et_shape){in, 1, 1, 0}, N), ET_OK);
+    if (bits == ET_SPEC_EXP) /* powers-of-two sums in this range are exact in float */
+        for (int64_t i = 0; i < h.nx; i++) h.x[i] = 0.25f + 3.0f * fabsf(h.x[i]);
+    float *w = h.l.params[0].data, *b = h.l.params[1].data;
+    uint8_t *mask = calloc((size_t)N * out, 1);
+    size_t wsb = et_spec_ws_bytes(bits, N, out, in);
+    void *ws = aligned_alloc(64, (wsb + 63) / 64 * 64);
+    h.eng.spec_ws = ws, h.eng.spec_ws_bytes = wsb;
+    et_spec_stats stats = {0};
+    et_spec spec = {bits, absmaxf(h.x, h.nx), absmaxf(w, h.l.params[0].n), b, 0, mask, out, 1, &stats};
+    et_layer_sparsity sp = {0, 0, 0, &spec, NULL};
+    h.sp = &sp;
+    assert_int_equal(lh_ff(&h), ET_OK);
+    uint64_t pz = 0, tz = 0, fz = 0, mz = 0;
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < out; o++) {
+            float est;
+            double exact = 0;
+            if (bits == ET_SPEC_EXP) {
+                float s = 0;
+                for (int i = 0; i < in; i++) s += ref_exp(h.x[n * in + i]) * ref_exp(w[o * in + i]);
+                est = s + b[o];
+            } else {
+                long S = 0;
+                for (int i = 0; i < in; i++)
+                    S += (long)ref_code(h.x[n * in + i], spec.absmax_a, bits) * ref_code(w[o * in + i], spec.absmax_b, bits);
+                float step = (float)(1 << (8 - bits));
+                float sa = spec.absmax_a / 127.0f * step, sb = spec.absmax_b / 127.0f * step;
+                est = (sa * sb) * (float)S + b[o];
+            }
+            for (int i = 0; i < in; i++) exact += (double)h.x[n * in + i] * w[o * in + i];
+            int want = !(est <= 0.0f);
+            assert_int_equal(mask[n * out + o], want);
+            float y = h.y[n * out + o];
+            if (!want) assert_true(y == 0.0f); /* predicted zeros stay exactly 0, bias included */
+            else assert_true(fabs(y - (exact + b[o])) < 1e-4);
+            int tzero = exact + b[o] <= 0; /* (no ties in this data) */
+            pz += !want, tz += tzero, fz += !want && !tzero, mz += want && tzero;
+        }
+    assert_int_equal(stats.outputs, N * out);
+    assert_int_equal(stats.estimate_macs, N * out * in);
+    assert_int_equal(stats.predicted_zero, pz);
+    assert_int_equal(stats.checked, N * out);
+    assert_int_equal(stats.true_zero, tz);
+    assert_int_equal(stats.false_zero, fz);
+    assert_int_equal(stats.missed_zero, mz);
+    assert_int_equal(h.eng.total.outputs_masked[ET_FF], pz);
+    assert_int_equal(h.eng.total.macs_executed[ET_FF], (uint64_t)(N * out - pz) * in);
+    free(mask), free(ws);
+    lh_free(&h);
+}
+
+static void test_spec_predictor(void **state) {
+    (void)state;
+    for (int b = 1; b <= 8; b++) check_spec_linear(b);
+    check_spec_linear(ET_SPEC_EXP);
+    /* the code function itself, at the edges */
+    assert_int_equal(et_spec_code(1.0f, 127.0f, 8), 127);
+    assert_int_equal(et_spec_code(-1.0f, 127.0f, 4), -7);
+    assert_int_equal(et_spec_code(-0.1f, 127.0f, 4), 0); /* -13 -> magnitude 13 >> 4 = 0 */
+    assert_int_equal(et_spec_code(0.5f, 127.0f, 2), 1);  /* 63.5 rounds to 64; 64 >> 6 = 1 */
+    assert_int_equal(et_spec_code(0.49f, 127.0f, 2), 0); /* 62 >> 6 = 0 */
+    assert_int_equal(et_spec_code(NAN, 127.0f, 8), 0);
+    assert_true(et_spec_exp(3.0f) == 2.0f && et_spec_exp(-0.3f) == -0.25f && et_spec_exp(0.0f) == 0.0f);
+}
+
+#if defined(__x86_64__) || defined(_M_X64)
+void et_spec_codes_row_avx512(const float *x, int n, float inv, int bits, int8_t *out);
+/* The vector code path equals et_spec_code element by element: random values
+ * around every rounding tie and clamp, specials, every bit width, row tails. */
+static void test_spec_codes_avx512(void **state) {
+    (void)state;
+    if (et_cpu_isa() < ET_ISA_AVX512) skip();
+    enum { N = 4099 };
+    static float x[N];
+    static int8_t got[N];
+    srand(7);
+    for (int i = 0; i < N; i++) {
+        int kind = rand() % 6;
+        if (kind == 0) x[i] = ((float)(rand() % 301) - 150.0f) * 0.5f / 127.0f; /* ties at inv = 127 */
+        else if (kind == 1) x[i] = ((float)rand() / (float)RAND_MAX - 0.5f) * 3.0f;
+        else if (kind == 2) x[i] = (rand() & 1 ? 1.0f : -1.0f) * (float)(rand() % 8);
+        else if (kind == 3) x[i] = (float[]){NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 1e30f, -1e-30f}[rand() % 7];
+        else x[i] = ((float)rand() / (float)RAND_MAX - 0.5f) * 2.0f;
+    }
+    const float invs[] = {127.0f, 127.0f / 1.5f, 0.0f, 1e-3f};
+    for (int b = 1; b <= 8; b++)
+        for (size_t q = 0; q < sizeof invs / sizeof invs[0]; q++)
+            for (int n = 1; n <= N; n += n < 40 ? 1 : 997) {
+                memset(got, 0x55, sizeof got);
+                et_spec_codes_row_avx512(x, n, invs[q], b, got);
+                for (int i = 0; i < n; i++)
+                    if (got[i] != et_spec_code(x[i], invs[q], b))
+                        fail_msg("bits %d inv %g: x=%g code %d, want %d", b, invs[q], x[i], got[i],
+                                 et_spec_code(x[i], invs[q], b));
+                assert_int_equal(got[n < N ? n : N - 1] == 0x55, n < N); /* nothing past the row */
+            }
+}
+#else
+static void test_spec_codes_avx512(void **state) { (void)state; skip(); }
+#endif
+
+/* Conv at B bits: the mask equals a scalar predictor over the direct
+ * convolution (A = W codes, B = input codes incl. padding zeros). */
+static void test_spec_conv(void **state) {
+    (void)state;
+    const int N = 2, bits = 3;
+    et_conv_cfg cfg = {4, 3, 3, 2, 1, 1, 1, 1};
+    lh h;
+    assert_int_equal(lh_init(&h, ET_L_CONV, &cfg, sizeof cfg, (et_shape){3, 7, 6, 1}, N), ET_OK);
+    const et_layer *l = &h.l;
+    const int Co = l->out.c, Ho = l->out.h, Wo = l->out.w, Ci = 3, H = 7, W = 6;
+    const int64_t ny = h.ny;
+    uint8_t *mask = calloc((size_t)ny, 1);
+    int M, Nn, K;
+    et_layer_ff_dims(l, N, &M, &Nn, &K);
+    size_t wsb = et_spec_ws_bytes(bits, M, Nn, K);
+    void *ws = aligned_alloc(64, (wsb + 63) / 64 * 64);
+    h.eng.spec_ws = ws, h.eng.spec_ws_bytes = wsb;
+    float aw = absmaxf(h.l.params[0].data, h.l.params[0].n), ax = absmaxf(h.x, h.nx);
+    et_spec spec = {bits, aw, ax, h.l.params[1].data, 1, mask, N * Ho * Wo, 0, NULL};
+    et_layer_sparsity sp = {0, 0, 0, &spec, NULL};
+    h.sp = &sp;
+    assert_int_equal(lh_ff(&h), ET_OK);
+    const float *w = h.l.params[0].data, *b = h.l.params[1].data;
+    float step = (float)(1 << (8 - bits)), s = (aw / 127.0f * step) * (ax / 127.0f * step);
+    int64_t zeros = 0;
+    for (int co = 0; co < Co; co++)
+        for (int n = 0; n < N; n++)
+            for (int oy = 0; oy < Ho; oy++)
+                for (int ox = 0; ox < Wo; ox++) {
+                    long S = 0;
+                    for (int ci = 0; ci < Ci; ci++)
+                        for (int ky = 0; ky < 3; ky++)
+                            for (int kx = 0; kx < 3; kx++) {
+                                int iy = oy * 2 - 1 + ky, ix = ox - 1 + kx;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                                S += (long)ref_code(w[((co * Ci + ci) * 3 + ky) * 3 + kx], aw, bits) *
+                                     ref_code(h.x[((ci * N + n) * H + iy) * W + ix], ax, bits);
+                            }
+                    int want = !(s * (float)S + b[co] <= 0.0f);
+                    int64_t e = (((int64_t)co * N + n) * Ho + oy) * Wo + ox;
+                    assert_int_equal(mask[e], want);
+                    if (!want) assert_true(h.y[e] == 0.0f), zeros++;
+                }
+    assert_true(zeros > 0 && zeros < ny); /* the case exercises both */
+    free(mask), free(ws);
+    lh_free(&h);
+}
+
+/* ------------------------------------------------------ whole models */
+
+static const char *spec_text =
+    "input 2 10 10\n"
+    "conv 6 k=3 s=2 p=1\n"   /* 0: input from data: no EP */
+    "relu\n"
+    "conv 8 k=3 p=1\n"       /* 2: input relu: ep mask; output -> bn: no speculation */
+    "bn\n"
+    "relu\n"
+    "residual\n"
+    "  conv 8 k=3 p=1\n"     /* input relu (shared with the shortcut): ep mask; speculates */
+    "  relu\n"
+    "  conv 8 k=1\n"         /* direct 1x1, input relu; output -> add: no speculation */
+    "end\n"
+    "relu\n"
+    "maxpool k=2\n"
+    "conv 8 k=3 p=1\n"       /* input maxpool of relu: ep mask; speculates */
+    "relu\n"
+    "avgpool k=2\n"
+    "conv 8 k=1\n"           /* input avgpool of relu: ep mask; output -> flatten: no speculation */
+    "flatten\n"
+    "linear 12\n"            /* input flatten of a conv output (not relu): no ep mask; speculates */
+    "relu\n"
+    "linear 3\n";            /* input relu: ep mask; output is the logits */
+
+static et_model *make_model(const et_sparsity *sp, int batch) {
+    et_model *m = NULL;
+    assert_int_equal(et_model_parse(spec_text, "sp", &m), ET_OK);
+    if (sp) assert_int_equal(et_model_set_sparsity(m, sp), ET_OK);
+    et_optim o = et_optim_default(ET_OPT_SGD);
+    o.momentum = 0.9f;
+    assert_int_equal(et_model_plan(m, batch, &o), ET_OK);
+    assert_int_equal(et_model_init_he(m, 11), ET_OK);
+    return m;
+}
+
+static void run_steps(et_model *m, int batch, int steps, float *losses) {
+    uint8_t labels[64];
+    for (int s = 0; s < steps; s++) {
+        float *x = et_model_input(m);
+        for (int64_t i = 0; i < (int64_t)batch * 200; i++) x[i] = sinf((float)(i * 3 + s * 17) * 0.37f) + 0.2f;
+        for (int i = 0; i < batch; i++) labels[i] = (uint8_t)((i + s) % 3);
+        assert_int_equal(et_model_train_step(m, labels, batch, 0.05f, &losses[s]), ET_OK);
+    }
+}
+
+/* Two models train identically (bit for bit) and within tolerance. */
+static void compare_models(et_model *a, et_model *b, const float *la, const float *lb, int steps) {
+    for (int s = 0; s < steps; s++) assert_true(fabsf(la[s] - lb[s]) <= 1e-5f * (1 + fabsf(la[s])));
+    assert_memory_equal(la, lb, sizeof(float) * (size_t)steps);
+    for (int t = 0; t < et_model_num_tensors(a); t++) {
+        float *da, *db;
+        int64_t n;
+        et_model_tensor(a, t, NULL, &da, &n, NULL);
+        et_model_tensor(b, t, NULL, &db, NULL, NULL);
+        assert_close(db, da, n, "param");
+        assert_true(bits_equal(da, db, n));
+    }
+}
+
+static void test_model_skip(void **state) {
+    (void)state;
+    const int B = 5, S = 3;
+    et_sparsity none, skip;
+    et_sparsity_parse("none", NULL, &none);
+    et_sparsity_parse("skip", NULL, &skip);
+    et_model *a = make_model(&none, B), *b = make_model(&skip, B);
+    float la[S], lb[S];
+    run_steps(a, B, S, la);
+    run_steps(b, B, S, lb);
+    compare_models(a, b, la, lb, S);
+    /* the per-node rules (see the spec text above) */
+    static const int want_ep[] = {0, 1, 1, 1, 1, 1, 0, 1};
+    int nmm = 0;
+    for (int i = 0; i < et_model_num_nodes(b); i++) {
+        const char *kind;
+        const et_counters *c, *cd;
+        et_model_node_info(b, i, NULL, &kind, &c);
+        et_model_node_info(a, i, NULL, NULL, &cd);
+        int ff, ep, bw, sp;
+        et_model_node_sparsity_plan(b, i, &ff, &ep, &bw, &sp);
+        int mm = !strcmp(kind, "conv") || !strcmp(kind, "linear");
+        assert_int_equal(ff, mm);
+        assert_int_equal(bw, mm);
+        assert_int_equal(sp, 0); /* skip does not speculate */
+        if (!mm) {
+            assert_int_equal(ep, 0);
+            continue;
+        }
+        assert_true(nmm < (int)(sizeof want_ep / sizeof want_ep[0]));
+        assert_int_equal(ep, want_ep[nmm]);
+        /* an unmasked EP leaves every output computed (dense in that respect) */
+        if (!ep) assert_int_equal(c->outputs_masked[ET_EP], 0);
+        else assert_true(c->outputs_masked[ET_EP] > 0);
+        assert_int_equal(cd->macs_executed[ET_FF], cd->macs_dense[ET_FF]);
+        assert_true(c->macs_executed[ET_FF] <= c->macs_dense[ET_FF]);
+        nmm++;
+    }
+    assert_int_equal(nmm, 8);
+    et_memory_plan pa = et_model_memory(a), pb = et_model_memory(b);
+    assert_int_equal(pa.sparsity, 0);
+    assert_true(pb.sparsity > 0 && pb.total >= pa.total + pb.sparsity);
+    et_model_free(a), et_model_free(b);
+}
+
+static void test_model_speculate(void **state) {
+    (void)state;
+    const int B = 5, S = 3;
+    et_sparsity none, exact, b4;
+    et_sparsity_parse("none", NULL, &none);
+    et_sparsity_parse("speculate", "32", &exact);
+    et_sparsity_parse("speculate", "4", &b4);
+    exact.spec_check_every = b4.spec_check_every = 1;
+    et_model *a = make_model(&none, B), *e = make_model(&exact, B), *q = make_model(&b4, B);
+    float la[S], le[S], lq[S];
+    run_steps(a, B, S, la);
+    run_steps(e, B, S, le);
+    run_steps(q, B, S, lq);
+    compare_models(a, e, la, le, S); /* exact speculation: dense bit for bit */
+    static const int want_spec[] = {1, 0, 1, 0, 1, 0, 1, 0};
+    int nmm = 0;
+    for (int i = 0; i < et_model_num_nodes(e); i++) {
+        const char *kind;
+        et_model_node_info(e, i, NULL, &kind, NULL);
+        if (strcmp(kind, "conv") && strcmp(kind, "linear")) continue;
+        int sp;
+        et_model_node_sparsity_plan(e, i, NULL, NULL, NULL, &sp);
+        assert_int_equal(sp, want_spec[nmm]);
+        et_spec_stats se, sq;
+        et_model_spec_stats(e, i, &se);
+        et_model_spec_stats(q, i, &sq);
+        if (!sp) {
+            assert_int_equal(se.outputs, 0);
+        } else {
+            assert_true(se.outputs > 0 && se.checked == se.outputs);
+            assert_int_equal(se.false_zero, 0);
+            assert_int_equal(se.missed_zero, 0);
+            assert_int_equal(se.true_zero, se.predicted_zero);
+            /* B bits: predicted = true - missed + false on the checked products */
+            assert_int_equal(sq.checked_predicted_zero, sq.true_zero - sq.missed_zero + sq.false_zero);
+            assert_true(sq.checked == sq.outputs && sq.outputs == se.outputs);
+        }
+        nmm++;
+    }
+    for (int s = 0; s < S; s++) assert_true(isfinite(lq[s]));
+    /* B bits at one thread trains the same bits as at two */
+    int threads = et_get_threads();
+    et_set_threads(1);
+    et_model *q1 = make_model(&b4, B);
+    float l1[S];
+    run_steps(q1, B, S, l1);
+    et_set_threads(threads);
+    compare_models(q, q1, lq, l1, S);
+    et_model_free(a), et_model_free(e), et_model_free(q), et_model_free(q1);
+}
+
+/* ---------------------------------------------------------------- CLI */
+
+static void test_cli(void **state) {
+    (void)state;
+    const char *cli = getenv("ET_CLI") ? getenv("ET_CLI") : "build/edgetrain";
+    if (access(cli, X_OK)) skip();
+    const char *bad[] = {
+        "train --model mlp --data fmnist --steps 1 --sparsity bogus",
+        "train --model mlp --data fmnist --steps 1 --sparsity none,skip",
+        "train --model mlp --data fmnist --steps 1 --sparsity skip,,speculate",
+        "train --model mlp --data fmnist --steps 1 --sparsity speculate --spec-bits 0",
+        "train --model mlp --data fmnist --steps 1 --sparsity speculate --spec-bits 9",
+        "train --model mlp --data fmnist --steps 1 --sparsity speculate --spec-bits four",
+        "train --model mlp --data fmnist --steps 1 --sparsity skip --spec-bits 4",
+        "train --model mlp --data fmnist --steps 1 --sparsity speculate --spec-check-every -1",
+        "eval --model mlp --checkpoint x.st --data fmnist --sparsity prune",
+        "eval --model mlp --checkpoint x.st --data fmnist --sparsity bogus",
+        "eval --model mlp --checkpoint x.st --data fmnist --sparsity speculate --spec-bits 33",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "%s %s >/dev/null 2>/tmp/et_sp_err.%d", cli, bad[i], (int)getpid());
+        int st = system(cmd);
+        assert_true(WIFEXITED(st));
+        if (WEXITSTATUS(st) == 0) fail_msg("accepted: %s", bad[i]);
+        char path[64], line[512];
+        snprintf(path, sizeof path, "/tmp/et_sp_err.%d", (int)getpid());
+        FILE *f = fopen(path, "r");
+        assert_non_null(f);
+        int lines = 0;
+        while (fgets(line, sizeof line, f)) lines++;
+        fclose(f);
+        remove(path);
+        assert_int_equal(lines, 1);
+    }
+}
+
+/* The JSON summary of a speculating run: the new keys next to the old ones. */
+static void test_cli_json(void **state) {
+    (void)state;
+    const char *cli = getenv("ET_CLI") ? getenv("ET_CLI") : "build/edgetrain";
+    if (access(cli, X_OK) || access("/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz", R_OK)) skip();
+    char json[128], cmd[1024];
+    snprintf(json, sizeof json, "/tmp/et_sp_json.%d.json", (int)getpid());
+    snprintf(cmd, sizeof cmd,
+             "%s train --model mlp --data fmnist --steps 3 --train-limit 300 --test-limit 0 --quiet --threads 2 "
+             "--sparsity speculate --spec-bits 3 --spec-check-every 2 --traffic-every 1 --json %s >/dev/null",
+             cli, json);
+    assert_int_equal(system(cmd), 0);
+    FILE *f = fopen(json, "r");
+    assert_non_null(f);
+    static char buf[1 << 18];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    remove(json);
+    buf[n] = 0;
+    cJSON *j = cJSON_Parse(buf);
+    assert_non_null(j);
+    const char *keep[] = {"macs_dense", "macs_executed", "layers", "traffic", "peak_memory_bytes", "macs_cpu", "sparsity"};
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) assert_non_null(cJSON_GetObjectItem(j, keep[i]));
+    cJSON *sp = cJSON_GetObjectItem(j, "sparsity");
+    assert_string_equal(cJSON_GetObjectItem(sp, "mode")->valuestring, "speculate");
+    assert_int_equal(cJSON_GetObjectItem(sp, "spec_bits")->valueint, 3);
+    cJSON *tot = cJSON_GetObjectItem(cJSON_GetObjectItem(sp, "speculation"), "total");
+    assert_non_null(tot);
+    double outputs = cJSON_GetObjectItem(tot, "outputs")->valuedouble;
+    assert_true(outputs == 3.0 * 100 * (256 + 128)); /* mlp: two hidden layers feed a relu, 3 steps of 100 */
+    assert_true(cJSON_GetObjectItem(tot, "checked_outputs")->valuedouble == 2.0 * 100 * (256 + 128)); /* steps 0, 2 */
+    assert_non_null(cJSON_GetObjectItem(tot, "false_zeros"));
+    cJSON *L;
+    int with_spec = 0;
+    cJSON_ArrayForEach(L, cJSON_GetObjectItem(j, "layers")) {
+        cJSON *ls = cJSON_GetObjectItem(L, "sparsity");
+        assert_non_null(ls);
+        with_spec += cJSON_IsTrue(cJSON_GetObjectItem(ls, "speculate"));
+        for (int s = 0; s < ET_NSTAGES; s++) {
+            const char *st = et_stage_name((et_stage)s);
+            double d = cJSON_GetObjectItem(cJSON_GetObjectItem(L, "macs_dense"), st)->valuedouble;
+            double e = cJSON_GetObjectItem(cJSON_GetObjectItem(L, "macs_executed"), st)->valuedouble;
+            double c = cJSON_GetObjectItem(cJSON_GetObjectItem(L, "macs_cpu"), st)->valuedouble;
+            assert_true(e <= c && c <= d);
+        }
+    }
+    assert_int_equal(with_spec, 2);
+    cJSON_Delete(j);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse),           cmocka_unit_test(test_layers_skip),
+        cmocka_unit_test(test_emulated),
+        cmocka_unit_test(test_spec_predictor),  cmocka_unit_test(test_spec_conv),
+        cmocka_unit_test(test_spec_codes_avx512),
+        cmocka_unit_test(test_model_skip),      cmocka_unit_test(test_model_speculate),
+        cmocka_unit_test(test_cli),             cmocka_unit_test(test_cli_json),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,294 @@
+/* Zero-skipping / output-masked GEMM (et_sgemm_sparse): bit for bit against
+ * et_sgemm of the same ISA followed by the mask (and against
+ * et_sgemm_sparse_ref), macs_elem against a brute-force count, macs_cpu
+ * within [macs_elem, M*N*K], over every ta/tb, beta 0/1/other, odd and
+ * block-crossing shapes, random densities and structured zero patterns, with
+ * and without skip_zeros and mask, at 1 and 2 threads and on every ISA this
+ * CPU runs, and from inside a parallel region. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "edgetrain.h"
+#include "kernels/gemm_internal.h"
+#include "kernels/spgemm_internal.h"
+
+static uint64_t rng = 0x243f6a8885a308d3ull;
+static uint32_t urand(void) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(rng >> 33);
+}
+static double unif(void) { return urand() / 2147483648.0; }
+static float frand(void) { return (float)(unif() * 2.0 - 1.0); }
+
+/* zero patterns */
+enum { PAT_RANDOM, PAT_ROWS, PAT_COLS, PAT_BLOCKS, PAT_RUNS };
+
+/* keep(r, c): whether element (r, c) of a rows x cols matrix stays non-zero */
+static int keep(int pat, double d, int r, int c, uint32_t salt) {
+    if (d <= 0.0) return 0;
+    if (d >= 1.0) return 1;
+    uint32_t h;
+    switch (pat) {
+    case PAT_ROWS: h = (uint32_t)r * 2654435761u ^ salt; break;
+    case PAT_COLS: h = (uint32_t)c * 2654435761u ^ salt; break;
+    case PAT_BLOCKS: h = ((uint32_t)(r / 11) * 40503u + (uint32_t)(c / 37)) * 2654435761u ^ salt; break;
+    case PAT_RUNS: h = ((uint32_t)r * 7919u + (uint32_t)(c / 23)) * 2654435761u ^ salt; break;
+    default: return unif() < d;
+    }
+    h ^= h >> 15;
+    h *= 0x2c1b3c6du;
+    h ^= h >> 12;
+    return (h & 0xffffff) < (uint32_t)(d * 16777216.0);
+}
+
+/* rows x cols, leading dimension ld; padding NaN */
+static float *make(int rows, int cols, int ld, double d, int pat) {
+    size_t n = (size_t)(rows > 0 ? rows : 1) * (size_t)(ld > 0 ? ld : 1);
+    float *m = malloc(n * sizeof(float));
+    assert_non_null(m);
+    for (size_t i = 0; i < n; i++) m[i] = NAN;
+    uint32_t salt = urand();
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++) {
+            float v = frand();
+            if (v == 0.0f) v = 0.5f;
+            m[(size_t)i * ld + j] = keep(pat, d, i, j, salt) ? v : 0.0f;
+        }
+    return m;
+}
+
+typedef struct scase {
+    et_isa isa;
+    int ta, tb, M, N, K;
+    float beta;
+    double dA, dB, dM; /* densities; dM < 0: no mask */
+    int patA, patB, patM;
+    int skip, threads;
+} scase;
+
+static float opv(const float *X, int t, int ld, int r, int c) {
+    return t ? X[(size_t)c * ld + r] : X[(size_t)r * ld + c];
+}
+
+static void run_case(const scase *t) {
+    const int M = t->M, N = t->N, K = t->K;
+    int ar = t->ta ? K : M, ac = t->ta ? M : K, br = t->tb ? N : K, bc = t->tb ? K : N;
+    int lda = ac + 3, ldb = bc + 1, ldc = N + 2, ldm = N + 5;
+    float *A = make(ar, ac, lda, t->dA, t->patA), *B = make(br, bc, ldb, t->dB, t->patB);
+    float *C0 = make(M, N, ldc, 1.0, PAT_RANDOM);
+    size_t cn = (size_t)M * ldc;
+    float *C1 = malloc(cn * sizeof(float)), *C2 = malloc(cn * sizeof(float));
+    assert_non_null(C1);
+    assert_non_null(C2);
+    uint8_t *mask = NULL;
+    if (t->dM >= 0) {
+        mask = malloc((size_t)M * ldm);
+        assert_non_null(mask);
+        uint32_t salt = urand();
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < ldm; j++)
+                mask[(size_t)i * ldm + j] = j < N ? (uint8_t)(keep(t->patM, t->dM, i, j, salt) * (1 + (int)(urand() % 200))) : 0;
+    }
+    if (t->beta == 0.0f) /* C is not read: NaN shows up if it is */
+        for (size_t i = 0; i < cn; i++) C0[i] = NAN;
+    memcpy(C1, C0, cn * sizeof(float));
+    memcpy(C2, C0, cn * sizeof(float));
+
+    /* expected: the dense kernel of the same ISA, then the mask */
+    et_set_threads(1);
+    et_sgemm_isa(t->isa, t->ta, t->tb, M, N, K, 1.0f, A, lda, B, ldb, t->beta, C1, ldc);
+    uint64_t elem = 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            if (mask && !mask[(size_t)i * ldm + j]) {
+                C1[(size_t)i * ldc + j] = 0.0f;
+                continue;
+            }
+            for (int k = 0; k < K; k++)
+                elem += !t->skip || (opv(A, t->ta, lda, i, k) != 0.0f && opv(B, t->tb, ldb, k, j) != 0.0f);
+        }
+
+    et_set_threads(t->threads);
+    et_spgemm_stats st = {12345, 12345};
+    et_sgemm_sparse_isa(t->isa, t->ta, t->tb, M, N, K, A, lda, B, ldb, t->beta, C2, ldc, t->skip,
+                        mask, ldm, &st);
+    et_set_threads(1);
+
+    char what[256];
+    snprintf(what, sizeof what,
+             "%s ta=%d tb=%d M=%d N=%d K=%d beta=%g dA=%g/%d dB=%g/%d dM=%g/%d skip=%d T=%d",
+             et_isa_name(t->isa), t->ta, t->tb, M, N, K, t->beta, t->dA, t->patA, t->dB, t->patB,
+             t->dM, t->patM, t->skip, t->threads);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < ldc; j++) {
+            float e = C1[(size_t)i * ldc + j], g = C2[(size_t)i * ldc + j];
+            if (j >= N) {
+                if (!isnan(g)) fail_msg("%s: padding written at %d,%d", what, i, j);
+                continue;
+            }
+            if (memcmp(&e, &g, sizeof e))
+                fail_msg("%s: C[%d,%d] = %.9g, want %.9g", what, i, j, g, e);
+        }
+    if (st.macs_elem != elem)
+        fail_msg("%s: macs_elem %llu, want %llu", what, (unsigned long long)st.macs_elem,
+                 (unsigned long long)elem);
+    uint64_t full = (uint64_t)M * N * K;
+    if (st.macs_cpu < st.macs_elem || st.macs_cpu > full)
+        fail_msg("%s: macs_cpu %llu outside [%llu, %llu]", what, (unsigned long long)st.macs_cpu,
+                 (unsigned long long)st.macs_elem, (unsigned long long)full);
+
+    /* the counting pass alone agrees */
+    if (t->isa == et_cpu_isa()) {
+        et_spgemm_stats s2;
+        et_sgemm_sparse_count(t->ta, t->tb, M, N, K, A, lda, B, ldb, t->skip, mask, ldm, &s2);
+        assert_int_equal(s2.macs_elem, elem);
+    }
+    free(A);
+    free(B);
+    free(C0);
+    free(C1);
+    free(C2);
+    free(mask);
+}
+
+static const double dens[] = {0.0, 0.01, 0.3, 0.7, 1.0};
+#define ND (int)(sizeof dens / sizeof dens[0])
+
+/* every ISA, ta/tb, beta, a spread of densities on small odd shapes */
+static void test_small(void **state) {
+    (void)state;
+    static const int sz[][3] = {{1, 1, 1}, {1, 7, 5}, {7, 1, 13}, {13, 53, 1}, {9, 50, 67}, {17, 97, 131}};
+    for (int isa = 0; isa <= ET_ISA_AVX512; isa++) {
+        if (isa > (int)et_cpu_isa()) continue;
+        for (int tt = 0; tt < 4; tt++)
+            for (size_t s = 0; s < sizeof sz / sizeof sz[0]; s++)
+                for (int d = 0; d < ND * ND; d++) {
+                    int da = d % ND, db = d / ND;
+                    scase t = {(et_isa)isa, tt & 1, tt >> 1, sz[s][0], sz[s][1], sz[s][2],
+                               (d & 1) ? 1.0f : 0.0f, dens[da], dens[db],
+                               (d % 3 == 0) ? -1.0 : dens[(d / 2) % ND], PAT_RANDOM, PAT_RANDOM,
+                               PAT_RANDOM, d % 4 != 3, 1};
+                    run_case(&t);
+                }
+    }
+}
+
+/* shapes larger than the cache blocks (K > KC, M > MC, N > NC), structured
+ * patterns, 1 and 2 threads */
+static void test_large_structured(void **state) {
+    (void)state;
+    static const int sz[][3] = {{64, 1700, 700}, {131, 200, 401}, {8, 3000, 9}, {100, 256, 1152}};
+    static const int pats[] = {PAT_RANDOM, PAT_ROWS, PAT_COLS, PAT_BLOCKS, PAT_RUNS};
+    for (int isa = 0; isa <= ET_ISA_AVX512; isa++) {
+        if (isa > (int)et_cpu_isa()) continue;
+        for (int tt = 0; tt < 4; tt++)
+            for (size_t s = 0; s < sizeof sz / sizeof sz[0]; s++)
+                for (int v = 0; v < 5; v++) {
+                    scase t = {(et_isa)isa, tt & 1, tt >> 1, sz[s][0], sz[s][1], sz[s][2],
+                               v == 2 ? 1.0f : v == 4 ? -0.5f : 0.0f, dens[(v + 2) % ND],
+                               dens[(v + s) % ND], v == 1 ? -1.0 : 0.5, pats[v],
+                               pats[(v + 1 + s) % 5], pats[(v + 3) % 5], v != 3,
+                               1 + (int)((tt + v) & 1)};
+                    run_case(&t);
+                }
+    }
+}
+
+/* all-zero and all-set masks, empty operands, both thread counts */
+static void test_extremes(void **state) {
+    (void)state;
+    et_isa isa = et_cpu_isa();
+    for (int tt = 0; tt < 4; tt++)
+        for (int T = 1; T <= 2; T++)
+            for (int d = 0; d < 4; d++) {
+                scase t = {isa, tt & 1, tt >> 1, 70, 500, 800, d & 1 ? 1.0f : 0.0f,
+                           d == 2 ? 0.0 : 0.3, d == 3 ? 0.0 : 0.5, d < 2 ? (double)d : 0.5,
+                           PAT_BLOCKS, PAT_RUNS, PAT_BLOCKS, 1, T};
+                run_case(&t);
+            }
+}
+
+/* K == 0 and the reference itself on a mixed case */
+static void test_degenerate_and_ref(void **state) {
+    (void)state;
+    float C[6] = {1, 2, 3, 4, 5, 6}, A[1] = {0}, B[1] = {0};
+    uint8_t mk[6] = {1, 0, 1, 1, 1, 0};
+    et_spgemm_stats st;
+    et_sgemm_sparse(0, 0, 2, 3, 0, A, 1, B, 3, 2.0f, C, 3, 1, mk, 3, &st);
+    static const float want[6] = {2, 0, 6, 8, 10, 0};
+    for (int i = 0; i < 6; i++) assert_true(C[i] == want[i]);
+    assert_int_equal(st.macs_elem, 0);
+    assert_int_equal(st.macs_cpu, 0);
+
+    /* a 2x2 case by hand: A = [1 0; 0 2], B = [0 3; 4 0], mask hides (1,1) */
+    float a[4] = {1, 0, 0, 2}, b[4] = {0, 3, 4, 0}, c[4];
+    uint8_t m2[4] = {1, 1, 1, 0};
+    et_sgemm_sparse(0, 0, 2, 2, 2, a, 2, b, 2, 0.0f, c, 2, 1, m2, 2, &st);
+    assert_true(c[0] == 0.0f && c[1] == 3.0f && c[2] == 8.0f && c[3] == 0.0f);
+    /* (0,0): a00*b00=0 skip, a01=0; (0,1): a00*b01 -> 1; (1,0): a11*b10 -> 1 */
+    assert_int_equal(st.macs_elem, 2);
+
+    /* the fast kernel and the reference agree on a larger mixed case */
+    const int M = 37, N = 150, K = 420;
+    float *A2 = make(M, K, K, 0.4, PAT_RUNS), *B2 = make(K, N, N, 0.6, PAT_BLOCKS);
+    float *c1 = calloc((size_t)M * N, sizeof(float)), *c2 = calloc((size_t)M * N, sizeof(float));
+    uint8_t *mm = malloc((size_t)M * N);
+    for (int i = 0; i < M * N; i++) mm[i] = (uint8_t)(urand() % 3 != 0);
+    et_spgemm_stats s1, s2;
+    et_sgemm_sparse_ref(0, 0, M, N, K, A2, K, B2, N, 0.0f, c1, N, 1, mm, N, &s1);
+    et_sgemm_sparse(0, 0, M, N, K, A2, K, B2, N, 0.0f, c2, N, 1, mm, N, &s2);
+    assert_memory_equal(c1, c2, sizeof(float) * (size_t)M * N);
+    assert_int_equal(s1.macs_elem, s2.macs_elem);
+    free(A2);
+    free(B2);
+    free(c1);
+    free(c2);
+    free(mm);
+}
+
+/* Calls from inside a parallel region (each with its own workspace) give the
+ * same bits and counts as a call alone. */
+static void test_nested(void **state) {
+    (void)state;
+    const int M = 45, N = 230, K = 500;
+    float *A = make(M, K, K, 0.5, PAT_RUNS), *B = make(K, N, N, 0.4, PAT_BLOCKS);
+    uint8_t *mk = malloc((size_t)M * N);
+    assert_non_null(mk);
+    for (int i = 0; i < M * N; i++) mk[i] = (uint8_t)(urand() % 4 != 0);
+    float *c0 = calloc((size_t)M * N, sizeof(float)), *c[4];
+    et_spgemm_stats s0, s[4];
+    et_set_threads(2);
+    et_sgemm_sparse(0, 0, M, N, K, A, K, B, N, 0.0f, c0, N, 1, mk, N, &s0);
+    for (int t = 0; t < 4; t++) c[t] = calloc((size_t)M * N, sizeof(float));
+#pragma omp parallel for num_threads(2)
+    for (int t = 0; t < 4; t++) et_sgemm_sparse(0, 0, M, N, K, A, K, B, N, 0.0f, c[t], N, 1, mk, N, &s[t]);
+    et_set_threads(1);
+    for (int t = 0; t < 4; t++) {
+        assert_memory_equal(c0, c[t], sizeof(float) * (size_t)M * N);
+        assert_int_equal(s0.macs_elem, s[t].macs_elem);
+        free(c[t]);
+    }
+    free(A);
+    free(B);
+    free(mk);
+    free(c0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_degenerate_and_ref),
+        cmocka_unit_test(test_small),
+        cmocka_unit_test(test_extremes),
+        cmocka_unit_test(test_large_structured),
+        cmocka_unit_test(test_nested),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
