@@ -63,7 +63,10 @@ if not masked:
 else:
     P("- **Speculation.** The run's own masks decide what elearn computes; the paper's BSU predicts from")
     P("  low-bit pre-computation of its own and its misprediction rate is not published, so the fraction of")
-    P("  outputs skipped here (computation −%s) reflects edgetrain's speculation, not the chip's." % pct(ra["computation_reduction"]))
+    P("  outputs skipped here (computation −%s) reflects edgetrain's speculation (default 4-bit" % pct(ra["computation_reduction"]))
+    P("  estimates, docs/sparsity.md), not the chip's. Only FF's predicted masks and the masks BP reuses")
+    P("  shrink work; WG runs dense here, and the unit's energy is costed at the 2x2-bit figure (an")
+    P("  underestimate for 4-bit predictions; speculation is %s of elearn's energy)." % pct(t["energy_j"]["speculation"] / t["energy_j"]["total"]))
 P("- **Memory access.** The paper does not say what it counts as memory access or how its off-chip data")
 P("  is formatted. Here it is SRAM + DRAM bytes; elearn is given a bitmask codec for off-chip tensors")
 P("  (an estimate: zeros need not move) and the baseline moves dense bytes. SRAM traffic is counted once")
