@@ -273,6 +273,58 @@ static void test_live_equals_replay_sparse(void **state) {
     et_model_free(m);
 }
 
+/* A training run with speculation (--sparsity speculate): the masks the path
+ * predicts reach the model; live = replay; the unit is paid in FF only. */
+static void test_speculating_run(void **state) {
+    (void)state;
+    et_model *m;
+    assert_int_equal(et_model_parse("input 1 8 8\nconv 8 k=3 p=1\nrelu\nconv 8 k=3 p=1\nrelu\nflatten\nlinear 10\n",
+                                    "t", &m), ET_OK);
+    assert_int_equal(et_model_set_precision(m, "w=int8,a=int8,e=int8,g=int16"), ET_OK);
+    et_sparsity sp;
+    assert_int_equal(et_sparsity_parse("speculate", NULL, &sp), ET_OK);
+    assert_int_equal(et_model_set_sparsity(m, &sp), ET_OK);
+    assert_int_equal(et_model_plan(m, 4, NULL), ET_OK);
+    assert_int_equal(et_model_init_he(m, 3), ET_OK);
+    int nn = et_model_num_nodes(m);
+    et_hw_arch a, b;
+    assert_int_equal(et_hw_arch_load("elearn", NULL, 0, &a), ET_OK);
+    assert_int_equal(et_hw_arch_load("baseline", NULL, 0, &b), ET_OK);
+    et_hw_run *la, *lb, *pa;
+    assert_int_equal(et_hw_run_create(&a, 0, nn, &la), ET_OK);
+    assert_int_equal(et_hw_run_create(&b, 0, nn, &lb), ET_OK);
+    const char *names[16] = {0};
+    for (int i = 0; i < nn; i++) et_model_node_info(m, i, &names[i], NULL, NULL);
+    et_trace_writer *tw;
+    assert_int_equal(et_trace_create(tpath, nn, names, &tw), ET_OK);
+    assert_int_equal(et_model_attach_hw(m, la, lb, tw), ET_OK);
+    uint8_t labels[4] = {1, 2, 3, 4};
+    float loss;
+    for (int s = 0; s < 3; s++) {
+        lh_fill(et_model_input(m), 256, 20 + (uint64_t)s, -1, 1);
+        assert_int_equal(et_model_train_step(m, labels, 4, 0.05f, &loss), ET_OK);
+    }
+    et_model_attach_hw(m, NULL, NULL, NULL);
+    assert_int_equal(et_trace_close(tw, 1), ET_OK);
+    assert_int_equal(et_hw_run_create(&a, 0, nn, &pa), ET_OK);
+    int nl;
+    assert_int_equal(et_trace_read(tpath, &nl, NULL, 0, (et_trace_fn)et_hw_run_op, pa), ET_OK);
+    for (int l = -1; l < nn; l++)
+        for (int s = -1; s < ET_NSTAGES; s++) {
+            et_hw_totals x, y;
+            et_hw_run_totals(la, l, s, &x), et_hw_run_totals(pa, l, s, &y);
+            assert_memory_equal(&x, &y, sizeof x);
+        }
+    et_hw_totals ff, ep, wg, ta, tb;
+    et_hw_run_totals(la, -1, ET_FF, &ff), et_hw_run_totals(la, -1, ET_EP, &ep), et_hw_run_totals(la, -1, ET_WG, &wg);
+    et_hw_run_totals(la, -1, -1, &ta), et_hw_run_totals(lb, -1, -1, &tb);
+    assert_true(ff.e_spec_j > 0 && ep.e_spec_j == 0 && wg.e_spec_j == 0);
+    assert_true(ta.macs < tb.macs); /* some outputs were predicted zero */
+    et_hw_run_free(la), et_hw_run_free(lb), et_hw_run_free(pa);
+    et_model_free(m);
+    remove(tpath);
+}
+
 static et_status count_op(void *ctx, const et_hw_op *op) {
     (void)op;
     ++*(int *)ctx;
@@ -347,6 +399,7 @@ int main(void) {
     snprintf(tpath, sizeof tpath, "/tmp/et_hwsparse_%d.etr", (int)getpid());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hand_case), cmocka_unit_test(test_rpo_structured_brute),
-        cmocka_unit_test(test_live_equals_replay_sparse), cmocka_unit_test(test_trace_v2_rejects)};
+        cmocka_unit_test(test_live_equals_replay_sparse), cmocka_unit_test(test_trace_v2_rejects),
+        cmocka_unit_test(test_speculating_run)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
