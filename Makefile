@@ -3,7 +3,8 @@
 #   make check      build and run every test (cmocka)
 #   make asan       the same tests under AddressSanitizer + UBSan (build-asan/)
 #   make bench      benchmarks against PyTorch, measured in the same run
-#   make demo       the main job (installs missing Debian packages when root)
+#   make demo       the main job, ELearn's edge-retraining scenario (installs missing
+#                   Debian packages when root; scripts/demo.sh)
 #   make install PREFIX=/usr/local
 #
 # Files named *_avx2.c / *_avx512.c are compiled with those ISA flags only;
@@ -51,7 +52,7 @@ BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 LIB = $(BUILD)/libedgetrain.a
 CLI = $(BUILD)/edgetrain
 
-.PHONY: all check asan bench demo retrain-demo install clean tests format
+.PHONY: all check asan bench demo install clean tests format
 all: $(LIB) $(CLI)
 
 $(BUILD)/obj/%_avx2.o: %_avx2.c
@@ -92,10 +93,6 @@ bench: $(CLI) $(BENCH_BIN)
 
 demo:
 	sh scripts/demo.sh
-
-# the edge-retraining scenario (paper 000) as far as it goes today
-retrain-demo:
-	sh scripts/retrain_demo.sh
 
 install: $(LIB) $(CLI)
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/edgetrain

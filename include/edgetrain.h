@@ -498,6 +498,17 @@ et_status et_quantize_rows(const et_format *f, const float *x, float *y, size_t 
  */
 #define ET_HW_MAX_LIST 16
 #define ET_HW_MAX_OPP 8
+/* Output structure of a product (docs/hw.md, "Non-zero structure"): output
+ * positions are grouped in blocks of ET_HW_BLK; per block the run records
+ * S_k = sum over its positions p of ceil(Co(p) / 2^k), k = 0..ET_HW_NSUM-1,
+ * where Co(p) = output channels computed at p. S_0 counts computed outputs,
+ * and S_k gives the PE cycles of any OP = 2^k exactly. */
+#define ET_HW_BLK 64
+#define ET_HW_NSUM 9 /* OP up to 256 */
+enum { ET_HW_COMPRESS_NONE = 0, ET_HW_COMPRESS_RLE = 1, ET_HW_COMPRESS_BITMASK = 2 };
+/* Tensor kinds of a product's off-chip bytes and the codecs they are sized under. */
+enum { ET_HW_T_IN = 0, ET_HW_T_W = 1, ET_HW_T_OUT = 2, ET_HW_NT = 3 };
+enum { ET_HW_C_DENSE = 0, ET_HW_C_RLE = 1, ET_HW_C_BITMASK = 2, ET_HW_NC = 3 };
 
 typedef enum et_hw_num { ET_HW_INT = 0, ET_HW_FP = 1 } et_hw_num;
 /* Operand precision of a tile: INT a_bits x w_bits (activation/error x
@@ -533,6 +544,8 @@ typedef struct et_hw_arch {
     double spec_pj_per_mac;         /* speculation unit: energy per predicted MAC */
     int spec_macs_per_cycle;        /* speculation unit throughput */
     int weight_skip;                /* skip zero weights (Ci scaled by weight density) */
+    int compress;                   /* off-chip codec: ET_HW_COMPRESS_* (none: dense bytes) */
+    int tile_positions;             /* output positions per RPO tile (multiple of ET_HW_BLK) */
     et_hw_prec calib;               /* precision at which opp power_mw was measured */
     double v_nom;                   /* voltage of the per-op energies below */
     double e_mac_int8_pj, e_mac_fp16_pj, e_mac_fp8_pj; /* per MAC at v_nom */
@@ -570,6 +583,12 @@ double et_hw_utilization(int64_t ci, int64_t co, et_hw_pair pr);
  * to the larger IP. util may be NULL. */
 et_status et_hw_rpo(int64_t ci, int64_t co, const et_hw_pair *pairs, int n, et_hw_pair *best, double *util);
 
+/* The RPO on a structured tile: minimises ceil(Ci/IP)*IP*OP * S_log2(OP)
+ * (the MAC slots of every position's Co(p) non-zero outputs), i.e. maximises
+ * sum_p Ci*Co(p) / sum_p ceil(Ci/IP)*ceil(Co(p)/OP)*IP*OP; ties: larger IP. */
+et_status et_hw_rpo_structured(int64_t ci, const int64_t co_sum[ET_HW_NSUM], const et_hw_pair *pairs, int n,
+                               et_hw_pair *best, double *util);
+
 /* One tile of one stage, as a trace or a live run sees it. */
 typedef struct et_hw_tile {
     et_stage stage;
@@ -582,6 +601,12 @@ typedef struct et_hw_tile {
     int64_t sram_bytes; /* bytes moved to/from the on-chip SRAM */
     int64_t dram_bytes; /* bytes moved to/from DRAM */
     et_hw_pair cfg;     /* {0,0}: RPO chooses; else this configuration word (EP/WG: FF's) */
+    /* Non-zero structure (zero-initialised = dense: Co(p) = co at every position):
+     * with `structured`, co_sum[k] = sum over the tile's positions of ceil(Co(p)/2^k),
+     * used instead of co when the architecture speculates. */
+    int structured;
+    int spec;           /* FF whose output mask came from speculation: the unit predicted it */
+    int64_t co_sum[ET_HW_NSUM];
 } et_hw_tile;
 
 typedef struct et_hw_cost {
@@ -635,8 +660,16 @@ typedef struct et_hw_op {
     int32_t layer, stage;
     int32_t a_kind, a_bits, w_kind, w_bits;
     int64_t ci, co, co_dense, spatial;
-    double w_density;
-    int64_t sram_bytes, dram_bytes;
+    double w_density;   /* measured non-zero fraction of the w operand */
+    int64_t sram_bytes, dram_bytes; /* dense: SRAM operands + result; DRAM all kinds */
+    /* version 2: SRAM bytes of the result alone (part of sram_bytes; shrinks with the
+     * outputs a speculating architecture skips), and DRAM bytes per tensor kind
+     * (ET_HW_T_*) sized under each codec (ET_HW_C_*) from the operands' zeros */
+    int64_t sram_out_bytes;
+    int64_t dram[ET_HW_NT][ET_HW_NC];
+    int32_t spec;       /* 1: FF with an output mask (speculation) */
+    int64_t nblk;       /* blocks of ET_HW_BLK positions with structure (0: dense output) */
+    const uint32_t *sums; /* nblk x ET_HW_NSUM: per block S_k (see ET_HW_BLK) */
 } et_hw_op;
 /* Maps the op's operand formats to a precision of the run's architecture
  * (intN -> INT N rounded up to a supported width, 16-bit floats -> FP16,

@@ -31,6 +31,7 @@ static void test_mlp_step(void **state) {
     et_hw_arch a;
     assert_int_equal(et_hw_arch_load("elearn", NULL, 0, &a), ET_OK);
     a.speculation = 0;
+    a.compress = ET_HW_COMPRESS_NONE; /* dense bytes here; compression: tests/test_hwsparse.c */
     et_hw_run *run;
     assert_int_equal(et_hw_run_create(&a, 1, et_model_num_nodes(m), &run), ET_OK);
     assert_int_equal(et_model_attach_hw(m, run, NULL, NULL), ET_OK);
@@ -48,7 +49,7 @@ static void test_mlp_step(void **state) {
     et_hw_totals want = {0};
     et_hw_pair ff_cfg[3] = {{0, 0}, {0, 0}, {0, 0}};
     for (int i = 0; i < 5; i++) {
-        et_hw_tile t = {T[i].st, a.calib, T[i].ci, T[i].co, T[i].co, T[i].sp, 1.0, 0, 0, {0, 0}};
+        et_hw_tile t = {T[i].st, a.calib, T[i].ci, T[i].co, T[i].co, T[i].sp, 1.0, 0, 0, {0, 0}, 0, 0, {0}};
         t.sram_bytes = 4 * (T[i].M * T[i].K + T[i].K * T[i].N + T[i].M * T[i].N);
         t.dram_bytes = 4 * (4 * T[i].in + 4 * T[i].out + T[i].w);
         if (T[i].st != ET_FF) t.cfg = ff_cfg[T[i].node];

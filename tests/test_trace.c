@@ -101,7 +101,7 @@ static void test_bad_traces(void **state) {
         assert_true(et_last_error()[0] != 0);
     }
     /* garbled: version, a record's stage, the trailer count, data after the end */
-    size_t offs[] = {8, 20 + 5 * 2 + 12, n - 8}; /* version; stage of record 0 (after 5 one-char names); count */
+    size_t offs[] = {8, 28 + 5 * 2 + 12, n - 8}; /* version; stage of record 0 (after 5 one-char names); count */
     for (int k = 0; k < 3; k++) {
         unsigned char save = buf[offs[k]];
         buf[offs[k]] ^= 0x5a;

@@ -40,6 +40,11 @@ struct cJSON;
 struct cJSON *hw_totals_json(const et_hw_totals *t);
 struct cJSON *hw_json(const char *const *names, et_hw_run *hw, et_hw_run *hwb, int opp);
 void hw_print(et_hw_run *hw, et_hw_run *hwb);
+/* One self-contained HTML page (tools/hw_html.c): a "run" table (keys ->
+ * numbers or strings; may be NULL), the hw section as hw_json() builds it
+ * (may be NULL) and a peak array (may be NULL). Written atomically; 0 = ok. */
+int hw_html_write(const char *path, const char *title, const struct cJSON *run, const struct cJSON *hw,
+                  const struct cJSON *peak);
 
 /* Progress bar on stderr when it is a terminal. */
 typedef struct cli_progress {

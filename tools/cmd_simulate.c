@@ -10,8 +10,8 @@
 #define MAX_SETS 64
 
 static const char simulate_help[] =
-    "usage: edgetrain simulate --arch A --peak [--json OUT] [--set KEY=VALUE]...\n"
-    "       edgetrain simulate --trace F --arch A [--baseline B] [--opp K] [--json OUT]\n"
+    "usage: edgetrain simulate --arch A --peak [--json OUT] [--html OUT] [--set KEY=VALUE]...\n"
+    "       edgetrain simulate --trace F --arch A [--baseline B] [--opp K] [--json OUT] [--html OUT]\n"
     "\n"
     "Models what training costs on an edge-learning processor (docs/hw.md).\n"
     "\n"
@@ -24,7 +24,9 @@ static const char simulate_help[] =
     "  --baseline B      with --trace: a second architecture, and the ratios between them\n"
     "  --opp K           with --trace: operating point (1-based, default 1)\n"
     "  --json OUT        also write the results as JSON: {\"arch\", \"peak\": [{\"precision\",\n"
-    "                    \"voltage\", \"frequency_mhz\", \"tops\", \"tops_per_watt\"}]}\n";
+    "                    \"voltage\", \"frequency_mhz\", \"tops\", \"tops_per_watt\"}]}\n"
+    "  --html OUT        also write one self-contained HTML page (inline SVG plots: per-layer PE\n"
+    "                    utilization, energy breakdown, architecture vs baseline; the tables)\n";
 
 typedef struct {
     et_hw_run *runs[2];
@@ -40,9 +42,9 @@ static et_status replay_op(void *ctx, const et_hw_op *op) {
     return ET_OK;
 }
 
-/* Replays a trace on an architecture (and a baseline). The speculation unit
- * is idle, as in the live run: the traces of this version are dense. */
-static int replay(const char *path, et_hw_arch *arch, const char *base_name, int opp, const char *json_path) {
+/* Replays a trace on an architecture (and a baseline). */
+static int replay(const char *path, et_hw_arch *arch, const char *base_name, int opp, const char *json_path,
+                  const char *html_path) {
     enum { MAXL = 1 << 16 };
     char(*names)[80] = calloc(MAXL, sizeof *names);
     const char **np = calloc(MAXL + 1, sizeof *np);
@@ -54,13 +56,13 @@ static int replay(const char *path, et_hw_arch *arch, const char *base_name, int
         goto out;
     }
     /* the layer count comes from the file: read it once to size the runs */
-    arch->speculation = 0;
+
     if (base_name) {
         if (et_hw_arch_load(base_name, NULL, 0, &base)) {
             rc = cli_fail("simulate", 1, "%s", et_last_error());
             goto out;
         }
-        base.speculation = 0;
+
     }
     if (et_hw_run_create(arch, opp - 1, MAXL, &r.runs[0]) ||
         (base_name && et_hw_run_create(&base, opp - 1, MAXL, &r.runs[1]))) {
@@ -74,12 +76,26 @@ static int replay(const char *path, et_hw_arch *arch, const char *base_name, int
     }
     for (int i = 0; i < nl; i++) np[i] = names[i];
     hw_print(r.runs[0], r.runs[1]);
-    if (json_path) {
+    if (json_path || html_path) {
         cJSON *j = hw_json(np, r.runs[0], r.runs[1], opp);
         cJSON_AddStringToObject(j, "trace", path);
-        char *text = cJSON_Print(j);
+        if (html_path) {
+            cJSON *run = cJSON_CreateObject();
+            cJSON_AddStringToObject(run, "trace", path);
+            char title[512];
+            snprintf(title, sizeof title, "edgetrain simulate: %s%s%s", arch->name, base_name ? " vs " : "",
+                     base_name ? et_hw_run_arch(r.runs[1])->name : "");
+            int bad = hw_html_write(html_path, title, run, j, NULL);
+            cJSON_Delete(run);
+            if (bad) {
+                cJSON_Delete(j);
+                rc = cli_fail("simulate", 0, "cannot write '%s'", html_path);
+                goto out;
+            }
+        }
+        char *text = json_path ? cJSON_Print(j) : NULL;
         cJSON_Delete(j);
-        if (!text || cli_write_atomic(json_path, text, strlen(text))) {
+        if (json_path && (!text || cli_write_atomic(json_path, text, strlen(text)))) {
             free(text);
             rc = cli_fail("simulate", 0, "cannot write '%s'", json_path);
             goto out;
@@ -98,10 +114,11 @@ out:
 int cmd_simulate(int argc, char **argv) {
     static const struct option opts[] = {{"arch", 1, 0, 'a'}, {"set", 1, 0, 's'}, {"peak", 0, 0, 'p'},
                                          {"json", 1, 0, 'j'}, {"help", 0, 0, 'h'}, {"trace", 1, 0, 't'},
-                                         {"baseline", 1, 0, 'b'}, {"opp", 1, 0, 'o'}, {0, 0, 0, 0}};
+                                         {"baseline", 1, 0, 'b'}, {"opp", 1, 0, 'o'}, {"html", 1, 0, 'w'},
+                                         {0, 0, 0, 0}};
     const char *trace = NULL, *base_name = NULL;
     long long opp = 1;
-    const char *arch_name = NULL, *json_path = NULL, *sets[MAX_SETS];
+    const char *arch_name = NULL, *json_path = NULL, *html_path = NULL, *sets[MAX_SETS];
     int nsets = 0, peak = 0, c, li = 0;
     optind = 1;
     opterr = 0;
@@ -114,6 +131,7 @@ int cmd_simulate(int argc, char **argv) {
             break;
         case 'p': peak = 1; break;
         case 'j': json_path = optarg; break;
+        case 'w': html_path = optarg; break;
         case 't': trace = optarg; break;
         case 'b': base_name = optarg; break;
         case 'o':
@@ -130,7 +148,7 @@ int cmd_simulate(int argc, char **argv) {
     if (base_name && !trace) return cli_fail("simulate", 1, "--baseline needs --trace");
     et_hw_arch arch;
     if (et_hw_arch_load(arch_name, sets, nsets, &arch)) return cli_fail("simulate", 1, "%s", et_last_error());
-    if (trace) return replay(trace, &arch, base_name, (int)opp, json_path);
+    if (trace) return replay(trace, &arch, base_name, (int)opp, json_path, html_path);
 
     et_hw_prec precs[ET_HW_MAX_LIST + 2];
     int np = et_hw_peak_precs(&arch, precs, ET_HW_MAX_LIST + 2);
@@ -169,7 +187,12 @@ int cmd_simulate(int argc, char **argv) {
             cJSON_AddItemToArray(rows, r);
         }
     int rc = 0;
-    if (json_path) {
+    if (html_path) {
+        char title[128];
+        snprintf(title, sizeof title, "edgetrain simulate: peak figures of %s", arch.name);
+        if (hw_html_write(html_path, title, NULL, NULL, rows)) rc = cli_fail("simulate", 0, "cannot write '%s'", html_path);
+    }
+    if (json_path && !rc) {
         char *text = cJSON_Print(root);
         if (!text) rc = cli_fail("simulate", 0, "out of memory");
         else {

@@ -52,6 +52,9 @@ static const char train_help[] =
     "  --spec-check-every N  every N steps, also compute the true outputs and count false and\n"
     "                      missed zeros of the speculation (default 10; 0: never)\n"
     "  --opp K             operating point of both architectures (1-based, default 1)\n"
+    "  --html F            with --arch: also write the processor report as one self-contained\n"
+    "                      HTML page (plots and tables, same numbers as the JSON)\n"
+    "  --eval-first        evaluate the test set before training too (initial_test_accuracy)\n"
     "  --prune-target F    dynamic magnitude pruning (docs/sparsity.md): prune the fraction F\n"
     "                      (0 <= F < 1) of every trained conv/linear weight tensor, the smallest\n"
     "                      |w| first; pruned weights are skipped in FF/EP, get no gradient in WG\n"
@@ -73,7 +76,7 @@ static const char train_help[] =
 enum { O_MODEL = 1000, O_DATA, O_DATADIR, O_EPOCHS, O_STEPS, O_BATCH, O_LR, O_MOM, O_NEST, O_WD, O_OPT,
        O_SCHED, O_SEED, O_THREADS, O_INIT, O_RESUME, O_SAVE, O_NOSHUF, O_TRLIM, O_TELIM, O_JSON,
        O_LOGLOSS, O_QUIET, O_HELP, O_FREEZE, O_PREC, O_ARCH, O_BASE, O_OPP, O_TRACE, O_TRAFFIC,
-       O_PTARGET, O_PEVERY, O_PSTART, O_PEND, O_SPARSITY, O_SPECBITS, O_SPECCHECK };
+       O_HTML, O_EVALFIRST, O_PTARGET, O_PEVERY, O_PSTART, O_PEND, O_SPARSITY, O_SPECBITS, O_SPECCHECK };
 
 static const struct option train_opts[] = {
     {"model", 1, 0, O_MODEL},     {"data", 1, 0, O_DATA},       {"data-dir", 1, 0, O_DATADIR},
@@ -86,7 +89,7 @@ static const struct option train_opts[] = {
     {"log-loss", 1, 0, O_LOGLOSS}, {"quiet", 0, 0, O_QUIET},    {"help", 0, 0, O_HELP},
     {"freeze", 1, 0, O_FREEZE},   {"precision", 1, 0, O_PREC},  {"arch", 1, 0, O_ARCH},
     {"baseline", 1, 0, O_BASE},   {"opp", 1, 0, O_OPP},         {"trace", 1, 0, O_TRACE},
-    {"traffic-every", 1, 0, O_TRAFFIC},
+    {"traffic-every", 1, 0, O_TRAFFIC}, {"html", 1, 0, O_HTML}, {"eval-first", 0, 0, O_EVALFIRST},
     {"prune-target", 1, 0, O_PTARGET}, {"prune-every", 1, 0, O_PEVERY}, {"prune-start", 1, 0, O_PSTART},
     {"prune-end", 1, 0, O_PEND},
     {"sparsity", 1, 0, O_SPARSITY}, {"spec-bits", 1, 0, O_SPECBITS},
@@ -94,13 +97,13 @@ static const struct option train_opts[] = {
     {0, 0, 0, 0}};
 
 typedef struct {
-    const char *model, *data, *data_dir, *init_from, *resume, *save, *json, *log_loss, *freeze, *precision, *arch, *baseline, *trace;
+    const char *model, *data, *data_dir, *init_from, *resume, *save, *json, *log_loss, *freeze, *precision, *arch, *baseline, *trace, *html;
     const char *sparsity, *spec_bits;
     long long opp, traffic_every, spec_check;
     et_sparsity sp;
     long long epochs, steps, batch, seed, threads, train_limit, test_limit;
     double lr, momentum, wd;
-    int nesterov, shuffle, quiet, have_lr, have_mom;
+    int nesterov, shuffle, quiet, have_lr, have_mom, eval_first;
     et_optim_kind opt;
     int sched; /* 0 none, 1 step, 2 cosine */
     long long sched_size;
@@ -176,6 +179,8 @@ static int parse_args(int argc, char **argv, train_args *a) {
         case O_ARCH: a->arch = v; break;
         case O_BASE: a->baseline = v; break;
         case O_TRACE: a->trace = v; break;
+        case O_HTML: a->html = v; break;
+        case O_EVALFIRST: a->eval_first = 1; break;
         case O_TRAFFIC: ok = cli_int(v, 0, 1000000000, &a->traffic_every); break;
         case O_OPP: ok = cli_int(v, 1, ET_HW_MAX_OPP, &a->opp); break;
         case O_PTARGET:
@@ -200,6 +205,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (have_epochs && a->steps > 0) return cli_fail("train", 1, "give --epochs or --steps, not both");
     if (a->init_from && a->resume) return cli_fail("train", 1, "give --init-from or --resume, not both");
     if (a->baseline && !a->arch) return cli_fail("train", 1, "--baseline needs --arch");
+    if (a->html && !a->arch) return cli_fail("train", 1, "--html needs --arch");
     if (et_sparsity_parse(a->sparsity, a->spec_bits, &a->sp)) return cli_fail("train", 1, "%s", et_last_error());
     a->sp.spec_check_every = (int)a->spec_check;
     if (a->sp.prune) a->prune = 1; /* --sparsity prune: pruning with the --prune-* options */
@@ -377,8 +383,6 @@ int cmd_train(int argc, char **argv) {
     if (a.arch) {
         et_hw_arch ar, br;
         if (et_hw_arch_load(a.arch, NULL, 0, &ar) || (a.baseline && et_hw_arch_load(a.baseline, NULL, 0, &br))) goto fail;
-        /* this run does not speculate (yet): the speculation unit stays idle */
-        ar.speculation = 0, br.speculation = 0;
         if (et_hw_run_create(&ar, (int)a.opp - 1, et_model_num_nodes(m), &hw) ||
             (a.baseline && et_hw_run_create(&br, (int)a.opp - 1, et_model_num_nodes(m), &hwb)))
             goto fail;
@@ -392,6 +396,13 @@ int cmd_train(int argc, char **argv) {
 
     if (cli_load_data(a.data, a.data_dir, 1, a.train_limit, &train)) goto fail;
     if (a.test_limit != 0 && cli_load_data(a.data, a.data_dir, 0, a.test_limit, &test)) goto fail;
+    double acc0 = NAN, loss0 = NAN;
+    if (a.eval_first && test.n > 0) { /* not part of the modelled run */
+        if ((hw || trace) && et_model_attach_hw(m, NULL, NULL, NULL)) goto fail;
+        if (et_model_evaluate(m, &test, -1, &acc0, &loss0)) goto fail;
+        if ((hw || trace) && et_model_attach_hw(m, hw, hwb, trace)) goto fail;
+        if (!a.quiet) fprintf(stderr, "initial test accuracy %.4f on %lld images\n", acc0, (long long)test.n);
+    }
 
     const int64_t ntrain = train.n, B = a.batch;
     const int64_t spe = (ntrain + B - 1) / B;
@@ -539,6 +550,7 @@ int cmd_train(int argc, char **argv) {
 
     printf("model %s: %lld steps, %lld images in %.2f s (%.0f images/s, %d threads)\n", et_model_name(m),
            (long long)(total - start), (long long)images, secs, ips, et_get_threads());
+    if (isfinite(acc0)) printf("initial test accuracy %.4f on %lld images (loss %.4f)\n", acc0, (long long)test.n, loss0);
     if (test.n > 0) printf("test accuracy %.4f on %lld images (loss %.4f)\n", acc, (long long)test.n, test_loss);
     printf("final training loss %.4f; memory plan %.1f MB; peak RSS %.1f MB\n", final_loss,
            mem.total / 1048576.0, cli_peak_rss_bytes() / 1048576.0);
@@ -567,6 +579,30 @@ int cmd_train(int argc, char **argv) {
                    100.0 * frac(spec_total.missed_zero, spec_total.checked));
     }
     if (hw) hw_print(hw, hwb);
+    if (a.html) {
+        const char *names[1024] = {0};
+        for (int i = 0; i < et_model_num_nodes(m) && i < 1023; i++) et_model_node_info(m, i, &names[i], NULL, NULL);
+        cJSON *h = hw_json(names, hw, hwb, (int)a.opp), *run = cJSON_CreateObject();
+        cJSON_AddStringToObject(run, "model", et_model_name(m));
+        cJSON_AddStringToObject(run, "precision", et_model_precision(m) ? et_model_precision(m) : "fp32");
+        if (a.init_from) cJSON_AddStringToObject(run, "initial weights", a.init_from);
+        if (a.data_dir) cJSON_AddStringToObject(run, "data", a.data_dir);
+        cJSON_AddNumberToObject(run, "steps", (double)(total - start));
+        cJSON_AddNumberToObject(run, "batch", (double)B);
+        if (isfinite(acc0)) cJSON_AddNumberToObject(run, "initial test accuracy", acc0);
+        if (test.n > 0) cJSON_AddNumberToObject(run, "test accuracy", acc);
+        if (isfinite(final_loss)) cJSON_AddNumberToObject(run, "final training loss", final_loss);
+        char title[256];
+        snprintf(title, sizeof title, "edgetrain train %s on %s%s%s", et_model_name(m), et_hw_run_arch(hw)->name,
+                 hwb ? " vs " : "", hwb ? et_hw_run_arch(hwb)->name : "");
+        int bad = hw_html_write(a.html, title, run, h, NULL);
+        cJSON_Delete(h);
+        cJSON_Delete(run);
+        if (bad) {
+            cli_fail("train", 0, "cannot write '%s'", a.html);
+            goto out;
+        }
+    }
     if (a.json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", et_model_name(m));
@@ -575,6 +611,10 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "epochs", total_epochs);
         cJSON_AddNumberToObject(j, "batch", (double)B);
         cJSON_AddNumberToObject(j, "train_images", (double)images);
+        if (isfinite(acc0)) {
+            cJSON_AddNumberToObject(j, "initial_test_accuracy", acc0);
+            cJSON_AddNumberToObject(j, "initial_test_loss", loss0);
+        }
         if (test.n > 0) {
             cJSON_AddNumberToObject(j, "test_accuracy", acc);
             cJSON_AddNumberToObject(j, "test_loss", test_loss);
@@ -629,9 +669,6 @@ int cmd_train(int argc, char **argv) {
             const char *names[1024] = {0};
             for (int i = 0; i < et_model_num_nodes(m) && i < 1023; i++) et_model_node_info(m, i, &names[i], NULL, NULL);
             cJSON *h = hw_json(names, hw, hwb, (int)a.opp);
-            cJSON_AddStringToObject(h, "note", a.sp.skip || a.sp.speculate
-                                                   ? "the processor model sees dense tiles: the run's --sparsity is not fed to it yet; the speculation unit is idle"
-                                                   : "dense run: no speculation or zero skipping yet; the speculation unit is idle");
             cJSON_AddItemToObject(j, "hw", h);
         }
         layers = NULL;

@@ -82,5 +82,16 @@ void hw_print(et_hw_run *hw, et_hw_run *hwb) {
                t.cycles, t.seconds, t.energy_j * 1e3, t.utilization, t.tops, t.tops_per_watt, t.sram_bytes / 1e6,
                t.dram_bytes / 1e6);
     }
+    if (hwb) { /* the same ratios as the JSON's "ratios" */
+        et_hw_totals t, b;
+        et_hw_run_totals(hw, -1, -1, &t);
+        et_hw_run_totals(hwb, -1, -1, &b);
+        double mt = t.sram_bytes + t.dram_bytes, mb = b.sram_bytes + b.dram_bytes;
+        printf("%s vs %s: energy efficiency %.2fx, PE utilization %.2fx, speedup %.2fx, computation -%.1f%%, "
+               "memory access -%.1f%%\n",
+               et_hw_run_arch(hw)->name, et_hw_run_arch(hwb)->name, t.energy_j > 0 ? b.energy_j / t.energy_j : 0,
+               b.utilization > 0 ? t.utilization / b.utilization : 0, t.seconds > 0 ? b.seconds / t.seconds : 0,
+               b.macs > 0 ? 100 * (1 - t.macs / b.macs) : 0, mb > 0 ? 100 * (1 - mt / mb) : 0);
+    }
 }
 

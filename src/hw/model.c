@@ -100,6 +100,40 @@ et_status et_hw_rpo(int64_t ci, int64_t co, const et_hw_pair *pairs, int n, et_h
     return ET_OK;
 }
 
+static int log2_op(int op) {
+    int k = 0;
+    while ((1 << k) < op) k++;
+    return (1 << k) == op && k < ET_HW_NSUM ? k : -1;
+}
+
+/* MAC slots of a structured tile: ceil(Ci/IP)*IP*OP * sum_p ceil(Co(p)/OP). */
+static double slots_structured(int64_t ci, const int64_t *co_sum, et_hw_pair p) {
+    int k = log2_op(p.op);
+    return (double)ceil_div(ci, p.ip) * p.ip * (double)p.op * (double)co_sum[k];
+}
+
+et_status et_hw_rpo_structured(int64_t ci, const int64_t co_sum[ET_HW_NSUM], const et_hw_pair *pairs, int n,
+                               et_hw_pair *best, double *util) {
+    if (ci < 1 || ci > MAX_CH) return et_set_error(ET_ERR_INVALID, "RPO: Ci = %lld out of range", (long long)ci);
+    if (!pairs || n < 1) return et_set_error(ET_ERR_INVALID, "RPO: no IP/OP pairs to choose from");
+    int b = -1;
+    double bs = 0;
+    for (int i = 0; i < n; i++) {
+        if (pairs[i].ip < 1 || log2_op(pairs[i].op) < 0)
+            return et_set_error(ET_ERR_INVALID, "RPO: pair %dx%d (structured tiles need OP = 2^k <= %d)", pairs[i].ip,
+                                pairs[i].op, 1 << (ET_HW_NSUM - 1));
+        double s = slots_structured(ci, co_sum, pairs[i]);
+        if (b < 0 || s < bs || (s == bs && (pairs[i].ip > pairs[b].ip ||
+                                            (pairs[i].ip == pairs[b].ip && pairs[i].op > pairs[b].op)))) {
+            b = i;
+            bs = s;
+        }
+    }
+    *best = pairs[b];
+    if (util) *util = bs > 0 ? (double)ci * (double)co_sum[0] / bs : 0;
+    return ET_OK;
+}
+
 /* Energy per cycle not in the MACs (clock, buffers, control, leakage) at
  * operating point i: the calibrated chip energy per cycle minus the MACs'. */
 static et_status cycle_pj(const et_hw_arch *a, int i, double *out) {
@@ -178,6 +212,14 @@ et_status et_hw_tile_cost(const et_hw_arch *a, int opp, const et_hw_tile *t, et_
                             "(got ci %lld, co %lld, co_dense %lld, spatial %lld, w_density %g)",
                             (long long)t->ci, (long long)t->co, (long long)t->co_dense, (long long)t->spatial,
                             t->w_density);
+    if (t->structured) {
+        /* S_0 <= spatial*co_dense, and S_k is non-increasing in k */
+        for (int k = 0; k < ET_HW_NSUM; k++)
+            if (t->co_sum[k] < 0 || (k && t->co_sum[k] > t->co_sum[k - 1]) ||
+                (double)t->co_sum[0] > (double)t->spatial * (double)t->co_dense)
+                return et_set_error(ET_ERR_INVALID, "tile: inconsistent output structure (S_%d = %lld)", k,
+                                    (long long)t->co_sum[k]);
+    }
     double ovh;
     if ((st = cycle_pj(a, opp, &ovh))) return st;
     int64_t ci = t->ci;
@@ -185,6 +227,7 @@ et_status et_hw_tile_cost(const et_hw_arch *a, int opp, const et_hw_tile *t, et_
         double x = (double)t->ci * t->w_density;
         ci = (int64_t)ceil(x - 1e-9 * x);
     }
+    const int structured = a->speculation && t->structured;
     int64_t co = a->speculation ? t->co : t->co_dense;
 
     et_hw_pair pairs[ET_HW_MAX_LIST];
@@ -203,18 +246,28 @@ et_status et_hw_tile_cost(const et_hw_arch *a, int opp, const et_hw_tile *t, et_
                                 t->cfg.ip, t->cfg.op, et_hw_prec_name(t->prec, pb, sizeof pb), a->name, list);
         }
         cfg = t->cfg;
+    } else if (structured && ci > 0) {
+        if ((st = et_hw_rpo_structured(ci, t->co_sum, pairs, n, &cfg, NULL))) return st;
     } else if ((st = et_hw_rpo(ci > 0 ? ci : 1, ci > 0 ? co : 0, pairs, n, &cfg, NULL))) {
         return st;
     }
     memset(out, 0, sizeof *out);
     out->cfg = cfg;
     double sv = vscale(a, opp);
-    if (ci > 0 && co > 0) {
+    if (structured && ci > 0) {
+        int k = log2_op(cfg.op);
+        if (k < 0) return et_set_error(ET_ERR_INVALID, "tile: OP = %d is not a power of two <= %d", cfg.op, 1 << (ET_HW_NSUM - 1));
+        out->pe_cycles = ceil_div(ci, cfg.ip) * t->co_sum[k];
+        out->macs = (double)ci * (double)t->co_sum[0];
+        double sl = slots_structured(ci, t->co_sum, cfg);
+        out->utilization = sl > 0 ? out->macs / sl : 0;
+    } else if (ci > 0 && co > 0) {
         out->utilization = et_hw_utilization(ci, co, cfg);
         out->pe_cycles = ceil_div(ci, cfg.ip) * ceil_div(co, cfg.op) * t->spatial;
         out->macs = (double)ci * (double)co * (double)t->spatial;
     }
-    if (a->speculation && t->stage == ET_FF) {
+    if (a->speculation && t->spec && t->stage == ET_FF) {
+        /* the unit predicts every output: Ci x Co_dense low-bit MACs per position */
         double sm = (double)t->ci * (double)t->co_dense * (double)t->spatial;
         out->spec_cycles = (int64_t)ceil(sm / a->spec_macs_per_cycle);
         out->e_spec_pj = sm * a->spec_pj_per_mac * sv;

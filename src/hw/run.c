@@ -7,10 +7,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Per layer: the configuration words of its latest FF pass, tile by tile, and
+ * where the current FF / EP / WG pass is in that list. */
+typedef struct layer_words {
+    et_hw_pair *w;
+    int64_t n, cap;
+    int64_t next[ET_NSTAGES];
+    int last_stage; /* -1: none yet */
+} layer_words;
+
 struct et_hw_run {
     et_hw_arch arch;
     int opp, nlayers;
-    et_hw_pair *ff_cfg;   /* per layer: FF's configuration word ({0,0}: none yet) */
+    layer_words *lw;      /* per layer */
     et_hw_totals *tot;    /* [(nlayers + 1) * ET_NSTAGES]: per layer and stage; last row = all layers */
 };
 
@@ -20,21 +29,24 @@ et_status et_hw_run_create(const et_hw_arch *a, int opp, int nlayers, et_hw_run 
     if (nlayers < 0 || nlayers > (1 << 20)) return et_set_error(ET_ERR_INVALID, "bad layer count");
     et_hw_run *r = calloc(1, sizeof *r);
     if (r) {
-        r->ff_cfg = calloc((size_t)nlayers + 1, sizeof *r->ff_cfg);
+        r->lw = calloc((size_t)nlayers + 1, sizeof *r->lw);
         r->tot = calloc(((size_t)nlayers + 1) * ET_NSTAGES, sizeof *r->tot);
     }
-    if (!r || !r->ff_cfg || !r->tot) {
+    if (!r || !r->lw || !r->tot) {
         et_hw_run_free(r);
         return et_set_error(ET_ERR_NOMEM, "out of memory");
     }
     r->arch = *a, r->opp = opp, r->nlayers = nlayers;
+    for (int i = 0; i < nlayers; i++) r->lw[i].last_stage = -1;
     *out = r;
     return ET_OK;
 }
 
 void et_hw_run_free(et_hw_run *r) {
     if (!r) return;
-    free(r->ff_cfg);
+    if (r->lw)
+        for (int i = 0; i < r->nlayers; i++) free(r->lw[i].w);
+    free(r->lw);
     free(r->tot);
     free(r);
 }
@@ -55,10 +67,19 @@ static void add(et_hw_totals *t, const et_hw_cost *c, int macs_per_cycle, const 
     t->dram_bytes += (double)tile->dram_bytes;
 }
 
-et_status et_hw_run_tile(et_hw_run *r, int layer, et_hw_tile tile) {
-    if (layer < 0 || layer >= r->nlayers) return et_set_error(ET_ERR_INVALID, "hw run: layer %d out of range", layer);
+/* The configuration word tile `idx` of a BP stage reuses: FF's word of the same
+ * tile index (the last FF tile if BP has more tiles), {0,0} if none. */
+static et_hw_pair bp_word(const layer_words *lw, int64_t idx) {
+    if (!lw->n) return (et_hw_pair){0, 0};
+    return lw->w[idx < lw->n ? idx : lw->n - 1];
+}
+
+/* Costs one tile and adds it; FF records its word at its tile index. */
+static et_status run_tile(et_hw_run *r, int layer, et_hw_tile tile) {
+    layer_words *lw = &r->lw[layer];
+    const int64_t idx = lw->next[tile.stage]++;
     /* FF chooses (RPO); EP and WG reuse FF's word when it is valid at their precision. */
-    tile.cfg = tile.stage == ET_FF ? (et_hw_pair){0, 0} : r->ff_cfg[layer];
+    tile.cfg = tile.stage == ET_FF ? (et_hw_pair){0, 0} : bp_word(lw, idx);
     et_hw_cost c;
     et_status st = et_hw_tile_cost(&r->arch, r->opp, &tile, &c);
     if (st == ET_ERR_INVALID && tile.stage != ET_FF && (tile.cfg.ip || tile.cfg.op)) {
@@ -66,11 +87,37 @@ et_status et_hw_run_tile(et_hw_run *r, int layer, et_hw_tile tile) {
         st = et_hw_tile_cost(&r->arch, r->opp, &tile, &c);
     }
     if (st) return st;
-    if (tile.stage == ET_FF) r->ff_cfg[layer] = c.cfg;
+    if (tile.stage == ET_FF) {
+        if (idx >= lw->cap) {
+            int64_t cap = lw->cap ? lw->cap * 2 : 64;
+            while (cap <= idx) cap *= 2;
+            et_hw_pair *w = realloc(lw->w, (size_t)cap * sizeof *w);
+            if (!w) return et_set_error(ET_ERR_NOMEM, "out of memory");
+            lw->w = w, lw->cap = cap;
+        }
+        lw->w[idx] = c.cfg;
+        lw->n = idx + 1;
+    }
     int mpc = et_hw_macs_per_cycle(&r->arch, tile.prec);
     add(&r->tot[(size_t)layer * ET_NSTAGES + tile.stage], &c, mpc, &tile);
     add(&r->tot[(size_t)r->nlayers * ET_NSTAGES + tile.stage], &c, mpc, &tile);
     return ET_OK;
+}
+
+/* A new pass of a layer starts when FF follows BP (new FF tile list) or BP
+ * follows FF (BP tiles count from the first FF tile again). */
+static void pass_start(et_hw_run *r, int layer, int stage) {
+    layer_words *lw = &r->lw[layer];
+    if (stage == ET_FF && lw->last_stage != ET_FF) lw->next[ET_FF] = 0, lw->n = 0;
+    if (stage != ET_FF && lw->last_stage == ET_FF) lw->next[ET_EP] = lw->next[ET_WG] = 0;
+    lw->last_stage = stage;
+}
+
+et_status et_hw_run_tile(et_hw_run *r, int layer, et_hw_tile tile) {
+    if (layer < 0 || layer >= r->nlayers) return et_set_error(ET_ERR_INVALID, "hw run: layer %d out of range", layer);
+    if ((unsigned)tile.stage >= ET_NSTAGES) return et_set_error(ET_ERR_INVALID, "hw run: bad stage %d", (int)tile.stage);
+    pass_start(r, layer, tile.stage);
+    return run_tile(r, layer, tile);
 }
 
 static void merge(et_hw_totals *d, const et_hw_totals *s) {
@@ -114,14 +161,67 @@ static et_hw_prec prec_of(const et_hw_arch *a, const et_hw_op *op) {
     return p;
 }
 
+/* DRAM bytes of an op on this architecture: each tensor kind under the
+ * architecture's codec, or dense when the codec would not shrink it. */
+static int64_t dram_of(const et_hw_arch *a, const et_hw_op *op) {
+    int64_t dense = 0, packed = 0;
+    for (int k = 0; k < ET_HW_NT; k++) dense += op->dram[k][ET_HW_C_DENSE];
+    if (!dense) return op->dram_bytes; /* no per-kind sizes (version-1 trace): dense */
+    if (a->compress == ET_HW_COMPRESS_NONE) return dense;
+    int c = a->compress == ET_HW_COMPRESS_RLE ? ET_HW_C_RLE : ET_HW_C_BITMASK;
+    for (int k = 0; k < ET_HW_NT; k++) {
+        int64_t d = op->dram[k][ET_HW_C_DENSE], x = op->dram[k][c];
+        packed += x < d ? x : d;
+    }
+    return packed;
+}
+
 et_status et_hw_run_op(et_hw_run *r, const et_hw_op *op) {
     if ((unsigned)op->stage >= ET_NSTAGES) return et_set_error(ET_ERR_INVALID, "hw op: bad stage %d", op->stage);
+    if (op->layer < 0 || op->layer >= r->nlayers)
+        return et_set_error(ET_ERR_INVALID, "hw run: layer %d out of range", op->layer);
+    const et_hw_arch *a = &r->arch;
+    const int64_t blocks = (op->spatial + ET_HW_BLK - 1) / ET_HW_BLK;
+    if (op->nblk && (op->nblk != blocks || !op->sums))
+        return et_set_error(ET_ERR_INVALID, "hw op: %lld structure blocks for %lld positions (want %lld)",
+                            (long long)op->nblk, (long long)op->spatial, (long long)blocks);
+    if (op->sram_out_bytes < 0 || op->sram_out_bytes > op->sram_bytes)
+        return et_set_error(ET_ERR_INVALID, "hw op: result SRAM bytes out of range");
     et_hw_tile t;
     memset(&t, 0, sizeof t);
     t.stage = (et_stage)op->stage;
-    t.prec = prec_of(&r->arch, op);
+    t.prec = prec_of(a, op);
     t.ci = op->ci, t.co = op->co, t.co_dense = op->co_dense, t.spatial = op->spatial;
     t.w_density = op->w_density;
-    t.sram_bytes = op->sram_bytes, t.dram_bytes = op->dram_bytes;
-    return et_hw_run_tile(r, op->layer, t);
+    t.spec = op->spec;
+    t.dram_bytes = dram_of(a, op);
+    const int structured = a->speculation && op->nblk > 0;
+    /* results the architecture does not compute are not written to SRAM */
+    double out_frac = 1;
+    if (structured) {
+        double s0 = 0;
+        for (int64_t b = 0; b < op->nblk; b++) s0 += op->sums[b * ET_HW_NSUM];
+        double dense = (double)op->co_dense * (double)op->spatial;
+        out_frac = dense > 0 ? s0 / dense : 0;
+    }
+    t.sram_bytes = op->sram_bytes - op->sram_out_bytes + (int64_t)((double)op->sram_out_bytes * out_frac);
+    pass_start(r, op->layer, op->stage);
+    if (!structured) return run_tile(r, op->layer, t);
+    /* one tile per tile_positions output positions; bytes go with the first */
+    const int64_t per = a->tile_positions / ET_HW_BLK;
+    for (int64_t b0 = 0; b0 < op->nblk; b0 += per) {
+        int64_t b1 = b0 + per < op->nblk ? b0 + per : op->nblk;
+        et_hw_tile u = t;
+        u.structured = 1;
+        u.spatial = (b1 * ET_HW_BLK < op->spatial ? b1 * ET_HW_BLK : op->spatial) - b0 * ET_HW_BLK;
+        for (int k = 0; k < ET_HW_NSUM; k++) {
+            int64_t sk = 0;
+            for (int64_t b = b0; b < b1; b++) sk += op->sums[b * ET_HW_NSUM + k];
+            u.co_sum[k] = sk;
+        }
+        if (b0) u.sram_bytes = u.dram_bytes = 0;
+        et_status st = run_tile(r, op->layer, u);
+        if (st) return st;
+    }
+    return ET_OK;
 }

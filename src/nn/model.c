@@ -109,7 +109,7 @@ void et_model_free(et_model *m) {
     free(m->spec_text);
     et_precision_free(m);
     free(m->policy);
-    free(m->hw_link);
+    et_hwlink_free(m);
     et_traffic_free(m);
     et_prune_free(m);
     et_sparsity_free(m);

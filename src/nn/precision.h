@@ -18,4 +18,5 @@ void et_traffic_input(et_model *m, int node, const float *x, int n);
 void et_traffic_error(et_model *m, int node, const float *dy, int n);
 void et_traffic_params(et_model *m);
 void et_traffic_free(et_model *m);
+void et_hwlink_free(et_model *m); /* hwlink.c */
 #endif

@@ -1,0 +1,405 @@
+/* The processor model on the structure a run executed: output masks (Co per
+ * position), zero operands, compressed off-chip bytes, the speculation unit's
+ * cost. Every expected figure is computed by hand (or by brute force) here. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "edgetrain.h"
+#include "nn/model.h"
+#include "util/layer_harness.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void close_rel(double got, double want) {
+    if (!(fabs(got - want) <= 1e-9 * fabs(want) + 1e-12)) {
+        print_error("got %.12g want %.12g\n", got, want);
+        fail();
+    }
+}
+
+/* A toy processor with numbers easy to follow: 8 INT8 MACs per cycle (pairs
+ * 1x8, 2x4, 4x2, 8x1), 0.5 pJ per MAC, 2 pJ/byte SRAM, 10 pJ/byte DRAM, 6 pJ
+ * per cycle at 100 MHz (so 2 pJ per cycle besides the MACs), speculation 0.01
+ * pJ per predicted MAC at 32 per cycle, bitmask compression. */
+static const char toy[] = "name = toy\ntech_nm = 28\nsram_kb = 1\nlanes = 8\npp_bits = 64\nint_bits = 8\n"
+                          "ip_list = 1, 2, 4, 8\nop_list = 1, 2, 4, 8\nrpo = 1\nspeculation = 1\n"
+                          "spec_pj_per_mac = 0.01\nspec_macs_per_cycle = 32\nweight_skip = 0\n"
+                          "compress = bitmask\ncalib = int8\nv_nom = 1\ne_mac_int8_pj = 0.5\n"
+                          "e_sram_pj_per_byte = 2\ne_dram_pj_per_byte = 10\nop_count = 1\n"
+                          "op1.voltage = 1\nop1.freq_mhz = 100\nop1.power_mw = 0.6\n";
+/* Its baseline: one fixed 2x4 pair, no speculation, no compression. */
+static const char toy_base[] = "name = toyb\ntech_nm = 28\nsram_kb = 1\nlanes = 8\npp_bits = 64\nint_bits = 8\n"
+                               "ip_list = 2\nop_list = 4\nrpo = 0\nfixed_ip = 2\nfixed_op = 4\nspeculation = 0\n"
+                               "weight_skip = 0\ncalib = int8\nv_nom = 1\ne_mac_int8_pj = 0.5\n"
+                               "e_sram_pj_per_byte = 2\ne_dram_pj_per_byte = 10\nop_count = 1\n"
+                               "op1.voltage = 1\nop1.freq_mhz = 100\nop1.power_mw = 0.6\n";
+
+static char tpath[64];
+static et_hw_op got_op;
+static uint32_t got_sums[ET_HW_NSUM * 4];
+static int got_n;
+
+static et_status keep(void *ctx, const et_hw_op *op) {
+    (void)ctx;
+    got_op = *op;
+    if (op->nblk) memcpy(got_sums, op->sums, sizeof(uint32_t) * ET_HW_NSUM * (size_t)op->nblk);
+    got_n++;
+    return ET_OK;
+}
+
+/* One linear FF of 3 positions x 4 inputs -> 3 outputs, mask = where the
+ * product is non-zero:
+ *   X = [1 0 0 0; 0 2 0 0; 1 1 0 0], W = [1 0 0 0; 0 1 0 0; 0 0 1 0]
+ *   C = X W^T = [1 0 0; 0 2 0; 1 1 0]: Co(p) = 1, 1, 2. */
+static void test_hand_case(void **state) {
+    (void)state;
+    et_model *m;
+    assert_int_equal(et_model_parse("input 4\nlinear 3 bias=0\n", "t", &m), ET_OK);
+    assert_int_equal(et_model_plan(m, 3, NULL), ET_OK);
+    float *w = m->nodes[0].layer.params[0].use;
+    const float W[12] = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0};
+    memcpy(w, W, sizeof W);
+    const float X[12] = {1, 0, 0, 0, 0, 2, 0, 0, 1, 1, 0, 0};
+    float C[9];
+    const uint8_t mask[9] = {1, 0, 0, 0, 1, 0, 1, 1, 0};
+    et_hw_arch a, b;
+    assert_int_equal(et_hw_arch_parse(toy, "toy", NULL, 0, &a), ET_OK);
+    assert_int_equal(et_hw_arch_parse(toy_base, "toyb", NULL, 0, &b), ET_OK);
+    et_hw_run *ra, *rb;
+    assert_int_equal(et_hw_run_create(&a, 0, 1, &ra), ET_OK);
+    assert_int_equal(et_hw_run_create(&b, 0, 1, &rb), ET_OK);
+    const char *names[1] = {"0"};
+    et_trace_writer *tw;
+    assert_int_equal(et_trace_create(tpath, 1, names, &tw), ET_OK);
+    assert_int_equal(et_model_attach_hw(m, ra, rb, tw), ET_OK);
+    et_matmul mm = {ET_FF, 0, 0, 1, 3, 3, 4, X, 4, w, 4, C, 3, 0.0f, 0, mask, 3, NULL};
+    assert_int_equal(et_matmul_run(et_model_engine(m), &mm), ET_OK);
+    assert_int_equal(et_trace_close(tw, 1), ET_OK);
+    et_model_attach_hw(m, NULL, NULL, NULL);
+    const float Cw[9] = {1, 0, 0, 0, 2, 0, 1, 1, 0};
+    assert_memory_equal(C, Cw, sizeof C);
+
+    /* the record: S_k = sum ceil(Co(p)/2^k) = 4, 3, 3, ...; DRAM bytes per kind,
+     * fp32: in 12 values = 48 B, nnz 4 -> bitmask 12 + 4*32 = 140 bits -> 48*140/384;
+     * RLE (4-bit runs, row by row): rows [1000] [0200] [1100] = 2 + 2 + 3 entries
+     * of 36 bits = 252 bits -> 48*252/384; weights 48 B, nnz 3 -> 108 bits;
+     * out 36 B, nnz 4 -> 9 + 128 = 137 bits of 288. */
+    int nl;
+    got_n = 0;
+    assert_int_equal(et_trace_read(tpath, &nl, NULL, 0, keep, NULL), ET_OK);
+    assert_int_equal(got_n, 1);
+    assert_int_equal(got_op.nblk, 1);
+    assert_int_equal(got_op.spec, 0); /* a given mask, not predicted by et_matmul.spec */
+    assert_int_equal(got_op.co, 2);
+    assert_int_equal(got_op.co_dense, 3);
+    assert_int_equal(got_sums[0], 4);
+    for (int k = 1; k < ET_HW_NSUM; k++) assert_int_equal(got_sums[k], 3);
+    assert_int_equal(got_op.dram[ET_HW_T_IN][ET_HW_C_DENSE], 48);
+    assert_int_equal(got_op.dram[ET_HW_T_IN][ET_HW_C_BITMASK], 48 * 140 / 384);
+    assert_int_equal(got_op.dram[ET_HW_T_IN][ET_HW_C_RLE], 48 * 252 / 384);
+    assert_int_equal(got_op.dram[ET_HW_T_W][ET_HW_C_BITMASK], 48 * 108 / 384);
+    assert_int_equal(got_op.dram[ET_HW_T_OUT][ET_HW_C_BITMASK], 36 * 137 / 288);
+    close_rel(got_op.w_density, 3.0 / 12);
+
+    /* toy: Ci 4; slots per pair = ceil(4/IP)*IP*OP*S_log2(OP): 1x8 96, 2x4 48,
+     * 4x2 24, 8x1 32 -> 4x2; PE cycles ceil(4/4)*S_1 = 3; MACs 4*S_0 = 16;
+     * the mask was given (no prediction): no speculation cost, 3 cycles.
+     * SRAM: operands 48 + 48, result 36 * (4 of 9 computed) = 16 -> 112 B.
+     * DRAM (bitmask): 17 + 13 + 17 = 47 B.
+     * Energy: 16*0.5 + 112*2 + 47*10 + 3*2 = 708 pJ. */
+    et_hw_totals t;
+    et_hw_run_totals(ra, -1, -1, &t);
+    close_rel(t.cycles, 3);
+    close_rel(t.macs, 16);
+    close_rel(t.utilization, 16.0 / 24);
+    close_rel(t.sram_bytes, 112);
+    close_rel(t.dram_bytes, 47);
+    close_rel(t.e_spec_j, 0);
+    close_rel(t.energy_j, 708e-12);
+    /* baseline 2x4, dense: ceil(4/2)*ceil(3/4)*3 = 6 cycles, 36 MACs, SRAM 132,
+     * DRAM 132: 18 + 264 + 1320 + 12 = 1614 pJ */
+    et_hw_totals u;
+    et_hw_run_totals(rb, -1, -1, &u);
+    close_rel(u.cycles, 6);
+    close_rel(u.macs, 36);
+    close_rel(u.utilization, 0.75);
+    close_rel(u.sram_bytes, 132);
+    close_rel(u.dram_bytes, 132);
+    close_rel(u.e_spec_j, 0);
+    close_rel(u.energy_j, 1614e-12);
+    /* the same record replayed from the file costs the same */
+    et_hw_run *rr;
+    assert_int_equal(et_hw_run_create(&a, 0, 1, &rr), ET_OK);
+    assert_int_equal(et_trace_read(tpath, &nl, NULL, 0, (et_trace_fn)et_hw_run_op, rr), ET_OK);
+    et_hw_totals r;
+    et_hw_run_totals(rr, -1, -1, &r);
+    assert_memory_equal(&r, &t, sizeof r);
+    /* RLE instead of bitmask: 31 + 48*180/384 (weights: 3 entries + runs...) -- only
+     * the codec changes: DRAM = sum of min(dense, rle) per kind */
+    a.compress = ET_HW_COMPRESS_RLE;
+    et_hw_run *rl;
+    assert_int_equal(et_hw_run_create(&a, 0, 1, &rl), ET_OK);
+    assert_int_equal(et_trace_read(tpath, &nl, NULL, 0, (et_trace_fn)et_hw_run_op, rl), ET_OK);
+    et_hw_run_totals(rl, -1, -1, &r);
+    int64_t want = 0;
+    for (int k = 0; k < ET_HW_NT; k++) {
+        int64_t d = got_op.dram[k][ET_HW_C_DENSE], x = got_op.dram[k][ET_HW_C_RLE];
+        want += x < d ? x : d;
+    }
+    close_rel(r.dram_bytes, (double)want);
+    et_hw_run_free(ra), et_hw_run_free(rb), et_hw_run_free(rr), et_hw_run_free(rl);
+    et_model_free(m);
+}
+
+/* The structured RPO equals brute force over every pair: the sum over
+ * positions of ceil(Ci/IP)*ceil(Co(p)/OP)*IP*OP, fewest slots, ties to the
+ * larger IP then OP. */
+static void test_rpo_structured_brute(void **state) {
+    (void)state;
+    et_hw_arch a;
+    assert_int_equal(et_hw_arch_load("elearn", NULL, 0, &a), ET_OK);
+    uint64_t x = 12345;
+    for (int trial = 0; trial < 2000; trial++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        int bits = (int[]){2, 4, 8}[(x >> 40) % 3];
+        et_hw_prec p = {ET_HW_INT, bits, bits};
+        et_hw_pair pairs[ET_HW_MAX_LIST];
+        int n = et_hw_pairs(&a, p, pairs, ET_HW_MAX_LIST);
+        int64_t ci = 1 + (int64_t)((x >> 20) % 600), cod = 1 + (int64_t)((x >> 30) % 300), np = 1 + (int64_t)((x >> 50) % 64);
+        int64_t co[64], sum[ET_HW_NSUM] = {0};
+        for (int i = 0; i < np; i++) {
+            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+            co[i] = (int64_t)((x >> 33) % (uint64_t)(cod + 1));
+            for (int k = 0; k < ET_HW_NSUM; k++) sum[k] += (co[i] + (1 << k) - 1) >> k;
+        }
+        int best = -1;
+        double bs = 0, macs = 0;
+        for (int i = 0; i < np; i++) macs += (double)ci * co[i];
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int i = 0; i < np; i++)
+                s += (double)((ci + pairs[j].ip - 1) / pairs[j].ip) * (double)((co[i] + pairs[j].op - 1) / pairs[j].op) *
+                     pairs[j].ip * pairs[j].op;
+            if (best < 0 || s < bs ||
+                (s == bs && (pairs[j].ip > pairs[best].ip || (pairs[j].ip == pairs[best].ip && pairs[j].op > pairs[best].op))))
+                best = j, bs = s;
+        }
+        et_hw_pair got;
+        double util;
+        assert_int_equal(et_hw_rpo_structured(ci, sum, pairs, n, &got, &util), ET_OK);
+        assert_int_equal(got.ip, pairs[best].ip);
+        assert_int_equal(got.op, pairs[best].op);
+        close_rel(util, bs > 0 ? macs / bs : 0);
+    }
+}
+
+/* A run with masks and zero operands in every stage, fed live and through a
+ * trace file: the replay equals the live run field for field, on elearn
+ * (structure used) and on the baseline (structure ignored). */
+static void test_live_equals_replay_sparse(void **state) {
+    (void)state;
+    et_model *m;
+    assert_int_equal(et_model_parse("input 2 6 6\nconv 4 k=3 p=1\nrelu\nflatten\nlinear 5\n", "t", &m), ET_OK);
+    assert_int_equal(et_model_set_precision(m, "w=int4,a=int8,e=int8,g=int16"), ET_OK);
+    assert_int_equal(et_model_plan(m, 3, NULL), ET_OK);
+    assert_int_equal(et_model_init_he(m, 2), ET_OK);
+    int nn = et_model_num_nodes(m);
+    et_hw_arch a, b;
+    assert_int_equal(et_hw_arch_load("elearn", NULL, 0, &a), ET_OK);
+    assert_int_equal(et_hw_arch_load("baseline", NULL, 0, &b), ET_OK);
+    et_hw_run *la, *lb, *pa, *pb;
+    assert_int_equal(et_hw_run_create(&a, 1, nn, &la), ET_OK);
+    assert_int_equal(et_hw_run_create(&b, 1, nn, &lb), ET_OK);
+    const char *names[8] = {0};
+    for (int i = 0; i < nn; i++) et_model_node_info(m, i, &names[i], NULL, NULL);
+    et_trace_writer *tw;
+    assert_int_equal(et_trace_create(tpath, nn, names, &tw), ET_OK);
+    assert_int_equal(et_model_attach_hw(m, la, lb, tw), ET_OK);
+    /* conv: FF Y[4, 3*36] = W[4,18] col[18, 108]; EP dcol[18,108] = W^T dY; WG dW[4,18] = dY col^T.
+     * linear (node 3, 144 -> 5): FF [3,5] = X[3,144] W^T; EP [3,144] = dY W; WG [5,144] = dY^T X */
+    static float A[20000], B[20000], C[20000];
+    static uint8_t mask[20000];
+    lh_fill(A, 20000, 1, -1, 1), lh_fill(B, 20000, 2, -1, 1);
+    for (int i = 0; i < 20000; i += 3) B[i] = 0; /* zero operands */
+    for (int i = 0; i < 20000; i++) mask[i] = (uint8_t)((i * 7919u) % 5 < 2);
+    const float *wc = m->nodes[0].layer.params[0].use, *wl = m->nodes[3].layer.params[0].use;
+    float *gc = m->nodes[0].layer.params[0].grad, *gl = m->nodes[3].layer.params[0].grad;
+    for (int step = 0; step < 2; step++) {
+        et_matmul ops[] = {
+            {ET_FF, 0, 0, 0, 4, 108, 18, wc, 18, B, 108, C, 108, 0.0f, 0, mask, 108, NULL},
+            {ET_FF, 3, 0, 1, 3, 5, 144, A, 144, wl, 144, C, 5, 0.0f, 0, mask + 7, 5, NULL},
+            {ET_WG, 3, 1, 0, 5, 144, 3, B, 5, A, 144, gl, 144, 0.0f, 0, NULL, 0, NULL},
+            {ET_EP, 3, 0, 0, 3, 144, 5, B, 5, wl, 144, C, 144, 0.0f, 0, mask + 3, 144, NULL},
+            {ET_WG, 0, 0, 1, 4, 18, 108, B, 108, A, 108, gc, 18, 0.0f, 0, NULL, 0, NULL},
+            {ET_EP, 0, 1, 0, 18, 108, 4, wc, 18, B, 108, C, 108, 0.0f, 1, mask + 11, 108, NULL},
+        };
+        for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+            assert_int_equal(et_matmul_run(et_model_engine(m), &ops[i]), ET_OK);
+    }
+    et_model_attach_hw(m, NULL, NULL, NULL);
+    assert_int_equal(et_trace_close(tw, 1), ET_OK);
+    assert_int_equal(et_hw_run_create(&a, 1, nn, &pa), ET_OK);
+    assert_int_equal(et_hw_run_create(&b, 1, nn, &pb), ET_OK);
+    int nl;
+    assert_int_equal(et_trace_read(tpath, &nl, NULL, 0, (et_trace_fn)et_hw_run_op, pa), ET_OK);
+    assert_int_equal(et_trace_read(tpath, &nl, NULL, 0, (et_trace_fn)et_hw_run_op, pb), ET_OK);
+    for (int l = -1; l < nn; l++)
+        for (int s = -1; s < ET_NSTAGES; s++) {
+            et_hw_totals x, y;
+            et_hw_run_totals(la, l, s, &x), et_hw_run_totals(pa, l, s, &y);
+            assert_memory_equal(&x, &y, sizeof x);
+            et_hw_run_totals(lb, l, s, &x), et_hw_run_totals(pb, l, s, &y);
+            assert_memory_equal(&x, &y, sizeof x);
+        }
+    /* the masks keep 2 of 5 outputs: elearn executes fewer MACs than the
+     * dense baseline; the masks were given, not predicted: no speculation cost */
+    et_hw_totals ta, tb, ff, ep, ffb, wg, wgb;
+    et_hw_run_totals(la, -1, -1, &ta), et_hw_run_totals(lb, -1, -1, &tb);
+    et_hw_run_totals(la, -1, ET_FF, &ff), et_hw_run_totals(la, -1, ET_EP, &ep);
+    et_hw_run_totals(lb, -1, ET_FF, &ffb);
+    et_hw_run_totals(la, -1, ET_WG, &wg), et_hw_run_totals(lb, -1, ET_WG, &wgb);
+    assert_true(ff.macs < 0.5 * ffb.macs && ff.macs > 0.3 * ffb.macs);
+    assert_true(wg.macs == wgb.macs); /* no mask in WG: dense on both */
+    assert_true(ff.e_spec_j == 0 && ep.e_spec_j == 0 && tb.e_spec_j == 0);
+    assert_true(ta.dram_bytes < tb.dram_bytes);
+    et_hw_run_free(la), et_hw_run_free(lb), et_hw_run_free(pa), et_hw_run_free(pb);
+    et_model_free(m);
+}
+
+/* A training run with speculation (--sparsity speculate): the masks the path
+ * predicts reach the model; live = replay; the unit is paid in FF only. */
+static void test_speculating_run(void **state) {
+    (void)state;
+    et_model *m;
+    assert_int_equal(et_model_parse("input 1 8 8\nconv 8 k=3 p=1\nrelu\nconv 8 k=3 p=1\nrelu\nflatten\nlinear 10\n",
+                                    "t", &m), ET_OK);
+    assert_int_equal(et_model_set_precision(m, "w=int8,a=int8,e=int8,g=int16"), ET_OK);
+    et_sparsity sp;
+    assert_int_equal(et_sparsity_parse("speculate", NULL, &sp), ET_OK);
+    assert_int_equal(et_model_set_sparsity(m, &sp), ET_OK);
+    assert_int_equal(et_model_plan(m, 4, NULL), ET_OK);
+    assert_int_equal(et_model_init_he(m, 3), ET_OK);
+    int nn = et_model_num_nodes(m);
+    et_hw_arch a, b;
+    assert_int_equal(et_hw_arch_load("elearn", NULL, 0, &a), ET_OK);
+    assert_int_equal(et_hw_arch_load("baseline", NULL, 0, &b), ET_OK);
+    et_hw_run *la, *lb, *pa;
+    assert_int_equal(et_hw_run_create(&a, 0, nn, &la), ET_OK);
+    assert_int_equal(et_hw_run_create(&b, 0, nn, &lb), ET_OK);
+    const char *names[16] = {0};
+    for (int i = 0; i < nn; i++) et_model_node_info(m, i, &names[i], NULL, NULL);
+    et_trace_writer *tw;
+    assert_int_equal(et_trace_create(tpath, nn, names, &tw), ET_OK);
+    assert_int_equal(et_model_attach_hw(m, la, lb, tw), ET_OK);
+    uint8_t labels[4] = {1, 2, 3, 4};
+    float loss;
+    for (int s = 0; s < 3; s++) {
+        lh_fill(et_model_input(m), 256, 20 + (uint64_t)s, -1, 1);
+        assert_int_equal(et_model_train_step(m, labels, 4, 0.05f, &loss), ET_OK);
+    }
+    et_model_attach_hw(m, NULL, NULL, NULL);
+    assert_int_equal(et_trace_close(tw, 1), ET_OK);
+    assert_int_equal(et_hw_run_create(&a, 0, nn, &pa), ET_OK);
+    int nl;
+    assert_int_equal(et_trace_read(tpath, &nl, NULL, 0, (et_trace_fn)et_hw_run_op, pa), ET_OK);
+    for (int l = -1; l < nn; l++)
+        for (int s = -1; s < ET_NSTAGES; s++) {
+            et_hw_totals x, y;
+            et_hw_run_totals(la, l, s, &x), et_hw_run_totals(pa, l, s, &y);
+            assert_memory_equal(&x, &y, sizeof x);
+        }
+    et_hw_totals ff, ep, wg, ta, tb;
+    et_hw_run_totals(la, -1, ET_FF, &ff), et_hw_run_totals(la, -1, ET_EP, &ep), et_hw_run_totals(la, -1, ET_WG, &wg);
+    et_hw_run_totals(la, -1, -1, &ta), et_hw_run_totals(lb, -1, -1, &tb);
+    assert_true(ff.e_spec_j > 0 && ep.e_spec_j == 0 && wg.e_spec_j == 0);
+    assert_true(ta.macs < tb.macs); /* some outputs were predicted zero */
+    et_hw_run_free(la), et_hw_run_free(lb), et_hw_run_free(pa);
+    et_model_free(m);
+    remove(tpath);
+}
+
+static et_status count_op(void *ctx, const et_hw_op *op) {
+    (void)op;
+    ++*(int *)ctx;
+    return ET_OK;
+}
+
+/* Version-2 rejection: structure inconsistent or cut; version 1 still read. */
+static void test_trace_v2_rejects(void **state) {
+    (void)state;
+    FILE *f = fopen(tpath, "rb");
+    assert_non_null(f);
+    static unsigned char buf[1 << 17];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    assert_true(n > 300 && n < sizeof buf);
+    char bad[80];
+    snprintf(bad, sizeof bad, "%s.bad", tpath);
+    int nl, cnt;
+    /* the first record (after 28 header bytes and 5 names: "0" "1" "2" "3" and
+     * "") is conv FF with structure: its first block's S_1 made larger than S_0 */
+    size_t rec = 28 + 2 + 2 + 2 + 2;
+    assert_int_equal(buf[rec + 176], 2); /* nblk = ceil(108/64) */
+    unsigned char save = buf[rec + 184 + 4];
+    buf[rec + 184 + 4] = 0xff;
+    f = fopen(bad, "wb");
+    fwrite(buf, 1, n, f);
+    fclose(f);
+    buf[rec + 184 + 4] = save;
+    assert_int_equal(et_trace_read(bad, &nl, NULL, 0, count_op, &cnt), ET_ERR_FORMAT);
+    assert_non_null(strstr(et_last_error(), "structure"));
+    /* nblk that does not match the positions */
+    buf[rec + 176] = 3;
+    f = fopen(bad, "wb");
+    fwrite(buf, 1, n, f);
+    fclose(f);
+    buf[rec + 176] = 2;
+    assert_int_equal(et_trace_read(bad, &nl, NULL, 0, count_op, &cnt), ET_ERR_FORMAT);
+    /* every truncation is an error */
+    for (size_t cut = 0; cut < n; cut += (cut < 600 ? 1 : 97)) {
+        f = fopen(bad, "wb");
+        fwrite(buf, 1, cut, f);
+        fclose(f);
+        cnt = 0;
+        assert_int_not_equal(et_trace_read(bad, &nl, NULL, 0, count_op, &cnt), ET_OK);
+    }
+    /* a version-1 file (20-byte header, one 96-byte record) is read as dense */
+    unsigned char v1[20 + 2 + 96 + 16] = "ETTRACE";
+    v1[8] = 1, v1[12] = 96, v1[16] = 1;
+    v1[20] = 1, v1[21] = 'x';
+    unsigned char *r = v1 + 22;
+    r[20] = 8, r[28] = 8;            /* a_bits, w_bits */
+    r[32] = 4, r[40] = 3, r[48] = 3; /* ci, co, co_dense */
+    r[56] = 2;                       /* spatial */
+    double one = 1.0;
+    memcpy(r + 64, &one, 8);
+    r[72] = 100, r[80] = 50; /* sram, dram */
+    memcpy(v1 + 22 + 96, "ETTREND", 8);
+    v1[22 + 96 + 8] = 1;
+    f = fopen(bad, "wb");
+    fwrite(v1, 1, sizeof v1, f);
+    fclose(f);
+    got_n = 0;
+    assert_int_equal(et_trace_read(bad, &nl, NULL, 0, keep, NULL), ET_OK);
+    assert_int_equal(got_n, 1);
+    assert_int_equal(got_op.nblk, 0);
+    assert_int_equal(got_op.dram_bytes, 50);
+    remove(bad);
+    remove(tpath);
+}
+
+int main(void) {
+    snprintf(tpath, sizeof tpath, "/tmp/et_hwsparse_%d.etr", (int)getpid());
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hand_case), cmocka_unit_test(test_rpo_structured_brute),
+        cmocka_unit_test(test_live_equals_replay_sparse), cmocka_unit_test(test_trace_v2_rejects),
+        cmocka_unit_test(test_speculating_run)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
