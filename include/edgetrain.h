@@ -607,6 +607,8 @@ typedef struct et_hw_tile {
     int structured;
     int spec;           /* FF whose output mask came from speculation: the unit predicted it */
     int64_t co_sum[ET_HW_NSUM];
+    int spec_bits;      /* with spec: operand bits of the unit's predicting MACs (1..8), 0 when
+                           not recorded (the config's 2x2-bit cost applies) */
 } et_hw_tile;
 
 typedef struct et_hw_cost {
@@ -668,6 +670,7 @@ typedef struct et_hw_op {
     int64_t sram_out_bytes;
     int64_t dram[ET_HW_NT][ET_HW_NC];
     int32_t spec;       /* 1: FF with an output mask (speculation) */
+    int32_t spec_bits;  /* with spec: the prediction's operand bits (1..8; 0: not recorded) */
     int64_t nblk;       /* blocks of ET_HW_BLK positions with structure (0: dense output) */
     const uint32_t *sums; /* nblk x ET_HW_NSUM: per block S_k (see ET_HW_BLK) */
 } et_hw_op;

@@ -151,7 +151,7 @@ static void test_tile_hand(void **state) {
      * 10*8*4 = 320 MACs / 32 = 10 cycles, in parallel: 20 cycles. Energy:
      * MACs 10*5*4 = 200 x 0.5 = 100, speculation 320 x 0.01 = 3.2, SRAM
      * 100 x 2 = 200, DRAM 20 x 10 = 200, cycles 20 x 2 = 40: 543.2 pJ. */
-    et_hw_tile t = {ET_FF, {ET_HW_INT, 8, 8}, 10, 5, 8, 4, 1.0, 100, 20, {0, 0}, 0, 0, {0}};
+    et_hw_tile t = {ET_FF, {ET_HW_INT, 8, 8}, 10, 5, 8, 4, 1.0, 100, 20, {0, 0}, 0, 0, {0}, 0};
     t.spec = 1; /* its output mask came from the speculation unit */
     et_hw_cost c;
     assert_int_equal(et_hw_tile_cost(&a, 0, &t, &c), ET_OK);
@@ -169,10 +169,29 @@ static void test_tile_hand(void **state) {
     near(c.e_cycle_pj, 40, 1e-12);
     near(c.energy_pj, 543.2, 1e-12);
     near(c.time_s, 20 / 100e6, 1e-12);
+    /* The unit's figures are for 2x2-bit MACs: recorded as 2 bits nothing
+     * changes; 4-bit predictions cost (4/2)^2 = 4x: 1280 MACs-equivalent, 40
+     * cycles (now longer than the PE array's 20), 12.8 pJ, and 20 more cycles
+     * of 2 pJ: 543.2 - 3.2 + 12.8 + 40 = 592.8 pJ; 8-bit ones 16x. */
+    t.spec_bits = 2;
+    assert_int_equal(et_hw_tile_cost(&a, 0, &t, &c), ET_OK);
+    near(c.e_spec_pj, 3.2, 1e-12);
+    assert_int_equal(c.cycles, 20);
+    t.spec_bits = 4;
+    assert_int_equal(et_hw_tile_cost(&a, 0, &t, &c), ET_OK);
+    assert_int_equal(c.spec_cycles, 40);
+    assert_int_equal(c.cycles, 40);
+    near(c.e_spec_pj, 12.8, 1e-12);
+    near(c.energy_pj, 592.8, 1e-12);
+    t.spec_bits = 8;
+    assert_int_equal(et_hw_tile_cost(&a, 0, &t, &c), ET_OK);
+    assert_int_equal(c.spec_cycles, 160);
+    near(c.e_spec_pj, 51.2, 1e-12);
+    t.spec_bits = 0;
     /* EP of the same tile reuses FF's word 2x8: dX has 10 outputs from 5
      * inputs: ceil(5/2)*ceil(10/8)*4 = 24 cycles, utilization 50/96, no
      * speculation cost in BP. Energy 200 x 0.5 + 24 x 2 = 148 pJ. */
-    et_hw_tile ep = {ET_EP, {ET_HW_INT, 8, 8}, 5, 10, 10, 4, 1.0, 0, 0, c.cfg, 0, 0, {0}};
+    et_hw_tile ep = {ET_EP, {ET_HW_INT, 8, 8}, 5, 10, 10, 4, 1.0, 0, 0, c.cfg, 0, 0, {0}, 0};
     assert_int_equal(et_hw_tile_cost(&a, 0, &ep, &c), ET_OK);
     assert_int_equal(c.cycles, 24);
     near(c.utilization, 50.0 / 96, 1e-15);
@@ -182,7 +201,7 @@ static void test_tile_hand(void **state) {
      * INT8x2 has 16 x 64/16 = 64 MACs per cycle: pairs 4x16 (4*1*64 = 256
      * slots for Ci 16, Co 8), 8x8 (2*1*64 = 128), 16x4 (1*2*64 = 128): the
      * tie goes to 16x4; 1*2*2 = 4 cycles, utilization 1. */
-    et_hw_tile i4 = {ET_EP, {ET_HW_INT, 8, 2}, 16, 8, 8, 2, 1.0, 0, 0, {0, 0}, 0, 0, {0}};
+    et_hw_tile i4 = {ET_EP, {ET_HW_INT, 8, 2}, 16, 8, 8, 2, 1.0, 0, 0, {0, 0}, 0, 0, {0}, 0};
     assert_int_equal(et_hw_tile_cost(&a, 1, &i4, &c), ET_OK);
     assert_int_equal(c.cfg.ip, 16);
     assert_int_equal(c.cfg.op, 4);
@@ -195,7 +214,7 @@ static void test_tile_hand(void **state) {
     assert_non_null(strstr(et_last_error(), "not allowed"));
     /* the baseline computes every output, with its one fixed pair */
     load("baseline", &a);
-    et_hw_tile b = {ET_FF, {ET_HW_INT, 8, 8}, 20, 3, 10, 1, 1.0, 0, 0, {0, 0}, 0, 0, {0}};
+    et_hw_tile b = {ET_FF, {ET_HW_INT, 8, 8}, 20, 3, 10, 1, 1.0, 0, 0, {0, 0}, 0, 0, {0}, 0};
     assert_int_equal(et_hw_tile_cost(&a, 0, &b, &c), ET_OK);
     assert_int_equal(c.cfg.ip, 16);
     assert_int_equal(c.cycles, 2); /* ceil(20/16) * ceil(10/16) */
@@ -206,7 +225,7 @@ static void test_tile_hand(void **state) {
     assert_int_equal(c.cfg.op, 16);
     /* trainer skips pruned weights: Ci 100 at density 0.25 acts as 25 */
     load("trainer", &a);
-    et_hw_tile w = {ET_WG, {ET_HW_FP, 16, 16}, 100, 64, 64, 1, 0.25, 0, 0, {0, 0}, 0, 0, {0}};
+    et_hw_tile w = {ET_WG, {ET_HW_FP, 16, 16}, 100, 64, 64, 1, 0.25, 0, 0, {0, 0}, 0, 0, {0}, 0};
     assert_int_equal(et_hw_tile_cost(&a, 0, &w, &c), ET_OK);
     near(c.macs, 25 * 64, 0);
 }

@@ -79,7 +79,7 @@ static void test_hand_case(void **state) {
     et_trace_writer *tw;
     assert_int_equal(et_trace_create(tpath, 1, names, &tw), ET_OK);
     assert_int_equal(et_model_attach_hw(m, ra, rb, tw), ET_OK);
-    et_matmul mm = {ET_FF, 0, 0, 1, 3, 3, 4, X, 4, w, 4, C, 3, 0.0f, 0, mask, 3, NULL};
+    et_matmul mm = {ET_FF, 0, 0, 1, 3, 3, 4, X, 4, w, 4, C, 3, 0.0f, 0, mask, 3, NULL, 0, 0};
     assert_int_equal(et_matmul_run(et_model_engine(m), &mm), ET_OK);
     assert_int_equal(et_trace_close(tw, 1), ET_OK);
     et_model_attach_hw(m, NULL, NULL, NULL);
@@ -233,12 +233,12 @@ static void test_live_equals_replay_sparse(void **state) {
     float *gc = m->nodes[0].layer.params[0].grad, *gl = m->nodes[3].layer.params[0].grad;
     for (int step = 0; step < 2; step++) {
         et_matmul ops[] = {
-            {ET_FF, 0, 0, 0, 4, 108, 18, wc, 18, B, 108, C, 108, 0.0f, 0, mask, 108, NULL},
-            {ET_FF, 3, 0, 1, 3, 5, 144, A, 144, wl, 144, C, 5, 0.0f, 0, mask + 7, 5, NULL},
-            {ET_WG, 3, 1, 0, 5, 144, 3, B, 5, A, 144, gl, 144, 0.0f, 0, NULL, 0, NULL},
-            {ET_EP, 3, 0, 0, 3, 144, 5, B, 5, wl, 144, C, 144, 0.0f, 0, mask + 3, 144, NULL},
-            {ET_WG, 0, 0, 1, 4, 18, 108, B, 108, A, 108, gc, 18, 0.0f, 0, NULL, 0, NULL},
-            {ET_EP, 0, 1, 0, 18, 108, 4, wc, 18, B, 108, C, 108, 0.0f, 1, mask + 11, 108, NULL},
+            {ET_FF, 0, 0, 0, 4, 108, 18, wc, 18, B, 108, C, 108, 0.0f, 0, mask, 108, NULL, 0, 0},
+            {ET_FF, 3, 0, 1, 3, 5, 144, A, 144, wl, 144, C, 5, 0.0f, 0, mask + 7, 5, NULL, 0, 0},
+            {ET_WG, 3, 1, 0, 5, 144, 3, B, 5, A, 144, gl, 144, 0.0f, 0, NULL, 0, NULL, 0, 0},
+            {ET_EP, 3, 0, 0, 3, 144, 5, B, 5, wl, 144, C, 144, 0.0f, 0, mask + 3, 144, NULL, 0, 0},
+            {ET_WG, 0, 0, 1, 4, 18, 108, B, 108, A, 108, gc, 18, 0.0f, 0, NULL, 0, NULL, 0, 0},
+            {ET_EP, 0, 1, 0, 18, 108, 4, wc, 18, B, 108, C, 108, 0.0f, 1, mask + 11, 108, NULL, 0, 0},
         };
         for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
             assert_int_equal(et_matmul_run(et_model_engine(m), &ops[i]), ET_OK);
@@ -271,6 +271,14 @@ static void test_live_equals_replay_sparse(void **state) {
     assert_true(ta.dram_bytes < tb.dram_bytes);
     et_hw_run_free(la), et_hw_run_free(lb), et_hw_run_free(pa), et_hw_run_free(pb);
     et_model_free(m);
+}
+
+/* Every speculated FF record carries the prediction's bit width (4, the
+ * default of --spec-bits); others carry 0. */
+static et_status check_spec_bits(void *ctx, const et_hw_op *op) {
+    if (op->spec ? op->spec_bits != 4 : op->spec_bits != 0) return et_set_error(ET_ERR_INVALID, "spec_bits %d", op->spec_bits);
+    *(int *)ctx += op->spec;
+    return ET_OK;
 }
 
 /* A training run with speculation (--sparsity speculate): the masks the path
@@ -309,6 +317,9 @@ static void test_speculating_run(void **state) {
     assert_int_equal(et_hw_run_create(&a, 0, nn, &pa), ET_OK);
     int nl;
     assert_int_equal(et_trace_read(tpath, &nl, NULL, 0, (et_trace_fn)et_hw_run_op, pa), ET_OK);
+    int nspec = 0;
+    assert_int_equal(et_trace_read(tpath, &nl, NULL, 0, check_spec_bits, &nspec), ET_OK);
+    assert_true(nspec > 0);
     for (int l = -1; l < nn; l++)
         for (int s = -1; s < ET_NSTAGES; s++) {
             et_hw_totals x, y;

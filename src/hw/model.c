@@ -267,10 +267,13 @@ et_status et_hw_tile_cost(const et_hw_arch *a, int opp, const et_hw_tile *t, et_
         out->macs = (double)ci * (double)co * (double)t->spatial;
     }
     if (a->speculation && t->spec && t->stage == ET_FF) {
-        /* the unit predicts every output: Ci x Co_dense low-bit MACs per position */
+        /* the unit predicts every output: Ci x Co_dense low-bit MACs per position.
+         * Its figures are for 2x2-bit MACs; b-bit operands cost (b/2)^2 of them
+         * in energy and in throughput, as the PE array's b x b products do. */
         double sm = (double)t->ci * (double)t->co_dense * (double)t->spatial;
-        out->spec_cycles = (int64_t)ceil(sm / a->spec_macs_per_cycle);
-        out->e_spec_pj = sm * a->spec_pj_per_mac * sv;
+        double f = t->spec_bits > 0 ? (double)t->spec_bits * (double)t->spec_bits / 4.0 : 1.0;
+        out->spec_cycles = (int64_t)ceil(sm * f / a->spec_macs_per_cycle);
+        out->e_spec_pj = sm * f * a->spec_pj_per_mac * sv;
     }
     out->cycles = out->pe_cycles > out->spec_cycles ? out->pe_cycles : out->spec_cycles;
     out->e_mac_pj = out->macs * mac_pj(a, t->prec) * sv;

@@ -194,6 +194,7 @@ et_status et_hw_run_op(et_hw_run *r, const et_hw_op *op) {
     t.ci = op->ci, t.co = op->co, t.co_dense = op->co_dense, t.spatial = op->spatial;
     t.w_density = op->w_density;
     t.spec = op->spec;
+    t.spec_bits = op->spec_bits;
     t.dram_bytes = dram_of(a, op);
     const int structured = a->speculation && op->nblk > 0;
     /* results the architecture does not compute are not written to SRAM */

@@ -8,7 +8,7 @@
  *            i32 a_kind | i32 a_bits | i32 w_kind | i32 w_bits | i64 ci | i64 co |
  *            i64 co_dense | i64 spatial | f64 w_density | i64 sram_bytes |
  *            i64 dram_bytes | i64 sram_out_bytes | i64 dram[3 kinds][3 codecs] |
- *            u32 spec | u32 0 | u64 nblk
+ *            u32 spec | u32 spec_bits (0..8; 0: not recorded) | u64 nblk
  *            then nblk x (sums per block) u32: the output structure
  *   trailer  "ETTREND\0" | u64 record count
  * Version 1: a 20-byte header (no block fields), 96-byte records (the fields up
@@ -100,6 +100,7 @@ static void encode(const et_hw_op *op, unsigned char *r) {
     for (int k = 0; k < ET_HW_NT; k++)
         for (int c = 0; c < ET_HW_NC; c++) put_u64(r + 96 + 8 * (k * ET_HW_NC + c), (uint64_t)op->dram[k][c]);
     put_u32(r + 168, (uint32_t)op->spec);
+    put_u32(r + 172, (uint32_t)op->spec_bits);
     put_u64(r + 176, (uint64_t)op->nblk);
 }
 
@@ -127,12 +128,13 @@ static int decode_v2(const unsigned char *r, et_hw_op *op) {
             if (op->dram[k][c] < 0 || op->dram[k][c] > ((int64_t)1 << 52)) return 0;
         }
     for (int k = 0; k < ET_HW_NT; k++) sum += op->dram[k][ET_HW_C_DENSE];
-    uint32_t spec = get_u32(r + 168);
+    uint32_t spec = get_u32(r + 168), spec_bits = get_u32(r + 172);
     op->spec = (int32_t)spec;
+    op->spec_bits = (int32_t)spec_bits;
     op->nblk = (int64_t)get_u64(r + 176);
     int64_t want = (op->spatial + ET_HW_BLK - 1) / ET_HW_BLK;
     return sum == op->dram_bytes && op->sram_out_bytes >= 0 && op->sram_out_bytes <= op->sram_bytes && spec <= 1 &&
-           get_u32(r + 172) == 0 && (op->nblk == 0 || (op->nblk == want && op->nblk <= MAX_BLOCKS)) &&
+           spec_bits <= 8 && (spec || !spec_bits) && (op->nblk == 0 || (op->nblk == want && op->nblk <= MAX_BLOCKS)) &&
            (!spec || (op->nblk && op->stage == ET_FF));
 }
 

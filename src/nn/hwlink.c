@@ -118,6 +118,9 @@ static et_status structure(hw_link *k, const et_matmul *mm, int co_rows, et_hw_o
     op->nblk = nblk;
     op->sums = k->sums;
     op->spec = mm->spec != NULL && mm->stage == ET_FF;
+    /* B-bit predictions use B-bit MACs; exact prediction is costed as the
+     * widest (8-bit) unit; exponent-only prediction is not recorded (0) */
+    op->spec_bits = !op->spec ? 0 : mm->spec->bits == ET_SPEC_EXACT ? 8 : mm->spec->bits >= 1 && mm->spec->bits <= 8 ? mm->spec->bits : 0;
     return ET_OK;
 }
 
