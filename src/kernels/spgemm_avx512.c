@@ -179,6 +179,24 @@ static const scan_fn scans[2][MR][NV] = {
      STILE_PTRS(scanS, 5), STILE_PTRS(scanS, 6), STILE_PTRS(scanS, 7), STILE_PTRS(scanS, 8)},
 };
 
+/* Shared by the panel scans: step p's non-zero pattern (16*nsub columns from
+ * bit bit0) into its row of B bits, and the per-column counts added to ccnt. */
+static inline void brow_put(uint64_t *w, int bit0, int nsub, uint64_t t) {
+    int o = bit0 & 63;
+    w[bit0 >> 6] |= t << o;
+    if (o && o + 16 * nsub > 64) w[(bit0 >> 6) + 1] |= t >> (64 - o);
+}
+
+static inline void ccnt_flush(int32_t *ccnt, const __m512i *cc, int n, int nsub) {
+    for (int v = 0; v < nsub; v++) {
+        int left = n - 16 * v;
+        if (left <= 0) break;
+        __mmask16 mk = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        __m512i cur = _mm512_maskz_loadu_epi32(mk, ccnt + 16 * v);
+        _mm512_mask_storeu_epi32(ccnt + 16 * v, mk, _mm512_add_epi32(cur, cc[v]));
+    }
+}
+
 void et_spgemm_tilescan_avx512(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,
                                const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float beta,
                                const uint64_t *kw, int ko, uint64_t *pat) {
@@ -229,21 +247,9 @@ et_spgemm_patpanel_avx512(const uint64_t *pat, int kb, int n, int nsub, uint64_t
             if (ccnt) cc[v] = _mm512_mask_add_epi32(cc[v], mk, cc[v], one);
         }
         if (kcnt) kcnt[p] += __builtin_popcountll(t);
-        if (brow) {
-            uint64_t *w = brow + (size_t)p * bstride;
-            int o = bit0 & 63;
-            w[bit0 >> 6] |= t << o;
-            if (o && o + 16 * nsub > 64) w[(bit0 >> 6) + 1] |= t >> (64 - o);
-        }
+        if (brow) brow_put(brow + (size_t)p * bstride, bit0, nsub, t);
     }
-    if (ccnt)
-        for (int v = 0; v < nsub; v++) {
-            int left = n - 16 * v;
-            if (left <= 0) break;
-            __mmask16 mk = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-            __m512i cur = _mm512_maskz_loadu_epi32(mk, ccnt + 16 * v);
-            _mm512_mask_storeu_epi32(ccnt + 16 * v, mk, _mm512_add_epi32(cur, cc[v]));
-        }
+    if (ccnt) ccnt_flush(ccnt, cc, n, nsub);
 }
 
 void et_spgemm_patpanel_vpop_avx512(const uint64_t *pat, int kb, int n, int nsub, uint64_t *sub,
@@ -366,21 +372,9 @@ et_spgemm_panel_avx512(const float *b, ptrdiff_t bs, int kb, int n, int sw, int 
         for (int v = 0; v < nsub; v++)
             if ((any >> v) & 1) sub[v * kbw + (p >> 6)] |= bit;
         if (kcnt) kcnt[p] += __builtin_popcountll(pat);
-        if (brow) {
-            uint64_t *w = brow + (size_t)p * bstride;
-            int o = bit0 & 63;
-            w[bit0 >> 6] |= pat << o;
-            if (o && o + 16 * nsub > 64) w[(bit0 >> 6) + 1] |= pat >> (64 - o);
-        }
+        if (brow) brow_put(brow + (size_t)p * bstride, bit0, nsub, pat);
     }
-    if (ccnt)
-        for (int v = 0; v < nsub; v++) {
-            int left = n - 16 * v;
-            if (left <= 0) break;
-            __mmask16 mk = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-            __m512i cur = _mm512_maskz_loadu_epi32(mk, ccnt + 16 * v);
-            _mm512_mask_storeu_epi32(ccnt + 16 * v, mk, _mm512_add_epi32(cur, cc[v]));
-        }
+    if (ccnt) ccnt_flush(ccnt, cc, n, nsub);
 }
 
 void et_spgemm_masktile_avx512(float *c, ptrdiff_t ldc, const uint64_t *mw, size_t mstride,
