@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "util/cli_harness.h"
+
 #include "edgetrain.h"
 
 #include <cjson/cJSON.h>
@@ -20,43 +22,12 @@
 #include <unistd.h>
 #include <zlib.h>
 
-static char dir[256];
-static const char *cli;
-static const char *fm = "/usr/share/datasets/fashion-mnist";
 
-static int have_fmnist(void) {
-    char p[512];
-    snprintf(p, sizeof p, "%s/t10k-labels-idx1-ubyte.gz", fm);
-    return access(p, R_OK) == 0;
-}
 
-/* Runs `args` through the CLI; returns the exit status (or 128+signal) and
- * the number of lines it wrote on stderr. */
-static int run(const char *args, int *err_lines, char *err_text, size_t cap) {
-    char cmd[4096], errf[512];
-    snprintf(errf, sizeof errf, "%s/stderr.txt", dir);
-    snprintf(cmd, sizeof cmd, "%s %s >%s/stdout.txt 2>%s", cli, args, dir, errf);
-    int st = system(cmd);
-    int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    FILE *f = fopen(errf, "r");
-    int lines = 0;
-    size_t n = 0;
-    if (f) {
-        int c;
-        while ((c = fgetc(f)) != EOF) {
-            if (c == '\n') lines++;
-            if (err_text && n + 1 < cap) err_text[n++] = (char)c;
-        }
-        fclose(f);
-    }
-    if (err_text) err_text[n] = 0;
-    if (err_lines) *err_lines = lines;
-    return code;
-}
 
 static void write_file(const char *name, const void *data, size_t n) {
     char p[512];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
+    snprintf(p, sizeof p, "%s/%s", ch_dir, name);
     FILE *f = fopen(p, "wb");
     assert_non_null(f);
     assert_int_equal(fwrite(data, 1, n, f), n);
@@ -67,7 +38,7 @@ static void write_text(const char *name, const char *text) { write_file(name, te
 
 static void write_gz(const char *name, const void *data, size_t n) {
     char p[1024];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
+    snprintf(p, sizeof p, "%s/%s", ch_dir, name);
     gzFile g = gzopen(p, "wb");
     assert_non_null(g);
     assert_int_equal(gzwrite(g, data, (unsigned)n), (int)n);
@@ -81,7 +52,7 @@ static void be32(unsigned char *p, uint32_t v) {
 /* A tiny data directory: n images of 28x28 and labels; options to break it. */
 static void make_data(const char *sub, int n_img, int n_lab, int truncate_images, uint32_t img_magic) {
     char p[512];
-    snprintf(p, sizeof p, "%s/%s", dir, sub);
+    snprintf(p, sizeof p, "%s/%s", ch_dir, sub);
     mkdir(p, 0755);
     size_t isz = 16 + (size_t)n_img * 784, lsz = 8 + (size_t)n_lab;
     unsigned char *im = calloc(1, isz), *lb = calloc(1, lsz);
@@ -103,7 +74,7 @@ static void make_data(const char *sub, int n_img, int n_lab, int truncate_images
 static void expect_clean_error(const char *args) {
     int lines;
     char err[2048];
-    int code = run(args, &lines, err, sizeof err);
+    int code = ch_run(args, &lines, err, sizeof err);
     if (code == 0 || code >= 128 || lines != 1) {
         fprintf(stderr, "command: edgetrain %s\nexit %d, %d stderr lines:\n%s\n", args, code, lines, err);
         fail();
@@ -163,20 +134,20 @@ static void test_bad_input(void **state) {
         "info --model mlp --batch 0",
     };
     /* a valid mlp checkpoint for the shape-mismatch case */
-    snprintf(a, sizeof a, "train --model mlp --data fmnist --data-dir %s/good --quiet --steps 1 --test-limit 0 --save %s/mlp.st", dir, dir);
-    assert_int_equal(run(a, NULL, NULL, 0), 0);
+    snprintf(a, sizeof a, "train --model mlp --data fmnist --data-dir %s/good --quiet --steps 1 --test-limit 0 --save %s/mlp.st", ch_dir, ch_dir);
+    assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
     /* and one without optimizer state: a PyTorch-style state dict (eval reads it fine) */
-    snprintf(a, sizeof a, "eval --model mlp --checkpoint %s/mlp.st --data fmnist --data-dir %s/good", dir, dir);
-    assert_int_equal(run(a, NULL, NULL, 0), 0);
-    snprintf(a, sizeof a, "train --model mlp --data fmnist --data-dir %s/good --quiet --steps 1 --test-limit 0 --optimizer adam --save %s/mlp_noopt.st", dir, dir);
-    assert_int_equal(run(a, NULL, NULL, 0), 0);
+    snprintf(a, sizeof a, "eval --model mlp --checkpoint %s/mlp.st --data fmnist --data-dir %s/good", ch_dir, ch_dir);
+    assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
+    snprintf(a, sizeof a, "train --model mlp --data fmnist --data-dir %s/good --quiet --steps 1 --test-limit 0 --optimizer adam --save %s/mlp_noopt.st", ch_dir, ch_dir);
+    assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
-        snprintf(a, sizeof a, cmds[i], dir, dir);
+        snprintf(a, sizeof a, cmds[i], ch_dir, ch_dir);
         expect_clean_error(a);
     }
     /* no temp files left behind */
     char cmd[600];
-    snprintf(cmd, sizeof cmd, "ls %s | grep -q tmp", dir);
+    snprintf(cmd, sizeof cmd, "ls %s | grep -q tmp", ch_dir);
     assert_int_not_equal(system(cmd), 0);
 }
 
@@ -196,26 +167,26 @@ static int files_equal_tensors(const char *pa, const char *pb) {
 
 static void test_resume_and_threads(void **state) {
     (void)state;
-    if (!have_fmnist()) skip();
+    if (!ch_have_fmnist()) skip();
     char a[2048], p1[600], p2[600], p3[600], p4[600];
     const char *base = "train --model %s --data fmnist --train-limit 500 --batch 50 --test-limit 0 --quiet --seed 3";
     const char *models[] = {"lenet", "tests/fixtures/tiny_dropout.et"};
     for (int mi = 0; mi < 2; mi++) {
         char b[600];
         snprintf(b, sizeof b, base, models[mi]);
-        snprintf(p1, sizeof p1, "%s/full.st", dir);
-        snprintf(p2, sizeof p2, "%s/half.st", dir);
-        snprintf(p3, sizeof p3, "%s/resumed.st", dir);
-        snprintf(p4, sizeof p4, "%s/onethread.st", dir);
+        snprintf(p1, sizeof p1, "%s/full.st", ch_dir);
+        snprintf(p2, sizeof p2, "%s/half.st", ch_dir);
+        snprintf(p3, sizeof p3, "%s/resumed.st", ch_dir);
+        snprintf(p4, sizeof p4, "%s/onethread.st", ch_dir);
         snprintf(a, sizeof a, "%s --steps 14 --threads 2 --save %s", b, p1);
-        assert_int_equal(run(a, NULL, NULL, 0), 0);
+        assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
         snprintf(a, sizeof a, "%s --steps 7 --threads 2 --save %s", b, p2);
-        assert_int_equal(run(a, NULL, NULL, 0), 0);
+        assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
         snprintf(a, sizeof a, "%s --steps 14 --threads 2 --resume %s --save %s", b, p2, p3);
-        assert_int_equal(run(a, NULL, NULL, 0), 0);
+        assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
         assert_true(files_equal_tensors(p1, p3));
         snprintf(a, sizeof a, "%s --steps 14 --threads 1 --save %s", b, p4);
-        assert_int_equal(run(a, NULL, NULL, 0), 0);
+        assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
         assert_true(files_equal_tensors(p1, p4));
     }
 }
@@ -225,11 +196,11 @@ static void test_resume_and_threads(void **state) {
  * tests/fixtures/README.md); we require >= 0.60 on the full test set. */
 static void test_lenet_learns(void **state) {
     (void)state;
-    if (!have_fmnist()) skip();
+    if (!ch_have_fmnist()) skip();
     char a[1024], jp[600];
-    snprintf(jp, sizeof jp, "%s/lenet.json", dir);
-    snprintf(a, sizeof a, "train --model lenet --data fmnist --train-limit 2000 --lr 0.05 --momentum 0.9 --quiet --json %s --log-loss %s/loss.csv", jp, dir);
-    assert_int_equal(run(a, NULL, NULL, 0), 0);
+    snprintf(jp, sizeof jp, "%s/lenet.json", ch_dir);
+    snprintf(a, sizeof a, "train --model lenet --data fmnist --train-limit 2000 --lr 0.05 --momentum 0.9 --quiet --json %s --log-loss %s/loss.csv", jp, ch_dir);
+    assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
     FILE *f = fopen(jp, "r");
     assert_non_null(f);
     char buf[8192];
@@ -267,7 +238,7 @@ static void test_lenet_learns(void **state) {
     /* bitmask + values moves n/8 + nnz*4 bytes */
     assert_true(fabs(cJSON_GetObjectItem(bytes, "bitmask")->valuedouble - 2.0 * 100 * 3264 * (1.0 / 8 + 4 * (1 - z))) < 1.0);
     cJSON_Delete(j);
-    snprintf(a, sizeof a, "%s/loss.csv", dir);
+    snprintf(a, sizeof a, "%s/loss.csv", ch_dir);
     f = fopen(a, "r");
     assert_non_null(f);
     int lines = 0, c;
@@ -276,18 +247,16 @@ static void test_lenet_learns(void **state) {
     assert_int_equal(lines, 21);
 }
 
+
+
 static int setup(void **state) {
     (void)state;
-    cli = getenv("ET_CLI") ? getenv("ET_CLI") : "build/edgetrain";
-    snprintf(dir, sizeof dir, "/tmp/et_cli_test.XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return ch_setup("et_cli_test");
 }
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return ch_teardown();
 }
 
 int main(void) {

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "util/cli_harness.h"
+
 #include "edgetrain.h"
 #include "util/layer_harness.h"
 
@@ -15,21 +17,6 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static char dir[64];
-static const char *cli;
-
-static int sh(const char *args, char *err, size_t cap) {
-    char cmd[2048], ef[128];
-    snprintf(ef, sizeof ef, "%s/err.txt", dir);
-    snprintf(cmd, sizeof cmd, "%s %s >%s/out.txt 2>%s", cli, args, dir, ef);
-    int st = system(cmd);
-    FILE *f = fopen(ef, "r");
-    size_t n = f ? fread(err, 1, cap - 1, f) : 0;
-    if (f) fclose(f);
-    err[n] = 0;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
 
 static char *slurp(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -63,10 +50,10 @@ static void self_contained(const char *h) {
 
 static void test_peak_html(void **state) {
     (void)state;
-    char a[512], err[1024], jp[128], hp[128];
-    snprintf(jp, sizeof jp, "%s/p.json", dir), snprintf(hp, sizeof hp, "%s/p.html", dir);
+    char a[2048], err[1024], jp[512], hp[512];
+    snprintf(jp, sizeof jp, "%s/p.json", ch_dir), snprintf(hp, sizeof hp, "%s/p.html", ch_dir);
     snprintf(a, sizeof a, "simulate --arch elearn --peak --json %s --html %s", jp, hp);
-    assert_int_equal(sh(a, err, sizeof err), 0);
+    assert_int_equal(ch_run(a, NULL, err, sizeof err), 0);
     char *j = slurp(jp), *h = slurp(hp);
     assert_non_null(j), assert_non_null(h);
     self_contained(h);
@@ -87,9 +74,9 @@ static void test_peak_html(void **state) {
 /* A trace of two training steps of a conv + linear model, replayed by the CLI. */
 static void test_trace_html(void **state) {
     (void)state;
-    char tp[128], jp[128], hp[128], a[768], err[1024];
-    snprintf(tp, sizeof tp, "%s/t.etr", dir), snprintf(jp, sizeof jp, "%s/t.json", dir);
-    snprintf(hp, sizeof hp, "%s/t.html", dir);
+    char tp[512], jp[512], hp[512], a[2048], err[1024];
+    snprintf(tp, sizeof tp, "%s/t.etr", ch_dir), snprintf(jp, sizeof jp, "%s/t.json", ch_dir);
+    snprintf(hp, sizeof hp, "%s/t.html", ch_dir);
     et_model *m;
     assert_int_equal(et_model_parse("input 1 8 8\nconv 4 k=3 p=1\nrelu\nmaxpool k=2\nflatten\nlinear 10\n", "t", &m),
                      ET_OK);
@@ -112,7 +99,7 @@ static void test_trace_html(void **state) {
     assert_int_equal(et_trace_close(w, 1), ET_OK);
     et_model_free(m);
     snprintf(a, sizeof a, "simulate --trace %s --arch elearn --baseline baseline --json %s --html %s", tp, jp, hp);
-    assert_int_equal(sh(a, err, sizeof err), 0);
+    assert_int_equal(ch_run(a, NULL, err, sizeof err), 0);
     char *j = slurp(jp), *h = slurp(hp);
     assert_non_null(j), assert_non_null(h);
     self_contained(h);
@@ -139,30 +126,26 @@ static void test_trace_html(void **state) {
     cJSON_Delete(hw);
     free(j), free(h);
     /* unwritable path: one line on stderr, non-zero exit, nothing written */
-    snprintf(a, sizeof a, "simulate --trace %s --arch elearn --html %s/nodir/x.html", tp, dir);
-    assert_int_not_equal(sh(a, err, sizeof err), 0);
+    snprintf(a, sizeof a, "simulate --trace %s --arch elearn --html %s/nodir/x.html", tp, ch_dir);
+    assert_int_not_equal(ch_run(a, NULL, err, sizeof err), 0);
     assert_non_null(strstr(err, "cannot write"));
     assert_int_equal((int)(strchr(err, '\n') - err) + 1, (int)strlen(err));
-    snprintf(a, sizeof a, "simulate --arch elearn --peak --html %s/nodir/x.html", dir);
-    assert_int_not_equal(sh(a, err, sizeof err), 0);
+    snprintf(a, sizeof a, "simulate --arch elearn --peak --html %s/nodir/x.html", ch_dir);
+    assert_int_not_equal(ch_run(a, NULL, err, sizeof err), 0);
     assert_non_null(strstr(err, "cannot write"));
     /* train --html needs --arch */
-    assert_int_not_equal(sh("train --model lenet --data fmnist --html x.html", err, sizeof err), 0);
+    assert_int_not_equal(ch_run("train --model lenet --data fmnist --html x.html", NULL, err, sizeof err), 0);
     assert_non_null(strstr(err, "--html needs --arch"));
 }
 
 static int setup(void **state) {
     (void)state;
-    cli = getenv("ET_CLI") ? getenv("ET_CLI") : "build/edgetrain";
-    snprintf(dir, sizeof dir, "/tmp/et_hwhtml.XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return ch_setup("et_hwhtml");
 }
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return ch_teardown();
 }
 
 int main(void) {

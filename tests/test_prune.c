@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "util/cli_harness.h"
+
 #include "edgetrain.h"
 #include "core/rng.h"
 #include "kernels/spgemm.h"
@@ -446,32 +448,8 @@ static void test_conv_stages(void **state) {
 
 /* ------------------------------------------------------------ the CLI */
 
-static char dir[256];
-static const char *cli;
 
-static int have_fmnist(void) { return access("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz", R_OK) == 0; }
 
-static int run(const char *args, int *err_lines, char *err, size_t cap) {
-    char cmd[4096], errf[512];
-    snprintf(errf, sizeof errf, "%s/stderr.txt", dir);
-    snprintf(cmd, sizeof cmd, "%s %s >%s/stdout.txt 2>%s", cli, args, dir, errf);
-    int st = system(cmd);
-    int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    FILE *f = fopen(errf, "r");
-    int lines = 0;
-    size_t n = 0;
-    if (f) {
-        int ch;
-        while ((ch = fgetc(f)) != EOF) {
-            lines += ch == '\n';
-            if (err && n + 1 < cap) err[n++] = (char)ch;
-        }
-        fclose(f);
-    }
-    if (err) err[n] = 0;
-    if (err_lines) *err_lines = lines;
-    return code;
-}
 
 static void test_bad_options(void **state) {
     (void)state;
@@ -485,8 +463,8 @@ static void test_bad_options(void **state) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char a[512], err[2048];
         int lines;
-        snprintf(a, sizeof a, "train --model mlp --data fmnist --data-dir %s/none --quiet %s", dir, bad[i]);
-        int code = run(a, &lines, err, sizeof err);
+        snprintf(a, sizeof a, "train --model mlp --data fmnist --data-dir %s/none --quiet %s", ch_dir, bad[i]);
+        int code = ch_run(a, &lines, err, sizeof err);
         if (code == 0 || code >= 128 || lines != 1) {
             fprintf(stderr, "edgetrain %s: exit %d, %d stderr lines:\n%s\n", a, code, lines, err);
             fail();
@@ -525,22 +503,22 @@ static cJSON *read_json(const char *path) {
  * the JSON summary has the pruning section. */
 static void test_resume(void **state) {
     (void)state;
-    if (!have_fmnist()) skip();
+    if (!ch_have_fmnist()) skip();
     char a[2048], p1[600], p2[600], p3[600], p4[600], js[600];
     const char *b = "train --model lenet --data fmnist --train-limit 500 --batch 50 --test-limit 0 --quiet --seed 3 "
                     "--prune-target 0.6 --prune-every 2 --prune-start 1 --prune-end 10";
-    snprintf(p1, sizeof p1, "%s/full.st", dir), snprintf(p2, sizeof p2, "%s/half.st", dir);
-    snprintf(p3, sizeof p3, "%s/resumed.st", dir), snprintf(p4, sizeof p4, "%s/one.st", dir);
-    snprintf(js, sizeof js, "%s/full.json", dir);
+    snprintf(p1, sizeof p1, "%s/full.st", ch_dir), snprintf(p2, sizeof p2, "%s/half.st", ch_dir);
+    snprintf(p3, sizeof p3, "%s/resumed.st", ch_dir), snprintf(p4, sizeof p4, "%s/one.st", ch_dir);
+    snprintf(js, sizeof js, "%s/full.json", ch_dir);
     snprintf(a, sizeof a, "%s --steps 14 --threads 2 --save %s --json %s", b, p1, js);
-    assert_int_equal(run(a, NULL, NULL, 0), 0);
+    assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
     snprintf(a, sizeof a, "%s --steps 7 --threads 2 --save %s", b, p2);
-    assert_int_equal(run(a, NULL, NULL, 0), 0);
+    assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
     snprintf(a, sizeof a, "%s --steps 14 --threads 2 --resume %s --save %s", b, p2, p3);
-    assert_int_equal(run(a, NULL, NULL, 0), 0);
+    assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
     assert_true(same_tensors(p1, p3));
     snprintf(a, sizeof a, "%s --steps 14 --threads 1 --save %s", b, p4);
-    assert_int_equal(run(a, NULL, NULL, 0), 0);
+    assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
     assert_true(same_tensors(p1, p4));
     /* the half-way checkpoint already holds pruned masks, and they differ from
      * the final ones (so the comparison above covers mask state) */
@@ -558,11 +536,11 @@ static void test_resume(void **state) {
     et_st_close(h), et_st_close(f);
     /* eval and --init-from (with and without pruning) read it */
     snprintf(a, sizeof a, "eval --model lenet --checkpoint %s --data fmnist --test-limit 200", p1);
-    assert_int_equal(run(a, NULL, NULL, 0), 0);
+    assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
     snprintf(a, sizeof a, "train --model lenet --data fmnist --train-limit 100 --steps 1 --test-limit 0 --quiet --init-from %s", p1);
-    assert_int_equal(run(a, NULL, NULL, 0), 0);
+    assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
     snprintf(a, sizeof a, "%s --steps 2 --init-from %s", b, p1);
-    assert_int_equal(run(a, NULL, NULL, 0), 0);
+    assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
     /* summary: every pruned layer at round(0.6 n), executed MACs below dense */
     cJSON *j = read_json(js), *pr = cJSON_GetObjectItem(j, "pruning"), *l;
     assert_non_null(pr);
@@ -586,13 +564,13 @@ static void test_resume(void **state) {
  * refused with one clear line. */
 static void test_bad_masks(void **state) {
     (void)state;
-    if (!have_fmnist()) skip();
+    if (!ch_have_fmnist()) skip();
     char a[2048], p[600], q[600], r[600];
     const char *b = "train --model lenet --data fmnist --train-limit 100 --batch 50 --test-limit 0 --quiet "
                     "--prune-target 0.5 --prune-every 1 --prune-end 1";
-    snprintf(p, sizeof p, "%s/m.st", dir), snprintf(q, sizeof q, "%s/m2.st", dir), snprintf(r, sizeof r, "%s/m3.st", dir);
+    snprintf(p, sizeof p, "%s/m.st", ch_dir), snprintf(q, sizeof q, "%s/m2.st", ch_dir), snprintf(r, sizeof r, "%s/m3.st", ch_dir);
     snprintf(a, sizeof a, "%s --steps 2 --save %s", b, p);
-    assert_int_equal(run(a, NULL, NULL, 0), 0);
+    assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
     et_safetensors *st;
     assert_int_equal(et_st_open(p, &st), ET_OK);
     int n = et_st_count(st);
@@ -620,7 +598,7 @@ static void test_bad_masks(void **state) {
         int lines;
         char err[1024];
         snprintf(a, sizeof a, "%s --steps 4 --resume %s", b, files[k]);
-        int code = run(a, &lines, err, sizeof err);
+        int code = ch_run(a, &lines, err, sizeof err);
         if (code == 0 || code >= 128 || lines != 1) {
             fprintf(stderr, "edgetrain %s: exit %d, %d lines:\n%s\n", a, code, lines, err);
             fail();
@@ -632,15 +610,15 @@ static void test_bad_masks(void **state) {
  * schedule; combined with speculate both run, and eval refuses the mode. */
 static void test_sparsity_mode(void **state) {
     (void)state;
-    if (!have_fmnist()) skip();
+    if (!ch_have_fmnist()) skip();
     char a[2048], js[600], js2[600];
-    snprintf(js, sizeof js, "%s/sp.json", dir), snprintf(js2, sizeof js2, "%s/sp2.json", dir);
+    snprintf(js, sizeof js, "%s/sp.json", ch_dir), snprintf(js2, sizeof js2, "%s/sp2.json", ch_dir);
     const char *b = "train --model lenet --data fmnist --train-limit 200 --batch 50 --test-limit 0 --quiet "
                     "--prune-every 1 --prune-end 2 --steps 3";
     snprintf(a, sizeof a, "%s --sparsity prune --json %s", b, js);
-    assert_int_equal(run(a, NULL, NULL, 0), 0);
+    assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
     snprintf(a, sizeof a, "%s --sparsity speculate,prune --prune-target 0.25 --json %s", b, js2);
-    assert_int_equal(run(a, NULL, NULL, 0), 0);
+    assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
     const char *files[2] = {js, js2};
     const double want[2] = {0.5, 0.25};
     for (int f = 0; f < 2; f++) {
@@ -656,18 +634,16 @@ static void test_sparsity_mode(void **state) {
     }
 }
 
+
+
 static int setup(void **state) {
     (void)state;
-    cli = getenv("ET_CLI") ? getenv("ET_CLI") : "build/edgetrain";
-    snprintf(dir, sizeof dir, "/tmp/et_prune_test.XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return ch_setup("et_prune_test");
 }
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return ch_teardown();
 }
 
 int main(void) {
