@@ -19,6 +19,7 @@
 
 #include "edgetrain.h"
 #include "kernels/gemm_internal.h"
+#include "kernels/gemm_dot.h"
 
 /* ------------------------------------------------------------- helpers */
 
@@ -192,6 +193,7 @@ static const dshape dshapes[] = {
     {0, 0, 32, 3136, 288, 0},  {1, 0, 288, 3136, 32, 0}, {0, 1, 32, 288, 3136, 0},
     {0, 1, 100, 256, 1152, 0}, {0, 0, 100, 1152, 256, 1}, {1, 0, 256, 1152, 100, 0},
     {0, 0, 129, 1000, 777, 1}, {1, 1, 77, 2049, 401, 0},  {0, 0, 8, 25088, 9, 0},
+    {0, 1, 8, 9, 20000, 0},    {0, 1, 13, 5, 4099, 1},    {0, 1, 16, 72, 19600, 1},
 };
 
 static float *run_threads(et_isa isa, const dshape *s, int threads, const float *A,
@@ -266,6 +268,111 @@ static void test_thread_determinism(void **state) {
     et_set_threads(saved);
 }
 
+/* ------------------------------------------------------- the dot path */
+
+/* gemm_dot.h's summation order, written out independently: per chunk of
+ * ET_DOT_KCH, 16 lanes of fmaf (zeros past the end), the halving tree, the
+ * chunks in order, then alpha and beta. */
+static float dot_ref(const float *a, const float *b, int K, float alpha, float beta, float c0) {
+    float s = 0.0f;
+    for (int c = 0; c * ET_DOT_KCH < K; c++) {
+        float lane[16] = {0};
+        int p0 = c * ET_DOT_KCH, p1 = p0 + ET_DOT_KCH < K ? p0 + ET_DOT_KCH : K;
+        for (int p = p0; p < p1; p += 16)
+            for (int l = 0; l < 16; l++) {
+                int k = p + l;
+                lane[l] = fmaf(k < p1 ? a[k] : 0.0f, k < p1 ? b[k] : 0.0f, lane[l]);
+            }
+        float t8[8], t4[4], t2[2];
+        for (int l = 0; l < 8; l++) t8[l] = lane[l] + lane[l + 8];
+        for (int l = 0; l < 4; l++) t4[l] = t8[l] + t8[l + 4];
+        for (int l = 0; l < 2; l++) t2[l] = t4[l] + t4[l + 2];
+        float v = t2[0] + t2[1];
+        s = c == 0 ? v : s + v;
+    }
+    return beta == 0.0f ? alpha * s : fmaf(alpha, s, beta * c0);
+}
+
+/* Every ISA, 1..3 threads and a nested call give the reference's bits, on
+ * shapes with partial blocks, a K tail inside the last 16 lanes, several
+ * chunks, padded leading dimensions, alpha/beta; values include exact zeros
+ * and tiny products that round to -0. */
+static void test_dot_path_bits(void **state) {
+    (void)state;
+    static const int shp[][3] = {{1, 1, 1}, {5, 7, 17}, {8, 9, 3000}, {4, 4, 1024}, {3, 6, 2071}, {17, 2, 5000}};
+    static const float ab[][2] = {{1, 0}, {1, 1}, {-0.5f, 0.25f}};
+    int saved = et_get_threads();
+    for (size_t si = 0; si < sizeof shp / sizeof shp[0]; si++) {
+        int M = shp[si][0], N = shp[si][1], K = shp[si][2];
+        int lda = K + 3, ldb = K + 1, ldc = N + 2;
+        float *A = make_mat(M, K, lda, 0), *B = make_mat(N, K, ldb, 0);
+        for (int i = 0; i < M; i++)
+            for (int p = 0; p < K; p += 7) A[(size_t)i * lda + p] = (p % 14) ? 0.0f : -1e-30f;
+        float *C0 = make_mat(M, N, ldc, 0), *C = malloc(sizeof(float) * (size_t)M * ldc);
+        assert_non_null(C);
+        for (size_t q = 0; q < sizeof ab / sizeof ab[0]; q++)
+            for (int isa = 0; isa <= ET_ISA_AVX512; isa++) {
+                if (!isa_ok((et_isa)isa)) continue;
+                for (int T = 0; T <= 3; T++) { /* T == 0: nested inside a parallel region */
+                    memcpy(C, C0, sizeof(float) * (size_t)M * ldc);
+                    if (T) {
+                        et_gemm_dot((et_isa)isa, M, N, K, ab[q][0], A, lda, B, ldb, ab[q][1], C, ldc, T);
+                    } else {
+#pragma omp parallel num_threads(2)
+                        {
+#pragma omp single
+                            et_gemm_dot((et_isa)isa, M, N, K, ab[q][0], A, lda, B, ldb, ab[q][1], C, ldc, 2);
+                        }
+                    }
+                    for (int i = 0; i < M; i++)
+                        for (int j = 0; j < ldc; j++) {
+                            float got = C[(size_t)i * ldc + j], c0 = C0[(size_t)i * ldc + j];
+                            if (j >= N) {
+                                if (!isnan(got)) fail_msg("dot path wrote C's padding");
+                                continue;
+                            }
+                            float want = dot_ref(A + (size_t)i * lda, B + (size_t)j * ldb, K, ab[q][0], ab[q][1], c0);
+                            if (memcmp(&got, &want, sizeof got))
+                                fail_msg("%s T=%d M=%d N=%d K=%d alpha=%g beta=%g: C[%d,%d] = %a, want %a",
+                                         et_isa_name((et_isa)isa), T, M, N, K, ab[q][0], ab[q][1], i, j, got, want);
+                        }
+                }
+            }
+        free(A);
+        free(B);
+        free(C0);
+        free(C);
+    }
+    et_set_threads(saved);
+}
+
+/* The shape rule: long K with a narrow output takes the dot path, wide
+ * outputs and short K the packed one; only ta == 0, tb == 1 qualifies; and
+ * et_sgemm on a qualifying shape equals et_gemm_dot bit for bit. */
+static void test_dot_path_choice(void **state) {
+    (void)state;
+    assert_true(et_gemm_dot_fits(0, 1, 8, 9, 78400));     /* LeNet conv1 WG */
+    assert_true(et_gemm_dot_fits(0, 1, 32, 9, 78400));    /* VGG8 conv1 WG */
+    assert_true(et_gemm_dot_fits(0, 1, 16, 72, 19600));   /* LeNet conv2 WG */
+    assert_false(et_gemm_dot_fits(0, 1, 32, 288, 25088)); /* VGG8 conv2 WG: packed is faster */
+    assert_false(et_gemm_dot_fits(0, 1, 8, 9, 100));      /* short K */
+    assert_false(et_gemm_dot_fits(1, 1, 8, 9, 78400));
+    assert_false(et_gemm_dot_fits(0, 0, 8, 9, 78400));
+    assert_false(et_gemm_dot_fits(0, 1, 200, 200, 100000)); /* output too large */
+    enum { M = 6, N = 5, K = 4500 };
+    float *A = make_mat(M, K, K, 0), *B = make_mat(N, K, K, 0);
+    float C1[M * N], C2[M * N];
+    assert_true(et_gemm_dot_fits(0, 1, M, N, K));
+    for (int isa = 0; isa <= ET_ISA_AVX512; isa++) {
+        if (!isa_ok((et_isa)isa)) continue;
+        et_sgemm_isa((et_isa)isa, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C1, N);
+        et_gemm_dot((et_isa)isa, M, N, K, 1.0f, A, K, B, K, 0.0f, C2, N, 1);
+        assert_memory_equal(C1, C2, sizeof C1);
+    }
+    free(A);
+    free(B);
+}
+
 static void test_info(void **state) {
     (void)state;
     assert_int_equal(et_gemm_init(2), ET_OK);
@@ -285,6 +392,8 @@ int main(void) {
         cmocka_unit_test(test_large_sizes),
         cmocka_unit_test(test_degenerate),
         cmocka_unit_test(test_thread_determinism),
+        cmocka_unit_test(test_dot_path_bits),
+        cmocka_unit_test(test_dot_path_choice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

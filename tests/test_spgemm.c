@@ -185,7 +185,8 @@ static void test_small(void **state) {
  * patterns, 1 and 2 threads */
 static void test_large_structured(void **state) {
     (void)state;
-    static const int sz[][3] = {{64, 1700, 700}, {131, 200, 401}, {8, 3000, 9}, {100, 256, 1152}};
+    static const int sz[][3] = {{64, 1700, 700}, {131, 200, 401}, {8, 3000, 9}, {100, 256, 1152}, {8, 9, 5000}};
+    /* {8, 9, 5000} with ta = 0, tb = 1 is on et_sgemm's dot path (gemm_dot.h) */
     static const int pats[] = {PAT_RANDOM, PAT_ROWS, PAT_COLS, PAT_BLOCKS, PAT_RUNS};
     for (int isa = 0; isa <= ET_ISA_AVX512; isa++) {
         if (isa > (int)et_cpu_isa()) continue;

@@ -13,6 +13,7 @@
  * bit-identical for any thread count. K is never split.
  */
 #include "kernels/gemm_internal.h"
+#include "kernels/gemm_dot.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -446,6 +447,10 @@ static void run(const args *g, const kinfo *ki) {
 static void sgemm(const kinfo *ki, int ta, int tb, int M, int N, int K, float alpha,
                   const float *A, int lda, const float *B, int ldb, float beta, float *C,
                   int ldc) {
+    if (K > 0 && alpha != 0.0f && et_gemm_dot_fits(ta, tb, M, N, K)) {
+        et_gemm_dot(ki->isa, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, et_get_threads());
+        return;
+    }
     args g = {ta != 0, tb != 0, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc};
     run(&g, ki);
 }

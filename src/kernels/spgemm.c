@@ -34,6 +34,7 @@
 #endif
 
 #include "kernels/spgemm_internal.h"
+#include "kernels/gemm_dot.h"
 
 static float at(const float *X, int t, int ld, int r, int c) {
     return t ? X[(int64_t)c * ld + r] : X[(int64_t)r * ld + c];
@@ -753,6 +754,20 @@ static void run(et_isa isa, int ta, int tb, int M, int N, int K, const float *A,
         if (!count_only) et_sgemm_isa(ki->isa, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
         s.macs_elem = (uint64_t)M * N * K;
         s.macs_cpu = count_only ? 0 : s.macs_elem;
+        if (st) *st = s;
+        return;
+    }
+    if (!count_only && et_gemm_dot_fits(ta, tb, M, N, K)) {
+        /* et_sgemm sums this shape on its dot path (gemm_dot.h), not on the
+         * blocking the skip kernels share: the same product densely, then the
+         * mask, and the executed MACs from the counting pass */
+        et_sgemm_isa(ki->isa, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+        if (mask)
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++)
+                    if (!mask[(ptrdiff_t)i * ldmask + j]) C[(ptrdiff_t)i * ldc + j] = 0.0f;
+        run(isa, ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc, skip_zeros, mask, ldmask, &s, 1);
+        s.macs_cpu = (uint64_t)M * N * K;
         if (st) *st = s;
         return;
     }
