@@ -99,6 +99,9 @@ typedef struct et_counters {
      * (set to 0 without computing them). */
     uint64_t outputs[ET_NSTAGES];
     uint64_t outputs_masked[ET_NSTAGES];
+    /* Wall-clock seconds spent in the layer's FF, EP and WG functions (the
+     * model's per-layer counters; 0 in the matmul engine's total). */
+    double seconds[ET_NSTAGES];
 } et_counters;
 
 /* Speculation of a product's outputs (docs/sparsity.md, the Bidirectional

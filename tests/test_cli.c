@@ -203,7 +203,7 @@ static void test_lenet_learns(void **state) {
     assert_int_equal(ch_run(a, NULL, NULL, 0), 0);
     FILE *f = fopen(jp, "r");
     assert_non_null(f);
-    char buf[8192];
+    static char buf[1 << 16];
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = 0;
@@ -237,6 +237,27 @@ static void test_lenet_learns(void **state) {
     assert_true(z > 0.2 && z < 0.95); /* ReLU outputs and image background */
     /* bitmask + values moves n/8 + nnz*4 bytes */
     assert_true(fabs(cJSON_GetObjectItem(bytes, "bitmask")->valuedouble - 2.0 * 100 * 3264 * (1.0 / 8 + 4 * (1 - z))) < 1.0);
+    /* the time profile: every node, stages that did not run took no time,
+     * and the layers' time lies within the training time */
+    cJSON *prof = cJSON_GetObjectItem(j, "profile");
+    assert_non_null(prof);
+    cJSON *pl = cJSON_GetObjectItem(prof, "layers");
+    assert_int_equal(cJSON_GetArraySize(pl), 10);
+    double tsum = 0;
+    int idx = 0;
+    cJSON_ArrayForEach(l, pl) {
+        const char *ty = cJSON_GetObjectItem(l, "type")->valuestring;
+        double ff = cJSON_GetObjectItem(l, "ff")->valuedouble, ep = cJSON_GetObjectItem(l, "ep")->valuedouble,
+               wg = cJSON_GetObjectItem(l, "wg")->valuedouble;
+        assert_true(ff > 0 && ep >= 0 && wg >= 0);
+        if (idx == 0) assert_true(ep == 0); /* the first layer has no EP */
+        if (strcmp(ty, "conv") && strcmp(ty, "linear")) assert_true(wg == 0);
+        else assert_true(wg > 0);
+        tsum += ff + ep + wg;
+        idx++;
+    }
+    assert_true(fabs(tsum - cJSON_GetObjectItem(prof, "layer_seconds")->valuedouble) < 1e-9 * (1 + tsum));
+    assert_true(tsum <= cJSON_GetObjectItem(j, "train_seconds")->valuedouble);
     cJSON_Delete(j);
     snprintf(a, sizeof a, "%s/loss.csv", ch_dir);
     f = fopen(a, "r");

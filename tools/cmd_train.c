@@ -70,13 +70,15 @@ static const char train_help[] =
     "  --json F            write a JSON summary\n"
     "  --log-loss F        write CSV step,loss (each step's batch loss before its update)\n"
     "  --quiet             no progress output\n"
+    "  --profile           print where the training time went: wall milliseconds per step in\n"
+    "                      each layer's FF, EP and WG (always in the JSON summary as profile)\n"
     "\n"
     "final_loss in the summary is the mean batch loss over the last min(100, steps) steps.\n";
 
 enum { O_MODEL = 1000, O_DATA, O_DATADIR, O_EPOCHS, O_STEPS, O_BATCH, O_LR, O_MOM, O_NEST, O_WD, O_OPT,
        O_SCHED, O_SEED, O_THREADS, O_INIT, O_RESUME, O_SAVE, O_NOSHUF, O_TRLIM, O_TELIM, O_JSON,
        O_LOGLOSS, O_QUIET, O_HELP, O_FREEZE, O_PREC, O_ARCH, O_BASE, O_OPP, O_TRACE, O_TRAFFIC,
-       O_HTML, O_EVALFIRST, O_PTARGET, O_PEVERY, O_PSTART, O_PEND, O_SPARSITY, O_SPECBITS, O_SPECCHECK };
+       O_HTML, O_EVALFIRST, O_PTARGET, O_PEVERY, O_PSTART, O_PEND, O_SPARSITY, O_SPECBITS, O_SPECCHECK, O_PROFILE };
 
 static const struct option train_opts[] = {
     {"model", 1, 0, O_MODEL},     {"data", 1, 0, O_DATA},       {"data-dir", 1, 0, O_DATADIR},
@@ -93,7 +95,7 @@ static const struct option train_opts[] = {
     {"prune-target", 1, 0, O_PTARGET}, {"prune-every", 1, 0, O_PEVERY}, {"prune-start", 1, 0, O_PSTART},
     {"prune-end", 1, 0, O_PEND},
     {"sparsity", 1, 0, O_SPARSITY}, {"spec-bits", 1, 0, O_SPECBITS},
-    {"spec-check-every", 1, 0, O_SPECCHECK},
+    {"spec-check-every", 1, 0, O_SPECCHECK}, {"profile", 0, 0, O_PROFILE},
     {0, 0, 0, 0}};
 
 typedef struct {
@@ -103,7 +105,7 @@ typedef struct {
     et_sparsity sp;
     long long epochs, steps, batch, seed, threads, train_limit, test_limit;
     double lr, momentum, wd;
-    int nesterov, shuffle, quiet, have_lr, have_mom, eval_first;
+    int nesterov, shuffle, quiet, have_lr, have_mom, eval_first, profile;
     et_optim_kind opt;
     int sched; /* 0 none, 1 step, 2 cosine */
     long long sched_size;
@@ -174,6 +176,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         case O_JSON: a->json = v; break;
         case O_LOGLOSS: a->log_loss = v; break;
         case O_QUIET: a->quiet = 1; break;
+        case O_PROFILE: a->profile = 1; break;
         case O_FREEZE: a->freeze = v; break;
         case O_PREC: a->precision = v; break;
         case O_ARCH: a->arch = v; break;
@@ -289,6 +292,43 @@ static cJSON *stage_obj(const uint64_t v[ET_NSTAGES]) {
 
 static double frac(uint64_t a, uint64_t b) { return b ? (double)a / (double)b : 0.0; }
 
+/* Where the training steps' time went, per layer and stage (the model's
+ * per-layer wall-clock counters); printed as a table with --profile. */
+static cJSON *profile_json(et_model *m, int64_t steps, int print) {
+    cJSON *p = cJSON_CreateObject(), *ls = cJSON_AddArrayToObject(p, "layers");
+    double sum = 0;
+    const int nn = et_model_num_nodes(m);
+    for (int i = 0; i < nn; i++) {
+        const et_counters *lc;
+        et_model_node_info(m, i, NULL, NULL, &lc);
+        if (lc) sum += lc->seconds[ET_FF] + lc->seconds[ET_EP] + lc->seconds[ET_WG];
+    }
+    cJSON_AddNumberToObject(p, "steps", (double)steps);
+    cJSON_AddNumberToObject(p, "layer_seconds", sum);
+    if (print)
+        fprintf(stderr, "profile: wall ms per step (%lld steps)\n%-10s %-10s %9s %9s %9s %7s\n", (long long)steps,
+                "layer", "type", "FF", "EP", "WG", "share");
+    for (int i = 0; i < nn; i++) {
+        const char *name, *kind;
+        const et_counters *lc;
+        et_model_node_info(m, i, &name, &kind, &lc);
+        if (!lc) continue;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", name);
+        cJSON_AddStringToObject(o, "type", kind);
+        double t = 0;
+        for (int s = 0; s < ET_NSTAGES; s++) {
+            cJSON_AddNumberToObject(o, et_stage_name((et_stage)s), lc->seconds[s]);
+            t += lc->seconds[s];
+        }
+        cJSON_AddItemToArray(ls, o);
+        if (print && steps > 0)
+            fprintf(stderr, "%-10s %-10s %9.3f %9.3f %9.3f %6.1f%%\n", name, kind, 1e3 * lc->seconds[ET_FF] / steps,
+                    1e3 * lc->seconds[ET_EP] / steps, 1e3 * lc->seconds[ET_WG] / steps, sum > 0 ? 100.0 * t / sum : 0.0);
+    }
+    return p;
+}
+
 /* Speculation statistics: fractions of all speculated outputs (predicted)
  * and of the outputs of the checked (sampled) products (true / false / missed). */
 static cJSON *spec_json(const et_spec_stats *s) {
@@ -342,7 +382,7 @@ int cmd_train(int argc, char **argv) {
     FILE *lossf = NULL;
     char loss_tmp[4096] = "";
     float *recent = NULL;
-    cJSON *layers = NULL, *spec_layers = NULL;
+    cJSON *layers = NULL, *spec_layers = NULL, *profile = NULL;
     et_hw_run *hw = NULL, *hwb = NULL;
     et_trace_writer *trace = NULL;
     rc = 1;
@@ -474,6 +514,7 @@ int cmd_train(int argc, char **argv) {
     }
     cli_progress_end(&prog);
     et_counters cnt = *et_model_counters(m);
+    profile = profile_json(m, total - start, a.profile);
     layers = cJSON_CreateArray(); /* per-layer training counters, before evaluation adds FF work */
     spec_layers = cJSON_CreateArray();
     et_spec_stats spec_total;
@@ -638,6 +679,8 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddItemToObject(j, "macs_executed", stage_obj(cnt.macs_executed));
         cJSON_AddItemToObject(j, "macs_cpu", stage_obj(cnt.macs_cpu));
         cJSON_AddItemToObject(j, "layers", layers);
+        cJSON_AddItemToObject(j, "profile", profile);
+        profile = NULL;
         cJSON *spj = cJSON_AddObjectToObject(j, "sparsity");
         char sbuf[64];
         cJSON_AddStringToObject(spj, "mode", et_sparsity_name(&a.sp, sbuf, sizeof sbuf));
@@ -689,6 +732,7 @@ fail:
 out:
     cJSON_Delete(layers);
     cJSON_Delete(spec_layers);
+    cJSON_Delete(profile);
     et_hw_run_free(hw);
     et_hw_run_free(hwb);
     et_trace_close(trace, 0); /* a run that failed leaves no trace file */

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ALIGN 64
@@ -444,6 +445,17 @@ et_status et_model_freeze(et_model *m, const char *prefix) {
 
 /* -------------------------------------------------------------- running */
 
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* the time a layer function took, into the node's counters */
+static void add_seconds(et_model *m, int node, et_stage s, double t0) {
+    if (m->layer_counters) m->layer_counters[node].seconds[s] += now_seconds() - t0;
+}
+
 float *et_model_input(et_model *m) { return m->planned ? m->input_nchw : NULL; }
 
 et_status et_model_set_input_u8(et_model *m, const et_dataset *ds, const int64_t *idx, int n) {
@@ -506,8 +518,10 @@ et_status et_model_forward(et_model *m, int n, int train, const float **logits) 
         const float *x = m->tensors[nd->in].val;
         float *y = m->tensors[nd->out].val;
         c.sp = et_sparsity_node(m, i, x, n, train);
+        double t0 = now_seconds();
         if (nd->layer.type == ET_L_ADD) st = et_add_ff(&c, nd->layer.out, x, m->tensors[nd->in2].val, y);
         else st = et_layer_table[nd->layer.type]->ff(&nd->layer, &c, x, y);
+        add_seconds(m, i, ET_FF, t0);
         if (st) return st;
     }
     m->last_batch = n;
@@ -573,7 +587,13 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
         const float *dy = dyw;
         const int64_t nin = et_shape_numel(L->in) * n;
         c.sp = et_sparsity_node(m, i, NULL, n, m->last_train);
-        if (ops->wg && !L->skip_wg) st = ops->wg(L, &c, x, dy);
+        double t0 = now_seconds();
+        if (ops->wg && !L->skip_wg) {
+            st = ops->wg(L, &c, x, dy);
+            add_seconds(m, i, ET_WG, t0);
+        }
+        t0 = now_seconds();
+        int ran_ep = 0;
         int ins[2] = {nd->in, nd->in2};
         for (int q = 0; q < 2 && !st; q++) {
             int t = ins[q];
@@ -589,7 +609,9 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
             if (!st && has[t])
                 for (int64_t e = 0; e < nin; e++) g[e] += dst[e];
             has[t] = 1;
+            ran_ep = 1;
         }
+        if (ran_ep) add_seconds(m, i, ET_EP, t0);
     }
     if (has != has_stack) free(has);
     return st;
