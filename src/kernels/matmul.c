@@ -23,13 +23,24 @@ typedef struct work {
     uint64_t dense, executed, cpu, outputs, masked;
 } work;
 
+/* Atomic: a layer's plain products may run on two threads (et_matmul_plain). */
 static void count(et_counters *c, et_stage s, const work *w) {
-    c->macs_dense[s] += w->dense;
-    c->macs_executed[s] += w->executed;
-    c->macs_cpu[s] += w->cpu;
-    c->outputs[s] += w->outputs;
-    c->outputs_masked[s] += w->masked;
-    c->calls[s]++;
+    __atomic_fetch_add(&c->macs_dense[s], w->dense, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&c->macs_executed[s], w->executed, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&c->macs_cpu[s], w->cpu, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&c->outputs[s], w->outputs, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&c->outputs_masked[s], w->masked, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&c->calls[s], 1, __ATOMIC_RELAXED);
+}
+
+int et_matmul_emulated(const et_engine *eng, int layer) {
+    if (!eng || layer < 0 || layer >= eng->nlayers) return 0;
+    const et_format *acc = eng->acc ? eng->acc[layer] : NULL;
+    return (eng->mul && eng->mul[layer]) || (acc && acc->kind == ET_FMT_FLOAT);
+}
+
+int et_matmul_plain(const et_engine *eng, int layer) {
+    return !eng || (!eng->sink && !et_matmul_emulated(eng, layer));
 }
 
 /* After a dense product that could not skip (emulated accumulation, the

@@ -25,4 +25,13 @@ struct et_engine {
 };
 
 void et_engine_reset(et_engine *eng);
+
+/* Whether a layer's products are plain FP32 products with nothing observing
+ * them (no multiplier or accumulator format, no sink): then calls of that
+ * layer may run from two threads at once (they share only the counters,
+ * which are added atomically). */
+int et_matmul_plain(const et_engine *eng, int layer);
+/* Whether a layer's products round to a multiplier or accumulator format
+ * (emulated accumulation; src/kernels/qgemm.c). */
+int et_matmul_emulated(const et_engine *eng, int layer);
 #endif

@@ -13,7 +13,11 @@
 #include "nn/layer_impl.h"
 
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
+#include "kernels/matmul.h"
 #include "nn/conv_rows.h"
 
 #define COL_BUDGET_FLOATS ((size_t)1 << 18) /* 1 MB of im2col per chunk: stays in L2 for the GEMM that reads it */
@@ -60,9 +64,16 @@ static int conv_chunk(const et_layer *l, int batch) {
 
 int et_conv_chunk(const et_layer *l, int batch) { return conv_chunk(l, batch); }
 
-static size_t conv_scratch(const et_layer *l, int batch) {
+/* one lane's column buffer */
+static size_t chunk_floats(const et_layer *l, int batch) {
     if (conv_direct(&l->cfg.conv)) return 0;
-    return (size_t)conv_ck(l) * l->out.h * l->out.w * (size_t)conv_chunk(l, batch);
+    size_t f = (size_t)conv_ck(l) * l->out.h * l->out.w * (size_t)conv_chunk(l, batch);
+    return (f + 15) & ~(size_t)15; /* keeps the second lane's buffer 64-byte aligned */
+}
+
+/* two lanes' column buffers, then WG's partial gradient (see "chunks") */
+static size_t conv_scratch(const et_layer *l, int batch) {
+    return 2 * chunk_floats(l, batch) + (size_t)conv_ck(l) * l->out.c;
 }
 
 static int64_t conv_macs(const et_layer *l) {
@@ -218,31 +229,100 @@ static void nonzero_mask(const float *x, int64_t n, uint8_t *mask) {
     for (int64_t i = 0; i < n; i += blk) et_nonzero_bytes(x + i, (int)(n - i < blk ? n - i : blk), mask + i);
 }
 
-/* The col matrix of images n0..n0+nb-1: the input itself for a direct
- * (1x1, stride 1, unpadded) convolution, else im2col into the scratch. */
-static const float *chunk_cols(const et_layer *l, const et_lctx *cx, const float *x, int n0, int nb, int *ldb) {
-    const int N = cx->batch, HWo = l->out.h * l->out.w;
-    if (conv_direct(&l->cfg.conv)) {
-        *ldb = N * HWo;
-        return x + (int64_t)n0 * HWo;
-    }
-    im2col(l, x, N, n0, nb, cx->scratch);
-    *ldb = nb * HWo;
-    return cx->scratch;
+/* ---------------------------------------------------------------- chunks
+ *
+ * A call's images are cut into chunks of at most conv_chunk() images, and the
+ * chunks into two lanes: chunks [0, h) and [h, nch) with h = ceil(nch / 2).
+ * Each lane has its own column buffer in the scratch; in WG lane 0 sums its
+ * chunks into dW and lane 1 into a partial gradient (the scratch after the
+ * two buffers), added to dW at the end. The lanes depend only on shapes, so
+ * results are the same whether they run one after the other or side by side:
+ * side by side (two threads, one chunk product at a time each) when the
+ * layer's products are plain FP32 (conv_two_lanes). With emulated
+ * accumulation WG keeps one lane (the partial sums would skip the
+ * accumulator's rounding); nothing else (sparsity, a processor-model sink,
+ * thread count) changes the lanes, so none of it changes a result. */
+
+typedef struct cjob {
+    et_layer *l;
+    const et_lctx *cx;
+    const float *x, *dy;
+    float *y, *dx;
+    int nbmax, nch;
+} cjob;
+
+static float *lane_cols(const cjob *j, int lane) {
+    return j->cx->scratch + (size_t)lane * chunk_floats(j->l, j->cx->batch);
 }
 
-static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *y) {
-    const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
-    const int nbmax = conv_chunk(l, N);
-    const int CK = (int)conv_ck(l);
+/* The col matrix of images n0..n0+nb-1: the input itself for a direct
+ * (1x1, stride 1, unpadded) convolution, else im2col into the lane's buffer. */
+static const float *chunk_cols(const cjob *j, int lane, int n0, int nb, int *ldb) {
+    const et_layer *l = j->l;
+    const int N = j->cx->batch, HWo = l->out.h * l->out.w;
+    if (conv_direct(&l->cfg.conv)) {
+        *ldb = N * HWo;
+        return j->x + (int64_t)n0 * HWo;
+    }
+    float *col = lane_cols(j, lane);
+    im2col(l, j->x, N, n0, nb, col);
+    *ldb = nb * HWo;
+    return col;
+}
+
+/* Plain FP32 products: no sparsity, pruning, integer or emulated arithmetic
+ * and no processor-model sink, so et_matmul_run shares nothing between
+ * threads but the (atomic) counters. */
+static int conv_two_lanes(const et_layer *l, const et_lctx *cx, int nch) {
+    if (nch < 2 || et_get_threads() < 2) return 0;
+#ifdef _OPENMP
+    if (omp_in_parallel()) return 0;
+#else
+    return 0;
+#endif
     const et_layer_sparsity *sp = cx->sp;
+    if (sp && (sp->ff_skip || sp->bw_skip || sp->spec || sp->ep_mask)) return 0;
+    if (l->params[0].mask || l->int_scale[ET_IS_W] > 0 || l->int_scale[ET_IS_A] > 0 || l->int_scale[ET_IS_E] > 0)
+        return 0;
+    return et_matmul_plain(cx->eng, l->index);
+}
+
+typedef et_status (*lane_fn)(const cjob *j, int lane, int c0, int c1);
+
+static et_status run_lanes(const cjob *j, int h, lane_fn fn) {
+    if (!conv_two_lanes(j->l, j->cx, j->nch) || h >= j->nch) {
+        et_status st = fn(j, 0, 0, h);
+        return st ? st : fn(j, 1, h, j->nch);
+    }
+    et_status st[2] = {ET_OK, ET_OK};
+#ifdef _OPENMP
+#pragma omp parallel num_threads(2)
+    {
+        int t = omp_get_thread_num();
+        if (omp_get_num_threads() == 2)
+            st[t] = t ? fn(j, 1, h, j->nch) : fn(j, 0, 0, h);
+        else if (t == 0 && !(st[0] = fn(j, 0, 0, h)))
+            st[1] = fn(j, 1, h, j->nch);
+    }
+#endif
+    return st[0] ? st[0] : st[1];
+}
+
+static int chunk_images(const cjob *j, int c, int *n0) {
+    *n0 = c * j->nbmax;
+    return j->cx->batch - *n0 < j->nbmax ? j->cx->batch - *n0 : j->nbmax;
+}
+
+static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
+    et_layer *l = j->l;
+    const int N = j->cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c, CK = (int)conv_ck(l);
+    const et_layer_sparsity *sp = j->cx->sp;
     const et_spec *spec = sp ? sp->spec : NULL;
-    for (int n0 = 0; n0 < N; n0 += nbmax) {
-        int nb = N - n0 < nbmax ? N - n0 : nbmax;
-        int ldb;
-        const float *B = chunk_cols(l, cx, x, n0, nb, &ldb);
+    for (int c = c0; c < c1; c++) {
+        int n0, nb = chunk_images(j, c, &n0), ldb;
+        const float *B = chunk_cols(j, lane, n0, nb, &ldb);
         et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK,
-                        B, ldb, y + (int64_t)n0 * HWo, N * HWo, 0.0f,
+                        B, ldb, j->y + (int64_t)n0 * HWo, N * HWo, 0.0f,
                         (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, NULL,
                         l->int_scale[ET_IS_W], l->int_scale[ET_IS_A]};
         et_spec chunk;
@@ -252,9 +332,19 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
             chunk.ldmask = N * HWo;
             mm.spec = &chunk;
         }
-        et_status st = et_matmul_run(cx->eng, &mm);
+        et_status st = et_matmul_run(j->cx->eng, &mm);
         if (st) return st;
     }
+    return ET_OK;
+}
+
+static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *y) {
+    const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
+    const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
+    const et_spec *spec = cx->sp ? cx->sp->spec : NULL;
+    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch};
+    et_status st = run_lanes(&j, (nch + 1) / 2, ff_lane);
+    if (st) return st;
     if (l->cfg.conv.bias) {
         const float *b = l->params[1].data;
         const int64_t plane = (int64_t)N * HWo;
@@ -275,14 +365,38 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     return ET_OK;
 }
 
+static et_status ep_lane(const cjob *j, int lane, int c0, int c1) {
+    et_layer *l = j->l;
+    const int N = j->cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c, CK = (int)conv_ck(l);
+    const et_layer_sparsity *sp = j->cx->sp;
+    const int skip = sp && sp->bw_skip, masked = sp && sp->ep_mask && sp->ep_maskbuf;
+    float *dcol = lane_cols(j, lane);
+    for (int c = c0; c < c1; c++) {
+        int n0, nb = chunk_images(j, c, &n0);
+        et_matmul mm = {ET_EP, l->index, 1, 0, CK, nb * HWo, Cout, l->params[0].use, CK,
+                        j->dy + (int64_t)n0 * HWo, N * HWo, dcol, nb * HWo, 0.0f,
+                        skip || l->params[0].mask != NULL, NULL, 0, NULL,
+                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_E]};
+        if (masked) {
+            im2col_mask(l, j->x, N, n0, nb, sp->ep_maskbuf);
+            mm.mask = sp->ep_maskbuf, mm.ldmask = nb * HWo;
+        }
+        et_status st = et_matmul_run(j->cx->eng, &mm);
+        if (st) return st;
+        col2im(l, dcol, N, n0, nb, j->dx);
+    }
+    return ET_OK;
+}
+
 static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const float *y,
                          const float *dy, float *dx) {
+    (void)y;
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
-    const int nbmax = conv_chunk(l, N), direct = conv_direct(&l->cfg.conv);
+    const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const int CK = (int)conv_ck(l);
     const et_layer_sparsity *sp = cx->sp;
     const int skip = sp && sp->bw_skip, masked = sp && sp->ep_mask && sp->ep_maskbuf;
-    if (direct) { /* dX[Cin, N*HW] = W^T dY in one product */
+    if (conv_direct(&l->cfg.conv)) { /* dX[Cin, N*HW] = W^T dY in one product */
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, N * HWo, Cout, l->params[0].use, CK,
                         dy, N * HWo, dx, N * HWo, 0.0f, skip || l->params[0].mask != NULL, NULL, 0, NULL,
                         l->int_scale[ET_IS_W], l->int_scale[ET_IS_E]};
@@ -294,37 +408,40 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     }
     et_conv_geom g;
     if (!conv_rows_fast(l, &g)) memset(dx, 0, sizeof(float) * (size_t)(et_shape_numel(l->in) * N));
-    for (int n0 = 0; n0 < N; n0 += nbmax) {
-        int nb = N - n0 < nbmax ? N - n0 : nbmax;
-        et_matmul mm = {ET_EP, l->index, 1, 0, CK, nb * HWo, Cout, l->params[0].use, CK,
-                        dy + (int64_t)n0 * HWo, N * HWo, cx->scratch, nb * HWo, 0.0f,
-                        skip || l->params[0].mask != NULL, NULL, 0, NULL,
-                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_E]};
-        if (masked) {
-            im2col_mask(l, x, N, n0, nb, sp->ep_maskbuf);
-            mm.mask = sp->ep_maskbuf, mm.ldmask = nb * HWo;
-        }
-        et_status st = et_matmul_run(cx->eng, &mm);
+    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch};
+    return run_lanes(&j, (nch + 1) / 2, ep_lane);
+}
+
+/* WG: lane 0 into dW, lane 1 into the partial after the two column buffers */
+static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
+    et_layer *l = j->l;
+    const int N = j->cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c, CK = (int)conv_ck(l);
+    float *dst = lane ? j->cx->scratch + 2 * chunk_floats(l, N) : l->params[0].grad;
+    for (int c = c0; c < c1; c++) {
+        int n0, nb = chunk_images(j, c, &n0), ldb;
+        const float *B = chunk_cols(j, lane, n0, nb, &ldb);
+        et_matmul mm = {ET_WG, l->index, 0, 1, Cout, CK, nb * HWo, j->dy + (int64_t)n0 * HWo,
+                        N * HWo, B, ldb, dst, CK, c == c0 ? 0.0f : 1.0f, j->cx->sp && j->cx->sp->bw_skip,
+                        l->params[0].mask, CK, NULL,
+                        l->int_scale[ET_IS_E], l->int_scale[ET_IS_A]};
+        et_status st = et_matmul_run(j->cx->eng, &mm);
         if (st) return st;
-        col2im(l, cx->scratch, N, n0, nb, dx);
     }
     return ET_OK;
 }
 
 static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const float *dy) {
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
-    const int nbmax = conv_chunk(l, N);
-    const int CK = (int)conv_ck(l);
-    for (int n0 = 0; n0 < N; n0 += nbmax) {
-        int nb = N - n0 < nbmax ? N - n0 : nbmax;
-        int ldb;
-        const float *B = chunk_cols(l, cx, x, n0, nb, &ldb);
-        et_matmul mm = {ET_WG, l->index, 0, 1, Cout, CK, nb * HWo, dy + (int64_t)n0 * HWo,
-                        N * HWo, B, ldb, l->params[0].grad, CK, n0 == 0 ? 0.0f : 1.0f, cx->sp && cx->sp->bw_skip,
-                        l->params[0].mask, CK, NULL,
-                        l->int_scale[ET_IS_E], l->int_scale[ET_IS_A]};
-        et_status st = et_matmul_run(cx->eng, &mm);
-        if (st) return st;
+    const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
+    const int h = et_matmul_emulated(cx->eng, l->index) ? nch : (nch + 1) / 2;
+    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch};
+    et_status st = run_lanes(&j, h, wg_lane);
+    if (st) return st;
+    if (h < nch) { /* dW += lane 1's partial */
+        float *dw = l->params[0].grad;
+        const float *part = cx->scratch + 2 * chunk_floats(l, N);
+        const int64_t n = l->params[0].n;
+        for (int64_t e = 0; e < n; e++) dw[e] += part[e];
     }
     if (l->cfg.conv.bias) {
         float *db = l->params[1].grad;
