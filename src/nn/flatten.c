@@ -1,5 +1,6 @@
 /* flatten: CNHW image tensor -> [N, C*H*W] vector tensor, PyTorch's feature
- * order (c, h, w). A vector input passes through unchanged. */
+ * order (c, h, w). A vector or one-channel input is already in that layout:
+ * the plan makes the output the input itself (model.c, plan_tensors). */
 #include "nn/layer_impl.h"
 
 #include <string.h>
@@ -15,7 +16,8 @@ static et_status flatten_setup(et_layer *l) {
 static void transpose_cn(const et_layer *l, int N, const float *src, float *dst, int to_vec) {
     const int C = l->in.c;
     const int64_t HW = (int64_t)l->in.h * l->in.w;
-    if (!l->in.is_image) {
+    if (src == dst) return; /* in place (one channel or a vector): nothing moves */
+    if (!l->in.is_image || C == 1) {
         memcpy(dst, src, sizeof(float) * (size_t)(C * HW * N));
         return;
     }

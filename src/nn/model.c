@@ -180,8 +180,14 @@ static int plan_tensors(et_model *m) {
     for (int i = 0; i < m->nnodes; i++) {
         et_node *n = &m->nodes[i];
         et_tensor *in = &m->tensors[n->in];
+        /* not on a flatten's aliased output: that storage is the flatten's input,
+         * which the layer before may read in its EP */
+        int flat_alias = in->producer >= 0 && m->nodes[in->producer].layer.type == ET_L_FLATTEN && in->alias_of >= 0;
         int inplace = (n->layer.type == ET_L_RELU || n->layer.type == ET_L_DROPOUT) && n->in != 0 &&
-                      in->consumers == 1;
+                      in->consumers == 1 && !flat_alias;
+        /* flatten of a one-channel image (or of a vector) moves nothing: CNHW
+         * with C == 1 is already [N, H*W], so the output is the input */
+        if (n->layer.type == ET_L_FLATTEN && (n->layer.in.c == 1 || !n->layer.in.is_image)) inplace = 1;
         m->tensors[n->out].alias_of = inplace ? (in->alias_of >= 0 ? in->alias_of : n->in) : -1;
     }
     /* A relu whose input feeds only it and whose output feeds only a layer
@@ -474,6 +480,7 @@ et_status et_model_set_input_u8(et_model *m, const et_dataset *ds, const int64_t
      * (img.float().div(255)); looked up per pixel */
     float lut[256];
     for (int k = 0; k < 256; k++) lut[k] = (float)k / 255.0f;
+#pragma omp parallel for schedule(static) if ((int64_t)n * px > 65536)
     for (int i = 0; i < n; i++) {
         const uint8_t *restrict src = ds->images + idx[i] * px;
         float *restrict x = m->input_nchw + i * px;
