@@ -189,11 +189,23 @@ static void test_mlp_dropout_model(void **state) {
     model_fd("input 1 5 5\nflatten\nlinear 16\nrelu\ndropout p=0.25\nlinear 12\nrelu\nlinear 10\n", 5, 1, 5, 5);
 }
 
+/* A one-channel flatten (its output is its input: no copy) before a relu
+ * that must not work in place on that storage; and a second conv whose 8
+ * images span three im2col chunks in two lanes (conv.c, "chunks"), so its
+ * WG adds the second lane's partial gradient. */
+static void test_flatten_alias_and_lanes(void **state) {
+    (void)state;
+    model_fd("input 1 6 6\nconv 1 k=3 p=1\nmaxpool k=2\nflatten\nrelu\nlinear 10\n", 4, 1, 6, 6);
+    model_fd("input 1 6 6\nconv 1 k=3 p=1\nbn\nflatten\nrelu\nlinear 10\n", 4, 1, 6, 6);
+    model_fd("input 1 32 32\nconv 8 k=3 p=1\nrelu\nconv 4 k=3 p=1\nrelu\nmaxpool k=4\nflatten\nlinear 10\n", 8, 1, 32, 32);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layers),
         cmocka_unit_test(test_residual_model),
         cmocka_unit_test(test_mlp_dropout_model),
+        cmocka_unit_test(test_flatten_alias_and_lanes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
