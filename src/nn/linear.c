@@ -55,11 +55,19 @@ static et_status linear_wg(et_layer *l, const et_lctx *c, const float *x, const 
                     l->int_scale[ET_IS_E], l->int_scale[ET_IS_A]};
     et_status st = et_matmul_run(c->eng, &mm);
     if (st || !l->cfg.linear.bias) return st;
+    /* db[o] = sum over n of dy[n][o], in n order in double; rows are walked
+     * contiguously, a block of outputs at a time, so the sums vectorise */
     float *db = l->params[1].grad;
-    for (int o = 0; o < out; o++) {
-        double s = 0;
-        for (int n = 0; n < N; n++) s += dy[(int64_t)n * out + o];
-        db[o] = (float)s;
+    enum { OB = 256 };
+    for (int o0 = 0; o0 < out; o0 += OB) {
+        const int ob = out - o0 < OB ? out - o0 : OB;
+        double acc[OB];
+        for (int o = 0; o < ob; o++) acc[o] = 0;
+        for (int n = 0; n < N; n++) {
+            const float *r = dy + (int64_t)n * out + o0;
+            for (int o = 0; o < ob; o++) acc[o] += r[o];
+        }
+        for (int o = 0; o < ob; o++) db[o0 + o] = (float)acc[o];
     }
     return ET_OK;
 }

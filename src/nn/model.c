@@ -477,14 +477,13 @@ et_status et_model_set_input_u8(et_model *m, const et_dataset *ds, const int64_t
         if (idx[i] < 0 || idx[i] >= ds->n) return et_set_error(ET_ERR_INVALID, "image index out of range");
     /* x / 255 divided, not multiplied by 1/255 (which differs in the last
      * bit for half the byte values): the same floats as PyTorch's ToTensor
-     * (img.float().div(255)); looked up per pixel */
-    float lut[256];
-    for (int k = 0; k < 256; k++) lut[k] = (float)k / 255.0f;
+     * (img.float().div(255)); a vector division per 16 pixels */
 #pragma omp parallel for schedule(static) if ((int64_t)n * px > 65536)
     for (int i = 0; i < n; i++) {
         const uint8_t *restrict src = ds->images + idx[i] * px;
         float *restrict x = m->input_nchw + i * px;
-        for (int64_t k = 0; k < px; k++) x[k] = lut[src[k]];
+#pragma omp simd
+        for (int64_t k = 0; k < px; k++) x[k] = (float)src[k] / 255.0f;
     }
     return ET_OK;
 }
