@@ -167,6 +167,9 @@ static const shape shapes[] = {
     {"convFF c6 128x3136x1152", 0, 0, 128, 3136, 1152},
     /* the same layer as c2 with a 4-image im2col chunk: B stays in cache */
     {"convFF c2/4 32x3136x288", 0, 0, 32, 3136, 288},
+    {"convFF c2 chunk 32x784x288", 0, 0, 32, 784, 288},
+    {"convEP c2 chunk 288x784x32", 1, 0, 288, 784, 32},
+    {"convWG c2 chunk 32x288x784", 0, 1, 32, 288, 784},
     {"convEP c2 288x25088x32", 1, 0, 288, 25088, 32},
     {"convEP c4 576x12544x64", 1, 0, 576, 12544, 64},
     {"convEP c6 1152x3136x128", 1, 0, 1152, 3136, 128},

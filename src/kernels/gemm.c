@@ -319,15 +319,38 @@ static et_status ws_grow(int max_threads) {
     return ET_OK;
 }
 
+/* Calls from inside a parallel region (each thread of the region running its
+ * own products, e.g. conv's two lanes) block and pack like a top-level call,
+ * in a buffer of the calling thread: allocated by et_gemm_init for the
+ * threads of the OpenMP team, never inside the training loop. Without one
+ * (a thread et_gemm_init did not see) they fall back to small stack panels. */
+static _Thread_local float *tl_mem;
+static _Atomic size_t tl_bytes_total;
+
+static void tl_alloc(void) {
+    if (tl_mem) return;
+    size_t bytes = (ws_mc_kc + ws_kc_nc) * sizeof(float);
+    tl_mem = aligned_alloc(64, bytes);
+    if (tl_mem) atomic_fetch_add(&tl_bytes_total, bytes);
+}
+
 et_status et_gemm_init(int max_threads) {
     lock_ws();
     et_status st = ws_grow(max_threads);
     unlock_ws();
+#ifdef _OPENMP
+    if (!st && !omp_in_parallel()) {
+        int T = max_threads > 1 ? max_threads : 1;
+#pragma omp parallel num_threads(T)
+        tl_alloc();
+    }
+#endif
     return st;
 }
 
 size_t et_gemm_workspace_bytes(void) {
-    return ws_mem ? (ws_mc_kc + ws_kc_nc) * sizeof(float) * (size_t)ws_threads : 0;
+    return (ws_mem ? (ws_mc_kc + ws_kc_nc) * sizeof(float) * (size_t)ws_threads : 0) +
+           atomic_load(&tl_bytes_total);
 }
 
 const char *et_gemm_kernel_name(void) { return pick(et_cpu_isa())->name; }
@@ -392,8 +415,12 @@ static void run(const args *g, const kinfo *ki) {
 #endif
     if (nested || atomic_flag_test_and_set_explicit(&ws_busy, memory_order_acquire)) {
         /* Called from inside a parallel region or concurrently with another
-         * call: compute serially in small stack buffers. Same KC and kernel,
-         * hence the same results. */
+         * call: compute serially, in the thread's own buffer or in small stack
+         * panels. Same KC and kernel, hence the same results. */
+        if (tl_mem) {
+            gemm_region(g, ki, ki->mc, ki->nc, 0, g->M, 0, g->N, tl_mem, tl_mem + ws_mc_kc);
+            return;
+        }
         float Ap[MAX_MR * MAX_KC] __attribute__((aligned(64)));
         float Bp[MAX_KC * MAX_NR] __attribute__((aligned(64)));
         gemm_region(g, ki, ki->mr, ki->nr, 0, g->M, 0, g->N, Ap, Bp);
