@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Turns out/bench/*.json (written by bench/run.sh) into a table on stdout
 and in docs/bench.md. Usage: bench/report.py OUTDIR MARKDOWN"""
+import glob
 import json
 import os
 import platform
@@ -52,6 +53,11 @@ def main():
                 "the same FLOP count for both. Peak RSS includes the data set and, for PyTorch, "
                 "the framework itself.\n\n" % (peak["threads"], t0.get("torch_version", "?"), t0.get("blas", "?")))
         f.write(table + "\n\n")
+        reps = len(glob.glob(os.path.join(out, rows[0]["model"] + ".edgetrain.run*.json"))) if rows else 0
+        if reps > 1:
+            f.write("Each model ran %d times, edgetrain and PyTorch alternating; each side's row is its run "
+                    "with the median images/s (every run's JSON is in out/bench/*.run*.json). On this shared "
+                    "2-core virtual machine single runs vary by up to +-30%%.\n\n" % reps)
         f.write("Machine: %s, FP32 peak measured by `build/bench/bench_gemm --peak-json`: %.0f GFLOP/s.\n" % (
             platform.processor() or platform.machine(), pk))
     # Number formats: training-step cost of each policy against FP32.
