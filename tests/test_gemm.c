@@ -384,6 +384,51 @@ static void test_info(void **state) {
     assert_non_null(strstr(name, et_isa_name(et_cpu_isa())));
 }
 
+/* C = A·Bᵀ and Cᵀ = B·Aᵀ hold the same products summed in the same order, so
+ * their bits agree (conv's WG relies on it, src/nn/conv.c): every ISA, 1 and
+ * 2 threads, packed and dot-path shapes, beta 0 and 1. */
+static void test_transpose_symmetry(void **state) {
+    (void)state;
+    static const int shp[][3] = {{32, 288, 784}, {13, 70, 500}, {8, 9, 5000}, {16, 72, 3528}, {50, 60, 3000}};
+    int saved = et_get_threads();
+    for (size_t si = 0; si < sizeof shp / sizeof shp[0]; si++) {
+        const int M = shp[si][0], N = shp[si][1], K = shp[si][2];
+        float *A = make_mat(M, K, K, 0), *B = make_mat(N, K, K, 0), *C0 = make_mat(M, N, N, 0);
+        float *C = malloc(sizeof(float) * (size_t)M * N), *Ct = malloc(sizeof(float) * (size_t)M * N);
+        float *C0t = malloc(sizeof(float) * (size_t)M * N);
+        assert_non_null(C);
+        assert_non_null(Ct);
+        assert_non_null(C0t);
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) C0t[(size_t)j * M + i] = C0[(size_t)i * N + j];
+        assert_int_equal(et_gemm_dot_fits(0, 1, M, N, K), et_gemm_dot_fits(0, 1, N, M, K));
+        for (int isa = 0; isa <= ET_ISA_AVX512; isa++) {
+            if (!isa_ok((et_isa)isa)) continue;
+            for (int T = 1; T <= 2; T++)
+                for (int b = 0; b <= 1; b++) {
+                    et_set_threads(T);
+                    memcpy(C, C0, sizeof(float) * (size_t)M * N);
+                    memcpy(Ct, C0t, sizeof(float) * (size_t)M * N);
+                    et_sgemm_isa((et_isa)isa, 0, 1, M, N, K, 1.0f, A, K, B, K, (float)b, C, N);
+                    et_sgemm_isa((et_isa)isa, 0, 1, N, M, K, 1.0f, B, K, A, K, (float)b, Ct, M);
+                    for (int i = 0; i < M; i++)
+                        for (int j = 0; j < N; j++)
+                            if (memcmp(&C[(size_t)i * N + j], &Ct[(size_t)j * M + i], sizeof(float)))
+                                fail_msg("%s T=%d beta=%d %dx%dx%d: C[%d,%d] %a vs transposed %a",
+                                         et_isa_name((et_isa)isa), T, b, M, N, K, i, j, C[(size_t)i * N + j],
+                                         Ct[(size_t)j * M + i]);
+                }
+        }
+        free(A);
+        free(B);
+        free(C0);
+        free(C);
+        free(Ct);
+        free(C0t);
+    }
+    et_set_threads(saved);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_info),
@@ -394,6 +439,7 @@ int main(void) {
         cmocka_unit_test(test_thread_determinism),
         cmocka_unit_test(test_dot_path_bits),
         cmocka_unit_test(test_dot_path_choice),
+        cmocka_unit_test(test_transpose_symmetry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

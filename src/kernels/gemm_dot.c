@@ -47,13 +47,16 @@ static et_dot_kernel pick_kernel(et_isa isa) {
 }
 
 /* Long K, small output, and a shape the packed path handles badly: one side
- * narrower than a 48-column tile, or fewer output tiles than a 2-core split
- * needs. Measured with bench_gemm's convWG shapes (docs/architecture.md). */
+ * shorter than 16 (the packed path pads it to whole 8x48 tiles), or fewer
+ * output elements than K / 16 (too few tiles to share between cores).
+ * Measured with bench_gemm's convWG shapes. Symmetric in M and N, so a
+ * product and its transpose (conv's two WG forms) take the same path and
+ * give the same bits. */
 int et_gemm_dot_fits(int ta, int tb, int M, int N, int K) {
     if (ta || !tb || M <= 0 || N <= 0) return 0;
     if ((long)M * N > ET_DOT_MAX_MN) return 0;
     if (K < 2048) return 0;
-    return N < 48 || M < 16 || (long)K >= 16L * M * N;
+    return (M < N ? M : N) < 16 || (long)K >= 16L * M * N;
 }
 
 /* The blocks [b0, b1) of C (row-major over the block grid), all chunks. */
