@@ -60,8 +60,9 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     uint64_t macs = (uint64_t)mm->M * (uint64_t)mm->N * (uint64_t)mm->K;
     const uint8_t *mask = mm->mask;
     int ldm = mm->ldmask;
+    et_spec_fused fu = {0, 0, 0};
     if (mm->spec) { /* predict the output mask first (src/sparsity/speculate.c) */
-        et_status st = et_spec_predict(mm, eng ? eng->spec_ws : NULL, eng ? eng->spec_ws_bytes : 0);
+        et_status st = et_spec_predict(mm, eng ? eng->spec_ws : NULL, eng ? eng->spec_ws_bytes : 0, &fu);
         if (st) return st;
         mask = mm->spec->mask, ldm = mm->spec->ldmask;
     }
@@ -93,6 +94,15 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
                                 mm->C, mm->ldc, mul, acc, &key);
         if (st) return st;
         if (sparse) w.executed = mask_and_count(mm, mask, ldm, &kept);
+    } else if (sparse && fu.valid &&
+               (!mm->skip_zeros || !et_spgemm_any_zero(mm->A, mm->ta ? mm->K : mm->M, mm->ta ? mm->M : mm->K, mm->lda))) {
+        /* the fused prediction counted on its way through B (op(A) has no
+         * zero): the dense kernel, then the mask */
+        et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
+                 mm->ldc);
+        et_spgemm_apply_mask(mm->M, mm->N, mm->C, mm->ldc, mask, ldm);
+        kept = fu.kept;
+        w.executed = mm->skip_zeros ? fu.elem_dense_a : fu.kept * (uint64_t)mm->K;
     } else if (sparse) {
         /* per call: the skipping kernel where its micro-tiles can skip enough,
          * else the dense one and the mask after it; counted exactly either way */

@@ -361,6 +361,25 @@ void et_spgemm_count_fast(int ta, int tb, int M, int N, int K, const float *A, i
     et_spgemm_count_isa(et_cpu_isa(), ta, tb, M, N, K, A, lda, B, ldb, skip_zeros, mask, ldmask, out);
 }
 
+void et_spgemm_apply_mask(int M, int N, float *C, int ldc, const uint8_t *mask, int ldmask) {
+    const int T = nthreads();
+#pragma omp parallel for schedule(static) num_threads(T) if (T > 1 && (double)M * N > 65536)
+    for (int i = 0; i < M; i++) {
+        const uint8_t *r = mask + (ptrdiff_t)i * ldmask;
+        float *ci = C + (ptrdiff_t)i * ldc;
+        for (int j = 0; j < N; j++) ci[j] = r[j] ? ci[j] : 0.0f;
+    }
+}
+
+int et_spgemm_any_zero(const float *X, int rows, int cols, int ld) {
+    int z = 0;
+    for (int i = 0; i < rows && !z; i++) {
+        const float *x = X + (ptrdiff_t)i * ld;
+        for (int j = 0; j < cols; j++) z |= x[j] == 0.0f;
+    }
+    return z;
+}
+
 void et_sgemm_sparse_auto(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                           float beta, float *C, int ldc, int skip_zeros, const uint8_t *mask, int ldmask,
                           et_spgemm_stats *st, et_spgemm_count *cnt) {
@@ -373,15 +392,7 @@ void et_sgemm_sparse_auto(int ta, int tb, int M, int N, int K, const float *A, i
         s.macs_cpu = sp.macs_cpu;
     } else if (M > 0 && N > 0) {
         et_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-        if (mask) {
-            const int T = nthreads();
-#pragma omp parallel for schedule(static) num_threads(T) if (T > 1 && (double)M * N > 65536)
-            for (int i = 0; i < M; i++) {
-                const uint8_t *r = mask + (ptrdiff_t)i * ldmask;
-                float *ci = C + (ptrdiff_t)i * ldc;
-                for (int j = 0; j < N; j++) ci[j] = r[j] ? ci[j] : 0.0f;
-            }
-        }
+        if (mask) et_spgemm_apply_mask(M, N, C, ldc, mask, ldmask);
     }
     if (st) *st = s;
     if (cnt) *cnt = c;

@@ -70,6 +70,11 @@ void et_sgemm_sparse_auto(int ta, int tb, int M, int N, int K, const float *A, i
                           float beta, float *C, int ldc, int skip_zeros, const uint8_t *mask, int ldmask,
                           et_spgemm_stats *st, et_spgemm_count *cnt);
 
+/* C[i,j] = 0 where mask[i,j] == 0 (threads over rows). */
+void et_spgemm_apply_mask(int M, int N, float *C, int ldc, const uint8_t *mask, int ldmask);
+/* Whether a stored rows x cols matrix (row stride ld) holds a zero. */
+int et_spgemm_any_zero(const float *X, int rows, int cols, int ld);
+
 /* The plain reference: et_sgemm, then the mask, and the statistics counted
  * element by element (slow; for tests). */
 void et_sgemm_sparse_ref(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
