@@ -231,6 +231,24 @@ static void test_large_structured(void **state) {
     }
 }
 
+/* The conv EP shape (op(A) = A^T, op(B) = B, skip_zeros) with a sparse B,
+ * where the per-call choice runs the column-sparse kernel on AVX-512: more
+ * rows than one 64-row chunk and not a multiple of 16, partial column blocks,
+ * K at and past its lower bound, dense and sparse A, with and without a mask,
+ * beta 0 / 1 / -0.5, 1 and 2 threads (run_case compares with et_sgemm masked
+ * and counts against enumeration). */
+static void test_cols(void **state) {
+    (void)state;
+    static const int sz[][3] = {{200, 70, 128}, {67, 33, 160}, {129, 300, 384}, {1152, 40, 128}};
+    for (size_t s = 0; s < sizeof sz / sizeof sz[0]; s++)
+        for (int v = 0; v < 6; v++) {
+            scase t = {et_cpu_isa(), 1, 0, sz[s][0], sz[s][1], sz[s][2], v == 2 ? 1.0f : v == 4 ? -0.5f : 0.0f,
+                       v & 1 ? 0.7 : 1.0, v == 5 ? 0.0 : 0.12, v < 3 ? 0.6 : -1.0, PAT_RANDOM,
+                       v == 3 ? PAT_RUNS : PAT_RANDOM, PAT_BLOCKS, 1, 1 + (v & 1)};
+            run_case(&t);
+        }
+}
+
 /* all-zero and all-set masks, empty operands, both thread counts */
 static void test_extremes(void **state) {
     (void)state;
@@ -317,6 +335,7 @@ int main(void) {
         cmocka_unit_test(test_small),
         cmocka_unit_test(test_extremes),
         cmocka_unit_test(test_large_structured),
+        cmocka_unit_test(test_cols),
         cmocka_unit_test(test_nested),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -148,8 +148,8 @@ void et_spgemm_count_isa(et_isa isa, int ta, int tb, int M, int N, int K, const 
         int32_t *cb = (int32_t *)(void *)(mem + o_ca + al64(sizeof(int32_t) * (size_t)T * K));
         memset(ca, 0, sizeof(int32_t) * (size_t)T * K);
         memset(cb, 0, sizeof(int32_t) * (size_t)T * K);
-        uint64_t liveA = 0, liveB = 0;
-#pragma omp parallel num_threads(T) if (T > 1) reduction(+ : liveA, liveB)
+        uint64_t liveA = 0, liveB = 0, ecol = 0;
+#pragma omp parallel num_threads(T) if (T > 1) reduction(+ : liveA, liveB, ecol)
         {
             const int t = tid();
             uint64_t *tmp = TMP(t), *orw = tmp + TW;
@@ -180,21 +180,29 @@ void et_spgemm_count_isa(et_isa isa, int ta, int tb, int M, int N, int K, const 
                     cbt[k] = (int32_t)popw(sc, tmp, (size_t)NW);
                     for (int w = 0; w < NW; w++) liveB += (uint64_t)popc64(any16(tmp[w]));
                 }
-            } else { /* B rows: op(B) columns j, K long */
+            } else {
+                /* B rows: op(B) columns j, K long. sum_k ca[k] * cb[k] =
+                 * sum_j (sum of ca[k] over the non-zeros of column j): the
+                 * thread slices of ca summed first, then one read of B */
+                (void)cbt;
+#pragma omp for schedule(static)
+                for (int k = 0; k < K; k++)
+                    for (int u = 1; u < T; u++) ca[k] += ca[(size_t)u * K + k];
 #pragma omp for schedule(static)
                 for (int g = 0; g < ngr; g++) {
                     memset(orw, 0, sizeof(uint64_t) * (size_t)KW);
                     for (int j = g * GW; j < N && j < g * GW + GW; j++) {
-                        const float *b = B + (ptrdiff_t)j * ldb;
-                        nzscan(isa, sc, b, K, tmp, cbt);
+                        sc->nzbits(B + (ptrdiff_t)j * ldb, K, tmp);
+                        tmp[KW] = 0;
+                        ecol += (uint64_t)sc->maskdot(tmp, 0, ca, K);
                         for (int w = 0; w < KW; w++) orw[w] |= tmp[w];
                     }
                     liveB += popw(sc, orw, (size_t)KW);
                 }
             }
         }
-        uint64_t e = 0;
-        for (int k = 0; k < K; k++) {
+        uint64_t e = ecol;
+        for (int k = 0; k < K && !tb; k++) {
             int64_t sa = 0, sb = 0;
             for (int t = 0; t < T; t++) sa += ca[(size_t)t * K + k], sb += cb[(size_t)t * K + k];
             e += (uint64_t)sa * (uint64_t)sb;
@@ -380,10 +388,107 @@ int et_spgemm_any_zero(const float *X, int rows, int cols, int ld) {
     return z;
 }
 
+#if ET_GEMM_HAVE_X86
+#define SPCOLS_KMAX 384 /* spcols_avx512.c */
+void et_spcols_lists_avx512(int K, const float *B, ptrdiff_t ldb, int j0, int nc, int16_t *lk, float *lv,
+                            int32_t *cnt);
+void et_spcols_tile_avx512(int r0, int r1, int K, const float *A, ptrdiff_t lda, const int16_t *lk,
+                           const float *lv, const int32_t *cnt, int j0, int nc, float beta, float *C,
+                           ptrdiff_t ldc, const uint8_t *mask, ptrdiff_t ldm, int32_t *kcnt);
+
+/* Fraction of non-zeros of a K x N row-major B, sampled on up to 8 windows
+ * of 64 columns spread over N (all K rows). */
+static double sample_density(const et_spgemm_scan *sc, int K, int N, const float *B, int ldb) {
+    uint64_t nz = 0, n = 0, w;
+    const int nwin = N / 64 < 8 ? N / 64 : 8;
+    for (int q = 0; q < (nwin ? nwin : 1); q++) {
+        int c0 = nwin ? (int)((long)(N - 64) * q / (nwin > 1 ? nwin - 1 : 1)) : 0, len = nwin ? 64 : N;
+        for (int k = 0; k < K; k++) {
+            sc->nzbits(B + (ptrdiff_t)k * ldb + c0, len, &w);
+            nz += (uint64_t)popc64(w);
+        }
+        n += (uint64_t)len * K;
+    }
+    return n ? (double)nz / (double)n : 1.0;
+}
+
+/* The column-sparse kernel (conv EP) where it applies and B is sparse
+ * enough; returns 0 if it did not run. */
+static int run_cols(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                    float beta, float *C, int ldc, int skip, const uint8_t *mask, int ldm, et_spgemm_stats *s,
+                    et_spgemm_count *c) {
+    const et_gemm_kinfo *ki = et_gemm_kinfo_for(et_cpu_isa());
+    if (!skip || !ta || tb || K <= 0 || K > SPCOLS_KMAX || K > ki->kc || M <= 0 || N <= 0 ||
+        ki->isa != ET_ISA_AVX512)
+        return 0;
+    const et_spgemm_scan *sc = et_spgemm_scan_for(ki->isa);
+    const double d = sample_density(sc, K, N, B, ldb);
+    if (d > ET_SPCOLS_DENSITY_MAX || K < ET_SPCOLS_KMIN) return 0;
+    const int T = nthreads(), nblk = (N + 15) / 16;
+    /* per 16-column block: its lists (16 x K k's and values), counts and kept counts */
+    const size_t per = al64((size_t)16 * K * 2) + al64((size_t)16 * K * 4) + 128;
+    char *mem = grow(per * (size_t)nblk);
+    if (!mem) return 0;
+#define BLK(q) (mem + per * (size_t)(q))
+#define LK(q) ((int16_t *)(void *)BLK(q))
+#define LV(q) ((float *)(void *)(BLK(q) + al64((size_t)16 * K * 2)))
+#define CNT(q) ((int32_t *)(void *)(BLK(q) + al64((size_t)16 * K * 2) + al64((size_t)16 * K * 4)))
+#define KC(q) (CNT(q) + 16)
+    uint64_t kept = 0, elem = 0, nnzb = 0;
+#pragma omp parallel num_threads(T) if (T > 1 && (double)M * N > 65536)
+    {
+#pragma omp for schedule(static)
+        for (int q = 0; q < nblk; q++) {
+            et_spcols_lists_avx512(K, B, ldb, q * 16, N - q * 16 < 16 ? N - q * 16 : 16, LK(q), LV(q), CNT(q));
+            memset(KC(q), 0, 16 * sizeof(int32_t));
+        }
+        /* a thread owns a range of blocks and walks it row chunk by row
+         * chunk, so that its stores stay within a few pages of C */
+        int t = tid(), nt = 1;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+#endif
+        const int q0 = (int)((long)nblk * t / nt), q1 = (int)((long)nblk * (t + 1) / nt);
+        for (int r0 = 0; r0 < M; r0 += 64)
+            for (int q = q0; q < q1; q++)
+                et_spcols_tile_avx512(r0, M - r0 < 64 ? M : r0 + 64, K, A, lda, LK(q), LV(q), CNT(q), q * 16,
+                                      N - q * 16 < 16 ? N - q * 16 : 16, beta, C, ldc, mask, ldm, KC(q));
+    }
+    for (int q = 0; q < nblk; q++)
+        for (int jj = 0; jj < 16 && q * 16 + jj < N; jj++) {
+            kept += (uint64_t)KC(q)[jj];
+            elem += (uint64_t)KC(q)[jj] * (uint64_t)CNT(q)[jj];
+            nnzb += (uint64_t)CNT(q)[jj];
+        }
+#undef BLK
+#undef LK
+#undef LV
+#undef CNT
+#undef KC
+    if (et_spgemm_any_zero(A, K, M, lda)) {
+        et_spgemm_count_fast(ta, tb, M, N, K, A, lda, B, ldb, skip, mask, ldm, c);
+    } else {
+        c->macs_elem = elem, c->kept = kept, c->live = d;
+    }
+    s->macs_elem = c->macs_elem, s->macs_cpu = nnzb * (uint64_t)M;
+    return 1;
+}
+#endif
+
 void et_sgemm_sparse_auto(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                           float beta, float *C, int ldc, int skip_zeros, const uint8_t *mask, int ldmask,
                           et_spgemm_stats *st, et_spgemm_count *cnt) {
     et_spgemm_count c;
+#if ET_GEMM_HAVE_X86
+    {
+        et_spgemm_stats s1;
+        if (run_cols(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc, skip_zeros, mask, ldmask, &s1, &c)) {
+            if (st) *st = s1;
+            if (cnt) *cnt = c;
+            return;
+        }
+    }
+#endif
     et_spgemm_count_fast(ta, tb, M, N, K, A, lda, B, ldb, skip_zeros, mask, ldmask, &c);
     et_spgemm_stats s = {c.macs_elem, (uint64_t)(M > 0 ? M : 0) * (uint64_t)(N > 0 ? N : 0) * (uint64_t)(K > 0 ? K : 0)};
     if ((skip_zeros || mask) && c.live <= ET_SPGEMM_LIVE_MAX && K > 0) {

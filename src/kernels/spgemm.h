@@ -66,6 +66,14 @@ void et_spgemm_count_fast(int ta, int tb, int M, int N, int K, const float *A, i
  * measured by bench/bench_spgemm.c), else et_sgemm and the mask applied after it
  * (macs_cpu = M*N*K). Results are et_sgemm's bits, masked, either way. */
 #define ET_SPGEMM_LIVE_MAX 0.3
+/* On AVX-512, a product with op(A) = A^T, op(B) = B, skip_zeros and K <= 384
+ * (conv EP: dcol = W^T dY) with K >= ET_SPCOLS_KMIN (below, its fixed cost per
+ * output element, about 1.5 cycles, exceeds what it saves) whose B is at
+ * most this dense (sampled) runs the
+ * column-sparse kernel instead (spcols_avx512.c: element-level skipping of
+ * B's zeros, same bits). */
+#define ET_SPCOLS_DENSITY_MAX 0.25
+#define ET_SPCOLS_KMIN 128
 void et_sgemm_sparse_auto(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                           float beta, float *C, int ldc, int skip_zeros, const uint8_t *mask, int ldmask,
                           et_spgemm_stats *st, et_spgemm_count *cnt);
