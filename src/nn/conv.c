@@ -231,6 +231,10 @@ static const float *chunk_cols(const et_layer *l, const et_lctx *cx, const float
     return cx->scratch;
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
+void et_bias_masked_avx512(float *y, const uint8_t *m, int64_t n, float b); /* conv_avx512.c */
+#endif
+
 static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *y) {
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
     const int nbmax = conv_chunk(l, N);
@@ -258,11 +262,19 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     if (l->cfg.conv.bias) {
         const float *b = l->params[1].data;
         const int64_t plane = (int64_t)N * HWo;
+        const int avx512 = et_cpu_isa() >= ET_ISA_AVX512;
+        (void)avx512;
 #pragma omp parallel for schedule(static) if (Cout * plane > 32768)
         for (int co = 0; co < Cout; co++) {
             float *yc = y + co * plane, bv = b[co];
             if (spec) { /* predicted zeros stay exactly 0 */
                 const uint8_t *mc = spec->mask + co * plane;
+#if defined(__x86_64__) || defined(_M_X64)
+                if (avx512) {
+                    et_bias_masked_avx512(yc, mc, plane, bv);
+                    continue;
+                }
+#endif
                 for (int64_t i = 0; i < plane; i++) {
                     float v = yc[i]; /* loaded unconditionally so the select vectorises */
                     yc[i] = mc[i] ? v + bv : v;
