@@ -17,8 +17,10 @@
  *
  * Per density and pattern: time of et_sgemm (dense), of et_sgemm_sparse
  * (skip_zeros + mask), their ratio, the time of the counting pass alone
- * (et_sgemm_sparse_count), and the executed fractions macs_cpu/dense and
- * macs_elem/dense, per stage and in total. Times: best of R runs, each run
+ * (et_sgemm_sparse_count), the executed fractions macs_cpu/dense and
+ * macs_elem/dense, per stage and in total, and the time of the matmul path's
+ * per-call choice (et_sgemm_sparse_auto: count, then the skipping kernel or
+ * the dense one plus the mask) with its ratio to dense. Times: best of R runs, each run
  * dense and sparse back to back; with --threads 1 the thread's CPU time.
  */
 #include <math.h>
@@ -212,8 +214,8 @@ int main(int argc, char **argv) {
     }
     printf("bench_spgemm: VGG8 batch 100, threads %d, %s, best of %d, times in ms per step\n", T,
            et_gemm_kernel_name(), reps);
-    printf("%-10s %-6s | %9s %9s %6s | %8s %6s | %7s %7s\n", "pattern", "dens", "dense", "sparse",
-           "ratio", "count", "cnt/sp", "cpu/dn", "elem/dn");
+    printf("%-10s %-6s | %9s %9s %6s | %8s %6s | %7s %7s | %8s %6s\n", "pattern", "dens", "dense", "sparse",
+           "ratio", "count", "cnt/sp", "cpu/dn", "elem/dn", "auto", "ratio");
     static const double dens[] = {1.0, 0.7, 0.5, 0.3, 0.1};
     float *C = NULL;
     size_t csz = 0;
@@ -221,7 +223,7 @@ int main(int argc, char **argv) {
         for (size_t di = 0; di < sizeof dens / sizeof dens[0]; di++) {
             if (pat == 1 && dens[di] >= 1.0) continue;
             build(dens[di], pat);
-            double td[3] = {0}, tsp[3] = {0}, tc[3] = {0}, mdense[3] = {0}, mcpu[3] = {0}, melem[3] = {0};
+            double td[3] = {0}, tsp[3] = {0}, tc[3] = {0}, tau[3] = {0}, mdense[3] = {0}, mcpu[3] = {0}, melem[3] = {0};
             for (int q = 0; q < np; q++) {
                 const prod *p = &P[q];
                 if (only && strcmp(only, p->name)) continue;
@@ -232,7 +234,8 @@ int main(int argc, char **argv) {
                     if (!C) return 1;
                     csz = need;
                 }
-                double bd = 1e30, bs = 1e30, bc = 1e30;
+                double bd = 1e30, bs = 1e30, bc = 1e30, ba = 1e30;
+                et_spgemm_count ca = {0, 0, 0};
                 et_spgemm_stats st = {0, 0}, sc;
                 memset(C, 0, need * sizeof(float));
                 for (int r = 0; r < reps; r++) {
@@ -245,6 +248,11 @@ int main(int argc, char **argv) {
                     et_sgemm_sparse_count(p->ta, p->tb, p->M, p->N, p->K, p->A, p->lda, p->B, p->ldb, 1,
                                           p->mask, p->N, &sc);
                     double t3 = now();
+                    et_spgemm_stats sa;
+                    et_sgemm_sparse_auto(p->ta, p->tb, p->M, p->N, p->K, p->A, p->lda, p->B, p->ldb, p->beta, C,
+                                         p->N, 1, p->mask, p->N, &sa, &ca);
+                    double t4 = now();
+                    if (t4 - t3 < ba) ba = t4 - t3;
                     if (t1 - t0 < bd) bd = t1 - t0;
                     if (t2 - t1 < bs) bs = t2 - t1;
                     if (t3 - t2 < bc) bc = t3 - t2;
@@ -254,25 +262,27 @@ int main(int argc, char **argv) {
                 td[s] += bd * p->weight;
                 tsp[s] += bs * p->weight;
                 tc[s] += bc * p->weight;
+                tau[s] += ba * p->weight;
                 mdense[s] += dm * p->weight;
                 mcpu[s] += (double)st.macs_cpu * p->weight;
                 melem[s] += (double)st.macs_elem * p->weight;
                 if (verbose)
-                    printf("  %-9s %4dx%5dx%5d x%5.2f  dense %8.3f sparse %8.3f ratio %5.2f count %7.3f  cpu %5.3f elem %5.3f\n",
+                    printf("  %-9s %4dx%5dx%5d x%5.2f  dense %8.3f sparse %8.3f ratio %5.2f count %7.3f  cpu %5.3f elem %5.3f  auto %8.3f live %5.3f\n",
                            p->name, p->M, p->N, p->K, p->weight, bd * 1e3, bs * 1e3, bd / bs, bc * 1e3,
-                           st.macs_cpu / dm, st.macs_elem / dm);
+                           st.macs_cpu / dm, st.macs_elem / dm, ba * 1e3, ca.live);
             }
             const char *stn[4] = {"FF", "EP", "WG", "all"};
             for (int s = 0; s < 4; s++) {
-                double a = 0, b = 0, c = 0, d0 = 0, d1 = 0, d2 = 0;
+                double a = 0, b = 0, c = 0, d0 = 0, d1 = 0, d2 = 0, au = 0;
                 for (int u = 0; u < 3; u++)
                     if (s == 3 || s == u) {
-                        a += td[u], b += tsp[u], c += tc[u], d0 += mdense[u], d1 += mcpu[u], d2 += melem[u];
+                        a += td[u], b += tsp[u], c += tc[u], d0 += mdense[u], d1 += mcpu[u], d2 += melem[u], au += tau[u];
                     }
                 char lab[32];
                 snprintf(lab, sizeof lab, "%s %s", pat ? "clustered" : "random", stn[s]);
-                printf("%-13s %3.0f%% | %9.2f %9.2f %5.2fx | %8.2f %5.1f%% | %7.3f %7.3f\n", lab,
-                       dens[di] * 100, a * 1e3, b * 1e3, a / b, c * 1e3, 100 * c / b, d1 / d0, d2 / d0);
+                printf("%-13s %3.0f%% | %9.2f %9.2f %5.2fx | %8.2f %5.1f%% | %7.3f %7.3f | %8.2f %5.2fx\n", lab,
+                       dens[di] * 100, a * 1e3, b * 1e3, a / b, c * 1e3, 100 * c / b, d1 / d0, d2 / d0, au * 1e3,
+                       a / au);
             }
             release();
         }

@@ -409,6 +409,84 @@ static void test_spec_conv(void **state) {
     lh_free(&h);
 }
 
+/* A speculated row-major product straight through et_matmul_run (the
+ * shape of conv FF, where the fused VNNI prediction applies on CPUs that
+ * have it): the mask equals the scalar predictor, C equals et_sgemm masked
+ * bit for bit, and the executed MACs equal a brute-force enumeration, with
+ * and without zeros in A, per-row and per-column bias, odd K and partial
+ * panels, at 1 and 2 threads. */
+static void test_spec_product(void **state) {
+    (void)state;
+    static const int shapes[][3] = {{19, 77, 45}, {8, 32, 4}, {33, 100, 131}, {1, 5, 3}};
+    uint64_t r = 0x9e3779b97f4a7c15ull;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int bits = 1; bits <= 8; bits += 3)
+            for (int variant = 0; variant < 4; variant++) {
+                const int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+                const int lda = K + 2, ldb = N + 3, ldc = N + 1, ldm = N + 4;
+                const int azeros = variant & 1, brows = !(variant & 2);
+                float *A = malloc(sizeof(float) * (size_t)M * lda), *B = malloc(sizeof(float) * (size_t)K * ldb);
+                float *C = malloc(sizeof(float) * (size_t)M * ldc), *D = malloc(sizeof(float) * (size_t)M * ldc);
+                float *bias = malloc(sizeof(float) * (size_t)(M > N ? M : N));
+                uint8_t *mask = malloc((size_t)M * ldm);
+                assert_true(A && B && C && D && bias && mask);
+#define RNDF() ((float)((r = r * 6364136223846793005ull + 1442695040888963407ull) >> 40) / 8388608.0f - 1.0f)
+                for (int i = 0; i < M * lda; i++) {
+                    float v = RNDF();
+                    A[i] = azeros && fabsf(v) < 0.3f ? 0.0f : v;
+                }
+                for (int i = 0; i < K * ldb; i++) {
+                    float v = RNDF();
+                    B[i] = v < 0.1f ? 0.0f : v; /* relu-like: about 55% zeros */
+                }
+                for (int i = 0; i < (M > N ? M : N); i++) bias[i] = 0.2f * RNDF();
+#undef RNDF
+                const float aa = absmaxf(A, (int64_t)M * lda), ab = absmaxf(B, (int64_t)K * ldb);
+                size_t wsb = et_spec_ws_bytes(bits, M, N, K);
+                void *ws = aligned_alloc(64, (wsb + 63) / 64 * 64);
+                assert_non_null(ws);
+                et_spec_stats stats;
+                memset(&stats, 0, sizeof stats);
+                et_spec spec = {bits, aa, ab, bias, brows, mask, ldm, 0, &stats};
+                for (int T = 1; T <= 2; T++) {
+                    et_engine eng;
+                    memset(&eng, 0, sizeof eng);
+                    eng.spec_ws = ws, eng.spec_ws_bytes = wsb;
+                    memset(mask, 7, (size_t)M * ldm);
+                    for (int i = 0; i < M * ldc; i++) C[i] = NAN;
+                    et_matmul mm = {ET_FF, -1, 0, 0, M, N, K, A, lda, B, ldb, C, ldc, 0.0f, 1, NULL, 0, &spec, 0, 0};
+                    et_set_threads(T);
+                    assert_int_equal(et_matmul_run(&eng, &mm), ET_OK);
+                    et_set_threads(1);
+                    et_sgemm(0, 0, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, D, ldc);
+                    uint64_t elem = 0, zeros = 0;
+                    const float step = (float)(1 << (8 - bits)), sc = (aa / 127.0f * step) * (ab / 127.0f * step);
+                    for (int i = 0; i < M; i++)
+                        for (int j = 0; j < N; j++) {
+                            long S = 0;
+                            for (int k = 0; k < K; k++)
+                                S += (long)ref_code(A[i * lda + k], aa, bits) * ref_code(B[k * ldb + j], ab, bits);
+                            int want = !(sc * (float)S + bias[brows ? i : j] <= 0.0f);
+                            if (mask[i * ldm + j] != want)
+                                fail_msg("M=%d N=%d K=%d bits=%d v=%d T=%d: mask[%d,%d] = %d, want %d", M, N, K, bits,
+                                         variant, T, i, j, mask[i * ldm + j], want);
+                            float e = want ? D[i * ldc + j] : 0.0f;
+                            if (memcmp(&e, &C[i * ldc + j], sizeof e))
+                                fail_msg("M=%d N=%d K=%d bits=%d v=%d T=%d: C[%d,%d] = %g, want %g", M, N, K, bits,
+                                         variant, T, i, j, C[i * ldc + j], e);
+                            zeros += !want;
+                            if (want)
+                                for (int k = 0; k < K; k++) elem += A[i * lda + k] != 0.0f && B[k * ldb + j] != 0.0f;
+                        }
+                    if (eng.total.macs_executed[ET_FF] != elem)
+                        fail_msg("M=%d N=%d K=%d bits=%d v=%d T=%d: executed %llu, want %llu", M, N, K, bits, variant,
+                                 T, (unsigned long long)eng.total.macs_executed[ET_FF], (unsigned long long)elem);
+                    assert_int_equal(eng.total.outputs_masked[ET_FF], zeros);
+                }
+                free(A), free(B), free(C), free(D), free(bias), free(mask), free(ws);
+            }
+}
+
 /* ------------------------------------------------------ whole models */
 
 static const char *spec_text =
@@ -657,6 +735,7 @@ int main(void) {
         cmocka_unit_test(test_parse),           cmocka_unit_test(test_layers_skip),
         cmocka_unit_test(test_emulated),
         cmocka_unit_test(test_spec_predictor),  cmocka_unit_test(test_spec_conv),
+        cmocka_unit_test(test_spec_product),
         cmocka_unit_test(test_spec_codes_avx512),
         cmocka_unit_test(test_model_skip),      cmocka_unit_test(test_model_speculate),
         cmocka_unit_test(test_cli),             cmocka_unit_test(test_cli_json),

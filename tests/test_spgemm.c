@@ -145,11 +145,40 @@ static void run_case(const scase *t) {
         fail_msg("%s: macs_cpu %llu outside [%llu, %llu]", what, (unsigned long long)st.macs_cpu,
                  (unsigned long long)st.macs_elem, (unsigned long long)full);
 
-    /* the counting pass alone agrees */
+    /* the fast counting pass on this ISA's scans agrees, at this thread count */
+    uint64_t kept = 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) kept += !mask || mask[(size_t)i * ldm + j];
+    et_set_threads(t->threads);
+    et_spgemm_count cf = {7, 7, -1.0};
+    et_spgemm_count_isa(t->isa, t->ta, t->tb, M, N, K, A, lda, B, ldb, t->skip, mask, ldm, &cf);
+    et_set_threads(1);
+    if (cf.macs_elem != elem || cf.kept != kept)
+        fail_msg("%s: fast count %llu kept %llu, want %llu kept %llu", what, (unsigned long long)cf.macs_elem,
+                 (unsigned long long)cf.kept, (unsigned long long)elem, (unsigned long long)kept);
+    if (!(cf.live >= 0.0 && cf.live <= 1.0)) fail_msg("%s: live estimate %g", what, cf.live);
     if (t->isa == et_cpu_isa()) {
         et_spgemm_stats s2;
         et_sgemm_sparse_count(t->ta, t->tb, M, N, K, A, lda, B, ldb, t->skip, mask, ldm, &s2);
         assert_int_equal(s2.macs_elem, elem);
+        /* the per-call choice: same bits as the dense kernel, masked, and the
+         * same counts, whichever kernel it picks */
+        memcpy(C2, C0, cn * sizeof(float));
+        et_spgemm_stats s3 = {1, 1};
+        et_spgemm_count c3;
+        et_set_threads(t->threads);
+        et_sgemm_sparse_auto(t->ta, t->tb, M, N, K, A, lda, B, ldb, t->beta, C2, ldc, t->skip, mask, ldm, &s3, &c3);
+        et_set_threads(1);
+        if (memcmp(C1, C2, cn * sizeof(float)) != 0) {
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++)
+                    if (memcmp(&C1[(size_t)i * ldc + j], &C2[(size_t)i * ldc + j], sizeof(float)))
+                        fail_msg("%s: auto C[%d,%d] = %.9g, want %.9g", what, i, j, C2[(size_t)i * ldc + j],
+                                 C1[(size_t)i * ldc + j]);
+        }
+        if (s3.macs_elem != elem || c3.macs_elem != elem || s3.macs_cpu < elem || s3.macs_cpu > full)
+            fail_msg("%s: auto counts %llu/%llu cpu %llu, want %llu", what, (unsigned long long)s3.macs_elem,
+                     (unsigned long long)c3.macs_elem, (unsigned long long)s3.macs_cpu, (unsigned long long)elem);
     }
     free(A);
     free(B);
@@ -201,6 +230,24 @@ static void test_large_structured(void **state) {
                     run_case(&t);
                 }
     }
+}
+
+/* The conv EP shape (op(A) = A^T, op(B) = B, skip_zeros) with a sparse B,
+ * where the per-call choice runs the column-sparse kernel on AVX-512: more
+ * rows than one 64-row chunk and not a multiple of 16, partial column blocks,
+ * K at and past its lower bound, dense and sparse A, with and without a mask,
+ * beta 0 / 1 / -0.5, 1 and 2 threads (run_case compares with et_sgemm masked
+ * and counts against enumeration). */
+static void test_cols(void **state) {
+    (void)state;
+    static const int sz[][3] = {{200, 70, 128}, {67, 33, 160}, {129, 300, 384}, {1152, 40, 128}};
+    for (size_t s = 0; s < sizeof sz / sizeof sz[0]; s++)
+        for (int v = 0; v < 6; v++) {
+            scase t = {et_cpu_isa(), 1, 0, sz[s][0], sz[s][1], sz[s][2], v == 2 ? 1.0f : v == 4 ? -0.5f : 0.0f,
+                       v & 1 ? 0.7 : 1.0, v == 5 ? 0.0 : 0.12, v < 3 ? 0.6 : -1.0, PAT_RANDOM,
+                       v == 3 ? PAT_RUNS : PAT_RANDOM, PAT_BLOCKS, 1, 1 + (v & 1)};
+            run_case(&t);
+        }
 }
 
 /* all-zero and all-set masks, empty operands, both thread counts */
@@ -289,6 +336,7 @@ int main(void) {
         cmocka_unit_test(test_small),
         cmocka_unit_test(test_extremes),
         cmocka_unit_test(test_large_structured),
+        cmocka_unit_test(test_cols),
         cmocka_unit_test(test_nested),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

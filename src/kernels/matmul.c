@@ -46,8 +46,8 @@ int et_matmul_plain(const et_engine *eng, int layer) {
 /* After a dense product that could not skip (emulated accumulation, the
  * integer path): masked-out outputs become 0, and the multiply-adds a
  * processor skipping at element granularity executes are counted exactly by
- * the sparse kernel's counting pass. */
-static uint64_t mask_and_count(const et_matmul *mm, const uint8_t *mask, int ldm) {
+ * the fast counting pass. Returns the count; *kept gets the mask's count. */
+static uint64_t mask_and_count(const et_matmul *mm, const uint8_t *mask, int ldm, uint64_t *kept) {
     if (mask) {
 #pragma omp parallel for schedule(static) if ((int64_t)mm->M * mm->N > 65536)
         for (int i = 0; i < mm->M; i++) {
@@ -56,19 +56,11 @@ static uint64_t mask_and_count(const et_matmul *mm, const uint8_t *mask, int ldm
             for (int j = 0; j < mm->N; j++) c[j] = r[j] ? c[j] : 0.0f;
         }
     }
-    et_spgemm_stats ss = {0, 0};
-    et_sgemm_sparse_count(mm->ta, mm->tb, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->B, mm->ldb, mm->skip_zeros,
-                          mask, ldm, &ss);
-    return ss.macs_elem;
-}
-
-static uint64_t masked_out(const uint8_t *mask, int ldm, int M, int N) {
-    uint64_t z = 0;
-    for (int i = 0; i < M; i++) {
-        const uint8_t *r = mask + (int64_t)i * ldm;
-        for (int j = 0; j < N; j++) z += r[j] == 0;
-    }
-    return z;
+    et_spgemm_count cnt;
+    et_spgemm_count_fast(mm->ta, mm->tb, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->B, mm->ldb, mm->skip_zeros, mask,
+                         ldm, &cnt);
+    *kept = cnt.kept;
+    return cnt.macs_elem;
 }
 
 et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
@@ -79,13 +71,15 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     uint64_t macs = (uint64_t)mm->M * (uint64_t)mm->N * (uint64_t)mm->K;
     const uint8_t *mask = mm->mask;
     int ldm = mm->ldmask;
+    et_spec_fused fu = {0, 0, 0};
     if (mm->spec) { /* predict the output mask first (src/sparsity/speculate.c) */
-        et_status st = et_spec_predict(mm, eng ? eng->spec_ws : NULL, eng ? eng->spec_ws_bytes : 0);
+        et_status st = et_spec_predict(mm, eng ? eng->spec_ws : NULL, eng ? eng->spec_ws_bytes : 0, &fu);
         if (st) return st;
         mask = mm->spec->mask, ldm = mm->spec->ldmask;
     }
     const int sparse = mm->skip_zeros || mask;
     work w = {macs, macs, macs, (uint64_t)mm->M * (uint64_t)mm->N, 0};
+    uint64_t kept = w.outputs;
     int in_range = eng && mm->layer >= 0 && mm->layer < eng->nlayers;
     const et_format *mul = in_range && eng->mul ? eng->mul[mm->layer] : NULL;
     const et_format *acc = in_range && eng->acc ? eng->acc[mm->layer] : NULL;
@@ -98,7 +92,7 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
                                     mm->b_scale, mm->beta, mm->C, mm->ldc);
         if (st) return st;
         if (eng) eng->int_calls++;
-        if (sparse) w.executed = mask_and_count(mm, mask, ldm);
+        if (sparse) w.executed = mask_and_count(mm, mask, ldm, &kept);
     } else if (mul || acc) {
         /* Emulated accumulation. Each call of a layer and stage gets its own
          * random-bit tensor id: (layer, stage, how many such calls came before).
@@ -110,17 +104,29 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
         et_status st = et_qgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->B, mm->ldb, mm->beta,
                                 mm->C, mm->ldc, mul, acc, &key);
         if (st) return st;
-        if (sparse) w.executed = mask_and_count(mm, mask, ldm);
+        if (sparse) w.executed = mask_and_count(mm, mask, ldm, &kept);
+    } else if (sparse && fu.valid &&
+               (!mm->skip_zeros || !et_spgemm_any_zero(mm->A, mm->ta ? mm->K : mm->M, mm->ta ? mm->M : mm->K, mm->lda))) {
+        /* the fused prediction counted on its way through B (op(A) has no
+         * zero): the dense kernel, then the mask */
+        et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
+                 mm->ldc);
+        et_spgemm_apply_mask(mm->M, mm->N, mm->C, mm->ldc, mask, ldm);
+        kept = fu.kept;
+        w.executed = mm->skip_zeros ? fu.elem_dense_a : fu.kept * (uint64_t)mm->K;
     } else if (sparse) {
+        /* per call: the skipping kernel where its micro-tiles can skip enough,
+         * else the dense one and the mask after it; counted exactly either way */
         et_spgemm_stats ss = {0, 0};
-        et_sgemm_sparse(mm->ta, mm->tb, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
-                        mm->ldc, mm->skip_zeros, mask, ldm, &ss);
-        w.executed = ss.macs_elem, w.cpu = ss.macs_cpu;
+        et_spgemm_count cnt;
+        et_sgemm_sparse_auto(mm->ta, mm->tb, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
+                             mm->ldc, mm->skip_zeros, mask, ldm, &ss, &cnt);
+        w.executed = ss.macs_elem, w.cpu = ss.macs_cpu, kept = cnt.kept;
     } else {
         et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
                  mm->ldc);
     }
-    if (mask) w.masked = masked_out(mask, ldm, mm->M, mm->N);
+    if (mask) w.masked = w.outputs - kept;
     if (eng && eng->sink) {
         et_status st = eng->sink(eng->sink_ctx, mm, w.executed);
         if (st) return st;

@@ -36,6 +36,53 @@ void et_sgemm_sparse(int ta, int tb, int M, int N, int K, const float *A, int ld
 void et_sgemm_sparse_count(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                            int skip_zeros, const uint8_t *mask, int ldmask, et_spgemm_stats *st);
 
+/* The fast counting pass (spcount.c): the same exact macs_elem from closed
+ * forms over the operands' non-zero patterns, O(M*K + K*N + M*N) instead of a
+ * walk through the GEMM driver:
+ *   no skip_zeros:      K * (mask count)
+ *   no mask:            sum_k nnz(op(A)[:,k]) * nnz(op(B)[k,:])
+ *   mask, op(A) dense:  sum_j nnz(op(B)[:,j]) * (mask count of column j)
+ *   mask, op(B) dense:  sum_i nnz(op(A)[i,:]) * (mask count of row i)
+ *   mask, both sparse:  the op(A)-dense form minus, for each zero op(A)[i,k],
+ *                       popcount(mask row i & non-zero bits of op(B) row k) (or
+ *                       those popcounts over the non-zeros directly, whichever
+ *                       side of op(A) is smaller; VPOPCNTQ where the CPU has it).
+ * Also gives the mask count and `live`, an estimate of the fraction of the
+ * dense work et_sgemm_sparse's micro-tiles cannot skip: (fraction of MR x 16
+ * mask sub-tiles with a kept element) x (fraction of (MR-row panel, k) of
+ * op(A) with a non-zero) x (fraction of (16-column group, k) of op(B) with a
+ * non-zero), the last two with skip_zeros only. */
+typedef struct et_spgemm_count {
+    uint64_t macs_elem; /* exact, as et_spgemm_stats */
+    uint64_t kept;      /* outputs the mask keeps (M*N without a mask) */
+    double live;        /* estimated unskippable fraction of the dense work */
+} et_spgemm_count;
+
+void et_spgemm_count_fast(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+                          int ldb, int skip_zeros, const uint8_t *mask, int ldmask, et_spgemm_count *out);
+
+/* The per-call choice the matmul path makes: counts first (et_spgemm_count_fast),
+ * then runs et_sgemm_sparse only where skipping pays (live <= ET_SPGEMM_LIVE_MAX,
+ * measured by bench/bench_spgemm.c), else et_sgemm and the mask applied after it
+ * (macs_cpu = M*N*K). Results are et_sgemm's bits, masked, either way. */
+#define ET_SPGEMM_LIVE_MAX 0.3
+/* On AVX-512, a product with op(A) = A^T, op(B) = B, skip_zeros and K <= 384
+ * (conv EP: dcol = W^T dY) with K >= ET_SPCOLS_KMIN (below, its fixed cost per
+ * output element, about 1.5 cycles, exceeds what it saves) whose B is at
+ * most this dense (sampled) runs the
+ * column-sparse kernel instead (spcols_avx512.c: element-level skipping of
+ * B's zeros, same bits). */
+#define ET_SPCOLS_DENSITY_MAX 0.25
+#define ET_SPCOLS_KMIN 128
+void et_sgemm_sparse_auto(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                          float beta, float *C, int ldc, int skip_zeros, const uint8_t *mask, int ldmask,
+                          et_spgemm_stats *st, et_spgemm_count *cnt);
+
+/* C[i,j] = 0 where mask[i,j] == 0 (threads over rows). */
+void et_spgemm_apply_mask(int M, int N, float *C, int ldc, const uint8_t *mask, int ldmask);
+/* Whether a stored rows x cols matrix (row stride ld) holds a zero. */
+int et_spgemm_any_zero(const float *X, int rows, int cols, int ld);
+
 /* The plain reference: et_sgemm, then the mask, and the statistics counted
  * element by element (slow; for tests). */
 void et_sgemm_sparse_ref(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,

@@ -50,6 +50,9 @@ typedef struct et_spgemm_scan {
     int64_t (*maskdot)(const uint64_t *mw, int bit0, const int32_t *cnt, int n);
 } et_spgemm_scan;
 
+/* The scans et_sgemm_sparse uses on `isa` (VPOPCNTQ popand where the CPU has it). */
+const et_spgemm_scan *et_spgemm_scan_for(et_isa isa);
+
 #if ET_GEMM_HAVE_X86
 void et_spgemm_skip_avx2(int m, int n, const uint64_t *km, int k, const float *a, ptrdiff_t ars,
                          ptrdiff_t as, const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc,
@@ -103,5 +106,10 @@ static inline uint64_t et_spgemm_field(const uint64_t *w, int lo) {
 void et_sgemm_sparse_isa(et_isa isa, int ta, int tb, int M, int N, int K, const float *A,
                          int lda, const float *B, int ldb, float beta, float *C, int ldc,
                          int skip_zeros, const uint8_t *mask, int ldmask, et_spgemm_stats *st);
+
+/* The fast counting pass (spcount.c) on one ISA's scans (tests). */
+void et_spgemm_count_isa(et_isa isa, int ta, int tb, int M, int N, int K, const float *A, int lda,
+                         const float *B, int ldb, int skip_zeros, const uint8_t *mask, int ldmask,
+                         et_spgemm_count *out);
 
 #endif

@@ -192,34 +192,43 @@ static void col2im(const et_layer *l, const float *col, int N, int n0, int nb, f
  * need not be computed (col2im drops padding entries anyway). */
 static void im2col_mask(const et_layer *l, const float *x, int N, int n0, int nb, uint8_t *mask) {
     const et_conv_cfg *c = &l->cfg.conv;
-    const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w;
-    const int64_t rows = conv_ck(l), ld = (int64_t)nb * Ho * Wo;
-#pragma omp parallel for schedule(static) if (rows * ld > 32768)
-    for (int64_t r = 0; r < rows; r++) {
-        int kx = (int)(r % c->kw), ky = (int)(r / c->kw % c->kh), ci = (int)(r / c->kw / c->kh);
-        uint8_t *dst = mask + r * ld;
-        /* output columns whose input column is inside the row: [lo, hi), the
-         * same for every row of this (ky, kx) */
-        int lo = 0, hi = Wo;
-        while (lo < Wo && lo * c->sw - c->pw + kx < 0) lo++;
-        while (hi > lo && (hi - 1) * c->sw - c->pw + kx >= W) hi--;
-        for (int n = 0; n < nb; n++) {
-            const float *src = x + ((int64_t)ci * N + n0 + n) * H * W;
-            for (int oy = 0; oy < Ho; oy++, dst += Wo) {
-                int iy = oy * c->sh - c->ph + ky;
-                if (iy < 0 || iy >= H || hi <= lo) {
-                    memset(dst, 0, (size_t)Wo);
-                    continue;
+    const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w, Cin = l->in.c;
+    const int64_t ld = (int64_t)nb * Ho * Wo, HW = (int64_t)H * W;
+    /* per input plane (channel, image): its non-zero map once, then the
+     * kh * kw mask rows it feeds are shifted copies of it */
+#pragma omp parallel for schedule(static) if (conv_ck(l) * ld > 32768)
+    for (int p = 0; p < Cin * nb; p++) {
+        const int ci = p / nb, n = p % nb;
+        const float *src = x + ((int64_t)ci * N + n0 + n) * HW;
+        uint8_t nzbuf[4096];
+        uint8_t *nz = HW <= (int64_t)sizeof nzbuf ? nzbuf : NULL;
+        if (nz) et_nonzero_bytes(src, (int)HW, nz);
+        for (int ky = 0; ky < c->kh; ky++)
+            for (int kx = 0; kx < c->kw; kx++) {
+                const int64_t r = ((int64_t)ci * c->kh + ky) * c->kw + kx;
+                uint8_t *dst = mask + r * ld + (int64_t)n * Ho * Wo;
+                /* output columns whose input column is inside the row: [lo, hi) */
+                int lo = 0, hi = Wo;
+                while (lo < Wo && lo * c->sw - c->pw + kx < 0) lo++;
+                while (hi > lo && (hi - 1) * c->sw - c->pw + kx >= W) hi--;
+                for (int oy = 0; oy < Ho; oy++, dst += Wo) {
+                    int iy = oy * c->sh - c->ph + ky;
+                    if (iy < 0 || iy >= H || hi <= lo) {
+                        memset(dst, 0, (size_t)Wo);
+                        continue;
+                    }
+                    const int64_t o0 = (int64_t)iy * W + (lo * c->sw - c->pw + kx);
+                    memset(dst, 0, (size_t)lo);
+                    if (c->sw == 1 && nz)
+                        memcpy(dst + lo, nz + o0, (size_t)(hi - lo));
+                    else if (c->sw == 1)
+                        et_nonzero_bytes(src + o0, hi - lo, dst + lo);
+                    else
+                        for (int ox = lo; ox < hi; ox++)
+                            dst[ox] = nz ? nz[o0 + (int64_t)(ox - lo) * c->sw] : src[o0 + (int64_t)(ox - lo) * c->sw] != 0.0f;
+                    memset(dst + hi, 0, (size_t)(Wo - hi));
                 }
-                const float *s0 = src + (int64_t)iy * W + (lo * c->sw - c->pw + kx);
-                memset(dst, 0, (size_t)lo);
-                if (c->sw == 1)
-                    et_nonzero_bytes(s0, hi - lo, dst + lo);
-                else
-                    for (int ox = lo; ox < hi; ox++) dst[ox] = s0[(int64_t)(ox - lo) * c->sw] != 0.0f;
-                memset(dst + hi, 0, (size_t)(Wo - hi));
             }
-        }
     }
 }
 
@@ -254,6 +263,10 @@ typedef struct cjob {
 static float *lane_cols(const cjob *j, int lane) {
     return j->cx->scratch + (size_t)lane * chunk_floats(j->l, j->cx->batch);
 }
+
+#if defined(__x86_64__) || defined(_M_X64)
+void et_bias_masked_avx512(float *y, const uint8_t *m, int64_t n, float b); /* conv_avx512.c */
+#endif
 
 /* The col matrix of images n0..n0+nb-1: the input itself for a direct
  * (1x1, stride 1, unpadded) convolution, else im2col into the lane's buffer. */
@@ -348,11 +361,19 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     if (l->cfg.conv.bias) {
         const float *b = l->params[1].data;
         const int64_t plane = (int64_t)N * HWo;
+        const int avx512 = et_cpu_isa() >= ET_ISA_AVX512;
+        (void)avx512;
 #pragma omp parallel for schedule(static) if (Cout * plane > 32768)
         for (int co = 0; co < Cout; co++) {
             float *yc = y + co * plane, bv = b[co];
             if (spec) { /* predicted zeros stay exactly 0 */
                 const uint8_t *mc = spec->mask + co * plane;
+#if defined(__x86_64__) || defined(_M_X64)
+                if (avx512) {
+                    et_bias_masked_avx512(yc, mc, plane, bv);
+                    continue;
+                }
+#endif
                 for (int64_t i = 0; i < plane; i++) {
                     float v = yc[i]; /* loaded unconditionally so the select vectorises */
                     yc[i] = mc[i] ? v + bv : v;

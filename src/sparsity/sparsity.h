@@ -12,8 +12,16 @@ struct et_model;
 
 /* Workspace bytes of one speculated M x N x K product (estimate + operand codes). */
 size_t et_spec_ws_bytes(int bits, int M, int N, int K);
-/* Predicts mm->spec->mask (and counts statistics); ws holds et_spec_ws_bytes(). */
-et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes);
+/* What a fused prediction (B bits, op(A) = A, op(B) = B, AVX512-VNNI) learns
+ * on the way: the mask's count and sum_j nnz(B[:,j]) * kept(j), which is the
+ * product's exact skip_zeros count when A has no zero (valid = 0: not run). */
+typedef struct et_spec_fused {
+    int valid;
+    uint64_t kept, elem_dense_a;
+} et_spec_fused;
+/* Predicts mm->spec->mask (and counts statistics); ws holds et_spec_ws_bytes().
+ * fu (may be NULL) gets what the fused path learnt. */
+et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spec_fused *fu);
 /* One operand value's B-bit code, inv = 127 / absmax (0 if absmax is 0). */
 int8_t et_spec_code(float x, float inv, int bits);
 /* sign(x) * 2^floor(log2|x|), 0 for 0. */

@@ -24,6 +24,9 @@
 
 #include <math.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static size_t al(size_t n) { return (n + 63) & ~(size_t)63; }
 
@@ -73,6 +76,61 @@ static void codes(const float *X, int rows, int cols, int ld, float absmax, int 
         for (int c = 0; c < cols; c++) out[(int64_t)r * cols + c] = et_spec_code(X[(int64_t)r * ld + c], inv, bits);
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+void et_spec_pack_a_vnni(const int8_t *ca, int M, int K, int Kq, uint32_t *Ap);
+void et_spec_vnni_panel(int M, int K, int Kq, const uint32_t *Ap, const float *B, int ldb, int j0, int nc,
+                        float invb, int bits, float scale, const float *bias, int bias_rows, uint8_t *mask, int ldm,
+                        __m512i *bp, uint64_t *pz, int32_t *colnz, int32_t *kept);
+
+/* The fused path for op(A) = A, op(B) = B (conv FF) on a CPU with AVX512-VNNI:
+ * B's codes are taken from the floats while a 32-column panel is packed, the
+ * exact int32 sums come from vpdpbusd and the mask straight from the
+ * accumulators, so neither B's codes nor the estimate are stored. Uses the
+ * estimate's part of the workspace; returns 0 (nothing done) when it does not
+ * fit. With it, fu gets the mask count and sum_j nnz(B[:,j]) * kept(j). */
+static int predict_fused(const et_matmul *mm, const int8_t *ca, char *wsp, size_t room, uint64_t *pz,
+                         et_spec_fused *fu) {
+    const et_spec *sp = mm->spec;
+    const int M = mm->M, N = mm->N, K = mm->K;
+    if (mm->ta || mm->tb || K <= 0 || K > 65536 || M <= 0 || N <= 0 || et_cpu_isa() < ET_ISA_AVX512 ||
+        !__builtin_cpu_supports("avx512vnni"))
+        return 0;
+    int T = 1;
+#ifdef _OPENMP
+    if (!omp_in_parallel()) T = et_get_threads();
+#endif
+    if (T < 1) T = 1;
+    const int Kq = (K + 3) / 4, Mp = (M + 7) & ~7, npan = (N + 31) / 32;
+    const size_t pa = al((size_t)Mp * Kq * 4), pb = al((size_t)Kq * 128), pc = al((size_t)N * 4);
+    if (pa + pb * (size_t)T + 2 * pc > room) return 0;
+    uint32_t *Ap = (uint32_t *)(void *)wsp;
+    int32_t *colnz = (int32_t *)(void *)(wsp + pa + pb * (size_t)T), *kept = (int32_t *)(void *)((char *)colnz + pc);
+    et_spec_pack_a_vnni(ca, M, K, Kq, Ap);
+    const float invb = sp->absmax_b > 0.0f ? 127.0f / sp->absmax_b : 0.0f;
+    const float step = (float)(1 << (8 - sp->bits));
+    const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step;
+    const float scale = sa * sb;
+    uint64_t z = 0;
+#pragma omp parallel for schedule(static) num_threads(T) reduction(+ : z) if (T > 1 && (int64_t)M * N > 65536)
+    for (int p = 0; p < npan; p++) {
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        int j0 = p * 32, nc = N - j0 < 32 ? N - j0 : 32;
+        et_spec_vnni_panel(M, K, Kq, Ap, mm->B, mm->ldb, j0, nc, invb, sp->bits, scale, sp->bias, sp->bias_rows,
+                           sp->mask, sp->ldmask, (__m512i *)(void *)(wsp + pa + pb * (size_t)t), &z, colnz + j0,
+                           kept + j0);
+    }
+    uint64_t kt = 0, e = 0;
+    for (int j = 0; j < N; j++) kt += (uint64_t)kept[j], e += (uint64_t)kept[j] * (uint64_t)colnz[j];
+    *pz = z;
+    fu->valid = 1, fu->kept = kt, fu->elem_dense_a = e;
+    return 1;
+}
+#endif
+
 static void exps(const float *X, int rows, int cols, int ld, float *out) {
 #pragma omp parallel for schedule(static) if ((int64_t)rows * cols > 65536)
     for (int r = 0; r < rows; r++)
@@ -83,7 +141,7 @@ static float bias_at(const et_spec *sp, int i, int j) {
     return sp->bias ? sp->bias[sp->bias_rows ? i : j] : 0.0f;
 }
 
-et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes) {
+et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spec_fused *fu) {
     const et_spec *sp = mm->spec;
     const int M = mm->M, N = mm->N, K = mm->K;
     if (!(sp->bits == ET_SPEC_EXP || sp->bits == ET_SPEC_EXACT || (sp->bits >= 1 && sp->bits <= 8)))
@@ -92,10 +150,15 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes) {
     if (!ws || ws_bytes < et_spec_ws_bytes(sp->bits, M, N, K))
         return et_set_error(ET_ERR_INVALID, "speculation: workspace of %zu bytes is too small for %dx%dx%d", ws_bytes,
                             M, N, K);
+    et_spec_fused nofu;
+    if (!fu) fu = &nofu;
+    fu->valid = 0, fu->kept = 0, fu->elem_dense_a = 0;
     float *est = ws; /* M x N, ld N (fp32 estimates, or the int32 sums isum) */
     int32_t *isum = NULL;
     float scale = 0.0f;
     char *rest = (char *)ws + al((size_t)M * N * 4);
+    uint64_t pz = 0;
+    int fused = 0;
     const int ar = mm->ta ? K : M, ac = mm->ta ? M : K, br = mm->tb ? N : K, bc = mm->tb ? K : N;
     if (sp->bits == ET_SPEC_EXACT) {
         et_sgemm(mm->ta, mm->tb, M, N, K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, 0.0f, est, N > 0 ? N : 1);
@@ -107,16 +170,20 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes) {
     } else {
         int8_t *ca = (int8_t *)rest, *cb = (int8_t *)(rest + al((size_t)M * K));
         codes(mm->A, ar, ac, mm->lda, sp->absmax_a, sp->bits, ca);
-        codes(mm->B, br, bc, mm->ldb, sp->absmax_b, sp->bits, cb);
-        isum = (int32_t *)ws;
-        et_igemm_s8(mm->ta, mm->tb, M, N, K, ca, ac > 0 ? ac : 1, cb, bc > 0 ? bc : 1, isum, N > 0 ? N : 1);
-        const float step = (float)(1 << (8 - sp->bits));
-        const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step;
-        scale = sa * sb;
+#if defined(__x86_64__) || defined(_M_X64)
+        fused = predict_fused(mm, ca, (char *)ws, al((size_t)M * N * 4), &pz, fu);
+#endif
+        if (!fused) {
+            codes(mm->B, br, bc, mm->ldb, sp->absmax_b, sp->bits, cb);
+            isum = (int32_t *)ws;
+            et_igemm_s8(mm->ta, mm->tb, M, N, K, ca, ac > 0 ? ac : 1, cb, bc > 0 ? bc : 1, isum, N > 0 ? N : 1);
+            const float step = (float)(1 << (8 - sp->bits));
+            const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step;
+            scale = sa * sb;
+        }
     }
-    uint64_t pz = 0;
-#pragma omp parallel for schedule(static) reduction(+ : pz) if ((int64_t)M * N > 65536)
-    for (int i = 0; i < M; i++) {
+#pragma omp parallel for schedule(static) reduction(+ : pz) if (!fused && (int64_t)M * N > 65536)
+    for (int i = 0; i < (fused ? 0 : M); i++) {
         uint8_t *mr = sp->mask + (int64_t)i * sp->ldmask;
         for (int j = 0; j < N; j++) {
             int64_t e = (int64_t)i * N + j;

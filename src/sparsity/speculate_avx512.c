@@ -1,5 +1,7 @@
-/* 16 speculation codes per step: et_spec_code on a row (speculate.c). */
+/* AVX-512 parts of the speculation (speculate.c): 16 codes per step
+ * (et_spec_code on a row), and the fused VNNI prediction below. */
 #include <immintrin.h>
+#include <stddef.h>
 #include <stdint.h>
 
 void et_spec_codes_row_avx512(const float *x, int n, float inv, int bits, int8_t *out) {
@@ -15,5 +17,131 @@ void et_spec_codes_row_avx512(const float *x, int n, float inv, int bits, int8_t
         __mmask16 neg = _mm512_cmplt_epi32_mask(c, _mm512_setzero_si512());
         t = _mm512_mask_sub_epi32(t, neg, _mm512_setzero_si512(), t);
         _mm_mask_storeu_epi8(out + j, m, _mm512_cvtepi32_epi8(t));
+    }
+}
+
+/* ---- the fused B-bit prediction of a row-major product (speculate.c) ----
+ * op(A) = A (M x K) as codes, already packed by et_spec_pack_a_vnni:
+ * Ap[(i/8)*Kq*8 + q*8 + i%8] = the four bytes code(A[i][4q+t]) + 128 (t = 0..3;
+ * 128 past K and for the padding rows past M). op(B) = B (K x N floats, row
+ * stride ldb) is coded 32 columns at a time straight from the floats (the
+ * codes of et_spec_code, as et_spec_codes_row_avx512) into a panel of
+ * Kq x 2 vectors of 16 columns x 4 bytes, with its column sums; vpdpbusd
+ * gives sum_k (a + 128) * b, minus 128 * colsum = S, the exact integer sum.
+ * The estimate scale * (float)S + bias is formed as the scalar path does
+ * (same two fp32 roundings) and the mask byte is !(e <= 0). */
+
+static inline __m512i code16(__m512 x, __m512 vinv, __m128i sh) {
+    const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+    __m512 v = _mm512_mul_ps(x, vinv);
+    v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
+    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    __m512i c = _mm512_cvtps_epi32(v);
+    __m512i t = _mm512_srl_epi32(_mm512_abs_epi32(c), sh);
+    __mmask16 neg = _mm512_cmplt_epi32_mask(c, _mm512_setzero_si512());
+    return _mm512_mask_sub_epi32(t, neg, _mm512_setzero_si512(), t);
+}
+
+void et_spec_pack_a_vnni(const int8_t *ca, int M, int K, int Kq, uint32_t *Ap) {
+    const int Mp = (M + 7) & ~7;
+    for (int i = 0; i < Mp; i++)
+        for (int q = 0; q < Kq; q++) {
+            uint32_t d = 0;
+            for (int t = 0; t < 4; t++) {
+                int k = 4 * q + t;
+                uint32_t byte = i < M && k < K ? (uint32_t)(uint8_t)(ca[(size_t)i * K + k] + 128) : 128u;
+                d |= byte << (8 * t);
+            }
+            Ap[(size_t)(i / 8) * Kq * 8 + (size_t)q * 8 + (i & 7)] = d;
+        }
+}
+
+/* One 32-column panel from column j0 (nc <= 32 columns): packs B, then all
+ * row blocks. Adds the predicted zeros to *pz; with colnz, colnz[j] = the
+ * non-zeros of B's column j and kept[j] = the outputs of column j predicted
+ * non-zero (both for j < nc, relative to j0). */
+void et_spec_vnni_panel(int M, int K, int Kq, const uint32_t *Ap, const float *B, int ldb, int j0, int nc,
+                        float invb, int bits, float scale, const float *bias, int bias_rows, uint8_t *mask, int ldm,
+                        __m512i *bp, uint64_t *pz, int32_t *colnz, int32_t *kept) {
+    const __m512 vinv = _mm512_set1_ps(invb), z = _mm512_setzero_ps();
+    const __m128i sh = _mm_cvtsi32_si128(8 - bits);
+    const __m512i one = _mm512_set1_epi32(1), ff = _mm512_set1_epi32(0xff);
+    const __mmask16 m0 = nc >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nc) - 1);
+    const __mmask16 m1 = nc >= 32 ? (__mmask16)0xffff : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1) : 0;
+    __m512i cs0 = _mm512_setzero_si512(), cs1 = cs0, nz0 = cs0, nz1 = cs0;
+    const float *b = B + j0;
+    for (int q = 0; q < Kq; q++) {
+        __m512i d0 = _mm512_setzero_si512(), d1 = d0;
+        for (int t = 0; t < 4; t++) {
+            int k = 4 * q + t;
+            if (k >= K) break;
+            const float *r = b + (ptrdiff_t)k * ldb;
+            __m512 x0 = _mm512_maskz_loadu_ps(m0, r), x1 = _mm512_maskz_loadu_ps(m1, r + 16);
+            __m512i c0 = code16(x0, vinv, sh), c1 = code16(x1, vinv, sh);
+            cs0 = _mm512_add_epi32(cs0, c0), cs1 = _mm512_add_epi32(cs1, c1);
+            if (colnz) {
+                nz0 = _mm512_mask_add_epi32(nz0, _mm512_cmp_ps_mask(x0, z, _CMP_NEQ_UQ), nz0, one);
+                nz1 = _mm512_mask_add_epi32(nz1, _mm512_cmp_ps_mask(x1, z, _CMP_NEQ_UQ), nz1, one);
+            }
+            d0 = _mm512_or_si512(d0, _mm512_slli_epi32(_mm512_and_si512(c0, ff), 8 * t));
+            d1 = _mm512_or_si512(d1, _mm512_slli_epi32(_mm512_and_si512(c1, ff), 8 * t));
+        }
+        _mm512_storeu_si512(bp + 2 * q, d0);
+        _mm512_storeu_si512(bp + 2 * q + 1, d1);
+    }
+    const __m512i off0 = _mm512_slli_epi32(cs0, 7), off1 = _mm512_slli_epi32(cs1, 7);
+    const __m512 vs = _mm512_set1_ps(scale);
+    __m512 bc0 = z, bc1 = z;
+    if (bias && !bias_rows) bc0 = _mm512_maskz_loadu_ps(m0, bias + j0), bc1 = _mm512_maskz_loadu_ps(m1, bias + j0 + 16);
+    __m512i k0 = _mm512_setzero_si512(), k1 = k0;
+    uint64_t zeros = 0;
+    for (int i0 = 0; i0 < M; i0 += 8) {
+        const uint32_t *ap = Ap + (size_t)(i0 / 8) * Kq * 8;
+        __m512i a00 = _mm512_setzero_si512(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00,
+                a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00, a60 = a00, a61 = a00, a70 = a00, a71 = a00;
+        for (int q = 0; q < Kq; q++, ap += 8) {
+            const __m512i b0 = _mm512_loadu_si512(bp + 2 * q), b1 = _mm512_loadu_si512(bp + 2 * q + 1);
+#define ROW(r, x0, x1)                                                                                              \
+    do {                                                                                                            \
+        const __m512i av = _mm512_set1_epi32((int)ap[r]);                                                          \
+        x0 = _mm512_dpbusd_epi32(x0, av, b0);                                                                       \
+        x1 = _mm512_dpbusd_epi32(x1, av, b1);                                                                       \
+    } while (0)
+            ROW(0, a00, a01);
+            ROW(1, a10, a11);
+            ROW(2, a20, a21);
+            ROW(3, a30, a31);
+            ROW(4, a40, a41);
+            ROW(5, a50, a51);
+            ROW(6, a60, a61);
+            ROW(7, a70, a71);
+#undef ROW
+        }
+        const __m512i acc[8][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31},
+                                   {a40, a41}, {a50, a51}, {a60, a61}, {a70, a71}};
+        for (int r = 0; r < 8 && i0 + r < M; r++) {
+            const int i = i0 + r;
+            __m512 b0v = bc0, b1v = bc1;
+            if (bias && bias_rows) b0v = b1v = _mm512_set1_ps(bias[i]);
+            __m512 e0 = _mm512_add_ps(_mm512_mul_ps(vs, _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][0], off0))), b0v);
+            __m512 e1 = _mm512_add_ps(_mm512_mul_ps(vs, _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][1], off1))), b1v);
+            __mmask16 keep0 = _mm512_mask_cmp_ps_mask(m0, e0, z, _CMP_NLE_UQ);
+            __mmask16 keep1 = _mm512_mask_cmp_ps_mask(m1, e1, z, _CMP_NLE_UQ);
+            uint8_t *mr = mask + (ptrdiff_t)i * ldm + j0;
+            _mm_mask_storeu_epi8(mr, m0, _mm_maskz_mov_epi8(keep0, _mm_set1_epi8(1)));
+            if (m1) _mm_mask_storeu_epi8(mr + 16, m1, _mm_maskz_mov_epi8(keep1, _mm_set1_epi8(1)));
+            zeros += (uint64_t)(__builtin_popcount((unsigned)(m0 & ~keep0)) + __builtin_popcount((unsigned)(m1 & ~keep1)));
+            k0 = _mm512_mask_add_epi32(k0, keep0, k0, one);
+            k1 = _mm512_mask_add_epi32(k1, keep1, k1, one);
+        }
+    }
+    *pz += zeros;
+    if (colnz) {
+        _mm512_mask_storeu_epi32(colnz, m0, nz0);
+        _mm512_mask_storeu_epi32(kept, m0, k0);
+        if (m1) {
+            _mm512_mask_storeu_epi32(colnz + 16, m1, nz1);
+            _mm512_mask_storeu_epi32(kept + 16, m1, k1);
+        }
     }
 }
