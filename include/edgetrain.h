@@ -258,6 +258,8 @@ et_optim et_optim_default(et_optim_kind kind);
 typedef struct et_memory_plan {
     size_t params, grads, optimizer, activations, act_grads, scratch, workspace, total;
     size_t sparsity; /* run-time sparsity: masks, speculation codes and estimates (in total) */
+    size_t hw;       /* processor-model link (et_model_attach_hw: Co(p) per position of the
+                        largest product; in total, 0 until attached) */
 } et_memory_plan;
 
 /* Plans and allocates all memory for batches of up to `batch` images and the
@@ -501,13 +503,11 @@ et_status et_quantize_rows(const et_format *f, const float *x, float *y, size_t 
  */
 #define ET_HW_MAX_LIST 16
 #define ET_HW_MAX_OPP 8
-/* Output structure of a product (docs/hw.md, "Non-zero structure"): output
- * positions are grouped in blocks of ET_HW_BLK; per block the run records
- * S_k = sum over its positions p of ceil(Co(p) / 2^k), k = 0..ET_HW_NSUM-1,
- * where Co(p) = output channels computed at p. S_0 counts computed outputs,
- * and S_k gives the PE cycles of any OP = 2^k exactly. */
-#define ET_HW_BLK 64
-#define ET_HW_NSUM 9 /* OP up to 256 */
+/* Output structure of a product (docs/hw.md, "Non-zero structure"): Co(p), the
+ * output channels computed at each output position p (0 <= Co(p) <= co_dense),
+ * kept for every position. From it the model derives, for any OP (not only
+ * powers of two) and any tile of positions, the tile's PE cycles
+ * ceil(Ci/IP) * sum_p ceil(Co(p)/OP) exactly. */
 enum { ET_HW_COMPRESS_NONE = 0, ET_HW_COMPRESS_RLE = 1, ET_HW_COMPRESS_BITMASK = 2 };
 /* Tensor kinds of a product's off-chip bytes and the codecs they are sized under. */
 enum { ET_HW_T_IN = 0, ET_HW_T_W = 1, ET_HW_T_OUT = 2, ET_HW_NT = 3 };
@@ -548,7 +548,7 @@ typedef struct et_hw_arch {
     int spec_macs_per_cycle;        /* speculation unit throughput */
     int weight_skip;                /* skip zero weights (Ci scaled by weight density) */
     int compress;                   /* off-chip codec: ET_HW_COMPRESS_* (none: dense bytes) */
-    int tile_positions;             /* output positions per RPO tile (multiple of ET_HW_BLK) */
+    int tile_positions;             /* output positions per RPO tile (>= 1) */
     et_hw_prec calib;               /* precision at which opp power_mw was measured */
     double v_nom;                   /* voltage of the per-op energies below */
     double e_mac_int8_pj, e_mac_fp16_pj, e_mac_fp8_pj; /* per MAC at v_nom */
@@ -586,11 +586,14 @@ double et_hw_utilization(int64_t ci, int64_t co, et_hw_pair pr);
  * to the larger IP. util may be NULL. */
 et_status et_hw_rpo(int64_t ci, int64_t co, const et_hw_pair *pairs, int n, et_hw_pair *best, double *util);
 
-/* The RPO on a structured tile: minimises ceil(Ci/IP)*IP*OP * S_log2(OP)
- * (the MAC slots of every position's Co(p) non-zero outputs), i.e. maximises
- * sum_p Ci*Co(p) / sum_p ceil(Ci/IP)*ceil(Co(p)/OP)*IP*OP; ties: larger IP. */
-et_status et_hw_rpo_structured(int64_t ci, const int64_t co_sum[ET_HW_NSUM], const et_hw_pair *pairs, int n,
+/* The RPO on a structured tile of npos positions with co_pos[p] = Co(p):
+ * minimises ceil(Ci/IP)*IP*OP * sum_p ceil(Co(p)/OP) (the MAC slots of every
+ * position's non-zero outputs), i.e. maximises sum_p Ci*Co(p) /
+ * sum_p ceil(Ci/IP)*ceil(Co(p)/OP)*IP*OP, for any IP/OP; ties: larger IP. */
+et_status et_hw_rpo_structured(int64_t ci, const int32_t *co_pos, int64_t npos, const et_hw_pair *pairs, int n,
                                et_hw_pair *best, double *util);
+/* sum_p ceil(co_pos[p] / op) over npos positions (op >= 1). */
+int64_t et_hw_co_slots(const int32_t *co_pos, int64_t npos, int op);
 
 /* One tile of one stage, as a trace or a live run sees it. */
 typedef struct et_hw_tile {
@@ -605,11 +608,11 @@ typedef struct et_hw_tile {
     int64_t dram_bytes; /* bytes moved to/from DRAM */
     et_hw_pair cfg;     /* {0,0}: RPO chooses; else this configuration word (EP/WG: FF's) */
     /* Non-zero structure (zero-initialised = dense: Co(p) = co at every position):
-     * with `structured`, co_sum[k] = sum over the tile's positions of ceil(Co(p)/2^k),
+     * with `structured`, co_pos[p] = Co(p) for each of the tile's `spatial` positions,
      * used instead of co when the architecture speculates. */
     int structured;
     int spec;           /* FF whose output mask came from speculation: the unit predicted it */
-    int64_t co_sum[ET_HW_NSUM];
+    const int32_t *co_pos;
     int spec_bits;      /* with spec: operand bits of the unit's predicting MACs (1..8), 0 when
                            not recorded (the config's 2x2-bit cost applies) */
 } et_hw_tile;
@@ -654,6 +657,11 @@ et_status et_hw_run_tile(et_hw_run *r, int layer, et_hw_tile tile);
 /* Totals of one layer (or -1: all) and one stage (or -1: all). */
 void et_hw_run_totals(const et_hw_run *r, int layer, int stage, et_hw_totals *out);
 const et_hw_arch *et_hw_run_arch(const et_hw_run *r);
+/* Reserves FF configuration words for `tiles` tiles of one layer (a live run
+ * sized up front allocates nothing while it trains), and the tiles one product
+ * of `positions` output positions becomes on the run's architecture. */
+et_status et_hw_run_reserve(et_hw_run *r, int layer, int64_t tiles);
+int64_t et_hw_run_tiles(const et_hw_run *r, int64_t positions, int structured);
 
 /* One executed product as a live run and a trace record see it, before an
  * architecture maps its operand formats to a precision (docs/hw.md, "Live
@@ -667,15 +675,15 @@ typedef struct et_hw_op {
     int64_t ci, co, co_dense, spatial;
     double w_density;   /* measured non-zero fraction of the w operand */
     int64_t sram_bytes, dram_bytes; /* dense: SRAM operands + result; DRAM all kinds */
-    /* version 2: SRAM bytes of the result alone (part of sram_bytes; shrinks with the
+    /* since version 2: SRAM bytes of the result alone (part of sram_bytes; shrinks with the
      * outputs a speculating architecture skips), and DRAM bytes per tensor kind
      * (ET_HW_T_*) sized under each codec (ET_HW_C_*) from the operands' zeros */
     int64_t sram_out_bytes;
     int64_t dram[ET_HW_NT][ET_HW_NC];
     int32_t spec;       /* 1: FF with an output mask (speculation) */
     int32_t spec_bits;  /* with spec: the prediction's operand bits (1..8; 0: not recorded) */
-    int64_t nblk;       /* blocks of ET_HW_BLK positions with structure (0: dense output) */
-    const uint32_t *sums; /* nblk x ET_HW_NSUM: per block S_k (see ET_HW_BLK) */
+    const int32_t *co_pos; /* NULL: dense output; else `spatial` entries, Co(p) = the output
+                              channels computed at position p (co = their maximum) */
 } et_hw_op;
 /* Maps the op's operand formats to a precision of the run's architecture
  * (intN -> INT N rounded up to a supported width, 16-bit floats -> FP16,

@@ -43,13 +43,13 @@ static const char toy_base[] = "name = toyb\ntech_nm = 28\nsram_kb = 1\nlanes = 
 
 static char tpath[64];
 static et_hw_op got_op;
-static uint32_t got_sums[ET_HW_NSUM * 4];
+static int32_t got_co[64];
 static int got_n;
 
 static et_status keep(void *ctx, const et_hw_op *op) {
     (void)ctx;
     got_op = *op;
-    if (op->nblk) memcpy(got_sums, op->sums, sizeof(uint32_t) * ET_HW_NSUM * (size_t)op->nblk);
+    if (op->co_pos) memcpy(got_co, op->co_pos, sizeof(int32_t) * (size_t)(op->spatial < 64 ? op->spatial : 64));
     got_n++;
     return ET_OK;
 }
@@ -86,7 +86,7 @@ static void test_hand_case(void **state) {
     const float Cw[9] = {1, 0, 0, 0, 2, 0, 1, 1, 0};
     assert_memory_equal(C, Cw, sizeof C);
 
-    /* the record: S_k = sum ceil(Co(p)/2^k) = 4, 3, 3, ...; DRAM bytes per kind,
+    /* the record: Co(p) = 1, 1, 2; DRAM bytes per kind,
      * fp32: in 12 values = 48 B, nnz 4 -> bitmask 12 + 4*32 = 140 bits -> 48*140/384;
      * RLE (4-bit runs, row by row): rows [1000] [0200] [1100] = 2 + 2 + 3 entries
      * of 36 bits = 252 bits -> 48*252/384; weights 48 B, nnz 3 -> 108 bits;
@@ -95,12 +95,13 @@ static void test_hand_case(void **state) {
     got_n = 0;
     assert_int_equal(et_trace_read(tpath, &nl, NULL, 0, keep, NULL), ET_OK);
     assert_int_equal(got_n, 1);
-    assert_int_equal(got_op.nblk, 1);
+    assert_non_null(got_op.co_pos);
     assert_int_equal(got_op.spec, 0); /* a given mask, not predicted by et_matmul.spec */
     assert_int_equal(got_op.co, 2);
     assert_int_equal(got_op.co_dense, 3);
-    assert_int_equal(got_sums[0], 4);
-    for (int k = 1; k < ET_HW_NSUM; k++) assert_int_equal(got_sums[k], 3);
+    assert_int_equal(got_co[0], 1);
+    assert_int_equal(got_co[1], 1);
+    assert_int_equal(got_co[2], 2);
     assert_int_equal(got_op.dram[ET_HW_T_IN][ET_HW_C_DENSE], 48);
     assert_int_equal(got_op.dram[ET_HW_T_IN][ET_HW_C_BITMASK], 48 * 140 / 384);
     assert_int_equal(got_op.dram[ET_HW_T_IN][ET_HW_C_RLE], 48 * 252 / 384);
@@ -108,8 +109,8 @@ static void test_hand_case(void **state) {
     assert_int_equal(got_op.dram[ET_HW_T_OUT][ET_HW_C_BITMASK], 36 * 137 / 288);
     close_rel(got_op.w_density, 3.0 / 12);
 
-    /* toy: Ci 4; slots per pair = ceil(4/IP)*IP*OP*S_log2(OP): 1x8 96, 2x4 48,
-     * 4x2 24, 8x1 32 -> 4x2; PE cycles ceil(4/4)*S_1 = 3; MACs 4*S_0 = 16;
+    /* toy: Ci 4; slots per pair = ceil(4/IP)*IP*OP*sum_p ceil(Co(p)/OP): 1x8 96,
+     * 2x4 48, 4x2 24, 8x1 32 -> 4x2; PE cycles ceil(4/4)*3 = 3; MACs 4*4 = 16;
      * the mask was given (no prediction): no speculation cost, 3 cycles.
      * SRAM: operands 48 + 48, result 36 * (4 of 9 computed) = 16 -> 112 B.
      * DRAM (bitmask): 17 + 13 + 17 = 47 B.
@@ -160,25 +161,27 @@ static void test_hand_case(void **state) {
 
 /* The structured RPO equals brute force over every pair: the sum over
  * positions of ceil(Ci/IP)*ceil(Co(p)/OP)*IP*OP, fewest slots, ties to the
- * larger IP then OP. */
+ * larger IP then OP. Pairs come from elearn (powers of two) and from random
+ * lists with any IP and OP (12, 24, 7, ...). */
 static void test_rpo_structured_brute(void **state) {
     (void)state;
     et_hw_arch a;
     assert_int_equal(et_hw_arch_load("elearn", NULL, 0, &a), ET_OK);
     uint64_t x = 12345;
-    for (int trial = 0; trial < 2000; trial++) {
-        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-        int bits = (int[]){2, 4, 8}[(x >> 40) % 3];
-        et_hw_prec p = {ET_HW_INT, bits, bits};
+#define NEXT() (x = x * 6364136223846793005ULL + 1442695040888963407ULL, x >> 33)
+    for (int trial = 0; trial < 4000; trial++) {
         et_hw_pair pairs[ET_HW_MAX_LIST];
-        int n = et_hw_pairs(&a, p, pairs, ET_HW_MAX_LIST);
-        int64_t ci = 1 + (int64_t)((x >> 20) % 600), cod = 1 + (int64_t)((x >> 30) % 300), np = 1 + (int64_t)((x >> 50) % 64);
-        int64_t co[64], sum[ET_HW_NSUM] = {0};
-        for (int i = 0; i < np; i++) {
-            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-            co[i] = (int64_t)((x >> 33) % (uint64_t)(cod + 1));
-            for (int k = 0; k < ET_HW_NSUM; k++) sum[k] += (co[i] + (1 << k) - 1) >> k;
+        int n;
+        if (trial % 2) {
+            int bits = (int[]){2, 4, 8}[NEXT() % 3];
+            n = et_hw_pairs(&a, (et_hw_prec){ET_HW_INT, bits, bits}, pairs, ET_HW_MAX_LIST);
+        } else { /* any IP x OP, e.g. an array of 24 or 48 lanes */
+            n = 1 + (int)(NEXT() % ET_HW_MAX_LIST);
+            for (int j = 0; j < n; j++) pairs[j] = (et_hw_pair){1 + (int)(NEXT() % 40), 1 + (int)(NEXT() % 40)};
         }
+        int64_t ci = 1 + (int64_t)(NEXT() % 600), cod = 1 + (int64_t)(NEXT() % 300), np = 1 + (int64_t)(NEXT() % 64);
+        int32_t co[64];
+        for (int i = 0; i < np; i++) co[i] = (int32_t)(NEXT() % (uint64_t)(cod + 1));
         int best = -1;
         double bs = 0, macs = 0;
         for (int i = 0; i < np; i++) macs += (double)ci * co[i];
@@ -193,11 +196,111 @@ static void test_rpo_structured_brute(void **state) {
         }
         et_hw_pair got;
         double util;
-        assert_int_equal(et_hw_rpo_structured(ci, sum, pairs, n, &got, &util), ET_OK);
+        assert_int_equal(et_hw_rpo_structured(ci, co, np, pairs, n, &got, &util), ET_OK);
         assert_int_equal(got.ip, pairs[best].ip);
         assert_int_equal(got.op, pairs[best].op);
         close_rel(util, bs > 0 ? macs / bs : 0);
     }
+#undef NEXT
+}
+
+/* A 24-MAC array whose OPs are not powers of two (pairs 2x12, 4x6, 8x3) and
+ * tiles of 3 positions. One linear FF, Ci = 5, 13 outputs, 5 positions, with a
+ * given mask computing Co(p) = 13, 0, 7, 12, 12 outputs. By hand, slots =
+ * ceil(5/IP)*IP*OP*sum_p ceil(Co(p)/OP) per tile:
+ *   tile {13, 0, 7}: 2x12 3*24*(2+0+1) = 216, 4x6 2*24*(3+0+2) = 240,
+ *                    8x3 1*24*(5+0+3) = 192 -> 8x3, 8 PE cycles, 100 MACs;
+ *   tile {12, 12}:   2x12 3*24*2 = 144, 4x6 2*24*4 = 192, 8x3 1*24*8 = 192
+ *                    -> 2x12, 3*2 = 6 PE cycles, 120 MACs.
+ * Total 14 cycles, 220 MACs, utilization 220 / (192 + 144). Energy (no SRAM
+ * or DRAM cost): 220 x 0.5 pJ + 14 cycles x (14 - 24 x 0.5) pJ = 138 pJ.
+ * With tile_positions = 5 (one tile): 2x12 3*24*5 = 360, 4x6 2*24*9 = 432,
+ * 8x3 1*24*16 = 384 -> 2x12, 15 cycles, utilization 220/360.
+ * The baseline-like fixed 4x6 without speculation: ceil(5/4)*ceil(13/6) = 6
+ * cycles per position, 30 cycles, 325 MACs. */
+static void test_non_pow2_tiles(void **state) {
+    (void)state;
+    static const char arch24[] = "name = a24\ntech_nm = 28\nsram_kb = 1\nlanes = 24\npp_bits = 64\nint_bits = 8\n"
+                                 "ip_list = 2, 4, 8\nop_list = 12, 6, 3\nrpo = 1\nspeculation = 1\n"
+                                 "spec_pj_per_mac = 0.01\nspec_macs_per_cycle = 32\nweight_skip = 0\n"
+                                 "tile_positions = 3\ncalib = int8\nv_nom = 1\ne_mac_int8_pj = 0.5\n"
+                                 "e_sram_pj_per_byte = 0\ne_dram_pj_per_byte = 0\nop_count = 1\n"
+                                 "op1.voltage = 1\nop1.freq_mhz = 100\nop1.power_mw = 1.4\n";
+    et_model *m;
+    assert_int_equal(et_model_parse("input 5\nlinear 13 bias=0\n", "t", &m), ET_OK);
+    assert_int_equal(et_model_plan(m, 5, NULL), ET_OK);
+    lh_fill(m->nodes[0].layer.params[0].use, 65, 3, -1, 1);
+    static float X[25], C[65];
+    lh_fill(X, 25, 4, -1, 1);
+    const int cop[5] = {13, 0, 7, 12, 12};
+    uint8_t mask[65];
+    for (int p = 0; p < 5; p++)
+        for (int j = 0; j < 13; j++) mask[p * 13 + j] = (uint8_t)((j * 5 + p) % 13 < cop[p]); /* Co(p) ones, scattered */
+    et_hw_arch a, a5, f;
+    assert_int_equal(et_hw_arch_parse(arch24, "a24", NULL, 0, &a), ET_OK);
+    const char *set5[] = {"tile_positions=5"}, *setf[] = {"rpo=0", "fixed_ip=4", "fixed_op=6", "speculation=0"};
+    assert_int_equal(et_hw_arch_parse(arch24, "a24", set5, 1, &a5), ET_OK);
+    assert_int_equal(et_hw_arch_parse(arch24, "a24", setf, 4, &f), ET_OK);
+    et_hw_run *ra, *r5, *rf, *rr;
+    assert_int_equal(et_hw_run_create(&a, 0, 1, &ra), ET_OK);
+    assert_int_equal(et_hw_run_create(&a5, 0, 1, &r5), ET_OK);
+    const char *names[1] = {"0"};
+    et_trace_writer *tw;
+    assert_int_equal(et_trace_create(tpath, 1, names, &tw), ET_OK);
+    /* the link's buffer is sized from the plan (5 positions: batch 5, 5 inputs)
+     * and joins the memory plan */
+    const et_memory_plan m0 = et_model_memory(m);
+    assert_int_equal(m0.hw, 0);
+    assert_int_equal(et_model_attach_hw(m, ra, r5, tw), ET_OK);
+    const et_memory_plan m1 = et_model_memory(m);
+    assert_true(m1.hw >= 5 * sizeof(int32_t));
+    assert_int_equal(m1.total - m0.total, m1.hw);
+    et_matmul mm = {ET_FF, 0, 0, 1, 5, 13, 5, X, 5, m->nodes[0].layer.params[0].use, 5, C, 13, 0.0f, 0, mask, 13,
+                    NULL, 0, 0};
+    assert_int_equal(et_matmul_run(et_model_engine(m), &mm), ET_OK);
+    /* a product with more positions than the plan allows is an error, not a
+     * buffer that grows while training */
+    static float X6[30], C6[78];
+    static uint8_t mask6[78];
+    memset(mask6, 1, sizeof mask6);
+    et_matmul big = {ET_FF, 0, 0, 1, 6, 13, 5, X6, 5, m->nodes[0].layer.params[0].use, 5, C6, 13, 0.0f, 0, mask6, 13,
+                     NULL, 0, 0};
+    et_hw_totals t;
+    et_hw_run_totals(ra, -1, -1, &t);
+    assert_int_equal(et_matmul_run(et_model_engine(m), &big), ET_ERR_INVALID);
+    assert_non_null(strstr(et_last_error(), "planned"));
+    assert_int_equal(et_model_attach_hw(m, NULL, NULL, NULL), ET_OK);
+    assert_int_equal(et_trace_close(tw, 1), ET_OK);
+    assert_int_equal(et_model_memory(m).hw, m1.hw); /* re-attaching does not grow it */
+    et_hw_run_totals(ra, -1, -1, &t);
+    close_rel(t.tiles, 2);
+    close_rel(t.cycles, 14);
+    close_rel(t.macs, 220);
+    close_rel(t.utilization, 220.0 / 336);
+    close_rel(t.energy_j, 138e-12);
+    et_hw_run_totals(r5, -1, -1, &t);
+    close_rel(t.tiles, 1);
+    close_rel(t.cycles, 15);
+    close_rel(t.utilization, 220.0 / 360);
+    /* the trace holds Co(p) as recorded; replays re-tile it for each architecture */
+    int nl;
+    got_n = 0;
+    assert_int_equal(et_trace_read(tpath, &nl, NULL, 0, keep, NULL), ET_OK);
+    assert_int_equal(got_n, 1);
+    assert_int_equal(got_op.co, 13);
+    for (int p = 0; p < 5; p++) assert_int_equal(got_co[p], cop[p]);
+    assert_int_equal(et_hw_run_create(&a, 0, 1, &rr), ET_OK);
+    assert_int_equal(et_trace_read(tpath, &nl, NULL, 0, (et_trace_fn)et_hw_run_op, rr), ET_OK);
+    et_hw_totals u;
+    et_hw_run_totals(ra, -1, -1, &t), et_hw_run_totals(rr, -1, -1, &u);
+    assert_memory_equal(&t, &u, sizeof t);
+    assert_int_equal(et_hw_run_create(&f, 0, 1, &rf), ET_OK);
+    assert_int_equal(et_trace_read(tpath, &nl, NULL, 0, (et_trace_fn)et_hw_run_op, rf), ET_OK);
+    et_hw_run_totals(rf, -1, -1, &u);
+    close_rel(u.cycles, 30);
+    close_rel(u.macs, 325);
+    et_hw_run_free(ra), et_hw_run_free(r5), et_hw_run_free(rf), et_hw_run_free(rr);
+    et_model_free(m);
 }
 
 /* A run with masks and zero operands in every stage, fed live and through a
@@ -342,8 +445,84 @@ static et_status count_op(void *ctx, const et_hw_op *op) {
     return ET_OK;
 }
 
-/* Version-2 rejection: structure inconsistent or cut; version 1 still read. */
-static void test_trace_v2_rejects(void **state) {
+static et_hw_op conv2_ops[ET_NSTAGES];
+static et_status keep_conv2(void *ctx, const et_hw_op *op) {
+    (void)ctx;
+    if (op->layer == 1) conv2_ops[op->stage] = *op;
+    return ET_OK;
+}
+
+/* Off-chip bytes of a 3x3 conv are sized on the tensors as the model stores
+ * them, not on the im2col / dcol matrices. conv1 (1x1, weights {1, 0}) makes
+ * conv2's input x2 = [x; 0] (2 channels of 3x3, x > 0); the linear layer
+ * reads only the centre of each conv2 output channel, so conv2's dY is
+ * non-zero only at the centre and its dcol only in that column, while dX =
+ * col2im(dcol) is non-zero at all 18 inputs. fp32, by hand (bits -> bytes of
+ * the 72-byte tensor):
+ *   x2: bitmask 18 + 9*32 = 306 -> 38; RLE rows [9 values] [9 zeros]:
+ *       9 + 1 entries of 36 bits = 360 -> 45 (its im2col, with padding, would
+ *       give a bitmask of 162 + 49*32 bits -> 24);
+ *   dX: bitmask 18 + 18*32 = 594 -> 74; RLE 18 entries = 648 -> 81 (dcol:
+ *       162 + 18*32 bits -> 10). */
+static void test_stored_tensor_bytes(void **state) {
+    (void)state;
+    et_model *m;
+    assert_int_equal(et_model_parse("input 1 3 3\nconv 2 k=1 bias=0\nconv 2 k=3 p=1 bias=0\nflatten\nlinear 2 bias=0\n",
+                                    "t", &m), ET_OK);
+    et_optim opt = {0};
+    assert_int_equal(et_model_plan(m, 1, &opt), ET_OK);
+    assert_int_equal(et_model_init_he(m, 5), ET_OK);
+    float *w1 = m->nodes[0].layer.params[0].use, *wl = m->nodes[3].layer.params[0].use;
+    w1[0] = 1, w1[1] = 0;
+    for (int i = 0; i < 36; i++) wl[i] = (i % 18 == 4 || i % 18 == 13) ? 0.5f + (float)i / 36 : 0;
+    et_hw_arch a;
+    assert_int_equal(et_hw_arch_load("elearn", NULL, 0, &a), ET_OK);
+    et_hw_run *ra;
+    assert_int_equal(et_hw_run_create(&a, 0, et_model_num_nodes(m), &ra), ET_OK);
+    const char *names[4] = {"0", "1", "2", "3"};
+    et_trace_writer *tw;
+    assert_int_equal(et_trace_create(tpath, 4, names, &tw), ET_OK);
+    assert_int_equal(et_model_attach_hw(m, ra, NULL, tw), ET_OK);
+    float *x = et_model_input(m);
+    for (int i = 0; i < 9; i++) x[i] = 1.0f + (float)i;
+    uint8_t label = 1;
+    float loss;
+    assert_int_equal(et_model_train_step(m, &label, 1, 0.0f, &loss), ET_OK);
+    assert_int_equal(et_model_attach_hw(m, NULL, NULL, NULL), ET_OK); /* emits the waiting EP record */
+    assert_int_equal(et_trace_close(tw, 1), ET_OK);
+    memset(conv2_ops, 0, sizeof conv2_ops);
+    int nl;
+    assert_int_equal(et_trace_read(tpath, &nl, NULL, 0, keep_conv2, NULL), ET_OK);
+    const et_hw_op *ff = &conv2_ops[ET_FF], *ep = &conv2_ops[ET_EP], *wg = &conv2_ops[ET_WG];
+    assert_int_equal(ff->ci, 18);
+    assert_int_equal(ep->ci, 2);
+    assert_int_equal(ff->dram[ET_HW_T_IN][ET_HW_C_DENSE], 72);
+    assert_int_equal(ff->dram[ET_HW_T_IN][ET_HW_C_BITMASK], 38);
+    assert_int_equal(ff->dram[ET_HW_T_IN][ET_HW_C_RLE], 45);
+    assert_int_equal(wg->dram[ET_HW_T_IN][ET_HW_C_BITMASK], 38);
+    assert_int_equal(wg->dram[ET_HW_T_IN][ET_HW_C_RLE], 45);
+    assert_int_equal(ep->dram[ET_HW_T_OUT][ET_HW_C_DENSE], 72);
+    assert_int_equal(ep->dram[ET_HW_T_OUT][ET_HW_C_BITMASK], 74);
+    assert_int_equal(ep->dram[ET_HW_T_OUT][ET_HW_C_RLE], 81);
+    /* conv2's dY (EP "in", WG "out"): 2 non-zeros of 18 -> bitmask 18 + 64 = 82 bits -> 10 */
+    assert_int_equal(ep->dram[ET_HW_T_IN][ET_HW_C_BITMASK], 10);
+    assert_int_equal(wg->dram[ET_HW_T_OUT][ET_HW_C_BITMASK], 10);
+    assert_int_equal(ep->dram_bytes, ep->dram[0][0] + ep->dram[1][0] + ep->dram[2][0]);
+    et_hw_run_free(ra);
+    et_model_free(m);
+    remove(tpath);
+}
+
+static void write_file(const char *path, const unsigned char *b, size_t n) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, n, f), n);
+    fclose(f);
+}
+
+/* Version-3 rejection: structure inconsistent or cut; version 1 and dense
+ * version-2 files still read, version-2 structure refused with a clear error. */
+static void test_trace_v3_rejects(void **state) {
     (void)state;
     FILE *f = fopen(tpath, "rb");
     assert_non_null(f);
@@ -354,33 +533,56 @@ static void test_trace_v2_rejects(void **state) {
     char bad[80];
     snprintf(bad, sizeof bad, "%s.bad", tpath);
     int nl, cnt;
-    /* the first record (after 28 header bytes and 5 names: "0" "1" "2" "3" and
-     * "") is conv FF with structure: its first block's S_1 made larger than S_0 */
-    size_t rec = 28 + 2 + 2 + 2 + 2;
-    assert_int_equal(buf[rec + 176], 2); /* nblk = ceil(108/64) */
-    unsigned char save = buf[rec + 184 + 4];
-    buf[rec + 184 + 4] = 0xff;
-    f = fopen(bad, "wb");
-    fwrite(buf, 1, n, f);
-    fclose(f);
-    buf[rec + 184 + 4] = save;
+    /* the first record (after the 20-byte header and 4 names "0" "1" "2" "3")
+     * is conv FF with structure: 108 positions, co_dense 4 -> 1 byte each */
+    size_t rec = 20 + 2 + 2 + 2 + 2;
+    assert_int_equal(buf[rec + 176], 1);
+    assert_int_equal(buf[rec + 56], 108);
+    /* a Co(p) above co */
+    unsigned char save = buf[rec + 184 + 5];
+    buf[rec + 184 + 5] = 5;
+    write_file(bad, buf, n);
+    buf[rec + 184 + 5] = save;
     assert_int_equal(et_trace_read(bad, &nl, NULL, 0, count_op, &cnt), ET_ERR_FORMAT);
     assert_non_null(strstr(et_last_error(), "structure"));
-    /* nblk that does not match the positions */
-    buf[rec + 176] = 3;
-    f = fopen(bad, "wb");
-    fwrite(buf, 1, n, f);
-    fclose(f);
+    /* co that is not the largest Co(p) */
+    unsigned char co = buf[rec + 40];
+    assert_true(co >= 1);
+    buf[rec + 40] = (unsigned char)(co - 1);
+    write_file(bad, buf, n);
+    buf[rec + 40] = co;
+    assert_int_equal(et_trace_read(bad, &nl, NULL, 0, count_op, &cnt), ET_ERR_FORMAT);
+    /* a width that does not match co_dense, and a non-zero reserved word */
     buf[rec + 176] = 2;
+    write_file(bad, buf, n);
+    buf[rec + 176] = 1;
+    assert_int_equal(et_trace_read(bad, &nl, NULL, 0, count_op, &cnt), ET_ERR_FORMAT);
+    assert_non_null(strstr(et_last_error(), "malformed"));
+    buf[rec + 180] = 1;
+    write_file(bad, buf, n);
+    buf[rec + 180] = 0;
     assert_int_equal(et_trace_read(bad, &nl, NULL, 0, count_op, &cnt), ET_ERR_FORMAT);
     /* every truncation is an error */
     for (size_t cut = 0; cut < n; cut += (cut < 600 ? 1 : 97)) {
-        f = fopen(bad, "wb");
-        fwrite(buf, 1, cut, f);
-        fclose(f);
+        write_file(bad, buf, cut);
         cnt = 0;
         assert_int_not_equal(et_trace_read(bad, &nl, NULL, 0, count_op, &cnt), ET_OK);
     }
+    /* every single-byte change is read or refused, never a crash (ASan in
+     * `make asan`); a change inside Co(p) that breaks no rule still reads */
+    uint64_t rs = 99;
+    for (size_t i = 0; i < n; i += (i < 700 ? 1 : 13)) {
+        unsigned char keep_b = buf[i];
+        rs = rs * 6364136223846793005ULL + 1442695040888963407ULL;
+        buf[i] = (unsigned char)(keep_b ^ (1u << ((rs >> 40) % 8)));
+        write_file(bad, buf, n);
+        buf[i] = keep_b;
+        et_status st = et_trace_read(bad, &nl, NULL, 0, count_op, &cnt);
+        assert_true(st == ET_OK || st == ET_ERR_FORMAT);
+    }
+    /* the file as written reads */
+    write_file(bad, buf, n);
+    assert_int_equal(et_trace_read(bad, &nl, NULL, 0, count_op, &cnt), ET_OK);
     /* a version-1 file (20-byte header, one 96-byte record) is read as dense */
     unsigned char v1[20 + 2 + 96 + 16] = "ETTRACE";
     v1[8] = 1, v1[12] = 96, v1[16] = 1;
@@ -394,14 +596,32 @@ static void test_trace_v2_rejects(void **state) {
     r[72] = 100, r[80] = 50; /* sram, dram */
     memcpy(v1 + 22 + 96, "ETTREND", 8);
     v1[22 + 96 + 8] = 1;
-    f = fopen(bad, "wb");
-    fwrite(v1, 1, sizeof v1, f);
-    fclose(f);
+    write_file(bad, v1, sizeof v1);
     got_n = 0;
     assert_int_equal(et_trace_read(bad, &nl, NULL, 0, keep, NULL), ET_OK);
     assert_int_equal(got_n, 1);
-    assert_int_equal(got_op.nblk, 0);
+    assert_null(got_op.co_pos);
     assert_int_equal(got_op.dram_bytes, 50);
+    /* version 2 (28-byte header, 184-byte records): dense records read, a
+     * record with per-64-position sums is refused, naming the fix */
+    unsigned char v2[28 + 2 + 184 + 16] = "ETTRACE";
+    v2[8] = 2, v2[12] = 184, v2[16] = 1, v2[20] = 64, v2[24] = 9;
+    v2[28] = 1, v2[29] = 'x';
+    r = v2 + 30;
+    r[20] = 8, r[28] = 8, r[32] = 4, r[40] = 3, r[48] = 3, r[56] = 2;
+    memcpy(r + 64, &one, 8);
+    r[72] = 100, r[80] = 50, r[96] = 50; /* dram[in][dense] = dram_bytes */
+    memcpy(v2 + 30 + 184, "ETTREND", 8);
+    v2[30 + 184 + 8] = 1;
+    write_file(bad, v2, sizeof v2);
+    got_n = 0;
+    assert_int_equal(et_trace_read(bad, &nl, NULL, 0, keep, NULL), ET_OK);
+    assert_int_equal(got_n, 1);
+    assert_int_equal(got_op.dram[ET_HW_T_IN][ET_HW_C_DENSE], 50);
+    r[176] = 1; /* nblk */
+    write_file(bad, v2, sizeof v2);
+    assert_int_equal(et_trace_read(bad, &nl, NULL, 0, keep, NULL), ET_ERR_FORMAT);
+    assert_non_null(strstr(et_last_error(), "version 3"));
     remove(bad);
     remove(tpath);
 }
@@ -410,7 +630,8 @@ int main(void) {
     snprintf(tpath, sizeof tpath, "/tmp/et_hwsparse_%d.etr", (int)getpid());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hand_case), cmocka_unit_test(test_rpo_structured_brute),
-        cmocka_unit_test(test_live_equals_replay_sparse), cmocka_unit_test(test_trace_v2_rejects),
+        cmocka_unit_test(test_non_pow2_tiles),     cmocka_unit_test(test_stored_tensor_bytes),
+        cmocka_unit_test(test_live_equals_replay_sparse), cmocka_unit_test(test_trace_v3_rejects),
         cmocka_unit_test(test_speculating_run)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

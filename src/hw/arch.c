@@ -43,7 +43,7 @@ static const key_def keys[] = {
     {"spec_macs_per_cycle", K_INT, OFF(spec_macs_per_cycle), 0, 0, 1, 1 << 24},
     {"weight_skip", K_BOOL, OFF(weight_skip), 0, 1, 0, 1},
     {"compress", K_CODEC, OFF(compress), 0, 0, 0, 0},
-    {"tile_positions", K_INT, OFF(tile_positions), 0, 0, ET_HW_BLK, 1 << 24},
+    {"tile_positions", K_INT, OFF(tile_positions), 0, 0, 1, 1 << 24},
     {"calib", K_PREC, OFF(calib), 0, 1, 0, 0},
     {"v_nom", K_NUM, OFF(v_nom), 0, 1, 0.01, 100},
     {"e_mac_int8_pj", K_NUM, OFF(e_mac_int8_pj), 0, 0, 0, 1e6},
@@ -252,18 +252,7 @@ static et_status check_arch(parse_state *ps) {
     NEED(a->speculation, "spec_pj_per_mac", "speculation = 1");
     NEED(a->speculation, "spec_macs_per_cycle", "speculation = 1");
 #undef NEED
-    if (!ps->seen[key_index("tile_positions")]) a->tile_positions = ET_HW_BLK;
-    if (a->tile_positions % ET_HW_BLK)
-        return et_set_error(ET_ERR_FORMAT, "%s: tile_positions = %d must be a multiple of %d", src, a->tile_positions,
-                            ET_HW_BLK);
-    if (a->speculation) { /* structured costs know OP = 2^k, k < ET_HW_NSUM */
-        const int *ops = a->rpo ? a->op_list : &a->fixed_op;
-        int nops = a->rpo ? a->n_op : 1;
-        for (int i = 0; i < nops; i++)
-            if (ops[i] & (ops[i] - 1) || ops[i] > (1 << (ET_HW_NSUM - 1)))
-                return et_set_error(ET_ERR_FORMAT, "%s: with speculation = 1, OP values must be powers of two up to %d "
-                                    "(got %d)", src, 1 << (ET_HW_NSUM - 1), ops[i]);
-    }
+    if (!ps->seen[key_index("tile_positions")]) a->tile_positions = 64;
     if (!a->n_int_bits && !a->fp16_macs && !a->fp8_macs)
         return et_set_error(ET_ERR_FORMAT, "%s: no precision supported (set int_bits, fp16_macs or fp8_macs)", src);
     for (int i = 0; i < a->n_int_bits; i++)

@@ -100,37 +100,68 @@ et_status et_hw_rpo(int64_t ci, int64_t co, const et_hw_pair *pairs, int n, et_h
     return ET_OK;
 }
 
-static int log2_op(int op) {
-    int k = 0;
-    while ((1 << k) < op) k++;
-    return (1 << k) == op && k < ET_HW_NSUM ? k : -1;
+int64_t et_hw_co_slots(const int32_t *co_pos, int64_t npos, int op) {
+    int64_t s = 0;
+    if (op < 1) return 0;
+    if (!(op & (op - 1))) { /* a power of two: shift */
+        int k = 0;
+        while ((1 << k) < op) k++;
+        for (int64_t p = 0; p < npos; p++) s += (co_pos[p] + op - 1) >> k;
+    } else {
+        for (int64_t p = 0; p < npos; p++) s += (co_pos[p] + op - 1) / op;
+    }
+    return s;
 }
 
-/* MAC slots of a structured tile: ceil(Ci/IP)*IP*OP * sum_p ceil(Co(p)/OP). */
-static double slots_structured(int64_t ci, const int64_t *co_sum, et_hw_pair p) {
-    int k = log2_op(p.op);
-    return (double)ceil_div(ci, p.ip) * p.ip * (double)p.op * (double)co_sum[k];
+/* MAC slots of a structured tile: ceil(Ci/IP)*IP*OP * sum_p ceil(Co(p)/OP),
+ * with sum_p ceil(Co(p)/OP) = s. */
+static double slots_structured(int64_t ci, int64_t s, et_hw_pair p) {
+    return (double)ceil_div(ci, p.ip) * p.ip * (double)p.op * (double)s;
 }
 
-et_status et_hw_rpo_structured(int64_t ci, const int64_t co_sum[ET_HW_NSUM], const et_hw_pair *pairs, int n,
-                               et_hw_pair *best, double *util) {
-    if (ci < 1 || ci > MAX_CH) return et_set_error(ET_ERR_INVALID, "RPO: Ci = %lld out of range", (long long)ci);
-    if (!pairs || n < 1) return et_set_error(ET_ERR_INVALID, "RPO: no IP/OP pairs to choose from");
+/* The RPO over pre-computed S(OP) = sum_p ceil(Co(p)/OP) per pair (sk[i] for
+ * pairs[i]); returns the index of the best pair. */
+static int rpo_structured_idx(int64_t ci, const int64_t *sk, const et_hw_pair *pairs, int n, double *best_slots) {
     int b = -1;
     double bs = 0;
     for (int i = 0; i < n; i++) {
-        if (pairs[i].ip < 1 || log2_op(pairs[i].op) < 0)
-            return et_set_error(ET_ERR_INVALID, "RPO: pair %dx%d (structured tiles need OP = 2^k <= %d)", pairs[i].ip,
-                                pairs[i].op, 1 << (ET_HW_NSUM - 1));
-        double s = slots_structured(ci, co_sum, pairs[i]);
+        double s = slots_structured(ci, sk[i], pairs[i]);
         if (b < 0 || s < bs || (s == bs && (pairs[i].ip > pairs[b].ip ||
                                             (pairs[i].ip == pairs[b].ip && pairs[i].op > pairs[b].op)))) {
             b = i;
             bs = s;
         }
     }
+    *best_slots = bs;
+    return b;
+}
+
+/* S(OP) for every pair, one pass over the positions per distinct OP. */
+static void pair_sums(const int32_t *co_pos, int64_t npos, const et_hw_pair *pairs, int n, int64_t *sk) {
+    for (int i = 0; i < n; i++) {
+        int j = 0;
+        while (j < i && pairs[j].op != pairs[i].op) j++;
+        sk[i] = j < i ? sk[j] : et_hw_co_slots(co_pos, npos, pairs[i].op);
+    }
+}
+
+et_status et_hw_rpo_structured(int64_t ci, const int32_t *co_pos, int64_t npos, const et_hw_pair *pairs, int n,
+                               et_hw_pair *best, double *util) {
+    if (ci < 1 || ci > MAX_CH) return et_set_error(ET_ERR_INVALID, "RPO: Ci = %lld out of range", (long long)ci);
+    if (!pairs || n < 1 || n > ET_HW_MAX_LIST * ET_HW_MAX_LIST)
+        return et_set_error(ET_ERR_INVALID, "RPO: no IP/OP pairs to choose from");
+    if (npos < 0 || (npos && !co_pos)) return et_set_error(ET_ERR_INVALID, "RPO: no output structure");
+    for (int i = 0; i < n; i++)
+        if (pairs[i].ip < 1 || pairs[i].op < 1)
+            return et_set_error(ET_ERR_INVALID, "RPO: bad pair %dx%d", pairs[i].ip, pairs[i].op);
+    for (int64_t p = 0; p < npos; p++)
+        if (co_pos[p] < 0) return et_set_error(ET_ERR_INVALID, "RPO: negative Co at position %lld", (long long)p);
+    int64_t sk[ET_HW_MAX_LIST * ET_HW_MAX_LIST];
+    pair_sums(co_pos, npos, pairs, n, sk);
+    double bs;
+    int b = rpo_structured_idx(ci, sk, pairs, n, &bs);
     *best = pairs[b];
-    if (util) *util = bs > 0 ? (double)ci * (double)co_sum[0] / bs : 0;
+    if (util) *util = bs > 0 ? (double)ci * (double)et_hw_co_slots(co_pos, npos, 1) / bs : 0;
     return ET_OK;
 }
 
@@ -212,13 +243,12 @@ et_status et_hw_tile_cost(const et_hw_arch *a, int opp, const et_hw_tile *t, et_
                             "(got ci %lld, co %lld, co_dense %lld, spatial %lld, w_density %g)",
                             (long long)t->ci, (long long)t->co, (long long)t->co_dense, (long long)t->spatial,
                             t->w_density);
-    if (t->structured) {
-        /* S_0 <= spatial*co_dense, and S_k is non-increasing in k */
-        for (int k = 0; k < ET_HW_NSUM; k++)
-            if (t->co_sum[k] < 0 || (k && t->co_sum[k] > t->co_sum[k - 1]) ||
-                (double)t->co_sum[0] > (double)t->spatial * (double)t->co_dense)
-                return et_set_error(ET_ERR_INVALID, "tile: inconsistent output structure (S_%d = %lld)", k,
-                                    (long long)t->co_sum[k]);
+    if (t->structured) { /* 0 <= Co(p) <= co_dense at each of the tile's positions */
+        if (t->spatial && !t->co_pos) return et_set_error(ET_ERR_INVALID, "tile: structured without Co(p)");
+        for (int64_t p = 0; p < t->spatial; p++)
+            if (t->co_pos[p] < 0 || t->co_pos[p] > t->co_dense)
+                return et_set_error(ET_ERR_INVALID, "tile: inconsistent output structure (Co = %d at position %lld)",
+                                    (int)t->co_pos[p], (long long)p);
     }
     double ovh;
     if ((st = cycle_pj(a, opp, &ovh))) return st;
@@ -233,6 +263,8 @@ et_status et_hw_tile_cost(const et_hw_arch *a, int opp, const et_hw_tile *t, et_
     et_hw_pair pairs[ET_HW_MAX_LIST];
     int n = et_hw_pairs(a, t->prec, pairs, ET_HW_MAX_LIST);
     et_hw_pair cfg;
+    int64_t sk[ET_HW_MAX_LIST]; /* structured: S(OP) per allowed pair */
+    if (structured) pair_sums(t->co_pos, t->spatial, pairs, n, sk);
     if (t->cfg.ip || t->cfg.op) {
         int ok = 0;
         for (int i = 0; i < n; i++) ok |= pairs[i].ip == t->cfg.ip && pairs[i].op == t->cfg.op;
@@ -247,7 +279,9 @@ et_status et_hw_tile_cost(const et_hw_arch *a, int opp, const et_hw_tile *t, et_
         }
         cfg = t->cfg;
     } else if (structured && ci > 0) {
-        if ((st = et_hw_rpo_structured(ci, t->co_sum, pairs, n, &cfg, NULL))) return st;
+        if (n < 1) return et_set_error(ET_ERR_INVALID, "RPO: no IP/OP pairs to choose from");
+        double bs;
+        cfg = pairs[rpo_structured_idx(ci, sk, pairs, n, &bs)];
     } else if ((st = et_hw_rpo(ci > 0 ? ci : 1, ci > 0 ? co : 0, pairs, n, &cfg, NULL))) {
         return st;
     }
@@ -255,11 +289,13 @@ et_status et_hw_tile_cost(const et_hw_arch *a, int opp, const et_hw_tile *t, et_
     out->cfg = cfg;
     double sv = vscale(a, opp);
     if (structured && ci > 0) {
-        int k = log2_op(cfg.op);
-        if (k < 0) return et_set_error(ET_ERR_INVALID, "tile: OP = %d is not a power of two <= %d", cfg.op, 1 << (ET_HW_NSUM - 1));
-        out->pe_cycles = ceil_div(ci, cfg.ip) * t->co_sum[k];
-        out->macs = (double)ci * (double)t->co_sum[0];
-        double sl = slots_structured(ci, t->co_sum, cfg);
+        int64_t s_op = 0, s_1 = 0; /* sum_p ceil(Co(p)/OP), sum_p Co(p) */
+        for (int i = 0; i < n; i++)
+            if (pairs[i].ip == cfg.ip && pairs[i].op == cfg.op) s_op = sk[i];
+        s_1 = et_hw_co_slots(t->co_pos, t->spatial, 1);
+        out->pe_cycles = ceil_div(ci, cfg.ip) * s_op;
+        out->macs = (double)ci * (double)s_1;
+        double sl = slots_structured(ci, s_op, cfg);
         out->utilization = sl > 0 ? out->macs / sl : 0;
     } else if (ci > 0 && co > 0) {
         out->utilization = et_hw_utilization(ci, co, cfg);

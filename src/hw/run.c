@@ -181,10 +181,8 @@ et_status et_hw_run_op(et_hw_run *r, const et_hw_op *op) {
     if (op->layer < 0 || op->layer >= r->nlayers)
         return et_set_error(ET_ERR_INVALID, "hw run: layer %d out of range", op->layer);
     const et_hw_arch *a = &r->arch;
-    const int64_t blocks = (op->spatial + ET_HW_BLK - 1) / ET_HW_BLK;
-    if (op->nblk && (op->nblk != blocks || !op->sums))
-        return et_set_error(ET_ERR_INVALID, "hw op: %lld structure blocks for %lld positions (want %lld)",
-                            (long long)op->nblk, (long long)op->spatial, (long long)blocks);
+    if (op->co_pos && (op->spatial < 0 || op->co < 0 || op->co > op->co_dense))
+        return et_set_error(ET_ERR_INVALID, "hw op: bad output structure");
     if (op->sram_out_bytes < 0 || op->sram_out_bytes > op->sram_bytes)
         return et_set_error(ET_ERR_INVALID, "hw op: result SRAM bytes out of range");
     et_hw_tile t;
@@ -196,33 +194,48 @@ et_status et_hw_run_op(et_hw_run *r, const et_hw_op *op) {
     t.spec = op->spec;
     t.spec_bits = op->spec_bits;
     t.dram_bytes = dram_of(a, op);
-    const int structured = a->speculation && op->nblk > 0;
+    const int structured = a->speculation && op->co_pos != NULL;
     /* results the architecture does not compute are not written to SRAM */
     double out_frac = 1;
     if (structured) {
-        double s0 = 0;
-        for (int64_t b = 0; b < op->nblk; b++) s0 += op->sums[b * ET_HW_NSUM];
+        double s0 = (double)et_hw_co_slots(op->co_pos, op->spatial, 1);
         double dense = (double)op->co_dense * (double)op->spatial;
         out_frac = dense > 0 ? s0 / dense : 0;
     }
     t.sram_bytes = op->sram_bytes - op->sram_out_bytes + (int64_t)((double)op->sram_out_bytes * out_frac);
     pass_start(r, op->layer, op->stage);
     if (!structured) return run_tile(r, op->layer, t);
-    /* one tile per tile_positions output positions; bytes go with the first */
-    const int64_t per = a->tile_positions / ET_HW_BLK;
-    for (int64_t b0 = 0; b0 < op->nblk; b0 += per) {
-        int64_t b1 = b0 + per < op->nblk ? b0 + per : op->nblk;
+    /* one tile per tile_positions output positions (the last may be shorter);
+     * bytes go with the first */
+    const int64_t per = a->tile_positions > 0 ? a->tile_positions : 1;
+    for (int64_t p0 = 0; p0 < op->spatial || p0 == 0; p0 += per) {
         et_hw_tile u = t;
         u.structured = 1;
-        u.spatial = (b1 * ET_HW_BLK < op->spatial ? b1 * ET_HW_BLK : op->spatial) - b0 * ET_HW_BLK;
-        for (int k = 0; k < ET_HW_NSUM; k++) {
-            int64_t sk = 0;
-            for (int64_t b = b0; b < b1; b++) sk += op->sums[b * ET_HW_NSUM + k];
-            u.co_sum[k] = sk;
-        }
-        if (b0) u.sram_bytes = u.dram_bytes = 0;
+        u.spatial = op->spatial - p0 < per ? op->spatial - p0 : per;
+        u.co_pos = op->co_pos + p0;
+        if (p0) u.sram_bytes = u.dram_bytes = 0;
         et_status st = run_tile(r, op->layer, u);
         if (st) return st;
+        if (op->spatial <= 0) break;
     }
     return ET_OK;
+}
+
+/* Reserves room for `tiles` FF configuration words of `layer`, so that a run
+ * fed from a planned model does not allocate while it trains. */
+et_status et_hw_run_reserve(et_hw_run *r, int layer, int64_t tiles) {
+    if (layer < 0 || layer >= r->nlayers || tiles < 0)
+        return et_set_error(ET_ERR_INVALID, "hw run: bad reservation (layer %d, %lld tiles)", layer, (long long)tiles);
+    layer_words *lw = &r->lw[layer];
+    if (tiles <= lw->cap) return ET_OK;
+    et_hw_pair *w = realloc(lw->w, (size_t)tiles * sizeof *w);
+    if (!w) return et_set_error(ET_ERR_NOMEM, "out of memory");
+    lw->w = w, lw->cap = tiles;
+    return ET_OK;
+}
+
+int64_t et_hw_run_tiles(const et_hw_run *r, int64_t positions, int structured) {
+    const int64_t per = r->arch.tile_positions > 0 ? r->arch.tile_positions : 1;
+    if (!structured || !r->arch.speculation || positions <= 0) return 1;
+    return (positions + per - 1) / per;
 }

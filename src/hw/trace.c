@@ -1,18 +1,22 @@
 /* Trace files: every product a training run executed (docs/trace.md).
  *
- * Version 2 (written; versions 1 and 2 are read), little-endian:
- *   header   "ETTRACE\0" | u32 version (2) | u32 fixed record bytes (184) |
- *            u32 layers | u32 block positions (ET_HW_BLK) | u32 sums per block
+ * Version 3 (written; versions 1 and 2 are read, version 2 only without output
+ * structure), little-endian:
+ *   header   "ETTRACE\0" | u32 version (3) | u32 fixed record bytes (184) | u32 layers
  *   names    per layer: u8 length (< 80) | bytes
  *   records  fixed part, 184 bytes: i64 step | i32 layer | i32 stage |
  *            i32 a_kind | i32 a_bits | i32 w_kind | i32 w_bits | i64 ci | i64 co |
  *            i64 co_dense | i64 spatial | f64 w_density | i64 sram_bytes |
  *            i64 dram_bytes | i64 sram_out_bytes | i64 dram[3 kinds][3 codecs] |
- *            u32 spec | u32 spec_bits (0..8; 0: not recorded) | u64 nblk
- *            then nblk x (sums per block) u32: the output structure
+ *            u32 spec | u32 spec_bits (0..8; 0: not recorded) | u32 co_width |
+ *            u32 reserved (0)
+ *            then, with co_width > 0, spatial x co_width bytes: Co(p) per output
+ *            position, unsigned; co_width = 1 if co_dense <= 255, 2 if <= 65535, else 4
  *   trailer  "ETTREND\0" | u64 record count
- * Version 1: a 20-byte header (no block fields), 96-byte records (the fields up
- * to dram_bytes, then 8 zero bytes), no structure.
+ * Version 2: a 28-byte header (block fields 64, 9), the same fixed part with
+ * u64 nblk at 176 and per-64-position sums; records without sums are read.
+ * Version 1: a 20-byte header, 96-byte records (the fields up to dram_bytes,
+ * then 8 zero bytes), no structure.
  * The reader checks every field's range and that the trailer's count matches,
  * so a truncated or garbled file is an error, never a silently short replay. */
 #include "edgetrain.h"
@@ -20,14 +24,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define REC1_BYTES 96
 #define REC2_BYTES 184
-#define VERSION 2
+#define VERSION 3
 #define MAX_LAYERS (1 << 16)
 #define MAX_RECORDS ((uint64_t)1 << 32)
-#define MAX_BLOCKS ((int64_t)1 << 26)
 
 struct et_trace_writer {
     FILE *f;
@@ -65,10 +69,9 @@ et_status et_trace_create(const char *path, int nlayers, const char *const *name
         free(w);
         return et_set_error(ET_ERR_IO, "cannot create trace %s", path);
     }
-    unsigned char h[28];
+    unsigned char h[20];
     memcpy(h, "ETTRACE", 8);
     put_u32(h + 8, VERSION), put_u32(h + 12, REC2_BYTES), put_u32(h + 16, (uint32_t)nlayers);
-    put_u32(h + 20, ET_HW_BLK), put_u32(h + 24, ET_HW_NSUM);
     int ok = fwrite(h, 1, sizeof h, w->f) == sizeof h;
     for (int i = 0; ok && i < nlayers; i++) {
         size_t n = strlen(names[i]);
@@ -83,6 +86,9 @@ et_status et_trace_create(const char *path, int nlayers, const char *const *name
     *out = w;
     return ET_OK;
 }
+
+/* Bytes per Co(p) of a product with co_dense output channels. */
+static uint32_t co_width(int64_t co_dense) { return co_dense <= 255 ? 1 : co_dense <= 65535 ? 2 : 4; }
 
 static void encode(const et_hw_op *op, unsigned char *r) {
     memset(r, 0, REC2_BYTES);
@@ -101,7 +107,7 @@ static void encode(const et_hw_op *op, unsigned char *r) {
         for (int c = 0; c < ET_HW_NC; c++) put_u64(r + 96 + 8 * (k * ET_HW_NC + c), (uint64_t)op->dram[k][c]);
     put_u32(r + 168, (uint32_t)op->spec);
     put_u32(r + 172, (uint32_t)op->spec_bits);
-    put_u64(r + 176, (uint64_t)op->nblk);
+    put_u32(r + 176, op->co_pos ? co_width(op->co_dense) : 0);
 }
 
 /* The fields versions 1 and 2 share (the first 88 bytes). */
@@ -118,7 +124,7 @@ static void decode_common(const unsigned char *r, et_hw_op *op) {
     op->sram_bytes = (int64_t)get_u64(r + 72), op->dram_bytes = (int64_t)get_u64(r + 80);
 }
 
-/* Version 2's extra fields; 0 if any is malformed. */
+/* The fields versions 2 and 3 add (up to byte 176); 0 if any is malformed. */
 static int decode_v2(const unsigned char *r, et_hw_op *op) {
     op->sram_out_bytes = (int64_t)get_u64(r + 88);
     int64_t sum = 0;
@@ -131,36 +137,26 @@ static int decode_v2(const unsigned char *r, et_hw_op *op) {
     uint32_t spec = get_u32(r + 168), spec_bits = get_u32(r + 172);
     op->spec = (int32_t)spec;
     op->spec_bits = (int32_t)spec_bits;
-    op->nblk = (int64_t)get_u64(r + 176);
-    int64_t want = (op->spatial + ET_HW_BLK - 1) / ET_HW_BLK;
     return sum == op->dram_bytes && op->sram_out_bytes >= 0 && op->sram_out_bytes <= op->sram_bytes && spec <= 1 &&
-           spec_bits <= 8 && (spec || !spec_bits) && (op->nblk == 0 || (op->nblk == want && op->nblk <= MAX_BLOCKS)) &&
-           (!spec || (op->nblk && op->stage == ET_FF));
-}
-
-/* The per-block sums of a record: S_0 <= positions x Co, S_k non-increasing,
- * S_k <= positions x ceil(Co / 2^k), S_k >= ceil(S_0 / 2^k)... bounded by the
- * block; and the largest Co(p) implied matches nothing beyond co. */
-static int sums_valid(const et_hw_op *op, const uint32_t *s) {
-    for (int64_t b = 0; b < op->nblk; b++) {
-        int64_t p0 = b * ET_HW_BLK, p1 = p0 + ET_HW_BLK < op->spatial ? p0 + ET_HW_BLK : op->spatial;
-        const uint32_t *x = s + b * ET_HW_NSUM;
-        for (int k = 0; k < ET_HW_NSUM; k++) {
-            int64_t cap = (p1 - p0) * ((op->co + (1 << k) - 1) >> k);
-            if ((int64_t)x[k] > cap || (k && x[k] > x[k - 1])) return 0;
-        }
-    }
-    return 1;
+           spec_bits <= 8 && (spec || !spec_bits) && (!spec || op->stage == ET_FF);
 }
 
 et_status et_trace_add(et_trace_writer *w, const et_hw_op *op) {
     unsigned char r[REC2_BYTES];
     encode(op, r);
     if (fwrite(r, 1, REC2_BYTES, w->f) != REC2_BYTES) return et_set_error(ET_ERR_IO, "cannot write trace %s", w->path);
-    for (int64_t b = 0; b < op->nblk; b++) {
-        unsigned char x[4 * ET_HW_NSUM];
-        for (int k = 0; k < ET_HW_NSUM; k++) put_u32(x + 4 * k, op->sums[b * ET_HW_NSUM + k]);
-        if (fwrite(x, 1, sizeof x, w->f) != sizeof x) return et_set_error(ET_ERR_IO, "cannot write trace %s", w->path);
+    if (op->co_pos) { /* Co(p) at co_width bytes each, through a fixed buffer */
+        const uint32_t cw = co_width(op->co_dense);
+        unsigned char x[4096];
+        size_t len = 0;
+        for (int64_t p = 0; p < op->spatial; p++) {
+            uint32_t v = (uint32_t)op->co_pos[p];
+            for (uint32_t i = 0; i < cw; i++) x[len++] = (unsigned char)(v >> (8 * i));
+            if (len + 4 > sizeof x || p + 1 == op->spatial) {
+                if (fwrite(x, 1, len, w->f) != len) return et_set_error(ET_ERR_IO, "cannot write trace %s", w->path);
+                len = 0;
+            }
+        }
     }
     w->count++;
     return ET_OK;
@@ -202,23 +198,24 @@ et_status et_trace_read(const char *path, int *nlayers, char (*names)[80], int m
     if (!f) return et_set_error(ET_ERR_IO, "cannot open trace %s", path);
     et_status st = ET_OK;
     unsigned char h[28], r[REC2_BYTES];
-    uint32_t *sums = NULL;
-    size_t sums_cap = 0;
+    int32_t *co_pos = NULL;
+    size_t co_cap = 0;
     uint64_t count = 0;
+    struct stat sb;
+    const int64_t fsize = fstat(fileno(f), &sb) == 0 ? (int64_t)sb.st_size : 0;
     if (fread(h, 1, 20, f) != 20 || memcmp(h, "ETTRACE", 8)) {
         st = et_set_error(ET_ERR_FORMAT, "%s: not an edgetrain trace", path);
         goto out;
     }
     const uint32_t version = get_u32(h + 8);
     const size_t rec = version == 1 ? REC1_BYTES : REC2_BYTES;
-    if ((version != 1 && version != 2) || get_u32(h + 12) != rec) {
+    if (version < 1 || version > VERSION || get_u32(h + 12) != rec) {
         st = et_set_error(ET_ERR_FORMAT, "%s: trace version %u (record %u bytes); this edgetrain reads versions 1 "
-                          "and 2", path, version, get_u32(h + 12));
+                          "to %d", path, version, get_u32(h + 12), VERSION);
         goto out;
     }
-    if (version == 2 && (fread(h + 20, 1, 8, f) != 8 || get_u32(h + 20) != ET_HW_BLK || get_u32(h + 24) != ET_HW_NSUM)) {
-        st = et_set_error(ET_ERR_FORMAT, "%s: truncated header or structure blocks other than %d positions x %d sums",
-                          path, ET_HW_BLK, ET_HW_NSUM);
+    if (version == 2 && (fread(h + 20, 1, 8, f) != 8 || get_u32(h + 20) != 64 || get_u32(h + 24) != 9)) {
+        st = et_set_error(ET_ERR_FORMAT, "%s: truncated version-2 header", path);
         goto out;
     }
     uint32_t nl = get_u32(h + 16);
@@ -253,42 +250,69 @@ et_status et_trace_read(const char *path, int *nlayers, char (*names)[80], int m
         et_hw_op op;
         decode_common(r, &op);
         int ok = op_valid(&op, (int)nl) && ++count <= MAX_RECORDS;
+        uint32_t cw = 0;
         if (ok && version == 1) ok = !get_u64(r + 88);
-        if (ok && version == 2) ok = decode_v2(r, &op);
+        if (ok && version >= 2) ok = decode_v2(r, &op);
+        if (ok && version == 2 && get_u64(r + 176)) {
+            st = et_set_error(ET_ERR_FORMAT, "%s: record %llu carries version-2 output structure (sums per 64 "
+                              "positions), which cannot be re-tiled for any OP; record the trace again with this "
+                              "edgetrain (version 3)", path, (unsigned long long)count);
+            goto out;
+        }
+        if (ok && version == 2) ok = !op.spec; /* a v2 spec flag needs structure */
+        if (ok && version == 3) {
+            cw = get_u32(r + 176);
+            ok = get_u32(r + 180) == 0 && (cw == 0 || (cw == co_width(op.co_dense) && op.co_dense <= 2147483647)) &&
+                 (!op.spec || cw);
+        }
         if (!ok) {
             st = et_set_error(ET_ERR_FORMAT, "%s: record %llu is malformed", path, (unsigned long long)count);
             goto out;
         }
-        if (op.nblk) {
-            size_t need = (size_t)op.nblk * ET_HW_NSUM;
-            if (need > sums_cap) {
-                uint32_t *s = realloc(sums, need * sizeof *s);
-                if (!s) {
+        if (cw) { /* Co(p) per position; the file must hold them before anything is allocated */
+            const int64_t need = op.spatial * (int64_t)cw;
+            if (need > fsize - (int64_t)ftell(f)) {
+                st = et_set_error(ET_ERR_FORMAT, "%s: record %llu: structure cut short", path,
+                                  (unsigned long long)count);
+                goto out;
+            }
+            if ((size_t)op.spatial > co_cap) {
+                int32_t *c = realloc(co_pos, (size_t)(op.spatial ? op.spatial : 1) * sizeof *c);
+                if (!c) {
                     st = et_set_error(ET_ERR_NOMEM, "out of memory");
                     goto out;
                 }
-                sums = s, sums_cap = need;
+                co_pos = c, co_cap = (size_t)op.spatial;
             }
-            unsigned char x[4 * ET_HW_NSUM];
-            for (int64_t b = 0; b < op.nblk; b++) {
-                if (fread(x, 1, sizeof x, f) != sizeof x) {
+            unsigned char x[4096];
+            int64_t p = 0, mx = 0;
+            int bad = 0;
+            while (p < op.spatial) {
+                int64_t n = op.spatial - p < (int64_t)(sizeof x / cw) ? op.spatial - p : (int64_t)(sizeof x / cw);
+                if (fread(x, cw, (size_t)n, f) != (size_t)n) {
                     st = et_set_error(ET_ERR_FORMAT, "%s: record %llu: structure cut short", path,
                                       (unsigned long long)count);
                     goto out;
                 }
-                for (int k = 0; k < ET_HW_NSUM; k++) sums[b * ET_HW_NSUM + k] = get_u32(x + 4 * k);
+                for (int64_t i = 0; i < n; i++, p++) {
+                    uint32_t v = 0;
+                    for (uint32_t b = 0; b < cw; b++) v |= (uint32_t)x[i * cw + b] << (8 * b);
+                    bad |= (int64_t)v > op.co;
+                    if ((int64_t)v > mx) mx = v;
+                    co_pos[p] = (int32_t)v;
+                }
             }
-            op.sums = sums;
-            if (!sums_valid(&op, sums)) {
+            if (bad || mx != op.co) { /* co is the largest Co(p) */
                 st = et_set_error(ET_ERR_FORMAT, "%s: record %llu: inconsistent output structure", path,
                                   (unsigned long long)count);
                 goto out;
             }
+            op.co_pos = co_pos;
         }
         if ((st = fn(ctx, &op))) goto out;
     }
 out:
-    free(sums);
+    free(co_pos);
     fclose(f);
     return st;
 }

@@ -364,7 +364,7 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
 
     m->mem = (et_memory_plan){p_bytes, g_bytes, o_bytes, a_bytes, s_bytes,
                               scratch_bytes + st_bytes + probs_bytes + counters_bytes + select_bytes,
-                              et_gemm_workspace_bytes(), 0, sp_bytes};
+                              et_gemm_workspace_bytes(), 0, sp_bytes, 0};
     m->mem.total = total + m->mem.workspace;
     m->wq_step = -1;
     m->planned = 1;
@@ -609,7 +609,9 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
             if (L->type == ET_L_ADD) memcpy(dst, dy, sizeof(float) * (size_t)nin);
             else {
                 c.relu_in = nd->ep_relu_in;
+                m->ep_dx = dst;
                 st = ops->ep(L, &c, x, y, dy, dst);
+                m->ep_dx = NULL;
                 c.relu_in = 0;
             }
             if (!st && has[t])

@@ -56,6 +56,7 @@ struct et_model {
 
     void *traffic; /* off-chip traffic measurement (traffic.c) */
     void *hw_link; /* live processor-model runs fed by the matmul path (hwlink.c) */
+    float *ep_dx;  /* while a node's EP runs: where it writes dX (hwlink sizes it), else NULL */
     struct et_prune *prune; /* dynamic weight pruning (src/sparsity/prune.c), NULL: off */
     void *sparsity; /* run-time sparsity modes and their buffers (src/sparsity/sparsity.c) */
 
