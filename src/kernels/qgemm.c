@@ -3,6 +3,8 @@
  * (qgemm_avx512.c) or, without AVX-512, the reference loop on row ranges. */
 #include "kernels/qgemm.h"
 
+#include "core/rng.h"
+
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -54,34 +56,50 @@ static et_status setup(et_qgemm_args *g, int ta, int tb, int M, int N, int K, co
     return ET_OK;
 }
 
-static float q1(const et_qparams *p, int ident, float x, uint64_t index) {
-    if (ident) return x;
-    float y;
-    et_quantize_scalar(p, &x, &y, 1, index);
-    return y;
+static float q1(const et_qparams *p, int ident, float x, uint32_t rnd) {
+    return ident ? x : et_quantize_one(p, x, rnd);
+}
+
+uint64_t et_qgemm_word(const et_qparams *p, uint64_t e, uint64_t t) {
+    return et_mix64(et_rand_at(p->prefix, e) + t * ET_GOLDEN64);
+}
+
+static int sr_bits(const et_qparams *p, int ident) { return !ident && p->mode == ET_ROUND_SR ? p->rbits : 0; }
+
+int et_qgemm_fields16(const et_qgemm_args *g) {
+    return sr_bits(&g->mul, g->mul_ident) <= 16 && sr_bits(&g->acc, g->acc_ident) <= 16;
 }
 
 /* The reference loop on rows [i0, i1). */
 static void ref_rows(const et_qgemm_args *g, int i0, int i1) {
     const int N = g->N, K = g->K;
-    const uint64_t beta_base = 2 * (uint64_t)g->M * (uint64_t)N * (uint64_t)K;
+    const int sr = sr_bits(&g->mul, g->mul_ident) || sr_bits(&g->acc, g->acc_ident), f16 = et_qgemm_fields16(g);
     for (int i = i0; i < i1; i++)
         for (int j = 0; j < N; j++) {
             float *c = g->C + (size_t)i * g->ldc + j;
             uint64_t e = (uint64_t)i * (uint64_t)N + (uint64_t)j;
+            uint64_t key = sr ? et_rand_at(g->acc.prefix, e) : 0; /* mul and acc share the key */
             float s = 0.0f;
             if (g->beta != 0.0f) {
                 float bc = g->beta * *c;
-                s = q1(&g->acc, g->acc_ident, bc, beta_base + e);
+                s = q1(&g->acc, g->acc_ident, bc, sr ? (uint32_t)et_mix64(key) : 0);
             }
             for (int k = 0; k < K; k++) {
                 float a = g->ta ? g->A[(size_t)k * g->lda + i] : g->A[(size_t)i * g->lda + k];
                 float b = g->tb ? g->B[(size_t)j * g->ldb + k] : g->B[(size_t)k * g->ldb + j];
-                uint64_t n = (e * (uint64_t)K + (uint64_t)k) * 2;
+                uint32_t rm = 0, ra = 0;
+                if (sr && f16) { /* W(e, k/2 + 1): high half for even k, low half for odd k */
+                    uint64_t w = et_mix64(key + (uint64_t)(k / 2 + 1) * ET_GOLDEN64);
+                    uint32_t h = k % 2 ? (uint32_t)w : (uint32_t)(w >> 32);
+                    rm = h, ra = h << 16;
+                } else if (sr) {
+                    uint64_t w = et_mix64(key + (uint64_t)(k + 1) * ET_GOLDEN64);
+                    rm = (uint32_t)(w >> 32), ra = (uint32_t)w;
+                }
                 float p = a * b;
-                p = q1(&g->mul, g->mul_ident, p, n);
+                p = q1(&g->mul, g->mul_ident, p, rm);
                 float t = s + p;
-                s = q1(&g->acc, g->acc_ident, t, n + 1);
+                s = q1(&g->acc, g->acc_ident, t, ra);
             }
             *c = s;
         }

@@ -9,11 +9,13 @@
  * it (subnormal in the format, inf, NaN) takes the general path,
  * et_quantize16() of numerics/format_avx512.h (shared with et_quantize).
  *
- * Random bits: et_rand64(subseed, step, n) >> 32 for 16 indices at once; the
- * first two rounds of the hash depend on (subseed, step) only and are
- * computed once, the last one (mix64 of core/rng.c) runs on 8 x 64-bit lanes
- * with vpmullq (AVX-512DQ). */
+ * Random bits: 16 columns' words W(e, t) (qgemm.h) in two vectors of 8 x
+ * 64-bit lanes, even columns in one and odd columns in the other, so that one
+ * in-lane shuffle each gathers the 16 high halves (multiplier) and the 16
+ * low halves (accumulator) in column order. The lanes hold the SplitMix64
+ * states key_e + t * gamma: each k adds gamma and mixes (et_mix64x8). */
 #include "kernels/qgemm.h"
+#include "core/rng.h"
 #include "numerics/format_avx512.h"
 
 #include <immintrin.h>
@@ -24,28 +26,10 @@
 
 /* ------------------------------------------------ random bits, 16 lanes */
 
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-#define IDX_ADD 0x632be59bd9b4e019ULL
-
-INLINE __m512i mix64v(__m512i z) {
-    z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 30));
-    z = _mm512_mullo_epi64(z, _mm512_set1_epi64((long long)0xbf58476d1ce4e5b9ULL));
-    z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 27));
-    z = _mm512_mullo_epi64(z, _mm512_set1_epi64((long long)0x94d049bb133111ebULL));
-    return _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
-}
-
-/* Top 32 bits of et_rand64 for the indices (v0 - IDX_ADD) (lanes 0-7) and
- * (v1 - IDX_ADD) (lanes 8-15); h = the hash state after the first two rounds. */
-INLINE __m512i rand16(__m512i h, __m512i v0, __m512i v1) {
-    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    __m512i r0 = mix64v(_mm512_xor_si512(h, v0)), r1 = mix64v(_mm512_xor_si512(h, v1));
-    return _mm512_permutex2var_epi32(r0, odd, r1);
-}
+/* From the words of the even (w0) and odd (w1) columns: the high (mul) and
+ * low (acc) halves in column order (one vpshufd with a merge mask each). */
+INLINE __m512i hi_bits(__m512i w0, __m512i w1) { return _mm512_mask_shuffle_epi32(w1, 0x5555, w0, 0xF5); }
+INLINE __m512i lo_bits(__m512i w0, __m512i w1) { return _mm512_mask_shuffle_epi32(w0, 0xAAAA, w1, 0xA0); }
 
 /* --------------------------------------- general rounding (format_avx512.h) */
 
@@ -59,107 +43,130 @@ enum { K_IDENT = 0, K_RN = 1, K_RZ = 2, K_SR = 3 };
 
 typedef struct vq {
     const et_qparams *p;
-    __m512i minnorm, span, maxb, ovval, notmask, halfm1, oddbit, S, shr, shl, rshift;
+    __m512i lo2, span2, notmask, halfm1, S, field, rshift;
 } vq;
 
 static void vq_init(vq *q, const et_qparams *p) {
     int S = 23 - p->mant, R = p->rbits;
     q->p = p;
-    q->minnorm = V(p->minnorm);
-    q->span = V(0x7f800000u - p->minnorm);
-    q->maxb = V(p->maxbits);
-    q->ovval = p->overflow_max ? V(p->maxbits) : V(0x7f800000u);
+    /* short path: |x| in [min normal, max finite] (bits doubled: the sign shifted out) */
+    q->lo2 = V(2 * p->minnorm);
+    q->span2 = V(2 * (p->maxbits - p->minnorm) + 2);
     q->notmask = V(~((1u << S) - 1u));
     q->halfm1 = V(S > 0 ? (1u << (S - 1)) - 1u : 0u);
-    q->oddbit = V(S > 0 ? 1 : 0);
-    q->S = V(S);
-    q->shr = V(S > R ? S - R : 0);
-    q->shl = V(R > S ? R - S : 0);
-    q->rshift = V(32 - R);
+    q->S = V(S > 0 ? S : 32); /* S = 0 (fp32:sat): no tie bit (a shift by 32 gives 0) */
+    /* SR: the cut-off field's top min(R, S) bits */
+    q->field = V(((1u << S) - 1u) & ~(S > R ? (1u << (S - R)) - 1u : 0u));
+    q->rshift = V(32 - S);
 }
 
+/* The short path takes a vector whose every lane is 0 or has a magnitude in
+ * [min normal, max finite] of the format: there the quantum is 2^S float
+ * ulps, S = 23 - mant (the same S for every lane), no result overflows (a
+ * value <= max finite rounds to <= max finite), and round_mag() of format.c
+ * becomes, on the float bits u with the sign in place (a carry moves into the
+ * exponent, never into the sign, and zero stays zero):
+ *   RN: (u + 2^(S-1) - 1 + bit S of u) & ~(2^S - 1)   (ties to even: eXm0's
+ *       bit S = 23 is the exponent's parity, as round_mag() has it)
+ *   RZ: u & ~(2^S - 1)
+ *   SR: (u + x) & ~(2^S - 1), x = the complement of the top min(R, S) random
+ *       bits placed at the top of the cut-off field: with r the top R bits and
+ *       t = floor(f * 2^R), the cut-off part plus x carries into bit S exactly
+ *       when (2^R - 1 - r) + t >= 2^R, i.e. r < t, round_mag()'s rule (for
+ *       S < R both sides compare the top S bits).
+ * Any other lane (subnormal in the format, beyond max finite, inf, NaN) sends
+ * the vector to the general rounding. */
 INLINE __m512 vround(const vq *q, int kind, __m512 x, __m512i rnd) {
     if (kind == K_IDENT) return x;
     __m512i u = _mm512_castps_si512(x);
-    __m512i a = _mm512_and_si512(u, V(0x7fffffff));
-    __mmask16 ok = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a, q->minnorm), q->span) |
-                   _mm512_cmpeq_epi32_mask(a, _mm512_setzero_si512());
-    if (__builtin_expect(ok != 0xffff, 0)) return quantize16_float(q->p, x, rnd);
+    __m512i a2 = _mm512_add_epi32(u, u);
+    __mmask16 inrange = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a2, q->lo2), q->span2);
+    __mmask16 zero = _mm512_testn_epi32_mask(a2, a2);
+    if (__builtin_expect(!_kortestc_mask16_u8(inrange, zero), 0)) return quantize16_float(q->p, x, rnd);
     __m512i r;
     if (kind == K_RN) {
-        __m512i odd = _mm512_and_si512(_mm512_srlv_epi32(a, q->S), q->oddbit);
-        r = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(a, q->halfm1), odd), q->notmask);
+        __m512i odd = _mm512_and_si512(_mm512_srlv_epi32(u, q->S), V(1));
+        r = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(u, q->halfm1), odd), q->notmask);
     } else if (kind == K_RZ) {
-        r = _mm512_and_si512(a, q->notmask);
+        r = _mm512_and_si512(u, q->notmask);
     } else {
-        __m512i rem = _mm512_andnot_si512(q->notmask, a);
-        __m512i t = _mm512_sllv_epi32(_mm512_srlv_epi32(rem, q->shr), q->shl);
-        __mmask16 up = _mm512_cmplt_epu32_mask(_mm512_srlv_epi32(rnd, q->rshift), t);
-        __m512i quantum = _mm512_add_epi32(_mm512_andnot_si512(q->notmask, V(0xffffffffu)), V(1));
-        r = _mm512_mask_add_epi32(_mm512_and_si512(a, q->notmask), up, _mm512_and_si512(a, q->notmask), quantum);
+        __m512i add = _mm512_andnot_si512(_mm512_srlv_epi32(rnd, q->rshift), q->field);
+        r = _mm512_and_si512(_mm512_add_epi32(u, add), q->notmask);
     }
-    r = _mm512_mask_mov_epi32(r, _mm512_cmpgt_epu32_mask(r, q->maxb), q->ovval);
-    return _mm512_castsi512_ps(_mm512_or_si512(r, _mm512_andnot_si512(V(0x7fffffff), u)));
+    return _mm512_castsi512_ps(r);
 }
 
 /* ------------------------------------------------------------ the block */
 
 #define RM 4
 
-INLINE void block(const et_qgemm_args *g, int i0, int i1, int j0, int j1, const float *Bp, int mk, int ak) {
+/* One product of row r at k: p = round_mul(a * b), s = round_acc(s + p). */
+#define STEP(kk, rm, ra)                                                                                               \
+    do {                                                                                                               \
+        __m512 p_ = _mm512_mul_ps(_mm512_set1_ps(ap[r][(size_t)(kk) * astep]), _mm512_load_ps(Bp + (size_t)(kk) * 16)); \
+        if (mk != K_IDENT) p_ = vround(&qm, mk, p_, rm);                                                               \
+        s[r] = vround(&qa, ak, _mm512_add_ps(s[r], p_), ra);                                                           \
+    } while (0)
+
+/* f16: 16-bit fields (every R <= 16), products 2m and 2m+1 share W(e, m + 1). */
+INLINE void block(const et_qgemm_args *g, int i0, int i1, int j0, int j1, const float *Bp, int mk, int ak, int f16) {
     vq qm, qa;
     vq_init(&qm, &g->mul);
     vq_init(&qa, &g->acc);
     const int N = g->N, K = g->K;
-    const uint64_t twoK = 2 * (uint64_t)K;
     const int sr = mk == K_SR || ak == K_SR;
-    /* hash state after the first two rounds (mul and acc share the key) */
-    const __m512i h = _mm512_set1_epi64(
-        (long long)mix64(mix64(g->acc.subseed + 0x9e3779b97f4a7c15ULL) ^ (g->acc.step * 0xd1b54a32d192ed03ULL)));
-    const __m512i lane0 = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), lane1 = _mm512_add_epi64(lane0, _mm512_set1_epi64(8));
-    const __m512i one64 = _mm512_set1_epi64(1), two64 = _mm512_set1_epi64(2);
-    const __m512i step2K = _mm512_set1_epi64((long long)twoK);
+    const __m512i pre = _mm512_set1_epi64((long long)g->acc.prefix); /* mul and acc share the key */
+    const __m512i even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0), odd = _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i gamma = _mm512_set1_epi64((long long)ET_GOLDEN64);
     const __mmask16 cm = (__mmask16)(j1 - j0 == 16 ? 0xffff : (1u << (j1 - j0)) - 1);
-    const uint64_t beta_base = 2 * (uint64_t)g->M * (uint64_t)N * (uint64_t)K;
     const __m512 beta = _mm512_set1_ps(g->beta);
+    const __m512i zero = _mm512_setzero_si512();
     for (int i = i0; i < i1; i += RM) {
         int row[RM];
         const float *ap[RM];
         __m512 s[RM];
-        __m512i v0[RM], v1[RM]; /* index of (row, lane, k) + IDX_ADD, mul rounding */
+        __m512i st0[RM], st1[RM]; /* SplitMix64 states of the even / odd columns */
         for (int r = 0; r < RM; r++) {
             row[r] = i + r < i1 ? i + r : i1 - 1; /* short tail: repeat the last row */
             ap[r] = g->ta ? g->A + row[r] : g->A + (size_t)row[r] * g->lda;
-            uint64_t e = (uint64_t)row[r] * (uint64_t)N + (uint64_t)j0;
             float *c = g->C + (size_t)row[r] * g->ldc + j0;
+            st0[r] = st1[r] = zero;
+            if (sr) { /* keys of the elements e = row * N + j0 + lane */
+                __m512i e = _mm512_set1_epi64((long long)((uint64_t)row[r] * (uint64_t)N + (uint64_t)j0));
+                st0[r] = et_rand_at8(pre, _mm512_add_epi64(e, even));
+                st1[r] = et_rand_at8(pre, _mm512_add_epi64(e, odd));
+            }
             if (g->beta != 0.0f) {
-                __m512i rnd = _mm512_setzero_si512();
-                if (ak == K_SR) {
-                    __m512i b = _mm512_set1_epi64((long long)(beta_base + e + IDX_ADD));
-                    rnd = rand16(h, _mm512_add_epi64(b, lane0), _mm512_add_epi64(b, lane1));
-                }
+                __m512i rnd = zero;
+                if (ak == K_SR) rnd = lo_bits(et_mix64x8(st0[r]), et_mix64x8(st1[r])); /* t = 0 */
                 s[r] = vround(&qa, ak, _mm512_mul_ps(beta, _mm512_maskz_loadu_ps(cm, c)), rnd);
             } else
                 s[r] = _mm512_setzero_ps();
-            __m512i b = _mm512_set1_epi64((long long)(e * twoK + IDX_ADD));
-            v0[r] = _mm512_add_epi64(b, _mm512_mullo_epi64(lane0, step2K));
-            v1[r] = _mm512_add_epi64(b, _mm512_mullo_epi64(lane1, step2K));
         }
         const size_t astep = g->ta ? (size_t)g->lda : 1;
-        __m512i kk = _mm512_setzero_si512(); /* 2k in every lane: the indices are v + kk */
-        for (int k = 0; k < K; k++) {
-            __m512 bv = _mm512_load_ps(Bp + (size_t)k * 16);
+        if (f16) {
+            for (int k = 0; k < K; k += 2) {
 #pragma GCC unroll 4 /* the rows' sums stay in registers, their chains interleave */
-            for (int r = 0; r < RM; r++) {
-                __m512 p = _mm512_mul_ps(_mm512_set1_ps(ap[r][(size_t)k * astep]), bv);
-                __m512i i0 = _mm512_setzero_si512(), i1 = i0;
-                if (sr) i0 = _mm512_add_epi64(v0[r], kk), i1 = _mm512_add_epi64(v1[r], kk);
-                if (mk != K_IDENT) p = vround(&qm, mk, p, mk == K_SR ? rand16(h, i0, i1) : _mm512_setzero_si512());
-                __m512i ra = ak == K_SR ? rand16(h, _mm512_add_epi64(i0, one64), _mm512_add_epi64(i1, one64))
-                                        : _mm512_setzero_si512();
-                s[r] = vround(&qa, ak, _mm512_add_ps(s[r], p), ra);
+                for (int r = 0; r < RM; r++) {
+                    st0[r] = _mm512_add_epi64(st0[r], gamma), st1[r] = _mm512_add_epi64(st1[r], gamma);
+                    __m512i w0 = et_mix64x8(st0[r]), w1 = et_mix64x8(st1[r]);
+                    __m512i h = hi_bits(w0, w1), l = lo_bits(w0, w1);
+                    STEP(k, h, _mm512_slli_epi32(h, 16));
+                    if (k + 1 < K) STEP(k + 1, l, _mm512_slli_epi32(l, 16));
+                }
             }
-            if (sr) kk = _mm512_add_epi64(kk, two64);
+        } else {
+            for (int k = 0; k < K; k++) {
+#pragma GCC unroll 4
+                for (int r = 0; r < RM; r++) {
+                    __m512i w0 = zero, w1 = zero;
+                    if (sr) { /* t = k + 1 */
+                        st0[r] = _mm512_add_epi64(st0[r], gamma), st1[r] = _mm512_add_epi64(st1[r], gamma);
+                        w0 = et_mix64x8(st0[r]), w1 = et_mix64x8(st1[r]);
+                    }
+                    STEP(k, mk == K_SR ? hi_bits(w0, w1) : zero, ak == K_SR ? lo_bits(w0, w1) : zero);
+                }
+            }
         }
         for (int r = RM - 1; r >= 0; r--) /* repeated tail rows hold the same values */
             _mm512_mask_storeu_ps(g->C + (size_t)row[r] * g->ldc + j0, cm, s[r]);
@@ -167,7 +174,10 @@ INLINE void block(const et_qgemm_args *g, int i0, int i1, int j0, int j1, const 
 }
 
 #define CASE(m, a)                                                                                                     \
-    case (m) * 4 + (a): block(g, i0, i1, j0, j1, Bp, m, a); break;
+    case (m) * 4 + (a):                                                                                                \
+        if (((m) == K_SR || (a) == K_SR) && f16) block(g, i0, i1, j0, j1, Bp, m, a, 1);                                \
+        else block(g, i0, i1, j0, j1, Bp, m, a, 0);                                                                    \
+        break;
 
 static int kind_of(const et_qparams *p, int ident) {
     if (ident) return K_IDENT;
@@ -188,6 +198,7 @@ void et_qgemm_avx512_block(const et_qgemm_args *g, int i0, int i1, int j0, int j
         }
     }
     int mk = kind_of(&g->mul, g->mul_ident), ak = kind_of(&g->acc, g->acc_ident);
+    const int f16 = et_qgemm_fields16(g);
     switch (mk * 4 + ak) {
         CASE(0, 0) CASE(0, 1) CASE(0, 2) CASE(0, 3)
         CASE(1, 0) CASE(1, 1) CASE(1, 2) CASE(1, 3)

@@ -10,6 +10,27 @@
 #define ET_V32(x) _mm512_set1_epi32((int)(x))
 #define V ET_V32
 
+/* et_mix64 (core/rng.c) on 8 x 64-bit lanes (vpmullq, AVX-512DQ). */
+static inline __attribute__((always_inline)) __m512i et_mix64x8(__m512i z) {
+    z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 30));
+    z = _mm512_mullo_epi64(z, _mm512_set1_epi64((long long)0xbf58476d1ce4e5b9ULL));
+    z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 27));
+    z = _mm512_mullo_epi64(z, _mm512_set1_epi64((long long)0x94d049bb133111ebULL));
+    return _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
+}
+/* et_rand_at(prefix, i) on 8 x 64-bit lanes of indices i. */
+static inline __attribute__((always_inline)) __m512i et_rand_at8(__m512i prefix, __m512i i) {
+    return et_mix64x8(_mm512_xor_si512(prefix, _mm512_add_epi64(i, _mm512_set1_epi64((long long)0x632be59bd9b4e019ULL))));
+}
+/* et_qrand of the 16 indices first .. first + 15. */
+static inline __m512i et_qrand16(const et_qparams *p, uint64_t first) {
+    const __m512i pre = _mm512_set1_epi64((long long)p->prefix);
+    const __m512i i0 = _mm512_add_epi64(_mm512_set1_epi64((long long)first), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
+    const __m512i i1 = _mm512_add_epi64(i0, _mm512_set1_epi64(8));
+    const __m512i hi = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    return _mm512_permutex2var_epi32(et_rand_at8(pre, i0), hi, et_rand_at8(pre, i1));
+}
+
 /* Rounds the magnitudes a (float bits, finite, non-negative) to the format's
  * quantum; rnd holds 32 random bits per lane for stochastic rounding. */
 static inline __m512i et_round_mag16(const et_qparams *p, __m512i a, __m512i rnd) {
