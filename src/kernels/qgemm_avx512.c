@@ -39,61 +39,17 @@ __attribute__((noinline)) static __m512 quantize16_float(const et_qparams *p, __
 
 /* --------------------------------------------- short path, normal range */
 
-enum { K_IDENT = 0, K_RN = 1, K_RZ = 2, K_SR = 3 };
+enum { K_IDENT = 0, K_RN = ET_VQ_RN, K_RZ = ET_VQ_RZ, K_SR = ET_VQ_SR };
+typedef et_vq vq;
+#define vq_init et_vq_init
 
-typedef struct vq {
-    const et_qparams *p;
-    __m512i lo2, span2, notmask, halfm1, S, field, rshift;
-} vq;
-
-static void vq_init(vq *q, const et_qparams *p) {
-    int S = 23 - p->mant, R = p->rbits;
-    q->p = p;
-    /* short path: |x| in [min normal, max finite] (bits doubled: the sign shifted out) */
-    q->lo2 = V(2 * p->minnorm);
-    q->span2 = V(2 * (p->maxbits - p->minnorm) + 2);
-    q->notmask = V(~((1u << S) - 1u));
-    q->halfm1 = V(S > 0 ? (1u << (S - 1)) - 1u : 0u);
-    q->S = V(S > 0 ? S : 32); /* S = 0 (fp32:sat): no tie bit (a shift by 32 gives 0) */
-    /* SR: the cut-off field's top min(R, S) bits */
-    q->field = V(((1u << S) - 1u) & ~(S > R ? (1u << (S - R)) - 1u : 0u));
-    q->rshift = V(32 - S);
-}
-
-/* The short path takes a vector whose every lane is 0 or has a magnitude in
- * [min normal, max finite] of the format: there the quantum is 2^S float
- * ulps, S = 23 - mant (the same S for every lane), no result overflows (a
- * value <= max finite rounds to <= max finite), and round_mag() of format.c
- * becomes, on the float bits u with the sign in place (a carry moves into the
- * exponent, never into the sign, and zero stays zero):
- *   RN: (u + 2^(S-1) - 1 + bit S of u) & ~(2^S - 1)   (ties to even: eXm0's
- *       bit S = 23 is the exponent's parity, as round_mag() has it)
- *   RZ: u & ~(2^S - 1)
- *   SR: (u + x) & ~(2^S - 1), x = the complement of the top min(R, S) random
- *       bits placed at the top of the cut-off field: with r the top R bits and
- *       t = floor(f * 2^R), the cut-off part plus x carries into bit S exactly
- *       when (2^R - 1 - r) + t >= 2^R, i.e. r < t, round_mag()'s rule (for
- *       S < R both sides compare the top S bits).
- * Any other lane (subnormal in the format, beyond max finite, inf, NaN) sends
- * the vector to the general rounding. */
+/* The short rounding of format_avx512.h when every lane takes it, else the
+ * general one (out of line: the vector goes to memory there anyway). */
 INLINE __m512 vround(const vq *q, int kind, __m512 x, __m512i rnd) {
     if (kind == K_IDENT) return x;
     __m512i u = _mm512_castps_si512(x);
-    __m512i a2 = _mm512_add_epi32(u, u);
-    __mmask16 inrange = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a2, q->lo2), q->span2);
-    __mmask16 zero = _mm512_testn_epi32_mask(a2, a2);
-    if (__builtin_expect(!_kortestc_mask16_u8(inrange, zero), 0)) return quantize16_float(q->p, x, rnd);
-    __m512i r;
-    if (kind == K_RN) {
-        __m512i odd = _mm512_and_si512(_mm512_srlv_epi32(u, q->S), V(1));
-        r = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(u, q->halfm1), odd), q->notmask);
-    } else if (kind == K_RZ) {
-        r = _mm512_and_si512(u, q->notmask);
-    } else {
-        __m512i add = _mm512_andnot_si512(_mm512_srlv_epi32(rnd, q->rshift), q->field);
-        r = _mm512_and_si512(_mm512_add_epi32(u, add), q->notmask);
-    }
-    return _mm512_castsi512_ps(r);
+    if (__builtin_expect(!et_vq_short_ok(q, u), 0)) return quantize16_float(q->p, x, rnd);
+    return _mm512_castsi512_ps(et_vq_round(q, kind, u, rnd));
 }
 
 /* ------------------------------------------------------------ the block */
@@ -179,6 +135,31 @@ INLINE void block(const et_qgemm_args *g, int i0, int i1, int j0, int j1, const 
         else block(g, i0, i1, j0, j1, Bp, m, a, 0);                                                                    \
         break;
 
+/* r[l][k] -> r[k][l] for a 16 x 16 block of floats. */
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);     /* per 128-bit lane: a0 b0 a1 b1 */
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]); /* a2 b2 a3 b3 */
+    }
+    for (int i = 0; i < 4; i++) { /* r[4i + c], lane L: element 4L + c of rows 4i .. 4i + 3 */
+#define PD(x) _mm512_castps_pd(x)
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(PD(t[4 * i]), PD(t[4 * i + 2])));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(PD(t[4 * i]), PD(t[4 * i + 2])));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(PD(t[4 * i + 1]), PD(t[4 * i + 3])));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(PD(t[4 * i + 1]), PD(t[4 * i + 3])));
+#undef PD
+    }
+    __m512 o[16];
+    for (int c = 0; c < 4; c++) {
+        __m512 u0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88), u1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);
+        __m512 u2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88), u3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+        o[c] = _mm512_shuffle_f32x4(u0, u2, 0x88), o[8 + c] = _mm512_shuffle_f32x4(u0, u2, 0xdd);
+        o[4 + c] = _mm512_shuffle_f32x4(u1, u3, 0x88), o[12 + c] = _mm512_shuffle_f32x4(u1, u3, 0xdd);
+    }
+    for (int l = 0; l < 16; l++) r[l] = o[l];
+}
+
 static int kind_of(const et_qparams *p, int ident) {
     if (ident) return K_IDENT;
     return p->mode == ET_ROUND_RN ? K_RN : p->mode == ET_ROUND_RZ ? K_RZ : K_SR;
@@ -190,11 +171,14 @@ void et_qgemm_avx512_block(const et_qgemm_args *g, int i0, int i1, int j0, int j
         const __mmask16 m = (__mmask16)(nc >= 16 ? 0xffff : (1u << nc) - 1);
         for (int k = 0; k < K; k++)
             _mm512_store_ps(Bp + (size_t)k * 16, _mm512_maskz_loadu_ps(m, g->B + (size_t)k * g->ldb + j0));
-    } else { /* column l of the panel is row j0 + l of B: read along it */
-        if (nc < 16) memset(Bp, 0, sizeof(float) * 16 * (size_t)K);
-        for (int l = 0; l < nc; l++) {
-            const float *src = g->B + (size_t)(j0 + l) * g->ldb;
-            for (int k = 0; k < K; k++) Bp[(size_t)k * 16 + l] = src[k];
+    } else { /* column l of the panel is row j0 + l of B: 16 k's of each row, transposed */
+        for (int k0 = 0; k0 < K; k0 += 16) {
+            const __mmask16 mk = (__mmask16)(K - k0 >= 16 ? 0xffff : (1u << (K - k0)) - 1);
+            __m512 r[16];
+            for (int l = 0; l < 16; l++)
+                r[l] = l < nc ? _mm512_maskz_loadu_ps(mk, g->B + (size_t)(j0 + l) * g->ldb + k0) : _mm512_setzero_ps();
+            transpose16(r);
+            for (int kk = 0; kk < 16 && k0 + kk < K; kk++) _mm512_store_ps(Bp + (size_t)(k0 + kk) * 16, r[kk]);
         }
     }
     int mk = kind_of(&g->mul, g->mul_ident), ak = kind_of(&g->acc, g->acc_ident);
