@@ -124,6 +124,30 @@ et_isa et_qgemm_isa(void) {
 
 #define QG_ROWS 32 /* rows of C per task */
 
+/* Panels live in a buffer of the calling thread that only grows: after the
+ * first call of a training step's largest K, or et_qgemm_reserve, no call
+ * allocates. */
+static _Thread_local float *panels;
+static _Thread_local size_t panels_bytes;
+
+static size_t panel_bytes(int K) { return ((size_t)(K > 0 ? K : 1) * 16 * sizeof(float) + 63) & ~(size_t)63; }
+
+static et_status grow_panels(size_t bytes) {
+    if (panels_bytes >= bytes) return ET_OK;
+    float *nb = aligned_alloc(64, bytes);
+    if (!nb) return et_set_error(ET_ERR_NOMEM, "et_qgemm: cannot allocate %zu bytes of panels", bytes);
+    free(panels);
+    panels = nb, panels_bytes = bytes;
+    return ET_OK;
+}
+
+et_status et_qgemm_reserve(int K, int threads) {
+    if (et_qgemm_isa() == ET_ISA_SCALAR) return ET_OK; /* the reference loop packs nothing */
+    return grow_panels(panel_bytes(K) * (size_t)(threads > 1 ? threads : 1));
+}
+
+size_t et_qgemm_workspace_bytes(void) { return panels_bytes; }
+
 et_status et_qgemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                    float beta, float *C, int ldc, const et_format *mul, const et_format *acc, const et_qkey *key) {
     et_qgemm_args g;
@@ -155,17 +179,8 @@ et_status et_qgemm(int ta, int tb, int M, int N, int K, const float *A, int lda,
     }
     int ni = (M + rows - 1) / rows, nt = ni * nj;
     if (T > nt) T = nt;
-    size_t bsz = ((size_t)(K > 0 ? K : 1) * 16 * sizeof(float) + 63) & ~(size_t)63;
-    /* Panels live in a buffer of the calling thread that only grows: after the
-     * first call of a training step's largest shape, no call allocates. */
-    static _Thread_local float *panels;
-    static _Thread_local size_t panels_bytes;
-    if (panels_bytes < bsz * (size_t)T) {
-        float *nb = aligned_alloc(64, bsz * (size_t)T);
-        if (!nb) return et_set_error(ET_ERR_NOMEM, "et_qgemm: cannot allocate %zu bytes of panels", bsz * (size_t)T);
-        free(panels);
-        panels = nb, panels_bytes = bsz * (size_t)T;
-    }
+    size_t bsz = panel_bytes(K);
+    if (panels_bytes < bsz * (size_t)T && grow_panels(bsz * (size_t)T) != ET_OK) return ET_ERR_NOMEM;
     float *buf = panels; /* the workers must see the caller's buffer, not their own */
 #ifdef _OPENMP
 #pragma omp parallel num_threads(T) if (T > 1)

@@ -53,6 +53,12 @@ et_status et_qgemm_ref(int ta, int tb, int M, int N, int K, const float *A, int 
 /* W(e, t) above, for the key of `p` (its prefix; et_qparams_init). */
 uint64_t et_qgemm_word(const et_qparams *p, uint64_t e, uint64_t t);
 
+/* Grows the calling thread's panel buffer to what products with K terms need
+ * on `threads` threads (the model's memory plan does this for every product of
+ * training); et_qgemm_workspace_bytes: what it holds now. */
+et_status et_qgemm_reserve(int K, int threads);
+size_t et_qgemm_workspace_bytes(void);
+
 /* Which path et_qgemm takes: ET_ISA_AVX512 (16 columns per vector, OpenMP)
  * or ET_ISA_SCALAR (the reference loop, OpenMP over rows). */
 et_isa et_qgemm_isa(void);
