@@ -3,17 +3,18 @@
  * the reference loop done lane-wise on the same float bit patterns, so the
  * result equals et_qgemm_ref bit for bit (tests/test_qgemm.c).
  *
- * Rounding: values in a format's normal range (and zeros) take a short path
- * (the quantum is 2^(23-mant) float ulps, so round_mag() of format.c reduces
- * to integer operations with constant shifts); a vector with any lane outside
- * it (subnormal in the format, inf, NaN) takes the general path,
- * et_quantize16() of numerics/format_avx512.h (shared with et_quantize).
+ * Rounding: a vector whose lanes are all zero or in the format's normal range
+ * [min normal, max finite] takes the short path of numerics/format_avx512.h
+ * (add the random or rounding increment, mask: a handful of integer
+ * operations); any other lane (subnormal in the format, overflow, inf, NaN)
+ * sends the vector to the general et_quantize16().
  *
  * Random bits: 16 columns' words W(e, t) (qgemm.h) in two vectors of 8 x
  * 64-bit lanes, even columns in one and odd columns in the other, so that one
- * in-lane shuffle each gathers the 16 high halves (multiplier) and the 16
- * low halves (accumulator) in column order. The lanes hold the SplitMix64
- * states key_e + t * gamma: each k adds gamma and mixes (et_mix64x8). */
+ * in-lane shuffle each gathers the 16 high halves and the 16 low halves in
+ * column order. The lanes hold the SplitMix64 states key_e + t * gamma: each
+ * word adds gamma and mixes (et_mix64x8); with 16-bit fields one word serves
+ * two k's. */
 #include "kernels/qgemm.h"
 #include "core/rng.h"
 #include "numerics/format_avx512.h"
