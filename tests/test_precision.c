@@ -339,6 +339,8 @@ static void *ws_thread(void *arg) {
     c->after = et_igemm_workspace_bytes() + et_qgemm_workspace_bytes();
     c->ok = 1;
     et_model_free(m);
+    et_igemm_release(); /* the thread's buffers go with it */
+    et_qgemm_release();
     return NULL;
 }
 

@@ -178,6 +178,11 @@ et_status et_igemm_reserve(int M, int N, int K, int threads) {
 
 size_t et_igemm_workspace_bytes(void) { return capA + capB; }
 
+void et_igemm_release(void) {
+    free(bufA), free(bufB);
+    bufA = bufB = NULL, capA = capB = 0;
+}
+
 /* Packs panels [p0, p0 + n) of op(B) into bp (panel_bytes each; scalar path:
  * columns x K codes) and their column sums into cs. */
 static void pack_group(const src *B, int g, int K, int N, int Kg, int p0, int n, char *bp, size_t panel_bytes,

@@ -46,6 +46,9 @@ et_isa et_igemm_isa(void);
  * the calling thread's buffers hold now. */
 et_status et_igemm_reserve(int M, int N, int K, int threads);
 size_t et_igemm_workspace_bytes(void);
+/* Frees the calling thread's buffers (a thread that used et_igemm and exits
+ * should call it; the next call or reserve allocates again). */
+void et_igemm_release(void);
 
 /* The code of x on the grid of `scale` (the rule above), scalar. */
 int et_igemm_code(float x, float scale);

@@ -148,6 +148,11 @@ et_status et_qgemm_reserve(int K, int threads) {
 
 size_t et_qgemm_workspace_bytes(void) { return panels_bytes; }
 
+void et_qgemm_release(void) {
+    free(panels);
+    panels = NULL, panels_bytes = 0;
+}
+
 et_status et_qgemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                    float beta, float *C, int ldc, const et_format *mul, const et_format *acc, const et_qkey *key) {
     et_qgemm_args g;

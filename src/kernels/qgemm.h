@@ -58,6 +58,8 @@ uint64_t et_qgemm_word(const et_qparams *p, uint64_t e, uint64_t t);
  * training); et_qgemm_workspace_bytes: what it holds now. */
 et_status et_qgemm_reserve(int K, int threads);
 size_t et_qgemm_workspace_bytes(void);
+/* Frees the calling thread's panel buffer (for a thread that exits). */
+void et_qgemm_release(void);
 
 /* Which path et_qgemm takes: ET_ISA_AVX512 (16 columns per vector, OpenMP)
  * or ET_ISA_SCALAR (the reference loop, OpenMP over rows). */
