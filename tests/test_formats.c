@@ -224,8 +224,8 @@ static void test_scalar_vs_avx512(void **st) {
                                  "e4m3/sr", "e5m2/sr3", "bf16/sr7", "fp16:nosub/sr", "e3m2/rz", "e8m23:nosub", "e2m1:sat",
                                  "int8", "int4/sr", "int16/rz", "dfxp8", "dfxp3/sr2", "int2", "fp32/sr"};
     size_t n = 200003;
-    float *x = malloc(n * 4), *a = malloc(n * 4), *b = malloc(n * 4);
-    assert_non_null(x), assert_non_null(a), assert_non_null(b);
+    float *x = malloc(n * 4), *x2 = malloc(n * 4), *a = malloc(n * 4), *b = malloc(n * 4);
+    assert_non_null(x), assert_non_null(x2), assert_non_null(a), assert_non_null(b);
     for (size_t i = 0; i < n; i++) {
         uint32_t r = rnd32();
         x[i] = i % 4 == 0 ? u2f(r) : i % 4 == 1 ? u2f((r & 0x80ffffffu) | ((uint32_t)(100 + r % 60) << 23))
@@ -250,8 +250,33 @@ static void test_scalar_vs_avx512(void **st) {
         et_quantize_avx512(&p, x, b, n, 5);
         for (size_t i = 0; i < n; i++)
             if (!same(a[i], b[i])) fail_msg("%s: x=%a scalar %a avx512 %a", fmts[k], x[i], a[i], b[i]);
+        if (f.kind != ET_FMT_FLOAT) continue;
+        /* whole vectors inside the format's normal range (the AVX-512 short
+         * path): log-uniform magnitudes in [min normal, max finite], zeros,
+         * exact ties (cut-off part 100..0), the ends of the range; one vector
+         * in 8 has one lane outside (the general path for the whole vector) */
+        et_format_props pr = et_format_properties(&f);
+        int S = 23 - f.mbits;
+        for (size_t i = 0; i < n; i++) {
+            double lo = log2(pr.min_normal), hi = log2(pr.max_finite);
+            float v = (float)exp2(lo + (hi - lo) * (rnd32() / 4294967296.0));
+            uint32_t u = f2u(v);
+            switch (rnd32() % 8) {
+            case 0: u = 0; break;
+            case 1: if (S > 0) u = (u & ~((1u << S) - 1)) | (1u << (S - 1)); break; /* a tie */
+            case 2: u = f2u((float)(rnd32() & 1 ? pr.min_normal : pr.max_finite)); break;
+            default: break;
+            }
+            if (u2f(u) > (float)pr.max_finite) u = f2u((float)pr.max_finite);
+            x2[i] = u2f(u | (rnd32() & 0x80000000u));
+            if (i % 128 == 77) x2[i] = u2f(rnd32());
+        }
+        et_quantize_scalar(&p, x2, a, n, 5);
+        et_quantize_avx512(&p, x2, b, n, 5);
+        for (size_t i = 0; i < n; i++)
+            if (!same(a[i], b[i])) fail_msg("%s (normal range): x=%a scalar %a avx512 %a", fmts[k], x2[i], a[i], b[i]);
     }
-    free(x), free(a), free(b);
+    free(x), free(x2), free(a), free(b);
 }
 
 /* ---------------- hand cases */

@@ -8,11 +8,13 @@
 #include <cmocka.h>
 
 #include "edgetrain.h"
+#include "kernels/igemm.h"
 #include "kernels/matmul.h"
 #include "kernels/qgemm.h"
 #include "util/layer_harness.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -304,6 +306,63 @@ static void test_int_path(void **state) {
     et_model_free(p);
 }
 
+/* The packing buffers of the integer and emulated GEMMs belong to the calling
+ * thread and only grow. Planning reserves them for every product of training
+ * (and counts them in the memory plan's workspace), so training steps do not
+ * grow them. Run in a new thread: its buffers start empty. */
+typedef struct ws_case {
+    const char *policy;
+    size_t planned, after, plan_ws, gemm_ws;
+    int ok;
+} ws_case;
+
+static void *ws_thread(void *arg) {
+    ws_case *c = arg;
+    const char *spec = "input 2 12 12\nconv 8 k=3 p=1\nrelu\nconv 6 k=1\nrelu\nmaxpool k=2\nflatten\n"
+                       "linear 20\nrelu\nlinear 10\n";
+    et_model *m;
+    et_optim o = et_optim_default(ET_OPT_SGD);
+    float x[7 * 288];
+    lh_fill(x, 7 * 288, 5, 0, 1);
+    uint8_t labels[7] = {1, 2, 3, 4, 9, 0, 5};
+    if (et_model_parse(spec, "ws", &m) || et_model_set_precision(m, c->policy) || et_model_plan(m, 7, &o) ||
+        et_model_init_he(m, 3))
+        return NULL;
+    c->planned = et_igemm_workspace_bytes() + et_qgemm_workspace_bytes();
+    c->plan_ws = et_model_memory(m).workspace;
+    c->gemm_ws = et_gemm_workspace_bytes();
+    float loss;
+    for (int s = 0; s < 2; s++) {
+        memcpy(et_model_input(m), x, sizeof x);
+        if (et_model_train_step(m, labels, 7, 0.05f, &loss)) return NULL;
+    }
+    c->after = et_igemm_workspace_bytes() + et_qgemm_workspace_bytes();
+    c->ok = 1;
+    et_model_free(m);
+    et_igemm_release(); /* the thread's buffers go with it */
+    et_qgemm_release();
+    return NULL;
+}
+
+static void test_workspace_reserved(void **state) {
+    (void)state;
+    const char *policies[] = {"int8", "e6m5-sr13", "w=e5m2,a=e5m2,e=e5m2,mul=e5m2/sr,acc=fp16/sr", "hfp8"};
+    for (int t = 1; t <= 2; t++) {
+        et_set_threads(t);
+        for (size_t p = 0; p < sizeof policies / sizeof *policies; p++) {
+            ws_case c = {policies[p], 0, 0, 0, 0, 0};
+            pthread_t th;
+            assert_int_equal(pthread_create(&th, NULL, ws_thread, &c), 0);
+            pthread_join(th, NULL);
+            if (!c.ok) fail_msg("%s: %s", policies[p], et_last_error());
+            if (!(c.planned > 0 && c.after == c.planned && c.plan_ws == c.gemm_ws + c.planned))
+                fail_msg("%s T=%d: reserved %zu, after 2 steps %zu, plan workspace %zu (gemm %zu)", policies[p], t,
+                         c.planned, c.after, c.plan_ws, c.gemm_ws);
+        }
+    }
+    et_set_threads(0);
+}
+
 static void test_bad_policies(void **state) {
     (void)state;
     et_model *p;
@@ -325,6 +384,7 @@ int main(void) {
         cmocka_unit_test(test_laps),
         cmocka_unit_test(test_bad_policies),
         cmocka_unit_test(test_int_path),
+        cmocka_unit_test(test_workspace_reserved),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/rng.h"
 #include "edgetrain.h"
 #include "kernels/igemm.h"
 #include "kernels/qgemm.h"
@@ -76,8 +77,8 @@ static void one_case(int ta, int tb, int M, int N, int K, float beta, const char
 static void test_fast_equals_ref(void **st) {
     (void)st;
     static const char *const accs[] = {"fp16", "bf16", "e5m2", "e6m5/sr13", "e4m3:sat/sr4", "fp32", "fp16/rz",
-                                       "e5m4:nosub/sr", "fp16/sr"};
-    static const char *const muls[] = {NULL, "e5m2", "fp16", "bf16/sr", "e4m3/rz"};
+                                       "e5m4:nosub/sr", "fp16/sr", "fp32:sat", "e3m0"};
+    static const char *const muls[] = {NULL, "e5m2", "fp16", "bf16/sr", "e4m3/rz", "fp32:nosub/sr", "e2m1/sr3"};
     int shapes[][3] = {{1, 1, 1}, {3, 17, 5}, {7, 33, 19}, {5, 16, 64}, {13, 47, 31}, {2, 5, 0}, {9, 70, 3}};
     int n = 0;
     for (size_t a = 0; a < sizeof accs / sizeof *accs; a++)
@@ -205,6 +206,125 @@ static void test_rejects(void **st) {
     assert_true(c == 1.0f);
 }
 
+/* ------------------------------------------- random bits: statistics */
+
+/* The documented generator, written out here: SplitMix64's output function
+ * on key_e + t * gamma, key_e = et_rand64(et_rand64(seed, 0x5352, tensor), step, e). */
+static uint64_t splitmix_out(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static void test_word_definition(void **st) {
+    (void)st;
+    et_format f = fmt("e6m5/sr13");
+    et_qkey key = {77, 5, 9};
+    et_qparams p;
+    et_qparams_init(&p, &f, 1.0f, &key);
+    uint64_t sub = et_rand64(77, 0x5352, 5);
+    for (uint64_t e = 0; e < 50; e += 7)
+        for (uint64_t t = 0; t < 5; t++)
+            assert_true(et_qgemm_word(&p, e * 1000003u, t) ==
+                        splitmix_out(et_rand64(sub, 9, e * 1000003u) + t * 0x9e3779b97f4a7c15ULL));
+}
+
+/* Rows of A are x at one k (k0 = i % K) and 0 elsewhere, B is all ones, so
+ * element (i,j) rounds x once with the multiplier and once with the
+ * accumulator format (0 + p), at product k0; s + 0 afterwards is exact. */
+static void one_rounding(const char *mul, const char *acc, float x, int M, int N, int K, float *C) {
+    float *A = calloc((size_t)M * K, sizeof(float)), *B = malloc((size_t)K * N * sizeof(float));
+    assert_non_null(A);
+    assert_non_null(B);
+    for (int i = 0; i < M; i++) A[(size_t)i * K + i % K] = x;
+    for (int k = 0; k < K * N; k++) B[k] = 1.0f;
+    et_format fm, fa;
+    if (mul) fm = fmt(mul);
+    if (acc) fa = fmt(acc);
+    et_qkey key = {2024, 3, 11};
+    et_set_threads(2);
+    assert_int_equal(et_qgemm(0, 0, M, N, K, A, K, B, N, 0.0f, C, N, mul ? &fm : NULL, acc ? &fa : NULL, &key), ET_OK);
+    free(A), free(B);
+}
+
+/* Stochastic rounding inside the GEMM: the fraction of rounded-up values is
+ * floor(f 2^R) / 2^R (exactly f for /sr) within 5 sigma, for the multiplier
+ * bits (K roundings per element: the count of ups per element also has the
+ * binomial variance, so the products of one element are not correlated), the
+ * accumulator bits (at every k position), and both together: a multiplier up
+ * and an accumulator up in the same product are independent. With R <= 16 the
+ * word is split into 16-bit fields, with R > 16 not: both layouts are checked. */
+static void test_sr_statistics(void **st) {
+    (void)st;
+    static const int Rs[] = {32, 20, 16, 13, 5, 1};
+    const double q = 0.125;                  /* e4m3 quantum in [1, 2) */
+    static const double fr[] = {0.3, 0.77};
+    for (size_t ri = 0; ri < sizeof Rs / sizeof *Rs; ri++)
+        for (size_t fi = 0; fi < 2; fi++) {
+            int R = Rs[ri];
+            double f = fr[fi];
+            float x = (float)(1 + f * q);
+            double fx = ((double)x - 1) / q; /* f as stored in float */
+            double pu = R == 32 ? fx : floor(fx * ldexp(1, R)) / ldexp(1, R);
+            char fm[32];
+            snprintf(fm, sizeof fm, R == 32 ? "e4m3/sr" : "e4m3/sr%d", R);
+            /* multiplier: K products of x * 1 per element, summed exactly in fp32 */
+            {
+                int M = 40, N = 50, K = 200;
+                float *A = malloc((size_t)M * K * 4), *B = malloc((size_t)K * N * 4), *C = malloc((size_t)M * N * 4);
+                assert_true(A && B && C);
+                for (int k = 0; k < M * K; k++) A[k] = x;
+                for (int k = 0; k < K * N; k++) B[k] = 1.0f;
+                et_format m = fmt(fm);
+                et_qkey key = {99, 4, (uint64_t)R};
+                et_set_threads(1 + (int)fi);
+                assert_int_equal(et_qgemm(0, 0, M, N, K, A, K, B, N, 0.0f, C, N, &m, NULL, &key), ET_OK);
+                double sum = 0, sum2 = 0;
+                for (int e = 0; e < M * N; e++) {
+                    double ups = ((double)C[e] - K) / q;
+                    assert_true(ups == floor(ups) && ups >= 0 && ups <= K);
+                    sum += ups, sum2 += ups * ups;
+                }
+                double n = (double)M * N * K, mean = sum / n;
+                if (fabs(mean - pu) > 5 * sqrt(pu * (1 - pu) / n))
+                    fail_msg("mul %s x=%g: up fraction %.6f, expected %.6f", fm, x, mean, pu);
+                double var = sum2 / (M * N) - (sum / (M * N)) * (sum / (M * N)), want = K * pu * (1 - pu);
+                if (fabs(var / want - 1) > 5 * sqrt(2.0 / (M * N)))
+                    fail_msg("mul %s x=%g: variance of ups per element %.3f, binomial %.3f", fm, x, var, want);
+                free(A), free(B), free(C);
+            }
+            /* accumulator alone, then both in the same product */
+            {
+                int M = 400, N = 500, K = 7;
+                float *C = malloc((size_t)M * N * 4);
+                assert_non_null(C);
+                one_rounding(NULL, fm, x, M, N, K, C);
+                double ups = 0, n = (double)M * N;
+                for (int e = 0; e < M * N; e++) {
+                    assert_true(C[e] == 1.0f || C[e] == 1.125f);
+                    ups += C[e] == 1.125f;
+                }
+                if (fabs(ups / n - pu) > 5 * sqrt(pu * (1 - pu) / n))
+                    fail_msg("acc %s x=%g: up fraction %.6f, expected %.6f", fm, x, ups / n, pu);
+                /* mul e4m3/srR gives 1 or 1.125; acc e3m2 with the same R has quantum
+                 * 0.25 and rounds 1.125 up with probability 1/2 (any R >= 1): the
+                 * result is 1.25 with probability pu / 2 if the two are independent */
+                char fa[32];
+                snprintf(fa, sizeof fa, R == 32 ? "e3m2/sr" : "e3m2/sr%d", R);
+                one_rounding(fm, fa, x, M, N, K, C);
+                double both = 0;
+                for (int e = 0; e < M * N; e++) {
+                    assert_true(C[e] == 1.0f || C[e] == 1.25f);
+                    both += C[e] == 1.25f;
+                }
+                double pb = pu / 2;
+                if (fabs(both / n - pb) > 5 * sqrt(pb * (1 - pb) / n))
+                    fail_msg("mul %s + acc %s x=%g: both up %.6f, expected %.6f", fm, fa, x, both / n, pb);
+                free(C);
+            }
+        }
+}
+
 /* ---------------------------------------------------------------- igemm */
 
 static void igemm_case(int ta, int tb, int M, int N, int K, int threads) {
@@ -326,7 +446,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fast_equals_ref),   cmocka_unit_test(test_fast_equals_ref_extremes),
         cmocka_unit_test(test_fp16_stagnation),   cmocka_unit_test(test_fp32_plain_loop),
-        cmocka_unit_test(test_rejects),           cmocka_unit_test(test_igemm_exact),
+        cmocka_unit_test(test_rejects),           cmocka_unit_test(test_word_definition),
+        cmocka_unit_test(test_sr_statistics),     cmocka_unit_test(test_igemm_exact),
         cmocka_unit_test(test_igemm_float),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

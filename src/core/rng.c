@@ -4,16 +4,20 @@
 
 #include <math.h>
 
-static uint64_t mix64(uint64_t z) {
+uint64_t et_mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
 }
 
+uint64_t et_rand_prefix(uint64_t seed, uint64_t stream) {
+    return et_mix64(et_mix64(seed + ET_GOLDEN64) ^ (stream * 0xd1b54a32d192ed03ULL));
+}
+
+uint64_t et_rand_at(uint64_t prefix, uint64_t index) { return et_mix64(prefix ^ (index + 0x632be59bd9b4e019ULL)); }
+
 uint64_t et_rand64(uint64_t seed, uint64_t stream, uint64_t index) {
-    uint64_t h = mix64(seed + 0x9e3779b97f4a7c15ULL);
-    h = mix64(h ^ (stream * 0xd1b54a32d192ed03ULL));
-    return mix64(h ^ (index + 0x632be59bd9b4e019ULL));
+    return et_rand_at(et_rand_prefix(seed, stream), index);
 }
 
 float et_rand_uniform(uint64_t seed, uint64_t stream, uint64_t index) {

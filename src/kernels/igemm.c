@@ -155,6 +155,34 @@ static __thread size_t capA, capB;
 
 #define GP 8 /* panels per task group: B is packed per task into the thread's slice */
 
+/* Buffer sizes of a product (op(A) M x K, op(B) K x N) on the path isa: a
+ * panel, a thread's slice (its group's panels + their column sums) and the
+ * packed A. */
+static void sizes(et_isa isa, int M, int N, int K, size_t *panel_bytes, size_t *slice, size_t *needA) {
+    const int g = isa >= ET_ISA_AVX512 ? 4 : isa == ET_ISA_AVX2 ? 2 : 1;
+    const int Kg = (K + g - 1) / g, np = (N + PW - 1) / PW, gp = np < GP ? np : GP;
+    /* scalar path: a panel is PW columns x K codes */
+    *panel_bytes = g == 1 ? (size_t)PW * K : (size_t)Kg * PW * 4;
+    *slice = ((*panel_bytes * gp + 63) & ~(size_t)63) + (size_t)gp * PW * 4;
+    *needA = g == 1 ? (size_t)M * K : (size_t)((M + 15) & ~15) * Kg * 4;
+}
+
+et_status et_igemm_reserve(int M, int N, int K, int threads) {
+    if (M <= 0 || N <= 0 || K <= 0) return ET_OK;
+    size_t pb, slice, needA;
+    sizes(et_igemm_isa(), M, N, K, &pb, &slice, &needA);
+    if (!grow(&bufA, &capA, needA) || !grow(&bufB, &capB, slice * (size_t)(threads > 1 ? threads : 1)))
+        return et_set_error(ET_ERR_NOMEM, "igemm: cannot reserve %zu bytes of packing buffers", needA + slice);
+    return ET_OK;
+}
+
+size_t et_igemm_workspace_bytes(void) { return capA + capB; }
+
+void et_igemm_release(void) {
+    free(bufA), free(bufB);
+    bufA = bufB = NULL, capA = capB = 0;
+}
+
 /* Packs panels [p0, p0 + n) of op(B) into bp (panel_bytes each; scalar path:
  * columns x K codes) and their column sums into cs. */
 static void pack_group(const src *B, int g, int K, int N, int Kg, int p0, int n, char *bp, size_t panel_bytes,
@@ -192,10 +220,9 @@ static et_status drive(et_isa isa, int M, int N, int K, const src *A, const src 
         return ET_OK;
     }
     const int g = isa >= ET_ISA_AVX512 ? 4 : isa == ET_ISA_AVX2 ? 2 : 1;
-    const int Kg = (K + g - 1) / g, np = (N + PW - 1) / PW, ng = (np + GP - 1) / GP;
-    /* scalar path: a panel is PW columns x K codes */
-    const size_t panel_bytes = g == 1 ? (size_t)PW * K : (size_t)Kg * PW * 4;
-    const size_t slice = ((panel_bytes * GP + 63) & ~(size_t)63) + GP * PW * 4; /* panels + column sums */
+    const int Kg = (K + g - 1) / g, np = (N + PW - 1) / PW, ng = (np + GP - 1) / GP, gp = np < GP ? np : GP;
+    size_t panel_bytes, slice, needA;
+    sizes(isa, M, N, K, &panel_bytes, &slice, &needA);
     int ni = 1; /* row chunks per group: enough tasks for every thread */
     if (ng < 2 * T) {
         ni = (2 * T + ng - 1) / ng;
@@ -205,7 +232,6 @@ static et_status drive(et_isa isa, int M, int N, int K, const src *A, const src 
     const int nt = ng * ((M + rows - 1) / rows), nab = (M + 15) / 16;
     ni = (M + rows - 1) / rows;
     if (T > nt) T = nt;
-    size_t needA = g == 1 ? (size_t)M * K : (size_t)((M + 15) & ~15) * Kg * 4;
     if (!grow(&bufA, &capA, needA) || !grow(&bufB, &capB, slice * (size_t)T))
         return et_set_error(ET_ERR_NOMEM, "igemm: cannot allocate %zu bytes of packing buffers", needA + slice * T);
     /* the workers must see the caller's buffers, not their own */
@@ -235,7 +261,7 @@ static et_status drive(et_isa isa, int M, int N, int K, const src *A, const src 
                     pack_a_generic(A, g, K, Kg, i, Ap);
         }
         char *bp = Bbuf + slice * (size_t)tid;
-        int32_t *cs = (int32_t *)(bp + slice - GP * PW * 4);
+        int32_t *cs = (int32_t *)(bp + slice - (size_t)gp * PW * 4);
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif

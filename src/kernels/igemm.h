@@ -7,7 +7,7 @@
  * threads over tiles of C. Exact as long as |sum| < 2^31, guaranteed for
  * K <= 131072 (the arithmetic wraps modulo 2^32, like the scalar reference).
  * Packing buffers belong to the calling thread and only grow: after the first
- * call of the largest shape, no call allocates. */
+ * call of the largest shape, or et_igemm_reserve for it, no call allocates. */
 #ifndef ET_IGEMM_H
 #define ET_IGEMM_H
 #include "edgetrain.h"
@@ -39,6 +39,16 @@ void et_igemm_s8_isa(et_isa isa, int ta, int tb, int M, int N, int K, const int8
 et_status et_igemm_f32_isa(et_isa isa, int ta, int tb, int M, int N, int K, const float *A, int lda, float scale_a,
                            const float *B, int ldb, float scale_b, float beta, float *C, int ldc);
 et_isa et_igemm_isa(void);
+
+/* Grows the calling thread's packing buffers to what a product with op(A)
+ * M x K and op(B) K x N needs on `threads` threads (the model's memory plan
+ * does this for every product of training); et_igemm_workspace_bytes: what
+ * the calling thread's buffers hold now. */
+et_status et_igemm_reserve(int M, int N, int K, int threads);
+size_t et_igemm_workspace_bytes(void);
+/* Frees the calling thread's buffers (a thread that used et_igemm and exits
+ * should call it; the next call or reserve allocates again). */
+void et_igemm_release(void);
 
 /* The code of x on the grid of `scale` (the rule above), scalar. */
 int et_igemm_code(float x, float scale);

@@ -24,19 +24,19 @@ static inline __m512 to_float(__m512i t, __m512d sv) {
 /* acc += a (unsigned bytes) . b (signed bytes), in place (_mm512_dpbusd_epi32
  * makes GCC copy and spill the accumulators) */
 #define DPBUSD(acc, a, b) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
-static inline __attribute__((always_inline)) void rows(int R, const uint32_t *a, int Kq, const int8_t *Bp, __m512i cs0,
+static inline __attribute__((always_inline)) void rows(int R, int half, const uint32_t *a, int Kq, const int8_t *Bp, __m512i cs0,
                                                        __m512i cs1, __mmask16 m0, __mmask16 m1, int i, int32_t *C,
                                                        float *Cf, int ldc, double sab, float beta) {
 #define DECL(r) __m512i x##r = _mm512_setzero_si512(), y##r = _mm512_setzero_si512();
     ACC8(DECL)
 #undef DECL
     for (int q = 0; q < Kq; q++, a += 8) {
-        __m512i b0 = _mm512_load_si512(Bp + (size_t)q * 128), b1 = _mm512_load_si512(Bp + (size_t)q * 128 + 64);
+        __m512i b0 = _mm512_load_si512(Bp + (size_t)q * 128), b1 = half ? b0 : _mm512_load_si512(Bp + (size_t)q * 128 + 64);
 #define DP(r)                                                                                                          \
     if (R > r) {                                                                                                       \
         __m512i av = _mm512_set1_epi32((int)a[r]);                                                                     \
         DPBUSD(x##r, av, b0);                                                                                          \
-        DPBUSD(y##r, av, b1);                                                                                          \
+        if (!half) DPBUSD(y##r, av, b1);                                                                               \
     }
         ACC8(DP)
 #undef DP
@@ -49,41 +49,51 @@ static inline __attribute__((always_inline)) void rows(int R, const uint32_t *a,
         if (!Cf) {                                                                                                     \
             int32_t *c = C + (size_t)(i + r) * ldc;                                                                    \
             _mm512_mask_storeu_epi32(c, m0, s0);                                                                       \
-            _mm512_mask_storeu_epi32(c + 16, m1, s1);                                                                  \
+            if (!half) _mm512_mask_storeu_epi32(c + 16, m1, s1);                                                       \
         } else {                                                                                                       \
             float *c = Cf + (size_t)(i + r) * ldc;                                                                     \
-            __m512 v0 = to_float(s0, sv), v1 = to_float(s1, sv);                                                       \
-            if (beta != 0.0f) {                                                                                        \
-                v0 = _mm512_add_ps(_mm512_mul_ps(bv, _mm512_maskz_loadu_ps(m0, c)), v0);                               \
-                v1 = _mm512_add_ps(_mm512_mul_ps(bv, _mm512_maskz_loadu_ps(m1, c + 16)), v1);                          \
-            }                                                                                                          \
+            __m512 v0 = to_float(s0, sv);                                                                              \
+            if (beta != 0.0f) v0 = _mm512_add_ps(_mm512_mul_ps(bv, _mm512_maskz_loadu_ps(m0, c)), v0);                 \
             _mm512_mask_storeu_ps(c, m0, v0);                                                                          \
-            _mm512_mask_storeu_ps(c + 16, m1, v1);                                                                     \
+            if (!half) {                                                                                               \
+                __m512 v1 = to_float(s1, sv);                                                                          \
+                if (beta != 0.0f) v1 = _mm512_add_ps(_mm512_mul_ps(bv, _mm512_maskz_loadu_ps(m1, c + 16)), v1);        \
+                _mm512_mask_storeu_ps(c + 16, m1, v1);                                                                 \
+            }                                                                                                          \
         }                                                                                                              \
     }
     ACC8(ST)
 #undef ST
 }
 
-static inline __attribute__((always_inline)) void block(const uint32_t *Ap, int Kq, const int8_t *Bp,
+static inline __attribute__((always_inline)) void block_w(int half, const uint32_t *Ap, int Kq, const int8_t *Bp,
                                                         const int32_t *colsum128, int i0, int i1, int nc, int32_t *C,
                                                         float *Cf, int ldc, double sab, float beta) {
     __mmask16 m0 = (__mmask16)(nc >= 16 ? 0xffff : (1u << nc) - 1);
     __mmask16 m1 = (__mmask16)(nc >= 32 ? 0xffff : nc <= 16 ? 0 : (1u << (nc - 16)) - 1);
     __m512i cs0 = _mm512_loadu_si512(colsum128), cs1 = _mm512_loadu_si512(colsum128 + 16);
     int i = i0; /* i0 is a multiple of 8 */
-    for (; i + RMI <= i1; i += RMI) rows(RMI, Ap + (size_t)i * Kq, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta);
+    for (; i + RMI <= i1; i += RMI) rows(RMI, half, Ap + (size_t)i * Kq, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta);
     const uint32_t *Ai = Ap + (size_t)i * Kq;
     switch (i1 - i) { /* the last rows: no work on rows past i1 */
-    case 1: rows(1, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
-    case 2: rows(2, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
-    case 3: rows(3, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
-    case 4: rows(4, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
-    case 5: rows(5, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
-    case 6: rows(6, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
-    case 7: rows(7, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 1: rows(1, half, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 2: rows(2, half, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 3: rows(3, half, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 4: rows(4, half, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 5: rows(5, half, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 6: rows(6, half, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
+    case 7: rows(7, half, Ai, Kq, Bp, cs0, cs1, m0, m1, i, C, Cf, ldc, sab, beta); break;
     default: break;
     }
+}
+
+/* A panel with at most 16 live columns (N = 9, 10, ... or the last panel)
+ * runs on its first half only: one accumulator per row. */
+static inline __attribute__((always_inline)) void block(const uint32_t *Ap, int Kq, const int8_t *Bp,
+                                                        const int32_t *colsum128, int i0, int i1, int nc, int32_t *C,
+                                                        float *Cf, int ldc, double sab, float beta) {
+    if (nc <= 16) block_w(1, Ap, Kq, Bp, colsum128, i0, i1, nc, C, Cf, ldc, sab, beta);
+    else block_w(0, Ap, Kq, Bp, colsum128, i0, i1, nc, C, Cf, ldc, sab, beta);
 }
 
 void et_igemm_avx512_block(const uint32_t *Ap, int Kq, const int8_t *Bp, const int32_t *colsum128, int i0, int i1,
@@ -101,10 +111,12 @@ void et_igemm_avx512_block_f32(const uint32_t *Ap, int Kq, const int8_t *Bp, con
 /* Codes of 16 floats on the grid of a scale, r = fl(1 / scale): rne(x * r)
  * clamped to [-127, 127], NaN -> 0 (et_igemm_code, lane for lane). */
 static inline __m512i codes16(__m512 x, __m512 r) {
-    __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(x, r), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    /* clamping before rounding gives the same codes: |v| > 127 rounds to a
+     * value >= 127 in magnitude either way; the conversion rounds to nearest even */
+    __m512 v = _mm512_mul_ps(x, r);
     __mmask16 ord = _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q);
     v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
-    return _mm512_maskz_cvtps_epi32(ord, v);
+    return _mm512_maskz_cvt_roundps_epi32(ord, v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
 static inline __mmask16 lanes(int n) { return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1); }

@@ -3,6 +3,8 @@
  * (qgemm_avx512.c) or, without AVX-512, the reference loop on row ranges. */
 #include "kernels/qgemm.h"
 
+#include "core/rng.h"
+
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -54,34 +56,50 @@ static et_status setup(et_qgemm_args *g, int ta, int tb, int M, int N, int K, co
     return ET_OK;
 }
 
-static float q1(const et_qparams *p, int ident, float x, uint64_t index) {
-    if (ident) return x;
-    float y;
-    et_quantize_scalar(p, &x, &y, 1, index);
-    return y;
+static float q1(const et_qparams *p, int ident, float x, uint32_t rnd) {
+    return ident ? x : et_quantize_one(p, x, rnd);
+}
+
+uint64_t et_qgemm_word(const et_qparams *p, uint64_t e, uint64_t t) {
+    return et_mix64(et_rand_at(p->prefix, e) + t * ET_GOLDEN64);
+}
+
+static int sr_bits(const et_qparams *p, int ident) { return !ident && p->mode == ET_ROUND_SR ? p->rbits : 0; }
+
+int et_qgemm_fields16(const et_qgemm_args *g) {
+    return sr_bits(&g->mul, g->mul_ident) <= 16 && sr_bits(&g->acc, g->acc_ident) <= 16;
 }
 
 /* The reference loop on rows [i0, i1). */
 static void ref_rows(const et_qgemm_args *g, int i0, int i1) {
     const int N = g->N, K = g->K;
-    const uint64_t beta_base = 2 * (uint64_t)g->M * (uint64_t)N * (uint64_t)K;
+    const int sr = sr_bits(&g->mul, g->mul_ident) || sr_bits(&g->acc, g->acc_ident), f16 = et_qgemm_fields16(g);
     for (int i = i0; i < i1; i++)
         for (int j = 0; j < N; j++) {
             float *c = g->C + (size_t)i * g->ldc + j;
             uint64_t e = (uint64_t)i * (uint64_t)N + (uint64_t)j;
+            uint64_t key = sr ? et_rand_at(g->acc.prefix, e) : 0; /* mul and acc share the key */
             float s = 0.0f;
             if (g->beta != 0.0f) {
                 float bc = g->beta * *c;
-                s = q1(&g->acc, g->acc_ident, bc, beta_base + e);
+                s = q1(&g->acc, g->acc_ident, bc, sr ? (uint32_t)et_mix64(key) : 0);
             }
             for (int k = 0; k < K; k++) {
                 float a = g->ta ? g->A[(size_t)k * g->lda + i] : g->A[(size_t)i * g->lda + k];
                 float b = g->tb ? g->B[(size_t)j * g->ldb + k] : g->B[(size_t)k * g->ldb + j];
-                uint64_t n = (e * (uint64_t)K + (uint64_t)k) * 2;
+                uint32_t rm = 0, ra = 0;
+                if (sr && f16) { /* W(e, k/2 + 1): high half for even k, low half for odd k */
+                    uint64_t w = et_mix64(key + (uint64_t)(k / 2 + 1) * ET_GOLDEN64);
+                    uint32_t h = k % 2 ? (uint32_t)w : (uint32_t)(w >> 32);
+                    rm = h, ra = h << 16;
+                } else if (sr) {
+                    uint64_t w = et_mix64(key + (uint64_t)(k + 1) * ET_GOLDEN64);
+                    rm = (uint32_t)(w >> 32), ra = (uint32_t)w;
+                }
                 float p = a * b;
-                p = q1(&g->mul, g->mul_ident, p, n);
+                p = q1(&g->mul, g->mul_ident, p, rm);
                 float t = s + p;
-                s = q1(&g->acc, g->acc_ident, t, n + 1);
+                s = q1(&g->acc, g->acc_ident, t, ra);
             }
             *c = s;
         }
@@ -105,6 +123,35 @@ et_isa et_qgemm_isa(void) {
 }
 
 #define QG_ROWS 32 /* rows of C per task */
+
+/* Panels live in a buffer of the calling thread that only grows: after the
+ * first call of a training step's largest K, or et_qgemm_reserve, no call
+ * allocates. */
+static _Thread_local float *panels;
+static _Thread_local size_t panels_bytes;
+
+static size_t panel_bytes(int K) { return ((size_t)(K > 0 ? K : 1) * 16 * sizeof(float) + 63) & ~(size_t)63; }
+
+static et_status grow_panels(size_t bytes) {
+    if (panels_bytes >= bytes) return ET_OK;
+    float *nb = aligned_alloc(64, bytes);
+    if (!nb) return et_set_error(ET_ERR_NOMEM, "et_qgemm: cannot allocate %zu bytes of panels", bytes);
+    free(panels);
+    panels = nb, panels_bytes = bytes;
+    return ET_OK;
+}
+
+et_status et_qgemm_reserve(int K, int threads) {
+    if (et_qgemm_isa() == ET_ISA_SCALAR) return ET_OK; /* the reference loop packs nothing */
+    return grow_panels(panel_bytes(K) * (size_t)(threads > 1 ? threads : 1));
+}
+
+size_t et_qgemm_workspace_bytes(void) { return panels_bytes; }
+
+void et_qgemm_release(void) {
+    free(panels);
+    panels = NULL, panels_bytes = 0;
+}
 
 et_status et_qgemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                    float beta, float *C, int ldc, const et_format *mul, const et_format *acc, const et_qkey *key) {
@@ -137,17 +184,8 @@ et_status et_qgemm(int ta, int tb, int M, int N, int K, const float *A, int lda,
     }
     int ni = (M + rows - 1) / rows, nt = ni * nj;
     if (T > nt) T = nt;
-    size_t bsz = ((size_t)(K > 0 ? K : 1) * 16 * sizeof(float) + 63) & ~(size_t)63;
-    /* Panels live in a buffer of the calling thread that only grows: after the
-     * first call of a training step's largest shape, no call allocates. */
-    static _Thread_local float *panels;
-    static _Thread_local size_t panels_bytes;
-    if (panels_bytes < bsz * (size_t)T) {
-        float *nb = aligned_alloc(64, bsz * (size_t)T);
-        if (!nb) return et_set_error(ET_ERR_NOMEM, "et_qgemm: cannot allocate %zu bytes of panels", bsz * (size_t)T);
-        free(panels);
-        panels = nb, panels_bytes = bsz * (size_t)T;
-    }
+    size_t bsz = panel_bytes(K);
+    if (panels_bytes < bsz * (size_t)T && grow_panels(bsz * (size_t)T) != ET_OK) return ET_ERR_NOMEM;
     float *buf = panels; /* the workers must see the caller's buffer, not their own */
 #ifdef _OPENMP
 #pragma omp parallel num_threads(T) if (T > 1)

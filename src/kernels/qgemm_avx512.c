@@ -3,17 +3,20 @@
  * the reference loop done lane-wise on the same float bit patterns, so the
  * result equals et_qgemm_ref bit for bit (tests/test_qgemm.c).
  *
- * Rounding: values in a format's normal range (and zeros) take a short path
- * (the quantum is 2^(23-mant) float ulps, so round_mag() of format.c reduces
- * to integer operations with constant shifts); a vector with any lane outside
- * it (subnormal in the format, inf, NaN) takes the general path,
- * et_quantize16() of numerics/format_avx512.h (shared with et_quantize).
+ * Rounding: a vector whose lanes are all zero or in the format's normal range
+ * [min normal, max finite] takes the short path of numerics/format_avx512.h
+ * (add the random or rounding increment, mask: a handful of integer
+ * operations); any other lane (subnormal in the format, overflow, inf, NaN)
+ * sends the vector to the general et_quantize16().
  *
- * Random bits: et_rand64(subseed, step, n) >> 32 for 16 indices at once; the
- * first two rounds of the hash depend on (subseed, step) only and are
- * computed once, the last one (mix64 of core/rng.c) runs on 8 x 64-bit lanes
- * with vpmullq (AVX-512DQ). */
+ * Random bits: 16 columns' words W(e, t) (qgemm.h) in two vectors of 8 x
+ * 64-bit lanes, even columns in one and odd columns in the other, so that one
+ * in-lane shuffle each gathers the 16 high halves and the 16 low halves in
+ * column order. The lanes hold the SplitMix64 states key_e + t * gamma: each
+ * word adds gamma and mixes (et_mix64x8); with 16-bit fields one word serves
+ * two k's. */
 #include "kernels/qgemm.h"
+#include "core/rng.h"
 #include "numerics/format_avx512.h"
 
 #include <immintrin.h>
@@ -24,28 +27,10 @@
 
 /* ------------------------------------------------ random bits, 16 lanes */
 
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-#define IDX_ADD 0x632be59bd9b4e019ULL
-
-INLINE __m512i mix64v(__m512i z) {
-    z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 30));
-    z = _mm512_mullo_epi64(z, _mm512_set1_epi64((long long)0xbf58476d1ce4e5b9ULL));
-    z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 27));
-    z = _mm512_mullo_epi64(z, _mm512_set1_epi64((long long)0x94d049bb133111ebULL));
-    return _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
-}
-
-/* Top 32 bits of et_rand64 for the indices (v0 - IDX_ADD) (lanes 0-7) and
- * (v1 - IDX_ADD) (lanes 8-15); h = the hash state after the first two rounds. */
-INLINE __m512i rand16(__m512i h, __m512i v0, __m512i v1) {
-    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    __m512i r0 = mix64v(_mm512_xor_si512(h, v0)), r1 = mix64v(_mm512_xor_si512(h, v1));
-    return _mm512_permutex2var_epi32(r0, odd, r1);
-}
+/* From the words of the even (w0) and odd (w1) columns: the high (mul) and
+ * low (acc) halves in column order (one vpshufd with a merge mask each). */
+INLINE __m512i hi_bits(__m512i w0, __m512i w1) { return _mm512_mask_shuffle_epi32(w1, 0x5555, w0, 0xF5); }
+INLINE __m512i lo_bits(__m512i w0, __m512i w1) { return _mm512_mask_shuffle_epi32(w0, 0xAAAA, w1, 0xA0); }
 
 /* --------------------------------------- general rounding (format_avx512.h) */
 
@@ -55,111 +40,90 @@ __attribute__((noinline)) static __m512 quantize16_float(const et_qparams *p, __
 
 /* --------------------------------------------- short path, normal range */
 
-enum { K_IDENT = 0, K_RN = 1, K_RZ = 2, K_SR = 3 };
+enum { K_IDENT = 0, K_RN = ET_VQ_RN, K_RZ = ET_VQ_RZ, K_SR = ET_VQ_SR };
+typedef et_vq vq;
+#define vq_init et_vq_init
 
-typedef struct vq {
-    const et_qparams *p;
-    __m512i minnorm, span, maxb, ovval, notmask, halfm1, oddbit, S, shr, shl, rshift;
-} vq;
-
-static void vq_init(vq *q, const et_qparams *p) {
-    int S = 23 - p->mant, R = p->rbits;
-    q->p = p;
-    q->minnorm = V(p->minnorm);
-    q->span = V(0x7f800000u - p->minnorm);
-    q->maxb = V(p->maxbits);
-    q->ovval = p->overflow_max ? V(p->maxbits) : V(0x7f800000u);
-    q->notmask = V(~((1u << S) - 1u));
-    q->halfm1 = V(S > 0 ? (1u << (S - 1)) - 1u : 0u);
-    q->oddbit = V(S > 0 ? 1 : 0);
-    q->S = V(S);
-    q->shr = V(S > R ? S - R : 0);
-    q->shl = V(R > S ? R - S : 0);
-    q->rshift = V(32 - R);
-}
-
+/* The short rounding of format_avx512.h when every lane takes it, else the
+ * general one (out of line: the vector goes to memory there anyway). */
 INLINE __m512 vround(const vq *q, int kind, __m512 x, __m512i rnd) {
     if (kind == K_IDENT) return x;
     __m512i u = _mm512_castps_si512(x);
-    __m512i a = _mm512_and_si512(u, V(0x7fffffff));
-    __mmask16 ok = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a, q->minnorm), q->span) |
-                   _mm512_cmpeq_epi32_mask(a, _mm512_setzero_si512());
-    if (__builtin_expect(ok != 0xffff, 0)) return quantize16_float(q->p, x, rnd);
-    __m512i r;
-    if (kind == K_RN) {
-        __m512i odd = _mm512_and_si512(_mm512_srlv_epi32(a, q->S), q->oddbit);
-        r = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(a, q->halfm1), odd), q->notmask);
-    } else if (kind == K_RZ) {
-        r = _mm512_and_si512(a, q->notmask);
-    } else {
-        __m512i rem = _mm512_andnot_si512(q->notmask, a);
-        __m512i t = _mm512_sllv_epi32(_mm512_srlv_epi32(rem, q->shr), q->shl);
-        __mmask16 up = _mm512_cmplt_epu32_mask(_mm512_srlv_epi32(rnd, q->rshift), t);
-        __m512i quantum = _mm512_add_epi32(_mm512_andnot_si512(q->notmask, V(0xffffffffu)), V(1));
-        r = _mm512_mask_add_epi32(_mm512_and_si512(a, q->notmask), up, _mm512_and_si512(a, q->notmask), quantum);
-    }
-    r = _mm512_mask_mov_epi32(r, _mm512_cmpgt_epu32_mask(r, q->maxb), q->ovval);
-    return _mm512_castsi512_ps(_mm512_or_si512(r, _mm512_andnot_si512(V(0x7fffffff), u)));
+    if (__builtin_expect(!et_vq_short_ok(q, u), 0)) return quantize16_float(q->p, x, rnd);
+    return _mm512_castsi512_ps(et_vq_round(q, kind, u, rnd));
 }
 
 /* ------------------------------------------------------------ the block */
 
 #define RM 4
 
-INLINE void block(const et_qgemm_args *g, int i0, int i1, int j0, int j1, const float *Bp, int mk, int ak) {
+/* One product of row r at k: p = round_mul(a * b), s = round_acc(s + p). */
+#define STEP(kk, rm, ra)                                                                                               \
+    do {                                                                                                               \
+        __m512 p_ = _mm512_mul_ps(_mm512_set1_ps(ap[r][(size_t)(kk) * astep]), _mm512_load_ps(Bp + (size_t)(kk) * 16)); \
+        if (mk != K_IDENT) p_ = vround(&qm, mk, p_, rm);                                                               \
+        s[r] = vround(&qa, ak, _mm512_add_ps(s[r], p_), ra);                                                           \
+    } while (0)
+
+/* f16: 16-bit fields (every R <= 16), products 2m and 2m+1 share W(e, m + 1). */
+INLINE void block(const et_qgemm_args *g, int i0, int i1, int j0, int j1, const float *Bp, int mk, int ak, int f16) {
     vq qm, qa;
     vq_init(&qm, &g->mul);
     vq_init(&qa, &g->acc);
     const int N = g->N, K = g->K;
-    const uint64_t twoK = 2 * (uint64_t)K;
     const int sr = mk == K_SR || ak == K_SR;
-    /* hash state after the first two rounds (mul and acc share the key) */
-    const __m512i h = _mm512_set1_epi64(
-        (long long)mix64(mix64(g->acc.subseed + 0x9e3779b97f4a7c15ULL) ^ (g->acc.step * 0xd1b54a32d192ed03ULL)));
-    const __m512i lane0 = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), lane1 = _mm512_add_epi64(lane0, _mm512_set1_epi64(8));
-    const __m512i one64 = _mm512_set1_epi64(1), two64 = _mm512_set1_epi64(2);
-    const __m512i step2K = _mm512_set1_epi64((long long)twoK);
+    const __m512i pre = _mm512_set1_epi64((long long)g->acc.prefix); /* mul and acc share the key */
+    const __m512i even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0), odd = _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i gamma = _mm512_set1_epi64((long long)ET_GOLDEN64);
     const __mmask16 cm = (__mmask16)(j1 - j0 == 16 ? 0xffff : (1u << (j1 - j0)) - 1);
-    const uint64_t beta_base = 2 * (uint64_t)g->M * (uint64_t)N * (uint64_t)K;
     const __m512 beta = _mm512_set1_ps(g->beta);
+    const __m512i zero = _mm512_setzero_si512();
     for (int i = i0; i < i1; i += RM) {
         int row[RM];
         const float *ap[RM];
         __m512 s[RM];
-        __m512i v0[RM], v1[RM]; /* index of (row, lane, k) + IDX_ADD, mul rounding */
+        __m512i st0[RM], st1[RM]; /* SplitMix64 states of the even / odd columns */
         for (int r = 0; r < RM; r++) {
             row[r] = i + r < i1 ? i + r : i1 - 1; /* short tail: repeat the last row */
             ap[r] = g->ta ? g->A + row[r] : g->A + (size_t)row[r] * g->lda;
-            uint64_t e = (uint64_t)row[r] * (uint64_t)N + (uint64_t)j0;
             float *c = g->C + (size_t)row[r] * g->ldc + j0;
+            st0[r] = st1[r] = zero;
+            if (sr) { /* keys of the elements e = row * N + j0 + lane */
+                __m512i e = _mm512_set1_epi64((long long)((uint64_t)row[r] * (uint64_t)N + (uint64_t)j0));
+                st0[r] = et_rand_at8(pre, _mm512_add_epi64(e, even));
+                st1[r] = et_rand_at8(pre, _mm512_add_epi64(e, odd));
+            }
             if (g->beta != 0.0f) {
-                __m512i rnd = _mm512_setzero_si512();
-                if (ak == K_SR) {
-                    __m512i b = _mm512_set1_epi64((long long)(beta_base + e + IDX_ADD));
-                    rnd = rand16(h, _mm512_add_epi64(b, lane0), _mm512_add_epi64(b, lane1));
-                }
+                __m512i rnd = zero;
+                if (ak == K_SR) rnd = lo_bits(et_mix64x8(st0[r]), et_mix64x8(st1[r])); /* t = 0 */
                 s[r] = vround(&qa, ak, _mm512_mul_ps(beta, _mm512_maskz_loadu_ps(cm, c)), rnd);
             } else
                 s[r] = _mm512_setzero_ps();
-            __m512i b = _mm512_set1_epi64((long long)(e * twoK + IDX_ADD));
-            v0[r] = _mm512_add_epi64(b, _mm512_mullo_epi64(lane0, step2K));
-            v1[r] = _mm512_add_epi64(b, _mm512_mullo_epi64(lane1, step2K));
         }
         const size_t astep = g->ta ? (size_t)g->lda : 1;
-        __m512i kk = _mm512_setzero_si512(); /* 2k in every lane: the indices are v + kk */
-        for (int k = 0; k < K; k++) {
-            __m512 bv = _mm512_load_ps(Bp + (size_t)k * 16);
+        if (f16) {
+            for (int k = 0; k < K; k += 2) {
 #pragma GCC unroll 4 /* the rows' sums stay in registers, their chains interleave */
-            for (int r = 0; r < RM; r++) {
-                __m512 p = _mm512_mul_ps(_mm512_set1_ps(ap[r][(size_t)k * astep]), bv);
-                __m512i i0 = _mm512_setzero_si512(), i1 = i0;
-                if (sr) i0 = _mm512_add_epi64(v0[r], kk), i1 = _mm512_add_epi64(v1[r], kk);
-                if (mk != K_IDENT) p = vround(&qm, mk, p, mk == K_SR ? rand16(h, i0, i1) : _mm512_setzero_si512());
-                __m512i ra = ak == K_SR ? rand16(h, _mm512_add_epi64(i0, one64), _mm512_add_epi64(i1, one64))
-                                        : _mm512_setzero_si512();
-                s[r] = vround(&qa, ak, _mm512_add_ps(s[r], p), ra);
+                for (int r = 0; r < RM; r++) {
+                    st0[r] = _mm512_add_epi64(st0[r], gamma), st1[r] = _mm512_add_epi64(st1[r], gamma);
+                    __m512i w0 = et_mix64x8(st0[r]), w1 = et_mix64x8(st1[r]);
+                    __m512i h = hi_bits(w0, w1), l = lo_bits(w0, w1);
+                    STEP(k, h, _mm512_slli_epi32(h, 16));
+                    if (k + 1 < K) STEP(k + 1, l, _mm512_slli_epi32(l, 16));
+                }
             }
-            if (sr) kk = _mm512_add_epi64(kk, two64);
+        } else {
+            for (int k = 0; k < K; k++) {
+#pragma GCC unroll 4
+                for (int r = 0; r < RM; r++) {
+                    __m512i w0 = zero, w1 = zero;
+                    if (sr) { /* t = k + 1 */
+                        st0[r] = _mm512_add_epi64(st0[r], gamma), st1[r] = _mm512_add_epi64(st1[r], gamma);
+                        w0 = et_mix64x8(st0[r]), w1 = et_mix64x8(st1[r]);
+                    }
+                    STEP(k, mk == K_SR ? hi_bits(w0, w1) : zero, ak == K_SR ? lo_bits(w0, w1) : zero);
+                }
+            }
         }
         for (int r = RM - 1; r >= 0; r--) /* repeated tail rows hold the same values */
             _mm512_mask_storeu_ps(g->C + (size_t)row[r] * g->ldc + j0, cm, s[r]);
@@ -167,7 +131,35 @@ INLINE void block(const et_qgemm_args *g, int i0, int i1, int j0, int j1, const 
 }
 
 #define CASE(m, a)                                                                                                     \
-    case (m) * 4 + (a): block(g, i0, i1, j0, j1, Bp, m, a); break;
+    case (m) * 4 + (a):                                                                                                \
+        if (((m) == K_SR || (a) == K_SR) && f16) block(g, i0, i1, j0, j1, Bp, m, a, 1);                                \
+        else block(g, i0, i1, j0, j1, Bp, m, a, 0);                                                                    \
+        break;
+
+/* r[l][k] -> r[k][l] for a 16 x 16 block of floats. */
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);     /* per 128-bit lane: a0 b0 a1 b1 */
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]); /* a2 b2 a3 b3 */
+    }
+    for (int i = 0; i < 4; i++) { /* r[4i + c], lane L: element 4L + c of rows 4i .. 4i + 3 */
+#define PD(x) _mm512_castps_pd(x)
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(PD(t[4 * i]), PD(t[4 * i + 2])));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(PD(t[4 * i]), PD(t[4 * i + 2])));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(PD(t[4 * i + 1]), PD(t[4 * i + 3])));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(PD(t[4 * i + 1]), PD(t[4 * i + 3])));
+#undef PD
+    }
+    __m512 o[16];
+    for (int c = 0; c < 4; c++) {
+        __m512 u0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88), u1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);
+        __m512 u2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88), u3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+        o[c] = _mm512_shuffle_f32x4(u0, u2, 0x88), o[8 + c] = _mm512_shuffle_f32x4(u0, u2, 0xdd);
+        o[4 + c] = _mm512_shuffle_f32x4(u1, u3, 0x88), o[12 + c] = _mm512_shuffle_f32x4(u1, u3, 0xdd);
+    }
+    for (int l = 0; l < 16; l++) r[l] = o[l];
+}
 
 static int kind_of(const et_qparams *p, int ident) {
     if (ident) return K_IDENT;
@@ -180,14 +172,18 @@ void et_qgemm_avx512_block(const et_qgemm_args *g, int i0, int i1, int j0, int j
         const __mmask16 m = (__mmask16)(nc >= 16 ? 0xffff : (1u << nc) - 1);
         for (int k = 0; k < K; k++)
             _mm512_store_ps(Bp + (size_t)k * 16, _mm512_maskz_loadu_ps(m, g->B + (size_t)k * g->ldb + j0));
-    } else { /* column l of the panel is row j0 + l of B: read along it */
-        if (nc < 16) memset(Bp, 0, sizeof(float) * 16 * (size_t)K);
-        for (int l = 0; l < nc; l++) {
-            const float *src = g->B + (size_t)(j0 + l) * g->ldb;
-            for (int k = 0; k < K; k++) Bp[(size_t)k * 16 + l] = src[k];
+    } else { /* column l of the panel is row j0 + l of B: 16 k's of each row, transposed */
+        for (int k0 = 0; k0 < K; k0 += 16) {
+            const __mmask16 mk = (__mmask16)(K - k0 >= 16 ? 0xffff : (1u << (K - k0)) - 1);
+            __m512 r[16];
+            for (int l = 0; l < 16; l++)
+                r[l] = l < nc ? _mm512_maskz_loadu_ps(mk, g->B + (size_t)(j0 + l) * g->ldb + k0) : _mm512_setzero_ps();
+            transpose16(r);
+            for (int kk = 0; kk < 16 && k0 + kk < K; kk++) _mm512_store_ps(Bp + (size_t)(k0 + kk) * 16, r[kk]);
         }
     }
     int mk = kind_of(&g->mul, g->mul_ident), ak = kind_of(&g->acc, g->acc_ident);
+    const int f16 = et_qgemm_fields16(g);
     switch (mk * 4 + ak) {
         CASE(0, 0) CASE(0, 1) CASE(0, 2) CASE(0, 3)
         CASE(1, 0) CASE(1, 1) CASE(1, 2) CASE(1, 3)

@@ -362,9 +362,11 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
         }
     }
 
+    size_t kws = 0; /* packing buffers of the integer / emulated GEMMs (precision.c) */
+    if ((st = et_precision_reserve(m, batch, &kws))) return st;
     m->mem = (et_memory_plan){p_bytes, g_bytes, o_bytes, a_bytes, s_bytes,
                               scratch_bytes + st_bytes + probs_bytes + counters_bytes + select_bytes,
-                              et_gemm_workspace_bytes(), 0, sp_bytes, 0};
+                              et_gemm_workspace_bytes() + kws, 0, sp_bytes, 0};
     m->mem.total = total + m->mem.workspace;
     m->wq_step = -1;
     m->planned = 1;

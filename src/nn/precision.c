@@ -12,6 +12,9 @@
  * Biases, batchnorm parameters and everything outside conv/linear stay fp32.
  * Stochastic rounding keys: (seed, tensor = node * 8 + role, element, step). */
 #include "nn/precision.h"
+#include "kernels/igemm.h"
+#include "kernels/qgemm.h"
+#include "nn/layer_impl.h"
 #include "numerics/format_internal.h"
 
 #include <math.h>
@@ -197,6 +200,45 @@ int et_model_laps_history(const et_model *m, int node, int64_t *steps, int *bits
 }
 
 void et_precision_free(et_model *m) { laps_free(m); }
+
+/* The (M, N, K) of a layer's FF, EP and WG products, as conv.c and linear.c
+ * issue them (conv: chunks of et_conv_chunk images over the im2col buffer;
+ * a direct EP runs on the whole batch). Returns 0 for other layers. */
+static int matmul_shapes(const et_layer *l, int batch, int mnk[3][3]) {
+    if (l->type == ET_L_LINEAR) {
+        const int in = l->in.c, out = l->out.c;
+        const int s[3][3] = {{batch, out, in}, {batch, in, out}, {out, in, batch}};
+        memcpy(mnk, s, sizeof s);
+        return 1;
+    }
+    if (l->type != ET_L_CONV) return 0;
+    const int ck = l->in.c * l->cfg.conv.kh * l->cfg.conv.kw, hw = l->out.h * l->out.w, cout = l->out.c;
+    const int nb = et_conv_chunk(l, batch), nep = et_conv_is_direct(l) ? batch : nb;
+    const int s[3][3] = {{cout, nb * hw, ck}, {ck, nep * hw, cout}, {cout, ck, nb * hw}};
+    memcpy(mnk, s, sizeof s);
+    return 1;
+}
+
+et_status et_precision_reserve(et_model *m, int batch, size_t *bytes) {
+    *bytes = 0;
+    if (!m->policy) return ET_OK;
+    const int T = et_get_threads();
+    int used_i = 0, used_q = 0;
+    for (int i = 0; i < m->nnodes; i++) {
+        int mnk[3][3];
+        if (!matmul_shapes(&m->nodes[i].layer, batch, mnk)) continue;
+        const et_format *acc = et_model_format(m, i, ET_ROLE_ACC), *mul = et_model_format(m, i, ET_ROLE_MUL);
+        const int q = mul || (acc && acc->kind == ET_FMT_FLOAT), in = int_acc(m, i);
+        for (int s = 0; s < 3; s++) {
+            et_status st = ET_OK;
+            if (in && mnk[s][2] <= 131072) st = et_igemm_reserve(mnk[s][0], mnk[s][1], mnk[s][2], T), used_i = 1;
+            if (!st && q) st = et_qgemm_reserve(mnk[s][2], T), used_q = 1;
+            if (st) return st;
+        }
+    }
+    *bytes = (used_i ? et_igemm_workspace_bytes() : 0) + (used_q ? et_qgemm_workspace_bytes() : 0);
+    return ET_OK;
+}
 
 /* w: refresh each weight layer's rounded copy (once per step). */
 et_status et_precision_weights(et_model *m) {

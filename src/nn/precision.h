@@ -6,6 +6,12 @@
 
 /* Format of `role` for node `node` (NULL: fp32 / not a conv or linear). */
 const et_format *et_model_format(const et_model *m, int node, et_role role);
+/* At planning: grows the calling thread's packing buffers of the exact integer
+ * GEMM (layers with acc=int32) and of the emulated-accumulation GEMM (layers
+ * with a mul or floating-point acc format) to what every FF/EP/WG product of
+ * training needs, so the training loop does not allocate; *bytes = what those
+ * buffers hold (0 without a policy). */
+et_status et_precision_reserve(et_model *m, int batch, size_t *bytes);
 et_status et_precision_weights(et_model *m);
 et_status et_precision_input(et_model *m, int node, float *x, int64_t n);
 et_status et_precision_error(et_model *m, int node, float *dy, int64_t n);

@@ -222,9 +222,10 @@ void et_qparams_init(et_qparams *p, const et_format *f, float scale, const et_qk
     et_qkey k = key ? *key : (et_qkey){0, 0, 0};
     p->subseed = et_rand64(k.seed, ET_STREAM_QUANTIZE, k.tensor);
     p->step = k.step;
+    p->prefix = et_rand_prefix(p->subseed, p->step);
 }
 
-uint32_t et_qrand(const et_qparams *p, uint64_t index) { return (uint32_t)(et_rand64(p->subseed, p->step, index) >> 32); }
+uint32_t et_qrand(const et_qparams *p, uint64_t index) { return (uint32_t)(et_rand_at(p->prefix, index) >> 32); }
 
 /* Rounds the magnitude bits a (finite, non-zero) to a multiple of 2^qexp,
  * qexp = max(Ex - mant, qmin), as if the exponent range had no upper bound.
@@ -264,7 +265,7 @@ static uint32_t round_mag(const et_qparams *p, uint32_t a, uint32_t rnd) {
     return qexp >= -126 ? (uint32_t)(qexp + 127) << 23 : 1u << (qexp + 149);
 }
 
-static float quantize_one(const et_qparams *p, float x, uint32_t rnd) {
+float et_quantize_one(const et_qparams *p, float x, uint32_t rnd) {
     uint32_t u = f2u(x), sign = u & 0x80000000u, a = u & 0x7fffffffu;
     if (a > 0x7f800000u) return x; /* NaN stays NaN */
     if (!p->is_int) {
@@ -291,7 +292,7 @@ static float quantize_one(const et_qparams *p, float x, uint32_t rnd) {
 
 void et_quantize_scalar(const et_qparams *p, const float *x, float *y, size_t n, uint64_t first) {
     int sr = p->mode == ET_ROUND_SR;
-    for (size_t i = 0; i < n; i++) y[i] = quantize_one(p, x[i], sr ? et_qrand(p, first + i) : 0);
+    for (size_t i = 0; i < n; i++) y[i] = et_quantize_one(p, x[i], sr ? et_qrand(p, first + i) : 0);
 }
 
 typedef void (*qloop)(const et_qparams *, const float *, float *, size_t, uint64_t);

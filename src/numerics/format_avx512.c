@@ -1,7 +1,7 @@
 /* The quantize loop of format.c, 16 floats at a time with AVX-512F. It follows
  * quantize_one() step for step on the same bit patterns, so both paths agree
  * bit for bit (tests/test_formats.c checks it); random bits for stochastic
- * rounding come from the same scalar counter-based generator. */
+ * rounding are et_qrand's, 16 indices at a time (et_qrand16). */
 #include "numerics/format_avx512.h"
 
 #include <string.h>
@@ -21,16 +21,37 @@ float et_absmax_avx512(const float *x, size_t n) {
     return f;
 }
 
-void et_quantize_avx512(const et_qparams *p, const float *x, float *y, size_t n, uint64_t first) {
-    int sr = p->mode == ET_ROUND_SR;
-    uint32_t rb[16] = {0};
+/* Floating-point formats: the short path for vectors in the normal range. */
+static inline __attribute__((always_inline)) void float_loop(const et_qparams *p, const float *x, float *y, size_t n,
+                                                             uint64_t first, int kind) {
+    et_vq q;
+    et_vq_init(&q, p);
     for (size_t i = 0; i < n; i += 16) {
         size_t m = n - i < 16 ? n - i : 16;
         __mmask16 k = (__mmask16)(m == 16 ? 0xffff : (1u << m) - 1);
-        if (sr)
-            for (size_t j = 0; j < m; j++) rb[j] = et_qrand(p, first + i + j);
+        __m512i rnd = kind == ET_VQ_SR ? et_qrand16(p, first + i) : _mm512_setzero_si512();
+        __m512i u = _mm512_maskz_loadu_epi32(k, x + i);
+        __m512 yv = et_vq_short_ok(&q, u) ? _mm512_castsi512_ps(et_vq_round(&q, kind, u, rnd))
+                                          : et_quantize16(p, _mm512_castsi512_ps(u), rnd);
+        _mm512_mask_storeu_ps(y + i, k, yv);
+    }
+}
+
+void et_quantize_avx512(const et_qparams *p, const float *x, float *y, size_t n, uint64_t first) {
+    if (!p->is_int) {
+        switch (et_vq_kind(p)) {
+        case ET_VQ_RN: float_loop(p, x, y, n, first, ET_VQ_RN); return;
+        case ET_VQ_RZ: float_loop(p, x, y, n, first, ET_VQ_RZ); return;
+        default: float_loop(p, x, y, n, first, ET_VQ_SR); return;
+        }
+    }
+    int sr = p->mode == ET_ROUND_SR;
+    for (size_t i = 0; i < n; i += 16) {
+        size_t m = n - i < 16 ? n - i : 16;
+        __mmask16 k = (__mmask16)(m == 16 ? 0xffff : (1u << m) - 1);
+        __m512i rnd = sr ? et_qrand16(p, first + i) : _mm512_setzero_si512();
         __m512 xv = _mm512_maskz_loadu_ps(k, x + i);
-        __m512 yv = et_quantize16(p, xv, _mm512_loadu_si512(rb));
+        __m512 yv = et_quantize16(p, xv, rnd);
         _mm512_mask_storeu_ps(y + i, k, yv);
     }
 }

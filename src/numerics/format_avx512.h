@@ -10,6 +10,27 @@
 #define ET_V32(x) _mm512_set1_epi32((int)(x))
 #define V ET_V32
 
+/* et_mix64 (core/rng.c) on 8 x 64-bit lanes (vpmullq, AVX-512DQ). */
+static inline __attribute__((always_inline)) __m512i et_mix64x8(__m512i z) {
+    z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 30));
+    z = _mm512_mullo_epi64(z, _mm512_set1_epi64((long long)0xbf58476d1ce4e5b9ULL));
+    z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 27));
+    z = _mm512_mullo_epi64(z, _mm512_set1_epi64((long long)0x94d049bb133111ebULL));
+    return _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
+}
+/* et_rand_at(prefix, i) on 8 x 64-bit lanes of indices i. */
+static inline __attribute__((always_inline)) __m512i et_rand_at8(__m512i prefix, __m512i i) {
+    return et_mix64x8(_mm512_xor_si512(prefix, _mm512_add_epi64(i, _mm512_set1_epi64((long long)0x632be59bd9b4e019ULL))));
+}
+/* et_qrand of the 16 indices first .. first + 15. */
+static inline __m512i et_qrand16(const et_qparams *p, uint64_t first) {
+    const __m512i pre = _mm512_set1_epi64((long long)p->prefix);
+    const __m512i i0 = _mm512_add_epi64(_mm512_set1_epi64((long long)first), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
+    const __m512i i1 = _mm512_add_epi64(i0, _mm512_set1_epi64(8));
+    const __m512i hi = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    return _mm512_permutex2var_epi32(et_rand_at8(pre, i0), hi, et_rand_at8(pre, i1));
+}
+
 /* Rounds the magnitudes a (float bits, finite, non-negative) to the format's
  * quantum; rnd holds 32 random bits per lane for stochastic rounding. */
 static inline __m512i et_round_mag16(const et_qparams *p, __m512i a, __m512i rnd) {
@@ -91,6 +112,64 @@ static inline __m512 et_quantize16(const et_qparams *p, __m512 xv, __m512i rnd) 
         out = _mm512_or_si512(sign, _mm512_castps_si512(v));
     }
     return _mm512_castsi512_ps(_mm512_mask_mov_epi32(out, nan, u));
+}
+
+/* ------------------------------------------- short path, normal range
+ * For a vector whose every lane is 0 or has a magnitude in [min normal, max
+ * finite] of a floating-point format: there the quantum is 2^S float ulps,
+ * S = 23 - mant (the same S for every lane), no result overflows (a value
+ * <= max finite rounds to <= max finite), :nosub has nothing to flush, and
+ * round_mag() of format.c becomes, on the float bits u with the sign in
+ * place (a carry moves into the exponent, never into the sign; zero stays zero):
+ *   RN: (u + 2^(S-1) - 1 + bit S of u) & ~(2^S - 1)   (ties to even: eXm0's
+ *       bit S = 23 is the exponent's parity, as round_mag() has it)
+ *   RZ: u & ~(2^S - 1)
+ *   SR: (u + x) & ~(2^S - 1), x = the complement of the top min(R, S) random
+ *       bits placed at the top of the cut-off field: with r the top R bits and
+ *       t = floor(f * 2^R), the cut-off part plus x carries into bit S exactly
+ *       when (2^R - 1 - r) + t >= 2^R, i.e. r < t, round_mag()'s rule (for
+ *       S < R both sides compare the top S bits).
+ * Any other lane (subnormal in the format, beyond max finite, inf, NaN) needs
+ * et_quantize16. */
+enum { ET_VQ_RN = 1, ET_VQ_RZ = 2, ET_VQ_SR = 3 };
+
+typedef struct et_vq {
+    const et_qparams *p;
+    __m512i lo2, span2, notmask, halfm1, S, field, rshift;
+} et_vq;
+
+static inline void et_vq_init(et_vq *q, const et_qparams *p) {
+    int S = 23 - p->mant, R = p->rbits;
+    q->p = p;
+    /* |x| in [min normal, max finite], on the bits doubled (the sign shifted out) */
+    q->lo2 = V(2 * p->minnorm);
+    q->span2 = V(2 * (p->maxbits - p->minnorm) + 2);
+    q->notmask = V(~((1u << S) - 1u));
+    q->halfm1 = V(S > 0 ? (1u << (S - 1)) - 1u : 0u);
+    q->S = V(S > 0 ? S : 32); /* S = 0 (fp32:sat): no tie bit (a shift by 32 gives 0) */
+    q->field = V(((1u << S) - 1u) & ~(S > R ? (1u << (S - R)) - 1u : 0u)); /* SR: top min(R, S) bits */
+    q->rshift = V(32 - S);
+}
+
+static inline int et_vq_kind(const et_qparams *p) {
+    return p->mode == ET_ROUND_RN ? ET_VQ_RN : p->mode == ET_ROUND_RZ ? ET_VQ_RZ : ET_VQ_SR;
+}
+
+/* 1 if every lane of the float bits u takes the short path. */
+static inline __attribute__((always_inline)) int et_vq_short_ok(const et_vq *q, __m512i u) {
+    __m512i a2 = _mm512_add_epi32(u, u);
+    __mmask16 inrange = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a2, q->lo2), q->span2);
+    return _kortestc_mask16_u8(inrange, _mm512_testn_epi32_mask(a2, a2));
+}
+
+static inline __attribute__((always_inline)) __m512i et_vq_round(const et_vq *q, int kind, __m512i u, __m512i rnd) {
+    if (kind == ET_VQ_RN) {
+        __m512i odd = _mm512_and_si512(_mm512_srlv_epi32(u, q->S), V(1));
+        return _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(u, q->halfm1), odd), q->notmask);
+    }
+    if (kind == ET_VQ_RZ) return _mm512_and_si512(u, q->notmask);
+    __m512i add = _mm512_andnot_si512(_mm512_srlv_epi32(rnd, q->rshift), q->field);
+    return _mm512_and_si512(_mm512_add_epi32(u, add), q->notmask);
 }
 
 #undef V

@@ -27,6 +27,7 @@ typedef struct et_qparams {
     float scale;       /* int: the scale (0: all outputs are zero) */
     uint64_t subseed;  /* et_rand64(seed, ET_STREAM_QUANTIZE, tensor) */
     uint64_t step;
+    uint64_t prefix;   /* et_rand_prefix(subseed, step): et_qrand(i) = et_rand_at(prefix, i) >> 32 */
 } et_qparams;
 
 void et_qparams_init(et_qparams *p, const et_format *f, float scale, const et_qkey *key);
@@ -36,6 +37,8 @@ uint32_t et_qrand(const et_qparams *p, uint64_t index);
  * 1 for floating point, 0 for an all-zero tensor); scale may be NULL. */
 et_status et_quantize_scaled(const et_format *f, const float *x, float *y, size_t n, const et_qkey *key,
                              float *scale);
+/* One value with the given 32 random bits (the reference rounding of every path). */
+float et_quantize_one(const et_qparams *p, float x, uint32_t rnd);
 /* Reference loop: y[i] = q(x[i]) for elements first..first+n-1 (index first+i). */
 void et_quantize_scalar(const et_qparams *p, const float *x, float *y, size_t n, uint64_t first);
 /* max |x[i]| over the finite x[i] (0 if none), 16 lanes at a time. */
