@@ -513,6 +513,61 @@ static void test_stored_tensor_bytes(void **state) {
     remove(tpath);
 }
 
+/* Per (step, layer, stage): weight bytes (dense) and the number of records. */
+static int64_t wbytes[2][4][ET_NSTAGES], wrecs[2][4][ET_NSTAGES];
+static et_status keep_wbytes(void *ctx, const et_hw_op *op) {
+    (void)ctx;
+    if (op->step < 2 && op->layer < 4) {
+        wbytes[op->step][op->layer][op->stage] += op->dram[ET_HW_T_W][ET_HW_C_DENSE];
+        wrecs[op->step][op->layer][op->stage]++;
+    }
+    return ET_OK;
+}
+
+/* A conv whose 8 images span three im2col chunks (src/nn/conv.c) is one
+ * product per stage on the processor: its weights are read (FF, EP) and its
+ * weight gradient written (WG) once per step, not once per chunk. conv 1:
+ * 8x9 weights (fp32: 288 B); conv 2 (index 2): 4x72 = 288 weights, 1152 B. */
+static void test_weight_traffic_once(void **state) {
+    (void)state;
+    et_model *m;
+    assert_int_equal(et_model_parse("input 1 32 32\nconv 8 k=3 p=1\nrelu\nconv 4 k=3 p=1\nflatten\nlinear 10\n",
+                                    "t", &m), ET_OK);
+    et_optim opt = {0};
+    assert_int_equal(et_model_plan(m, 8, &opt), ET_OK);
+    assert_int_equal(et_model_init_he(m, 5), ET_OK);
+    et_hw_arch a;
+    assert_int_equal(et_hw_arch_load("elearn", NULL, 0, &a), ET_OK);
+    et_hw_run *ra;
+    assert_int_equal(et_hw_run_create(&a, 0, et_model_num_nodes(m), &ra), ET_OK);
+    const char *names[5] = {"0", "1", "2", "3", "4"};
+    et_trace_writer *tw;
+    assert_int_equal(et_trace_create(tpath, 5, names, &tw), ET_OK);
+    assert_int_equal(et_model_attach_hw(m, ra, NULL, tw), ET_OK);
+    float *x = et_model_input(m);
+    for (int i = 0; i < 8 * 1024; i++) x[i] = (float)((i * 7) % 13) / 13.0f;
+    uint8_t labels[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    float loss;
+    for (int s = 0; s < 2; s++) assert_int_equal(et_model_train_step(m, labels, 8, 0.01f, &loss), ET_OK);
+    assert_int_equal(et_model_attach_hw(m, NULL, NULL, NULL), ET_OK);
+    assert_int_equal(et_trace_close(tw, 1), ET_OK);
+    memset(wbytes, 0, sizeof wbytes);
+    memset(wrecs, 0, sizeof wrecs);
+    int nl;
+    assert_int_equal(et_trace_read(tpath, &nl, NULL, 0, keep_wbytes, NULL), ET_OK);
+    for (int s = 0; s < 2; s++) {
+        assert_true(wrecs[s][2][ET_FF] >= 3); /* several chunks ... */
+        assert_int_equal(wbytes[s][2][ET_FF], 1152); /* ... one weight read */
+        assert_int_equal(wbytes[s][2][ET_EP], 1152);
+        assert_int_equal(wbytes[s][2][ET_WG], 1152);
+        assert_int_equal(wbytes[s][0][ET_FF], 288);
+        assert_int_equal(wbytes[s][0][ET_WG], 288);
+    }
+    et_hw_run_free(ra);
+    et_model_free(m);
+    remove(tpath);
+}
+
 static void write_file(const char *path, const unsigned char *b, size_t n) {
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
@@ -632,6 +687,6 @@ int main(void) {
         cmocka_unit_test(test_hand_case), cmocka_unit_test(test_rpo_structured_brute),
         cmocka_unit_test(test_non_pow2_tiles),     cmocka_unit_test(test_stored_tensor_bytes),
         cmocka_unit_test(test_live_equals_replay_sparse), cmocka_unit_test(test_trace_v3_rejects),
-        cmocka_unit_test(test_speculating_run)};
+        cmocka_unit_test(test_speculating_run), cmocka_unit_test(test_weight_traffic_once)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -46,6 +46,11 @@ typedef struct hw_link {
     int64_t pend_rows, pend_cols, pend_ld;
     int pend_bits;
     double pend_dense;
+    /* the (step, layer, stage) whose weight traffic was last charged, and the
+     * weight density measured then */
+    int64_t w_step;
+    int w_layer, w_stage;
+    double w_dens;
 } hw_link;
 
 void et_hwlink_free(et_model *m) {
@@ -246,35 +251,44 @@ static et_status sink(void *ctx, const et_matmul *mm, uint64_t macs) {
         if (n0 >= 0 && n0 + images > N) n0 = -1;
     }
     const int x_stored = n0 >= 0 && x_in;
+    /* A layer's products of one stage in one step are chunks of images of
+     * one product on the processor: its weights (FF, EP) come on chip once and
+     * its weight gradient (WG) goes off chip once, so the first chunk carries
+     * that traffic and the others move no weight bytes. */
+    const int w_first = !(k->w_step == m->step && k->w_layer == mm->layer && k->w_stage == (int)mm->stage);
+    if (w_first) k->w_step = m->step, k->w_layer = mm->layer, k->w_stage = (int)mm->stage;
     double sx[ET_HW_NC];
     if (x_stored && mm->stage != ET_EP)
         sizes(x_in + n0 * hwi, l->in.c, images * hwi, N * hwi, fmt_bits(fa), sx);
     if (!(x_stored && mm->stage == ET_FF)) sizes(xa, rxa, cxa, lxa, fmt_bits(opA), sa);
     if (mm->stage == ET_WG && x_stored) /* the im2col matrix: only its density (DRAM: sx) */
         op.w_density = density(xb, rxb, cxb, lxb);
+    else if (mm->stage != ET_WG && !w_first) /* weights already on chip: same density */
+        op.w_density = k->w_dens;
     else /* weights; WG of a linear layer: the stored activations */
         op.w_density = sizes(xb, rxb, cxb, lxb, fmt_bits(opB), sb);
+    if (mm->stage != ET_WG && w_first) k->w_dens = op.w_density;
     et_prune_stats ps; /* pruned layer: WG computes only the kept weights' gradients */
     if (mm->stage == ET_WG && et_model_prune_stats(m, mm->layer, &ps) && ps.weights)
         op.w_density = 1.0 - (double)ps.pruned / (double)ps.weights;
     /* a conv EP's result is dcol: its dX (CNHW, after col2im) is sized once written */
     const float *dx = mm->stage == ET_EP && conv ? m->ep_dx : NULL;
     const int defer = dx && x_stored && mm->C != dx;
-    if (!defer) sizes(mm->C, mm->M, mm->N, mm->ldc, fmt_bits(res), sc);
+    if (!defer && !(mm->stage == ET_WG && !w_first)) sizes(mm->C, mm->M, mm->N, mm->ldc, fmt_bits(res), sc);
     switch (mm->stage) {
     case ET_FF: /* in: input activations; w: weights; out: outputs */
         kind_bytes(op.dram[ET_HW_T_IN], in_e * fmt_bits(fa) / 8.0, x_stored ? sx : sa);
-        kind_bytes(op.dram[ET_HW_T_W], w_e * fmt_bits(fw) / 8.0, sb);
+        if (w_first) kind_bytes(op.dram[ET_HW_T_W], w_e * fmt_bits(fw) / 8.0, sb);
         kind_bytes(op.dram[ET_HW_T_OUT], out_e * fmt_bits(fa) / 8.0, sc);
         break;
     case ET_EP: /* in: the incoming error dY; w: weights; out: dX */
         kind_bytes(op.dram[ET_HW_T_IN], out_e * fmt_bits(fe) / 8.0, sa);
-        kind_bytes(op.dram[ET_HW_T_W], w_e * fmt_bits(fw) / 8.0, sb);
+        if (w_first) kind_bytes(op.dram[ET_HW_T_W], w_e * fmt_bits(fw) / 8.0, sb);
         if (!defer) kind_bytes(op.dram[ET_HW_T_OUT], in_e * fmt_bits(fe) / 8.0, sc);
         break;
     default: /* in: stored activations X; w: the weight gradient (C); out: dY (A) */
         kind_bytes(op.dram[ET_HW_T_IN], in_e * fmt_bits(fa) / 8.0, x_stored ? sx : sb);
-        kind_bytes(op.dram[ET_HW_T_W], w_e * fmt_bits(fg) / 8.0, sc);
+        if (w_first) kind_bytes(op.dram[ET_HW_T_W], w_e * fmt_bits(fg) / 8.0, sc);
         kind_bytes(op.dram[ET_HW_T_OUT], out_e * fmt_bits(fe) / 8.0, sa);
         break;
     }
@@ -333,6 +347,7 @@ et_status et_model_attach_hw(et_model *m, et_hw_run *run, et_hw_run *baseline, e
     if (!m->planned) return et_set_error(ET_ERR_INVALID, "processor model: plan the model before attaching it");
     if (!k && !(k = m->hw_link = calloc(1, sizeof *k))) return et_set_error(ET_ERR_NOMEM, "out of memory");
     k->m = m;
+    k->w_step = -1; /* no weight traffic charged yet */
     const size_t P = (size_t)max_positions(m, NULL, NULL);
     if (P > k->cnt_cap) {
         int32_t *c = realloc(k->cnt, P * sizeof *c);
