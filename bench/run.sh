@@ -23,7 +23,10 @@ median_json() { # $1: output file, rest: candidate JSON files
     /usr/bin/python3 - "$out" "$@" <<'PY'
 import json, shutil, sys
 out, files = sys.argv[1], sys.argv[2:]
-runs = sorted(files, key=lambda f: json.load(open(f))["train_images_per_second"])
+def ips(f):  # edgetrain's summary and torch_train.py name it differently
+    j = json.load(open(f))
+    return j.get("train_images_per_second", j.get("images_per_second"))
+runs = sorted(files, key=ips)
 shutil.copyfile(runs[len(runs) // 2], out)
 PY
 }

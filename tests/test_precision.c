@@ -355,11 +355,64 @@ static void test_workspace_reserved(void **state) {
             assert_int_equal(pthread_create(&th, NULL, ws_thread, &c), 0);
             pthread_join(th, NULL);
             if (!c.ok) fail_msg("%s: %s", policies[p], et_last_error());
-            if (!(c.planned > 0 && c.after == c.planned && c.plan_ws == c.gemm_ws + c.planned))
+            /* at 2 threads the team's second thread (conv's second lane) holds
+             * the same buffers as the planning thread */
+            if (!(c.planned > 0 && c.after == c.planned && c.plan_ws == c.gemm_ws + (size_t)t * c.planned))
                 fail_msg("%s T=%d: reserved %zu, after 2 steps %zu, plan workspace %zu (gemm %zu)", policies[p], t,
                          c.planned, c.after, c.plan_ws, c.gemm_ws);
         }
     }
+    et_set_threads(0);
+}
+
+/* Integer (acc=int32) products of a conv whose batch spans three im2col
+ * chunks run in conv's two lanes side by side at 2 threads: the trained
+ * weights equal the 1-thread run's bit for bit. */
+static float *train_int8_lanes(int threads, int64_t *total) {
+    et_set_threads(threads);
+    et_model *m;
+    et_optim o = et_optim_default(ET_OPT_SGD);
+    assert_int_equal(et_model_parse("input 1 32 32\nconv 8 k=3 p=1\nrelu\nconv 4 k=3 p=1\nrelu\nmaxpool k=4\n"
+                                    "flatten\nlinear 10\n", "lanes", &m), ET_OK);
+    assert_int_equal(et_model_set_precision(m, "int8"), ET_OK);
+    assert_int_equal(et_model_plan(m, 8, &o), ET_OK);
+    assert_int_equal(et_model_init_he(m, 11), ET_OK);
+    uint8_t labels[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    float loss;
+    for (int s = 0; s < 3; s++) {
+        lh_fill(et_model_input(m), 8 * 1024, 20 + s, 0, 1);
+        assert_int_equal(et_model_train_step(m, labels, 8, 0.05f, &loss), ET_OK);
+    }
+    int64_t n = 0;
+    for (int t = 0; t < et_model_num_tensors(m); t++) {
+        int64_t k;
+        float *d;
+        et_model_tensor(m, t, NULL, &d, &k, NULL);
+        n += k;
+    }
+    float *all = malloc(sizeof(float) * (size_t)n), *p = all;
+    assert_non_null(all);
+    for (int t = 0; t < et_model_num_tensors(m); t++) {
+        int64_t k;
+        float *d;
+        et_model_tensor(m, t, NULL, &d, &k, NULL);
+        memcpy(p, d, sizeof(float) * (size_t)k);
+        p += k;
+    }
+    assert_true(et_model_engine(m)->int_calls > 0);
+    et_model_free(m);
+    *total = n;
+    return all;
+}
+
+static void test_int_lanes_threads(void **state) {
+    (void)state;
+    int64_t n1, n2;
+    float *a = train_int8_lanes(1, &n1), *b = train_int8_lanes(2, &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(a, b, sizeof(float) * (size_t)n1);
+    free(a);
+    free(b);
     et_set_threads(0);
 }
 
@@ -385,6 +438,7 @@ int main(void) {
         cmocka_unit_test(test_bad_policies),
         cmocka_unit_test(test_int_path),
         cmocka_unit_test(test_workspace_reserved),
+        cmocka_unit_test(test_int_lanes_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

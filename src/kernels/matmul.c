@@ -91,7 +91,7 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
         et_status st = et_igemm_f32(mm->ta, mm->tb, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->a_scale, mm->B, mm->ldb,
                                     mm->b_scale, mm->beta, mm->C, mm->ldc);
         if (st) return st;
-        if (eng) eng->int_calls++;
+        if (eng) __atomic_fetch_add(&eng->int_calls, 1, __ATOMIC_RELAXED);
         if (sparse) w.executed = mask_and_count(mm, mask, ldm, &kept);
     } else if (mul || acc) {
         /* Emulated accumulation. Each call of a layer and stage gets its own

@@ -283,9 +283,9 @@ static const float *chunk_cols(const cjob *j, int lane, int n0, int nb, int *ldb
     return col;
 }
 
-/* Plain FP32 products: no sparsity, pruning, integer or emulated arithmetic
- * and no processor-model sink, so et_matmul_run shares nothing between
- * threads but the (atomic) counters. */
+/* Plain products (FP32 or the exact integer path): no sparsity, pruning or
+ * emulated arithmetic and no processor-model sink, so et_matmul_run shares
+ * nothing between threads but the (atomic) counters. */
 static int conv_two_lanes(const et_layer *l, const et_lctx *cx, int nch) {
     if (nch < 2 || et_get_threads() < 2) return 0;
 #ifdef _OPENMP
@@ -295,9 +295,8 @@ static int conv_two_lanes(const et_layer *l, const et_lctx *cx, int nch) {
 #endif
     const et_layer_sparsity *sp = cx->sp;
     if (sp && (sp->ff_skip || sp->bw_skip || sp->spec || sp->ep_mask)) return 0;
-    if (l->params[0].mask || l->int_scale[ET_IS_W] > 0 || l->int_scale[ET_IS_A] > 0 || l->int_scale[ET_IS_E] > 0)
-        return 0;
-    return et_matmul_plain(cx->eng, l->index);
+    if (l->params[0].mask) return 0;
+    return et_matmul_plain(cx->eng, l->index); /* the integer path's buffers are per thread */
 }
 
 typedef et_status (*lane_fn)(const cjob *j, int lane, int c0, int c1);

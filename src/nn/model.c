@@ -20,6 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <unistd.h>
 
 #define ALIGN 64
@@ -364,6 +367,18 @@ et_status et_model_plan(et_model *m, int batch, const et_optim *opt) {
 
     size_t kws = 0; /* packing buffers of the integer / emulated GEMMs (precision.c) */
     if ((st = et_precision_reserve(m, batch, &kws))) return st;
+#ifdef _OPENMP
+    if (kws && et_get_threads() > 1 && !omp_in_parallel()) {
+        /* conv's second lane (src/nn/conv.c) runs integer products on the
+         * team's second thread: its buffers too */
+        size_t k1 = 0;
+        et_status s1 = ET_OK;
+#pragma omp parallel num_threads(2)
+        if (omp_get_thread_num() == 1) s1 = et_precision_reserve(m, batch, &k1);
+        if (s1) return s1;
+        kws += k1;
+    }
+#endif
     m->mem = (et_memory_plan){p_bytes, g_bytes, o_bytes, a_bytes, s_bytes,
                               scratch_bytes + st_bytes + probs_bytes + counters_bytes + select_bytes,
                               et_gemm_workspace_bytes() + kws, 0, sp_bytes, 0};
