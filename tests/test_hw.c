@@ -151,7 +151,7 @@ static void test_tile_hand(void **state) {
      * 10*8*4 = 320 MACs / 32 = 10 cycles, in parallel: 20 cycles. Energy:
      * MACs 10*5*4 = 200 x 0.5 = 100, speculation 320 x 0.01 = 3.2, SRAM
      * 100 x 2 = 200, DRAM 20 x 10 = 200, cycles 20 x 2 = 40: 543.2 pJ. */
-    et_hw_tile t = {ET_FF, {ET_HW_INT, 8, 8}, 10, 5, 8, 4, 1.0, 100, 20, {0, 0}, 0, 0, {0}, 0};
+    et_hw_tile t = {ET_FF, {ET_HW_INT, 8, 8}, 10, 5, 8, 4, 1.0, 100, 20, {0, 0}, 0, 0, NULL, 0};
     t.spec = 1; /* its output mask came from the speculation unit */
     et_hw_cost c;
     assert_int_equal(et_hw_tile_cost(&a, 0, &t, &c), ET_OK);
@@ -191,7 +191,7 @@ static void test_tile_hand(void **state) {
     /* EP of the same tile reuses FF's word 2x8: dX has 10 outputs from 5
      * inputs: ceil(5/2)*ceil(10/8)*4 = 24 cycles, utilization 50/96, no
      * speculation cost in BP. Energy 200 x 0.5 + 24 x 2 = 148 pJ. */
-    et_hw_tile ep = {ET_EP, {ET_HW_INT, 8, 8}, 5, 10, 10, 4, 1.0, 0, 0, c.cfg, 0, 0, {0}, 0};
+    et_hw_tile ep = {ET_EP, {ET_HW_INT, 8, 8}, 5, 10, 10, 4, 1.0, 0, 0, c.cfg, 0, 0, NULL, 0};
     assert_int_equal(et_hw_tile_cost(&a, 0, &ep, &c), ET_OK);
     assert_int_equal(c.cycles, 24);
     near(c.utilization, 50.0 / 96, 1e-15);
@@ -201,7 +201,7 @@ static void test_tile_hand(void **state) {
      * INT8x2 has 16 x 64/16 = 64 MACs per cycle: pairs 4x16 (4*1*64 = 256
      * slots for Ci 16, Co 8), 8x8 (2*1*64 = 128), 16x4 (1*2*64 = 128): the
      * tie goes to 16x4; 1*2*2 = 4 cycles, utilization 1. */
-    et_hw_tile i4 = {ET_EP, {ET_HW_INT, 8, 2}, 16, 8, 8, 2, 1.0, 0, 0, {0, 0}, 0, 0, {0}, 0};
+    et_hw_tile i4 = {ET_EP, {ET_HW_INT, 8, 2}, 16, 8, 8, 2, 1.0, 0, 0, {0, 0}, 0, 0, NULL, 0};
     assert_int_equal(et_hw_tile_cost(&a, 1, &i4, &c), ET_OK);
     assert_int_equal(c.cfg.ip, 16);
     assert_int_equal(c.cfg.op, 4);
@@ -214,7 +214,7 @@ static void test_tile_hand(void **state) {
     assert_non_null(strstr(et_last_error(), "not allowed"));
     /* the baseline computes every output, with its one fixed pair */
     load("baseline", &a);
-    et_hw_tile b = {ET_FF, {ET_HW_INT, 8, 8}, 20, 3, 10, 1, 1.0, 0, 0, {0, 0}, 0, 0, {0}, 0};
+    et_hw_tile b = {ET_FF, {ET_HW_INT, 8, 8}, 20, 3, 10, 1, 1.0, 0, 0, {0, 0}, 0, 0, NULL, 0};
     assert_int_equal(et_hw_tile_cost(&a, 0, &b, &c), ET_OK);
     assert_int_equal(c.cfg.ip, 16);
     assert_int_equal(c.cycles, 2); /* ceil(20/16) * ceil(10/16) */
@@ -225,7 +225,7 @@ static void test_tile_hand(void **state) {
     assert_int_equal(c.cfg.op, 16);
     /* trainer skips pruned weights: Ci 100 at density 0.25 acts as 25 */
     load("trainer", &a);
-    et_hw_tile w = {ET_WG, {ET_HW_FP, 16, 16}, 100, 64, 64, 1, 0.25, 0, 0, {0, 0}, 0, 0, {0}, 0};
+    et_hw_tile w = {ET_WG, {ET_HW_FP, 16, 16}, 100, 64, 64, 1, 0.25, 0, 0, {0, 0}, 0, 0, NULL, 0};
     assert_int_equal(et_hw_tile_cost(&a, 0, &w, &c), ET_OK);
     near(c.macs, 25 * 64, 0);
 }

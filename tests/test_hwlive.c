@@ -49,7 +49,7 @@ static void test_mlp_step(void **state) {
     et_hw_totals want = {0};
     et_hw_pair ff_cfg[3] = {{0, 0}, {0, 0}, {0, 0}};
     for (int i = 0; i < 5; i++) {
-        et_hw_tile t = {T[i].st, a.calib, T[i].ci, T[i].co, T[i].co, T[i].sp, 1.0, 0, 0, {0, 0}, 0, 0, {0}, 0};
+        et_hw_tile t = {T[i].st, a.calib, T[i].ci, T[i].co, T[i].co, T[i].sp, 1.0, 0, 0, {0, 0}, 0, 0, NULL, 0};
         t.sram_bytes = 4 * (T[i].M * T[i].K + T[i].K * T[i].N + T[i].M * T[i].N);
         t.dram_bytes = 4 * (4 * T[i].in + 4 * T[i].out + T[i].w);
         if (T[i].st != ET_FF) t.cfg = ff_cfg[T[i].node];

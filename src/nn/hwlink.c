@@ -51,12 +51,18 @@ typedef struct hw_link {
     int64_t w_step;
     int w_layer, w_stage;
     double w_dens;
+    /* the processor product being assembled from a layer's chunk calls of one
+     * stage and step (see agg_add); its Co(p) in agg_co (cnt_cap entries) */
+    int agg_on;
+    et_hw_op agg;
+    int32_t *agg_co;
 } hw_link;
 
 void et_hwlink_free(et_model *m) {
     hw_link *k = m->hw_link;
     if (!k) return;
     free(k->cnt);
+    free(k->agg_co);
     free(k);
     m->hw_link = NULL;
 }
@@ -143,11 +149,69 @@ static void kind_of(const et_format *f, int32_t *kind, int32_t *bits) {
     *bits = fmt_bits(f);
 }
 
-static et_status emit(hw_link *k, const et_hw_op *op) {
+/* Sends the assembled product to the runs and the trace. */
+static et_status agg_flush(hw_link *k) {
+    if (!k->agg_on) return ET_OK;
+    k->agg_on = 0;
     et_status st = ET_OK;
-    for (int r = 0; r < k->nruns && !st; r++) st = et_hw_run_op(k->runs[r], op);
-    if (!st && k->trace) st = et_trace_add(k->trace, op);
+    for (int r = 0; r < k->nruns && !st; r++) st = et_hw_run_op(k->runs[r], &k->agg);
+    if (!st && k->trace) st = et_trace_add(k->trace, &k->agg);
     return st;
+}
+
+/* Co(p) of n positions into dst: the op's, or all its channels if dense */
+static void co_copy(int32_t *dst, const et_hw_op *op) {
+    for (int64_t p = 0; p < op->spatial; p++) dst[p] = op->co_pos ? op->co_pos[p] : (int32_t)op->co_dense;
+}
+
+/* A conv runs one layer's product of a stage as several calls, one per chunk
+ * of images (src/nn/conv.c); the processor runs it as one product over all
+ * the batch's positions. Consecutive calls of one (step, layer, stage) are
+ * therefore joined: FF and EP chunks are more output positions (Co(p)
+ * appended), WG chunks more of the reduction (Ci added); bytes add up. So
+ * tiles span images as on the processor, whatever the CPU's chunk size. */
+static int agg_joins(const hw_link *k, const et_hw_op *op) {
+    const et_hw_op *a = &k->agg;
+    if (!k->agg_on || a->step != op->step || a->layer != op->layer || a->stage != op->stage) return 0;
+    if (a->a_kind != op->a_kind || a->a_bits != op->a_bits || a->w_kind != op->w_kind || a->w_bits != op->w_bits ||
+        a->spec != op->spec || a->spec_bits != op->spec_bits || a->co_dense != op->co_dense)
+        return 0;
+    if (op->stage == ET_WG)
+        return a->spatial == op->spatial && !a->co_pos && !op->co_pos;
+    return a->ci == op->ci && (size_t)(a->spatial + op->spatial) <= k->cnt_cap;
+}
+
+static et_status emit(hw_link *k, const et_hw_op *op) {
+    if (!agg_joins(k, op)) {
+        et_status st = agg_flush(k);
+        if (st) return st;
+        k->agg = *op;
+        if (op->co_pos) {
+            memcpy(k->agg_co, op->co_pos, (size_t)op->spatial * sizeof *k->agg_co);
+            k->agg.co_pos = k->agg_co;
+        }
+        k->agg_on = 1;
+        return ET_OK;
+    }
+    et_hw_op *a = &k->agg;
+    if (op->stage == ET_WG) {
+        a->w_density = (a->w_density * (double)a->ci + op->w_density * (double)op->ci) / (double)(a->ci + op->ci);
+        a->ci += op->ci;
+    } else {
+        if (a->co_pos || op->co_pos) {
+            if (!a->co_pos) { /* the dense part so far computes every channel */
+                co_copy(k->agg_co, a);
+                a->co_pos = k->agg_co;
+            }
+            co_copy(k->agg_co + a->spatial, op);
+        }
+        a->spatial += op->spatial;
+    }
+    if (op->co > a->co) a->co = op->co;
+    a->sram_bytes += op->sram_bytes, a->sram_out_bytes += op->sram_out_bytes, a->dram_bytes += op->dram_bytes;
+    for (int t = 0; t < ET_HW_NT; t++)
+        for (int c = 0; c < ET_HW_NC; c++) a->dram[t][c] += op->dram[t][c];
+    return ET_OK;
 }
 
 /* Completes the waiting conv EP record with its dX chunk's codec sizes (col2im
@@ -333,10 +397,24 @@ static int64_t max_positions(const et_model *m, int64_t *ff_tiles_per_layer, con
     return P;
 }
 
+/* End of a training step's backward pass: every product of the step is
+ * complete, so the waiting records go out (runs and trace are current after
+ * each step). */
+et_status et_hwlink_step_done(et_model *m) {
+    hw_link *k = m->hw_link;
+    if (!k || (!k->nruns && !k->trace)) return ET_OK;
+    et_status st = flush(k);
+    return st ? st : agg_flush(k);
+}
+
 et_status et_model_attach_hw(et_model *m, et_hw_run *run, et_hw_run *baseline, et_trace_writer *trace) {
     hw_link *k = m->hw_link;
     if (k && k->pending) { /* the last record goes where its product went */
         et_status st = flush(k);
+        if (st) return st;
+    }
+    if (k) {
+        et_status st = agg_flush(k);
         if (st) return st;
     }
     if (!run && !baseline && !trace) {
@@ -350,9 +428,11 @@ et_status et_model_attach_hw(et_model *m, et_hw_run *run, et_hw_run *baseline, e
     k->w_step = -1; /* no weight traffic charged yet */
     const size_t P = (size_t)max_positions(m, NULL, NULL);
     if (P > k->cnt_cap) {
-        int32_t *c = realloc(k->cnt, P * sizeof *c);
-        if (!c) return et_set_error(ET_ERR_NOMEM, "out of memory");
-        k->cnt = c, k->cnt_cap = P;
+        int32_t *c = realloc(k->cnt, P * sizeof *c), *g = c ? realloc(k->agg_co, P * sizeof *g) : NULL;
+        if (c) k->cnt = c;
+        if (g) k->agg_co = g;
+        if (!c || !g) return et_set_error(ET_ERR_NOMEM, "out of memory");
+        k->cnt_cap = P;
     }
     et_hw_run *runs[2] = {run, baseline};
     for (int r = 0; r < 2; r++) { /* FF configuration words of every layer's pass */
@@ -367,8 +447,8 @@ et_status et_model_attach_hw(et_model *m, et_hw_run *run, et_hw_run *baseline, e
         if (st) return st;
     }
     /* the link's buffers join the model's memory plan */
-    m->mem.total += sizeof *k + k->cnt_cap * sizeof *k->cnt - m->mem.hw;
-    m->mem.hw = sizeof *k + k->cnt_cap * sizeof *k->cnt;
+    m->mem.total += sizeof *k + 2 * k->cnt_cap * sizeof *k->cnt - m->mem.hw;
+    m->mem.hw = sizeof *k + 2 * k->cnt_cap * sizeof *k->cnt;
     k->nruns = 0;
     if (run) k->runs[k->nruns++] = run;
     if (baseline) k->runs[k->nruns++] = baseline;

@@ -639,6 +639,7 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
         if (ran_ep) add_seconds(m, i, ET_EP, t0);
     }
     if (has != has_stack) free(has);
+    if (!st) st = et_hwlink_step_done(m);
     return st;
 }
 

@@ -25,4 +25,5 @@ void et_traffic_error(et_model *m, int node, const float *dy, int n);
 void et_traffic_params(et_model *m);
 void et_traffic_free(et_model *m);
 void et_hwlink_free(et_model *m); /* hwlink.c */
+et_status et_hwlink_step_done(et_model *m); /* hwlink.c: emit the step's waiting records */
 #endif
