@@ -15,6 +15,7 @@
 #include "kernels/gemm_internal.h"
 #include "kernels/gemm_dot.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -326,12 +327,24 @@ static et_status ws_grow(int max_threads) {
  * (a thread et_gemm_init did not see) they fall back to small stack panels. */
 static _Thread_local float *tl_mem;
 static _Atomic size_t tl_bytes_total;
+static pthread_key_t tl_key; /* frees a thread's buffer when the thread exits */
+static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
+
+static void tl_free(void *p) {
+    free(p);
+    tl_mem = NULL;
+    atomic_fetch_sub(&tl_bytes_total, (ws_mc_kc + ws_kc_nc) * sizeof(float));
+}
+static void tl_key_make(void) { pthread_key_create(&tl_key, tl_free); }
 
 static void tl_alloc(void) {
     if (tl_mem) return;
+    pthread_once(&tl_once, tl_key_make);
     size_t bytes = (ws_mc_kc + ws_kc_nc) * sizeof(float);
     tl_mem = aligned_alloc(64, bytes);
-    if (tl_mem) atomic_fetch_add(&tl_bytes_total, bytes);
+    if (!tl_mem) return;
+    atomic_fetch_add(&tl_bytes_total, bytes);
+    pthread_setspecific(tl_key, tl_mem);
 }
 
 et_status et_gemm_init(int max_threads) {

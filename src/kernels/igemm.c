@@ -9,6 +9,7 @@
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
+#include <pthread.h>
 #endif
 
 #define PW 32    /* columns per panel */
@@ -80,9 +81,20 @@ static void store_tile(et_isa isa, const int32_t *tile, int rows, int nc, const 
     store_scalar(tile, rows, nc, o->sab, o->beta, C, o->ldc);
 }
 
-/* Grow-only buffers of the calling thread. */
+void et_igemm_release(void);
+static pthread_key_t exit_key;
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+static void at_exit_of_thread(void *p) {
+    (void)p;
+    et_igemm_release();
+}
+static void make_exit_key(void) { pthread_key_create(&exit_key, at_exit_of_thread); }
+
+/* Grow-only buffers of the calling thread, freed when it exits. */
 static int grow(void **buf, size_t *cap, size_t need) {
     if (*cap >= need) return 1;
+    pthread_once(&exit_once, make_exit_key);
+    pthread_setspecific(exit_key, (void *)1);
     size_t n = (need + 63) & ~(size_t)63;
     void *nb = aligned_alloc(64, n);
     if (!nb) return 0;

@@ -5,6 +5,7 @@
 
 #include "core/rng.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -132,8 +133,19 @@ static _Thread_local size_t panels_bytes;
 
 static size_t panel_bytes(int K) { return ((size_t)(K > 0 ? K : 1) * 16 * sizeof(float) + 63) & ~(size_t)63; }
 
+static pthread_key_t exit_key;
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+static void at_exit_of_thread(void *p) {
+    (void)p;
+    et_qgemm_release();
+}
+static void make_exit_key(void) { pthread_key_create(&exit_key, at_exit_of_thread); }
+
+/* Grows the calling thread's panels; they are freed when it exits. */
 static et_status grow_panels(size_t bytes) {
     if (panels_bytes >= bytes) return ET_OK;
+    pthread_once(&exit_once, make_exit_key);
+    pthread_setspecific(exit_key, (void *)1);
     float *nb = aligned_alloc(64, bytes);
     if (!nb) return et_set_error(ET_ERR_NOMEM, "et_qgemm: cannot allocate %zu bytes of panels", bytes);
     free(panels);
