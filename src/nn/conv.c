@@ -258,6 +258,7 @@ typedef struct cjob {
     const float *x, *dy;
     float *y, *dx;
     int nbmax, nch;
+    int wg_tr; /* WG in its transposed form (wg_transposed) */
 } cjob;
 
 static float *lane_cols(const cjob *j, int lane) {
@@ -286,6 +287,12 @@ static const float *chunk_cols(const cjob *j, int lane, int n0, int nb, int *ldb
 /* Plain products (FP32 or the exact integer path): no sparsity, pruning or
  * emulated arithmetic and no processor-model sink, so et_matmul_run shares
  * nothing between threads but the (atomic) counters. */
+static int conv_plain(const et_layer *l, const et_lctx *cx) {
+    const et_layer_sparsity *sp = cx->sp;
+    return !(sp && (sp->ff_skip || sp->bw_skip || sp->spec || sp->ep_mask)) && !l->params[0].mask &&
+           et_matmul_plain(cx->eng, l->index);
+}
+
 static int conv_two_lanes(const et_layer *l, const et_lctx *cx, int nch) {
     if (nch < 2 || et_get_threads() < 2) return 0;
 #ifdef _OPENMP
@@ -293,10 +300,7 @@ static int conv_two_lanes(const et_layer *l, const et_lctx *cx, int nch) {
 #else
     return 0;
 #endif
-    const et_layer_sparsity *sp = cx->sp;
-    if (sp && (sp->ff_skip || sp->bw_skip || sp->spec || sp->ep_mask)) return 0;
-    if (l->params[0].mask) return 0;
-    return et_matmul_plain(cx->eng, l->index); /* the integer path's buffers are per thread */
+    return conv_plain(l, cx); /* the integer path's buffers are per thread */
 }
 
 typedef et_status (*lane_fn)(const cjob *j, int lane, int c0, int c1);
@@ -354,7 +358,7 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const et_spec *spec = cx->sp ? cx->sp->spec : NULL;
-    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch};
+    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0};
     et_status st = run_lanes(&j, (nch + 1) / 2, ff_lane);
     if (st) return st;
     if (l->cfg.conv.bias) {
@@ -428,7 +432,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     }
     et_conv_geom g;
     if (!conv_rows_fast(l, &g)) memset(dx, 0, sizeof(float) * (size_t)(et_shape_numel(l->in) * N));
-    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch};
+    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0};
     return run_lanes(&j, (nch + 1) / 2, ep_lane);
 }
 
@@ -446,17 +450,14 @@ static float *lane_grad(const et_layer *l, const et_lctx *cx, int lane) {
  * direct form's dW[Cout, CK] += dY · colᵀ, which the other layers use (the
  * processor-model sink, sparsity masks and emulated rounding are defined on
  * it): lane 0 into dW, lane 1 into a buffer added at the end. */
-static int wg_transposed(const cjob *j) {
-    const et_layer_sparsity *sp = j->cx->sp;
-    const et_layer *l = j->l;
-    return !(sp && (sp->ff_skip || sp->bw_skip || sp->spec || sp->ep_mask)) && !l->params[0].mask &&
-           !(l->int_scale[ET_IS_E] > 0 && l->int_scale[ET_IS_A] > 0) && et_matmul_plain(j->cx->eng, l->index);
+static int wg_transposed(const et_layer *l, const et_lctx *cx) {
+    return conv_plain(l, cx) && !(l->int_scale[ET_IS_E] > 0 && l->int_scale[ET_IS_A] > 0);
 }
 
 static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
     et_layer *l = j->l;
     const int N = j->cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c, CK = (int)conv_ck(l);
-    const int tr = wg_transposed(j);
+    const int tr = j->wg_tr;
     float *dst = tr || lane ? lane_grad(l, j->cx, lane) : l->params[0].grad;
     for (int c = c0; c < c1; c++) {
         int n0, nb = chunk_images(j, c, &n0), ldb;
@@ -480,8 +481,8 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c, CK = (int)conv_ck(l);
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const int h = et_matmul_emulated(cx->eng, l->index) ? nch : (nch + 1) / 2;
-    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch};
-    const int tr = wg_transposed(&j);
+    const int tr = wg_transposed(l, cx);
+    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr};
     et_status st = run_lanes(&j, h, wg_lane);
     if (st) return st;
     float *dw = l->params[0].grad;
