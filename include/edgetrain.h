@@ -421,6 +421,17 @@ void et_model_node_info(const et_model *m, int i, const char **name, const char 
                         const et_counters **counters);
 void et_model_reset_counters(et_model *m);
 et_engine *et_model_engine(et_model *m);
+/* Wall-clock seconds a training step spends outside the layers, by phase
+ * (since the last et_model_reset_counters): staging the input batch, the
+ * loss, precision-policy rounding outside the layers, off-chip traffic
+ * sampling (--traffic-every), the processor model's end-of-step work, and
+ * the optimizer update. The layers' own time is in their counters' seconds. */
+typedef enum et_phase {
+    ET_PHASE_INPUT = 0, ET_PHASE_LOSS, ET_PHASE_PRECISION, ET_PHASE_TRAFFIC, ET_PHASE_HW, ET_PHASE_UPDATE,
+    ET_NPHASES
+} et_phase;
+const char *et_phase_name(et_phase p);
+double et_model_phase_seconds(const et_model *m, et_phase p);
 
 /* Learning-rate schedules (per epoch, as PyTorch's StepLR / CosineAnnealingLR). */
 float et_lr_step(float base, int epoch, int step_size, float gamma);

@@ -258,6 +258,23 @@ static void test_lenet_learns(void **state) {
     }
     assert_true(fabs(tsum - cJSON_GetObjectItem(prof, "layer_seconds")->valuedouble) < 1e-9 * (1 + tsum));
     assert_true(tsum <= cJSON_GetObjectItem(j, "train_seconds")->valuedouble);
+    /* the phases outside the layers: all present; input, loss and update ran
+     * every step, nothing ran on a processor model; the layers plus the
+     * phases other than "other" also lie within the training time */
+    cJSON *ph = cJSON_GetObjectItem(prof, "phases");
+    assert_non_null(ph);
+    const char *phases[] = {"input", "loss", "precision", "traffic", "hw", "update", "other"};
+    double psum = 0;
+    for (int q = 0; q < 7; q++) {
+        cJSON *v = cJSON_GetObjectItem(ph, phases[q]);
+        assert_non_null(v);
+        assert_true(v->valuedouble >= 0);
+        if (q < 6) psum += v->valuedouble;
+    }
+    assert_int_equal(cJSON_GetArraySize(ph), 7);
+    assert_true(cJSON_GetObjectItem(ph, "input")->valuedouble > 0 && cJSON_GetObjectItem(ph, "loss")->valuedouble > 0 &&
+                cJSON_GetObjectItem(ph, "update")->valuedouble > 0);
+    assert_true(tsum + psum <= cJSON_GetObjectItem(j, "train_seconds")->valuedouble);
     cJSON_Delete(j);
     snprintf(a, sizeof a, "%s/loss.csv", ch_dir);
     f = fopen(a, "r");

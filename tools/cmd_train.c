@@ -71,7 +71,8 @@ static const char train_help[] =
     "  --log-loss F        write CSV step,loss (each step's batch loss before its update)\n"
     "  --quiet             no progress output\n"
     "  --profile           print where the training time went: wall milliseconds per step in\n"
-    "                      each layer's FF, EP and WG (always in the JSON summary as profile)\n"
+    "                      each layer's FF, EP and WG and in the step's phases outside the\n"
+    "                      layers (always in the JSON summary as profile)\n"
     "\n"
     "final_loss in the summary is the mean batch loss over the last min(100, steps) steps.\n";
 
@@ -292,17 +293,23 @@ static cJSON *stage_obj(const uint64_t v[ET_NSTAGES]) {
 
 static double frac(uint64_t a, uint64_t b) { return b ? (double)a / (double)b : 0.0; }
 
-/* Where the training steps' time went, per layer and stage (the model's
- * per-layer wall-clock counters); printed as a table with --profile. */
-static cJSON *profile_json(et_model *m, int64_t steps, int print) {
+/* Where the training steps' time went: per layer and stage (the model's
+ * per-layer wall-clock counters), then the step's phases outside the layers
+ * (input staging, loss, precision rounding, traffic sampling, processor
+ * model, optimizer) and what is left of train_seconds ("other": the CLI's
+ * loop, shuffling, progress). Printed as a table with --profile. */
+static cJSON *profile_json(et_model *m, int64_t steps, double train_seconds, int print) {
     cJSON *p = cJSON_CreateObject(), *ls = cJSON_AddArrayToObject(p, "layers");
-    double sum = 0;
+    double sum = 0, outside = 0;
     const int nn = et_model_num_nodes(m);
     for (int i = 0; i < nn; i++) {
         const et_counters *lc;
         et_model_node_info(m, i, NULL, NULL, &lc);
         if (lc) sum += lc->seconds[ET_FF] + lc->seconds[ET_EP] + lc->seconds[ET_WG];
     }
+    for (int q = 0; q < ET_NPHASES; q++) outside += et_model_phase_seconds(m, (et_phase)q);
+    const double other = train_seconds - sum - outside > 0 ? train_seconds - sum - outside : 0.0;
+    const double all = sum + outside + other;
     cJSON_AddNumberToObject(p, "steps", (double)steps);
     cJSON_AddNumberToObject(p, "layer_seconds", sum);
     if (print)
@@ -324,7 +331,16 @@ static cJSON *profile_json(et_model *m, int64_t steps, int print) {
         cJSON_AddItemToArray(ls, o);
         if (print && steps > 0)
             fprintf(stderr, "%-10s %-10s %9.3f %9.3f %9.3f %6.1f%%\n", name, kind, 1e3 * lc->seconds[ET_FF] / steps,
-                    1e3 * lc->seconds[ET_EP] / steps, 1e3 * lc->seconds[ET_WG] / steps, sum > 0 ? 100.0 * t / sum : 0.0);
+                    1e3 * lc->seconds[ET_EP] / steps, 1e3 * lc->seconds[ET_WG] / steps, all > 0 ? 100.0 * t / all : 0.0);
+    }
+    cJSON *ph = cJSON_AddObjectToObject(p, "phases");
+    if (print && steps > 0) fprintf(stderr, "%-21s %9s %19s %7s\n", "outside the layers", "ms", "", "share");
+    for (int q = 0; q <= ET_NPHASES; q++) {
+        const char *name = q < ET_NPHASES ? et_phase_name((et_phase)q) : "other";
+        const double t = q < ET_NPHASES ? et_model_phase_seconds(m, (et_phase)q) : other;
+        cJSON_AddNumberToObject(ph, name, t);
+        if (print && steps > 0)
+            fprintf(stderr, "%-21s %9.3f %19s %6.1f%%\n", name, 1e3 * t / steps, "", all > 0 ? 100.0 * t / all : 0.0);
     }
     return p;
 }
@@ -514,7 +530,7 @@ int cmd_train(int argc, char **argv) {
     }
     cli_progress_end(&prog);
     et_counters cnt = *et_model_counters(m);
-    profile = profile_json(m, total - start, a.profile);
+    profile = profile_json(m, total - start, secs, a.profile);
     layers = cJSON_CreateArray(); /* per-layer training counters, before evaluation adds FF work */
     spec_layers = cJSON_CreateArray();
     et_spec_stats spec_total;

@@ -479,6 +479,18 @@ static void add_seconds(et_model *m, int node, et_stage s, double t0) {
     if (m->layer_counters) m->layer_counters[node].seconds[s] += now_seconds() - t0;
 }
 
+/* the time since t0, into the model's phase counters */
+static void add_phase(et_model *m, et_phase p, double t0) { m->phase_seconds[p] += now_seconds() - t0; }
+
+const char *et_phase_name(et_phase p) {
+    static const char *const names[ET_NPHASES] = {"input", "loss", "precision", "traffic", "hw", "update"};
+    return (unsigned)p < ET_NPHASES ? names[p] : "?";
+}
+
+double et_model_phase_seconds(const et_model *m, et_phase p) {
+    return (unsigned)p < ET_NPHASES ? m->phase_seconds[p] : 0.0;
+}
+
 float *et_model_input(et_model *m) { return m->planned ? m->input_nchw : NULL; }
 
 et_status et_model_set_input_u8(et_model *m, const et_dataset *ds, const int64_t *idx, int n) {
@@ -490,6 +502,7 @@ et_status et_model_set_input_u8(et_model *m, const et_dataset *ds, const int64_t
         return et_set_error(ET_ERR_SHAPE, "model input %dx%dx%d does not match %dx%d grey images", s.c,
                             s.h, s.w, ds->rows, ds->cols);
     const int64_t px = (int64_t)ds->rows * ds->cols;
+    double t0 = now_seconds();
     for (int i = 0; i < n; i++)
         if (idx[i] < 0 || idx[i] >= ds->n) return et_set_error(ET_ERR_INVALID, "image index out of range");
     /* x / 255 divided, not multiplied by 1/255 (which differs in the last
@@ -502,6 +515,7 @@ et_status et_model_set_input_u8(et_model *m, const et_dataset *ds, const int64_t
 #pragma omp simd
         for (int64_t k = 0; k < px; k++) x[k] = (float)src[k] / 255.0f;
     }
+    add_phase(m, ET_PHASE_INPUT, t0);
     return ET_OK;
 }
 
@@ -529,19 +543,31 @@ et_status et_model_forward(et_model *m, int n, int train, const float **logits) 
     if (st) return st;
     if (n <= 0 || n > m->batch_cap) return et_set_error(ET_ERR_INVALID, "batch of %d outside 1..%d", n, m->batch_cap);
     et_lctx c = make_ctx(m, n, train);
+    double t0 = now_seconds();
     if (m->input_nchw != m->tensors[0].val) input_to_cnhw(m, n, m->tensors[0].val);
+    add_phase(m, ET_PHASE_INPUT, t0);
+    t0 = now_seconds();
     if (train) et_prune_step(m); /* mask update when the schedule says so */
+    add_phase(m, ET_PHASE_UPDATE, t0);
+    t0 = now_seconds();
     if (m->policy && (st = et_precision_weights(m))) return st;
     if (m->policy) et_prune_apply_use(m); /* rounded copies stay zero where pruned */
+    add_phase(m, ET_PHASE_PRECISION, t0);
     for (int i = 0; i < m->nnodes; i++) {
         et_node *nd = &m->nodes[i];
+        t0 = now_seconds();
         if (m->policy && (st = et_precision_input(m, i, m->tensors[nd->in].val, et_shape_numel(nd->layer.in) * n)))
             return st;
-        if (train && et_traffic_sampling(m)) et_traffic_input(m, i, m->tensors[nd->in].val, n);
+        add_phase(m, ET_PHASE_PRECISION, t0);
+        if (train && et_traffic_sampling(m)) {
+            t0 = now_seconds();
+            et_traffic_input(m, i, m->tensors[nd->in].val, n);
+            add_phase(m, ET_PHASE_TRAFFIC, t0);
+        }
         const float *x = m->tensors[nd->in].val;
         float *y = m->tensors[nd->out].val;
         c.sp = et_sparsity_node(m, i, x, n, train);
-        double t0 = now_seconds();
+        t0 = now_seconds();
         if (nd->layer.type == ET_L_ADD) st = et_add_ff(&c, nd->layer.out, x, m->tensors[nd->in2].val, y);
         else st = et_layer_table[nd->layer.type]->ff(&nd->layer, &c, x, y);
         add_seconds(m, i, ET_FF, t0);
@@ -585,8 +611,10 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
     for (int i = 0; i < n; i++)
         if (labels[i] >= k) return et_set_error(ET_ERR_INVALID, "label %d out of range for %d classes", labels[i], k);
     const int T = m->ntensors - 1;
+    double t0 = now_seconds();
     double l = et_softmax_xent(m->tensors[T].val, labels, n, k, m->slots[m->tensors[T].grad_slot], correct);
     if (loss) *loss = (float)l;
+    add_phase(m, ET_PHASE_LOSS, t0);
 
     et_lctx c = make_ctx(m, n, m->last_train);
     /* has[t]: tensor t's gradient slot already holds a contribution. */
@@ -605,12 +633,18 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
         }
         const float *x = m->tensors[nd->in].val, *y = m->tensors[nd->out].val;
         float *dyw = m->slots[m->tensors[nd->out].grad_slot];
+        t0 = now_seconds();
         if (m->policy && (st = et_precision_error(m, i, dyw, et_shape_numel(L->out) * n))) break;
-        if (m->last_train && et_traffic_sampling(m)) et_traffic_error(m, i, dyw, n);
+        add_phase(m, ET_PHASE_PRECISION, t0);
+        if (m->last_train && et_traffic_sampling(m)) {
+            t0 = now_seconds();
+            et_traffic_error(m, i, dyw, n);
+            add_phase(m, ET_PHASE_TRAFFIC, t0);
+        }
         const float *dy = dyw;
         const int64_t nin = et_shape_numel(L->in) * n;
         c.sp = et_sparsity_node(m, i, NULL, n, m->last_train);
-        double t0 = now_seconds();
+        t0 = now_seconds();
         if (ops->wg && !L->skip_wg) {
             st = ops->wg(L, &c, x, dy);
             add_seconds(m, i, ET_WG, t0);
@@ -639,7 +673,9 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
         if (ran_ep) add_seconds(m, i, ET_EP, t0);
     }
     if (has != has_stack) free(has);
+    t0 = now_seconds();
     if (!st) st = et_hwlink_step_done(m);
+    add_phase(m, ET_PHASE_HW, t0);
     return st;
 }
 
@@ -688,8 +724,15 @@ static void adam_update(float *restrict w, const float *restrict g, float *restr
 et_status et_model_update(et_model *m, float lr) {
     et_status st = need_plan(m);
     if (st) return st;
+    double t0 = now_seconds();
     if (m->policy && (st = et_precision_grads(m))) return st;
-    if (et_traffic_sampling(m)) et_traffic_params(m);
+    add_phase(m, ET_PHASE_PRECISION, t0);
+    if (et_traffic_sampling(m)) {
+        t0 = now_seconds();
+        et_traffic_params(m);
+        add_phase(m, ET_PHASE_TRAFFIC, t0);
+    }
+    t0 = now_seconds();
     const et_optim *o = &m->optim;
     const int64_t t = m->step + 1;
     const float bc1 = 1.0f - powf(o->beta1, (float)t), bc2 = 1.0f - powf(o->beta2, (float)t);
@@ -709,7 +752,11 @@ et_status et_model_update(et_model *m, float lr) {
         }
     }
     m->step++;
-    return m->policy ? et_precision_master(m) : ET_OK;
+    add_phase(m, ET_PHASE_UPDATE, t0);
+    t0 = now_seconds();
+    st = m->policy ? et_precision_master(m) : ET_OK;
+    add_phase(m, ET_PHASE_PRECISION, t0);
+    return st;
 }
 
 et_status et_model_train_step(et_model *m, const uint8_t *labels, int n, float lr, float *loss) {
@@ -764,6 +811,7 @@ void et_model_node_info(const et_model *m, int i, const char **name, const char 
 
 void et_model_reset_counters(et_model *m) {
     et_engine_reset(&m->eng);
+    memset(m->phase_seconds, 0, sizeof m->phase_seconds);
     et_model_reset_spec_stats(m);
 }
 et_engine *et_model_engine(et_model *m) { return &m->eng; }

@@ -65,6 +65,7 @@ struct et_model {
     uint64_t seed;
     et_engine eng;
     et_counters *layer_counters;
+    double phase_seconds[ET_NPHASES]; /* time outside the layers, per phase */
     float *probs;     /* softmax of the last forward (= dlogits workspace) */
     int last_batch;
     int last_train;
