@@ -11,6 +11,7 @@
 #include "sparsity/codec.h"
 
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -107,30 +108,53 @@ static void test_round_trip_and_sizes(void **state) {
     assert_int_equal(cases, 400 * ET_NCODECS);
 }
 
-/* The one-pass float version equals the encoder's sizes on the same zeros. */
+/* The one-pass float version equals the encoder's sizes on the same zeros,
+ * on every instruction-set path: small tensors of every pattern, and long
+ * ones (past the 4096-element blocks and 64-element words of the counting)
+ * with zero runs around every run length the RLE splits at. */
 static void test_sizes_f32(void **state) {
     (void)state;
-    for (int t = 0; t < 200; t++) {
-        int64_t rows = 1 + (int64_t)(et_rand64(9, 3, (uint64_t)t) % 7), cols = 1 + (int64_t)(et_rand64(9, 4, (uint64_t)t) % 200);
+    for (int t = 0; t < 260; t++) {
+        const int big = t >= 200;
+        int64_t rows = 1 + (int64_t)(et_rand64(9, 3, (uint64_t)t) % 7);
+        int64_t cols = big ? 1500 + (int64_t)(et_rand64(9, 4, (uint64_t)t) % 3000)
+                           : 1 + (int64_t)(et_rand64(9, 4, (uint64_t)t) % 200);
         int64_t n = rows * cols;
-        int rb = 1 + t % 8;
+        int rb = big ? 1 + t % 12 : 1 + t % 8;
         uint32_t *codes = malloc(sizeof(uint32_t) * (size_t)n);
         float *x = malloc(sizeof(float) * (size_t)n);
         fill(codes, n, t % 4, et_rand_uniform(9, 6, (uint64_t)t), 32, (uint64_t)t);
-        for (int64_t i = 0; i < n; i++) x[i] = codes[i] ? (float)(codes[i] % 1000 + 1) * (i % 2 ? 1.0f : -1.0f) : (i % 3 ? 0.0f : -0.0f);
-        for (int64_t i = 0; i < n; i++) codes[i] = x[i] != 0.0f ? codes[i] | 1u : 0; /* same zeros */
-        uint64_t got[ET_NCODECS];
-        int64_t nnz;
-        et_codec_sizes_f32(x, rows, cols, 16, rb, got, &nnz);
-        for (int c = 0; c < ET_NCODECS; c++) {
-            uint64_t want;
-            uint32_t *c16 = malloc(sizeof(uint32_t) * (size_t)n);
-            for (int64_t i = 0; i < n; i++) c16[i] = codes[i] ? (codes[i] & 0xffff) | 1u : 0;
-            assert_int_equal(et_codec_size_bits((et_codec)c, c16, rows, cols, 16, rb, &want), ET_OK);
-            assert_true(got[c] == want);
-            free(c16);
+        if (big && t % 2) { /* zero runs of every length up to 2^(rb+1) + 70, one non-zero between */
+            int64_t i = 0;
+            for (uint64_t k = 0; i < n; k++) {
+                int64_t run = (int64_t)(et_rand64(9, 7, k + 1000 * (uint64_t)t) % (((uint64_t)2 << rb) + 70));
+                for (int64_t q = 0; q < run && i < n; q++) codes[i++] = 0;
+                if (i < n) codes[i++] = 5;
+            }
         }
-        free(codes), free(x);
+        for (int64_t i = 0; i < n; i++) x[i] = codes[i] ? (float)(codes[i] % 1000 + 1) * (i % 2 ? 1.0f : -1.0f) : (i % 3 ? 0.0f : -0.0f);
+        if (n > 7) x[n / 2] = codes[n / 2] ? NAN : x[n / 2]; /* NaN is non-zero */
+        for (int64_t i = 0; i < n; i++) codes[i] = x[i] != 0.0f ? codes[i] | 1u : 0; /* same zeros */
+        uint32_t *c16 = malloc(sizeof(uint32_t) * (size_t)n);
+        for (int64_t i = 0; i < n; i++) c16[i] = codes[i] ? (codes[i] & 0xffff) | 1u : 0;
+        uint64_t want[ET_NCODECS];
+        int64_t want_nnz = 0;
+        for (int64_t i = 0; i < n; i++) want_nnz += c16[i] != 0;
+        for (int c = 0; c < ET_NCODECS; c++)
+            assert_int_equal(et_codec_size_bits((et_codec)c, c16, rows, cols, 16, rb, &want[c]), ET_OK);
+        for (int isa = 0; isa <= ET_ISA_AVX512; isa++) {
+            if ((et_isa)isa > et_cpu_isa()) continue;
+            uint64_t got[ET_NCODECS];
+            int64_t nnz;
+            et_codec_sizes_f32_isa((et_isa)isa, x, rows, cols, 16, rb, got, &nnz);
+            assert_int_equal(nnz, want_nnz);
+            for (int c = 0; c < ET_NCODECS; c++) {
+                if (got[c] != want[c])
+                    fail_msg("case %d isa %s codec %s: %llu bits, the encoder says %llu", t, et_isa_name((et_isa)isa),
+                             et_codec_name((et_codec)c), (unsigned long long)got[c], (unsigned long long)want[c]);
+            }
+        }
+        free(c16), free(codes), free(x);
     }
 }
 

@@ -18,6 +18,8 @@
 
 #include <string.h>
 
+
+
 const char *et_codec_name(et_codec c) {
     static const char *const names[ET_NCODECS] = {"dense", "rle", "bitmask", "csr"};
     return (unsigned)c < ET_NCODECS ? names[c] : "?";
@@ -222,20 +224,75 @@ et_status et_codec_decode(et_codec c, const uint8_t *in, uint64_t size_bits, int
 /* Sizes of every codec for a float tensor from its zero structure alone (a
  * value is zero iff it compares equal to 0.0f, i.e. +0 or -0): one pass. The
  * results equal et_codec_size_bits on the tensor's codes (tests/test_codecs.c). */
-void et_codec_sizes_f32(const float *x, int64_t rows, int64_t cols, int bits, int run_bits,
-                        uint64_t size_bits[ET_NCODECS], int64_t *nonzeros) {
-    const int64_t n = rows * cols;
-    const uint64_t span = (uint64_t)1 << run_bits;
-    uint64_t nnz = 0, entries = 0, gap = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (x[i] != 0.0f) {
-            nnz++;
-            entries += 1 + gap / span;
-            gap = 0;
-        } else {
-            gap++;
+/* Non-zero bits of n <= 64 floats (bit i: x[i] != 0; NaN counts as non-zero). */
+static uint64_t nzmask_scalar(const float *x, int n) {
+    uint64_t w = 0;
+    for (int i = 0; i < n; i++) w |= (uint64_t)(x[i] != 0.0f) << i;
+    return w;
+}
+
+/* One word of the RLE count: w holds the non-zero bits of `len` elements
+ * (bits >= len clear), *gap the zeros since the last non-zero before them.
+ * Adds the entries of every non-zero (1 + its gap / 2^run_bits) to *entries
+ * and leaves the zeros after the word's last non-zero in *gap. */
+static inline void rle_word(uint64_t w, int len, int run_bits, uint64_t *gap, uint64_t *entries) {
+    if (!w) {
+        *gap += (uint64_t)len;
+        return;
+    }
+    const uint64_t valid = len == 64 ? ~(uint64_t)0 : (((uint64_t)1 << len) - 1);
+    const int lo = __builtin_ctzll(w), hi = 63 - __builtin_clzll(w);
+    /* t: starts of runs of >= 2^run_bits zeros inside the word. Only runs
+     * between the lowest and the highest non-zero matter here (the low run
+     * joins the carried gap, the high one is carried on); none can be that
+     * long when 2^run_bits > 62. */
+    uint64_t t = 0;
+    if (run_bits <= 5) {
+        t = ~w & valid;
+        for (int s = 1; s < (1 << run_bits) && t; s <<= 1) t &= t >> s;
+        t &= (((uint64_t)1 << hi) - 1) & ~(((uint64_t)2 << lo) - 1);
+    }
+    if (!t) {
+        /* every gap but the first is shorter than 2^run_bits */
+        *entries += (uint64_t)__builtin_popcountll(w) + ((*gap + (uint64_t)lo) >> run_bits);
+    } else {
+        uint64_t g = *gap;
+        int prev = 0;
+        for (uint64_t r = w; r; r &= r - 1) {
+            const int p = __builtin_ctzll(r);
+            *entries += 1 + ((g + (uint64_t)(p - prev)) >> run_bits);
+            g = 0;
+            prev = p + 1;
         }
     }
+    *gap = (uint64_t)(len - 1 - hi);
+}
+
+void et_codec_sizes_f32(const float *x, int64_t rows, int64_t cols, int bits, int run_bits,
+                        uint64_t size_bits[ET_NCODECS], int64_t *nonzeros) {
+    et_codec_sizes_f32_isa(et_cpu_isa(), x, rows, cols, bits, run_bits, size_bits, nonzeros);
+}
+
+void et_codec_sizes_f32_isa(et_isa isa, const float *x, int64_t rows, int64_t cols, int bits, int run_bits,
+                            uint64_t size_bits[ET_NCODECS], int64_t *nonzeros) {
+    const int64_t n = rows * cols;
+    uint64_t nnz = 0, entries = 0, gap = 0;
+    uint64_t words[64];
+    const int vec = isa >= ET_ISA_AVX512 && et_cpu_isa() >= ET_ISA_AVX512;
+    for (int64_t i0 = 0; i0 < n; i0 += 64 * 64) { /* blocks of 4096 elements */
+        const int64_t len = n - i0 < 64 * 64 ? n - i0 : 64 * 64;
+        const int nw = (int)((len + 63) / 64);
+#if defined(__x86_64__) || defined(_M_X64)
+        if (vec) et_codec_nzmask_avx512(x + i0, len, words);
+        else
+#endif
+            for (int k = 0; k < nw; k++) words[k] = nzmask_scalar(x + i0 + 64 * k, (int)(len - 64 * k < 64 ? len - 64 * k : 64));
+        for (int k = 0; k < nw; k++) {
+            nnz += (uint64_t)__builtin_popcountll(words[k]);
+            rle_word(words[k], (int)(len - 64 * k < 64 ? len - 64 * k : 64), run_bits, &gap, &entries);
+        }
+    }
+    const uint64_t span = (uint64_t)1 << run_bits;
     entries += (gap + span - 1) / span;
     const int nb = bits_for((uint64_t)cols), cb = cols > 1 ? bits_for((uint64_t)cols - 1) : 0;
     size_bits[ET_CODEC_DENSE] = (uint64_t)n * (uint64_t)bits;

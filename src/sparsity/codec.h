@@ -19,4 +19,13 @@ et_status et_codec_decode(et_codec c, const uint8_t *in, uint64_t size_bits, int
  * from its zero structure, in one pass; also its number of non-zeros. */
 void et_codec_sizes_f32(const float *x, int64_t rows, int64_t cols, int bits, int run_bits,
                         uint64_t size_bits[ET_NCODECS], int64_t *nonzeros);
+
+/* The same with the instruction set capped at isa (tests cover every path). */
+void et_codec_sizes_f32_isa(et_isa isa, const float *x, int64_t rows, int64_t cols, int bits, int run_bits,
+                            uint64_t size_bits[ET_NCODECS], int64_t *nonzeros);
+/* Internal to codec.c: the non-zero bits of n floats into ceil(n/64) words
+ * (bit i of word k: x[64k+i] != 0, NaN included; bits past n clear). */
+#if defined(__x86_64__) || defined(_M_X64)
+void et_codec_nzmask_avx512(const float *x, int64_t n, uint64_t *words);
+#endif
 #endif
