@@ -434,6 +434,17 @@ static void test_input_scaling(void **state) {
     int64_t bad[1] = {2};
     assert_int_not_equal(et_model_set_input_u8(m, &ds, bad, 1), ET_OK);
     et_model_free(m);
+    /* 5x5 images: a vector of 16 pixels and a tail of 9 */
+    assert_int_equal(et_model_parse("input 1 5 5\nflatten\nlinear 2\n", "t", &m), ET_OK);
+    assert_int_equal(et_model_plan(m, 2, NULL), ET_OK);
+    et_dataset ds5 = {2, 5, 5, img + 200, lab};
+    assert_int_equal(et_model_set_input_u8(m, &ds5, idx, 2), ET_OK);
+    x = et_model_input(m);
+    for (int k = 0; k < 50; k++) {
+        volatile float want = (float)img[200 + (k < 25 ? 25 + k : k - 25)], d = 255.0f;
+        assert_true(x[k] == want / d);
+    }
+    et_model_free(m);
 }
 
 int main(void) {

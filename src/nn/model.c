@@ -508,10 +508,21 @@ et_status et_model_set_input_u8(et_model *m, const et_dataset *ds, const int64_t
     /* x / 255 divided, not multiplied by 1/255 (which differs in the last
      * bit for half the byte values): the same floats as PyTorch's ToTensor
      * (img.float().div(255)); a vector division per 16 pixels */
+    const int vec = et_cpu_isa() >= ET_ISA_AVX512;
 #pragma omp parallel for schedule(static) if ((int64_t)n * px > 65536)
     for (int i = 0; i < n; i++) {
+        /* the images are scattered over the data set: ask for the ones a few
+         * iterations ahead while this one converts */
+        if (i + 4 < n)
+            for (int64_t k = 0; k < px; k += 64) __builtin_prefetch(ds->images + idx[i + 4] * px + k);
         const uint8_t *restrict src = ds->images + idx[i] * px;
         float *restrict x = m->input_nchw + i * px;
+#if defined(__x86_64__) || defined(_M_X64)
+        if (vec) {
+            et_u8_div255_avx512(src, x, px);
+            continue;
+        }
+#endif
 #pragma omp simd
         for (int64_t k = 0; k < px; k++) x[k] = (float)src[k] / 255.0f;
     }

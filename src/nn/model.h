@@ -71,6 +71,12 @@ struct et_model {
     int last_train;
 };
 
+#if defined(__x86_64__) || defined(_M_X64)
+/* model_avx512.c: dst[k] = (float)src[k] / 255 (divided, as PyTorch's ToTensor),
+ * 16 pixels per division. */
+void et_u8_div255_avx512(const uint8_t *src, float *dst, int64_t n);
+#endif
+
 /* Builders used by the spec parser. Return the new output tensor id or -1. */
 int et_model_add_input(et_model *m, et_shape s);
 et_status et_model_add_layer(et_model *m, et_layer_type t, const void *cfg, size_t cfg_size,
