@@ -692,19 +692,26 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
 
 /* The optimizer steps, element by element. Constants live in locals and the
  * arrays are restrict so the loops vectorise (the values are the same as the
- * scalar loop's: no contraction into FMA, one rounding per operation). A
- * pruning mask mk (NULL: none) keeps pruned weights and their state as they
- * are: every value is computed and the store selects, which also vectorises. */
-static void sgd_update(float *restrict w, const float *restrict g, float *restrict v, const uint8_t *restrict mk,
-                       int64_t n, float lr, float mu, float wd, int nesterov) {
+ * scalar loop's: no contraction into FMA, one rounding per operation; the
+ * AVX-512 copies in model_avx512.c do the same operations in the same order).
+ * A pruning mask mk (NULL: none) keeps pruned weights and their state as they
+ * are: every value is computed and the store selects, which also vectorises.
+ * Blocks of OPT_BLOCK elements are split over the threads. */
+#define OPT_BLOCK 8192
+static void sgd_block(float *restrict w, const float *restrict g, float *restrict v, const uint8_t *restrict mk,
+                      int64_t n, float lr, float mu, float wd, int nesterov) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (et_cpu_isa() >= ET_ISA_AVX512) {
+        et_sgd_avx512(w, g, v, mk, n, lr, mu, wd, nesterov);
+        return;
+    }
+#endif
     if (!v) {
-#pragma omp parallel for schedule(static) if (n > 65536)
         for (int64_t e = 0; e < n; e++) {
             float wn = w[e] - lr * (g[e] + wd * w[e]);
             w[e] = !mk || mk[e] ? wn : w[e];
         }
     } else {
-#pragma omp parallel for schedule(static) if (n > 65536)
         for (int64_t e = 0; e < n; e++) {
             float d = g[e] + wd * w[e];
             float vn = mu * v[e] + d;
@@ -716,10 +723,25 @@ static void sgd_update(float *restrict w, const float *restrict g, float *restri
     }
 }
 
-static void adam_update(float *restrict w, const float *restrict g, float *restrict v, float *restrict s,
-                        const uint8_t *restrict mk, int64_t n, float step_size, float bc2s, const et_optim *o) {
-    const float b1 = o->beta1, b2 = o->beta2, eps = o->eps, wd = o->weight_decay;
+static void sgd_update(float *w, const float *g, float *v, const uint8_t *mk, int64_t n, float lr, float mu, float wd,
+                       int nesterov) {
+    const int64_t nb = (n + OPT_BLOCK - 1) / OPT_BLOCK;
 #pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t e0 = b * OPT_BLOCK, len = n - e0 < OPT_BLOCK ? n - e0 : OPT_BLOCK;
+        sgd_block(w + e0, g + e0, v ? v + e0 : NULL, mk ? mk + e0 : NULL, len, lr, mu, wd, nesterov);
+    }
+}
+
+static void adam_block(float *restrict w, const float *restrict g, float *restrict v, float *restrict s,
+                       const uint8_t *restrict mk, int64_t n, float step_size, float bc2s, float b1, float b2,
+                       float eps, float wd) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (et_cpu_isa() >= ET_ISA_AVX512) {
+        et_adam_avx512(w, g, v, s, mk, n, step_size, bc2s, b1, b2, eps, wd);
+        return;
+    }
+#endif
     for (int64_t e = 0; e < n; e++) {
         float d = g[e] + wd * w[e];
         float vn = b1 * v[e] + (1.0f - b1) * d;
@@ -729,6 +751,17 @@ static void adam_update(float *restrict w, const float *restrict g, float *restr
         v[e] = keep ? vn : v[e];
         s[e] = keep ? sn : s[e];
         w[e] = keep ? wn : w[e];
+    }
+}
+
+static void adam_update(float *w, const float *g, float *v, float *s, const uint8_t *mk, int64_t n,
+                        float step_size, float bc2s, const et_optim *o) {
+    const int64_t nb = (n + OPT_BLOCK - 1) / OPT_BLOCK;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t e0 = b * OPT_BLOCK, len = n - e0 < OPT_BLOCK ? n - e0 : OPT_BLOCK;
+        adam_block(w + e0, g + e0, v + e0, s + e0, mk ? mk + e0 : NULL, len, step_size, bc2s, o->beta1, o->beta2,
+                   o->eps, o->weight_decay);
     }
 }
 

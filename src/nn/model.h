@@ -75,6 +75,13 @@ struct et_model {
 /* model_avx512.c: dst[k] = (float)src[k] / 255 (divided, as PyTorch's ToTensor),
  * 16 pixels per division. */
 void et_u8_div255_avx512(const uint8_t *src, float *dst, int64_t n);
+/* model_avx512.c: the optimizer steps of model.c's sgd_block / adam_block
+ * (v NULL: SGD without momentum; mk NULL: nothing pruned), 16 elements at a
+ * time with the same operations in the same order. */
+void et_sgd_avx512(float *w, const float *g, float *v, const uint8_t *mk, int64_t n, float lr, float mu, float wd,
+                   int nesterov);
+void et_adam_avx512(float *w, const float *g, float *v, float *s, const uint8_t *mk, int64_t n, float step_size,
+                    float bc2s, float b1, float b2, float eps, float wd);
 #endif
 
 /* Builders used by the spec parser. Return the new output tensor id or -1. */
