@@ -378,8 +378,11 @@ typedef struct part {
     int tm, tn; /* thread grid: tm row groups x tn column groups */
 } part;
 
+/* Threads' column ranges start on multiples of the narrowest tile (bw), not
+ * of NR: N = 256 on 2 threads splits 128 + 128 (48+48+32 each) instead of
+ * 144 + 112. Each element's sum is the same whatever tile computes it. */
 static part choose_part(const args *g, const kinfo *ki, int T) {
-    int mt = (g->M + ki->mr - 1) / ki->mr, nt = (g->N + ki->nr - 1) / ki->nr;
+    int mt = (g->M + ki->mr - 1) / ki->mr, nt = (g->N + ki->bw - 1) / ki->bw;
     double macs = (double)g->M * g->N * g->K;
     int want = (int)(macs / MIN_MACS_PER_THREAD);
     if (want < T) T = want < 1 ? 1 : want;
@@ -388,10 +391,10 @@ static part choose_part(const args *g, const kinfo *ki, int T) {
     for (int tm = 1; tm <= T; tm++) {
         for (int tn = 1; tm * tn <= T; tn++) {
             if (tm > mt || tn > nt) continue;
-            int rm = (mt + tm - 1) / tm, rn = (nt + tn - 1) / tn; /* tiles per thread */
+            int rm = (mt + tm - 1) / tm, rn = (nt + tn - 1) / tn; /* row tiles, column granules per thread */
             /* compute of the largest rectangle + its packing (A rows and B columns,
              * counted at a fraction of a micro-kernel's rate) */
-            double cost = (double)rm * ki->mr * rn * ki->nr + 4.0 * (rm * ki->mr + rn * ki->nr);
+            double cost = (double)rm * ki->mr * rn * ki->bw + 4.0 * (rm * ki->mr + rn * ki->bw);
             if (best_cost < 0 || cost < best_cost - 1e-9) {
                 best_cost = cost;
                 best.tm = tm;
@@ -456,7 +459,7 @@ static void run(const args *g, const kinfo *ki) {
         }
     }
     if (T > ws_threads) T = ws_threads;
-    int mt = (g->M + ki->mr - 1) / ki->mr, nt = (g->N + ki->nr - 1) / ki->nr;
+    int mt = (g->M + ki->mr - 1) / ki->mr, nt = (g->N + ki->bw - 1) / ki->bw;
     part pt = choose_part(g, ki, T);
     int nreg = pt.tm * pt.tn;
     float *mem = ws_mem;
@@ -472,7 +475,7 @@ static void run(const args *g, const kinfo *ki) {
             for (int r = tid; r < nreg; r += nth) {
                 int m0, m1, n0, n1;
                 split(mt, pt.tm, r / pt.tn, ki->mr, g->M, &m0, &m1);
-                split(nt, pt.tn, r % pt.tn, ki->nr, g->N, &n0, &n1);
+                split(nt, pt.tn, r % pt.tn, ki->bw, g->N, &n0, &n1);
                 if (m0 < m1 && n0 < n1) gemm_region(g, ki, ki->mc, ki->nc, m0, m1, n0, n1, Ap, Bp);
             }
         }
