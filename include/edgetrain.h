@@ -182,6 +182,11 @@ et_status et_idx_load(const char *images_path, const char *labels_path, int64_t 
  * selects train-* or t10k-* files; each file is looked up as NAME and NAME.gz. */
 et_status et_fmnist_load(const char *dir, int train, int64_t limit, et_dataset *out);
 void et_dataset_free(et_dataset *ds);
+/* Asks the CPU to start loading images idx[0..n) of ds into its caches (a hint:
+ * no effect on any result; indices out of range are ignored). Called for the
+ * next batch while the current one trains, it hides the cache misses of
+ * gathering scattered images. */
+void et_dataset_prefetch(const et_dataset *ds, const int64_t *idx, int n);
 /* Writes a data set as gzipped IDX image and label files, each atomically. */
 et_status et_idx_save(const char *images_path, const char *labels_path, const et_dataset *ds);
 /* A device-specific domain shift (docs/private-data.md) of images

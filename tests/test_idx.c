@@ -433,6 +433,15 @@ static void test_input_scaling(void **state) {
     }
     int64_t bad[1] = {2};
     assert_int_not_equal(et_model_set_input_u8(m, &ds, bad, 1), ET_OK);
+    /* prefetching is only a hint: out-of-range and negative indices are
+     * skipped, the staged input is unchanged */
+    int64_t hint[4] = {0, 1, 2, -5};
+    et_dataset_prefetch(&ds, hint, 4);
+    et_dataset_prefetch(NULL, hint, 4);
+    for (int k = 0; k < 256; k++) {
+        volatile float want = (float)(255 - k), d = 255.0f;
+        assert_true(x[k] == want / d);
+    }
     et_model_free(m);
     /* 5x5 images: a vector of 16 pixels and a tail of 9 */
     assert_int_equal(et_model_parse("input 1 5 5\nflatten\nlinear 2\n", "t", &m), ET_OK);

@@ -507,7 +507,12 @@ int cmd_train(int argc, char **argv) {
         const int64_t *idx = perm + b * B;
         for (int i = 0; i < n; i++) labels[i] = train.labels[idx[i]];
         float lr = lr_at(&a, (int)epoch, total_epochs);
-        if (et_model_set_input_u8(m, &train, idx, n) || et_model_train_step(m, labels, n, lr, &loss)) goto fail;
+        if (et_model_set_input_u8(m, &train, idx, n)) goto fail;
+        if (b + 1 < spe) { /* the next batch of this epoch, into the caches while this one trains */
+            const int64_t nn = ntrain - (b + 1) * B < B ? ntrain - (b + 1) * B : B;
+            et_dataset_prefetch(&train, perm + (b + 1) * B, (int)nn);
+        }
+        if (et_model_train_step(m, labels, n, lr, &loss)) goto fail;
         if (!isfinite(loss)) {
             cli_progress_end(&prog);
             cli_fail("train", 0, "loss became %f at step %lld: lower --lr", loss, (long long)s);

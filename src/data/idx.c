@@ -184,6 +184,17 @@ static et_status read_items(gzFile f, const char *path, const char *what, size_t
     return ET_OK;
 }
 
+void et_dataset_prefetch(const et_dataset *ds, const int64_t *idx, int n) {
+    if (!ds || !ds->images || !idx) return;
+    const int64_t px = (int64_t)ds->rows * ds->cols;
+    for (int i = 0; i < n; i++) {
+        if (idx[i] < 0 || idx[i] >= ds->n) continue;
+        const uint8_t *p = ds->images + idx[i] * px;
+        for (int64_t k = 0; k < px; k += 64) __builtin_prefetch(p + k);
+        __builtin_prefetch(p + px - 1);
+    }
+}
+
 void et_dataset_free(et_dataset *ds) {
     if (!ds) return;
     free(ds->images);
