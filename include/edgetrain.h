@@ -154,6 +154,18 @@ typedef struct et_matmul {
      * precision policy with acc=int32 stores them. With both set (and no mask)
      * the product runs on the codes with exact int32 sums (et_igemm). 0: float. */
     float a_scale, b_scale;
+    /* Counts the caller knows exactly (conv: from its input, docs/sparsity.md
+     * "Counts from the layer"); NULL: the call counts from the operands.
+     * knnz_a[k] = nnz(op(A)[:,k]), knnz_b[k] = nnz(op(B)[k,:]) for k < K
+     * (used with skip_zeros and no mask). post_mask_cols: the caller applies an
+     * output mask itself after the call (conv EP: dx zeroed where x == 0, the
+     * same values as masking dcol before col2im); the call computes every
+     * output and counts as if masked, post_mask_cols[j] = kept outputs of
+     * column j. With it, skip_zeros needs op(A) without zeros and no mask. */
+    const int32_t *knnz_a, *knnz_b, *post_mask_cols;
+    /* Which of the caller's concurrent lanes (0 or 1) makes the call: selects
+     * the engine's per-lane workspaces (speculation). */
+    int lane;
 } et_matmul;
 
 typedef struct et_engine et_engine; /* the matmul path's state: counters, hooks */

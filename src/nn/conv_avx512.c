@@ -38,6 +38,11 @@ void et_im2col_row_avx512(const et_conv_geom *g, int ky, int kx, const float *sr
 
 void et_col2im_chan_avx512(const et_conv_geom *g, const float *col, int64_t ld, int nb,
                            float *dx) {
+    et_col2im_chan_keep_avx512(g, col, ld, nb, dx, NULL);
+}
+
+void et_col2im_chan_keep_avx512(const et_conv_geom *g, const float *col, int64_t ld, int nb,
+                                float *dx, const float *keep) {
     const int H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, KH = g->KH, KW = g->KW;
     const __mmask16 st0 = range_mask(0, W, 0), st1 = range_mask(0, W, 16);
     __mmask16 m0[16], m1[16]; /* per kx: lanes ix with 0 <= ix + PW - kx < Wo, ix < W */
@@ -64,6 +69,14 @@ void et_col2im_chan_avx512(const et_conv_geom *g, const float *col, int64_t ld, 
                 }
             }
             float *d = dplane + (int64_t)iy * W;
+            if (keep) { /* 0 where the kept tensor is 0 (EP's mask after col2im) */
+                const float *k = keep + (int64_t)n * H * W + (int64_t)iy * W;
+                const __m512 z = _mm512_setzero_ps();
+                a0 = _mm512_maskz_mov_ps(_mm512_mask_cmp_ps_mask(st0, _mm512_maskz_loadu_ps(st0, k), z, _CMP_NEQ_UQ), a0);
+                if (st1)
+                    a1 = _mm512_maskz_mov_ps(_mm512_mask_cmp_ps_mask(st1, _mm512_maskz_loadu_ps(st1, k + 16), z, _CMP_NEQ_UQ),
+                                             a1);
+            }
             _mm512_mask_storeu_ps(d, st0, a0);
             if (st1) _mm512_mask_storeu_ps(d + 16, st1, a1);
         }

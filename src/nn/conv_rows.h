@@ -24,5 +24,9 @@ void et_im2col_row_avx512(const et_conv_geom *g, int ky, int kx, const float *sr
  * col = the channel's first col row (rows Ho*Wo*ld apart, ld = nb*Ho*Wo). */
 void et_col2im_chan_avx512(const et_conv_geom *g, const float *col, int64_t ld, int nb,
                            float *dx);
+/* The same, and dx = 0 where keep (the channel's input plane of image 0,
+ * planes H*W apart) is 0: conv EP's mask applied after col2im. */
+void et_col2im_chan_keep_avx512(const et_conv_geom *g, const float *col, int64_t ld, int nb,
+                                float *dx, const float *keep);
 #endif
 #endif

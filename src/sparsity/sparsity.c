@@ -206,7 +206,8 @@ et_status et_sparsity_plan(et_model *m, int batch, size_t *bytes) {
             if (wb > st->ws_bytes) st->ws_bytes = wb;
         }
     }
-    *bytes = al(st->ep_mask_bytes) + al(st->out_mask_bytes) + al(st->ws_bytes);
+    /* two speculation workspaces: conv's lanes predict side by side */
+    *bytes = al(st->ep_mask_bytes) + al(st->out_mask_bytes) + 2 * al(st->ws_bytes);
     return ET_OK;
 }
 
@@ -219,6 +220,7 @@ void et_sparsity_bind(et_model *m, void *mem) {
     st->out_mask = st->out_mask_bytes ? (uint8_t *)p : NULL;
     p += al(st->out_mask_bytes);
     m->eng.spec_ws = st->ws_bytes ? p : NULL;
+    m->eng.spec_ws1 = st->ws_bytes ? p + al(st->ws_bytes) : NULL;
     m->eng.spec_ws_bytes = st->ws_bytes;
     for (int i = 0; i < m->nnodes; i++) {
         node_sp *ns = &st->node[i];

@@ -192,9 +192,10 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spe
             pz += mr[j] == 0;
         }
     }
-    if (sp->stats) {
-        sp->stats->outputs += (uint64_t)M * N, sp->stats->predicted_zero += pz;
-        sp->stats->estimate_macs += (uint64_t)M * N * (uint64_t)K;
+    if (sp->stats) { /* atomic: conv's two lanes may predict at once */
+        __atomic_fetch_add(&sp->stats->outputs, (uint64_t)M * N, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&sp->stats->predicted_zero, pz, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&sp->stats->estimate_macs, (uint64_t)M * N * (uint64_t)K, __ATOMIC_RELAXED);
     }
     if (!sp->check) return ET_OK;
     /* The true dense output: the same et_sgemm and bias add as the layer's. */
@@ -213,8 +214,11 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spe
     }
     if (sp->stats) {
         et_spec_stats *s = sp->stats;
-        s->checked += (uint64_t)M * N, s->checked_predicted_zero += pz;
-        s->true_zero += tz, s->false_zero += fz, s->missed_zero += mz;
+        __atomic_fetch_add(&s->checked, (uint64_t)M * N, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->checked_predicted_zero, pz, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->true_zero, tz, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->false_zero, fz, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->missed_zero, mz, __ATOMIC_RELAXED);
     }
     return ET_OK;
 }
