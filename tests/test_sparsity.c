@@ -120,15 +120,15 @@ static void assert_close(const float *a, const float *b, int64_t n, const char *
 /* Runs one layer dense and with skip (ff_skip, ep_mask, bw_skip): FF, WG
  * equal; EP equals where x != 0 and is 0 where x == 0 (the ReLU's EP zeroes
  * those anyway); executed MACs equal the independent count. */
-static void check_layer(et_layer_type t, const void *cfg, size_t cfg_size, et_shape in, int N) {
+static void check_layer_w(et_layer_type t, const void *cfg, size_t cfg_size, et_shape in, int N, int zero_w) {
     lh d, s;
     assert_int_equal(lh_init(&d, t, cfg, cfg_size, in, N), ET_OK);
     assert_int_equal(lh_init(&s, t, cfg, cfg_size, in, N), ET_OK);
     make_relu_input(&d), make_relu_input(&s);
     sparsify(d.dy, d.ny, 3, 0.5f), sparsify(s.dy, s.ny, 3, 0.5f);
     for (int64_t i = 0; i < d.ny; i++) d.dy[i] = s.dy[i] = (i % 3 ? 1.0f : -1.0f) * d.dy[i];
-    /* some zero weights too */
-    for (int64_t i = 0; i < d.l.params[0].n; i += 5) d.l.params[0].data[i] = s.l.params[0].data[i] = 0.0f;
+    /* some zero weights too (without: conv EP applies its mask after col2im) */
+    for (int64_t i = 0; zero_w && i < d.l.params[0].n; i += 5) d.l.params[0].data[i] = s.l.params[0].data[i] = 0.0f;
     uint8_t *mb = calloc(et_layer_ep_mask_bytes(&s.l, N) + 1, 1);
     et_layer_sparsity sp = {1, 1, 1, NULL, mb};
     s.sp = &sp;
@@ -168,6 +168,30 @@ static void check_layer(et_layer_type t, const void *cfg, size_t cfg_size, et_sh
     assert_true(c->macs_executed[ET_FF] < c->macs_dense[ET_FF]);
     free(mb);
     lh_free(&d), lh_free(&s);
+}
+
+static void check_layer(et_layer_type t, const void *cfg, size_t cfg_size, et_shape in, int N) {
+    check_layer_w(t, cfg, cfg_size, in, N, 1);
+    check_layer_w(t, cfg, cfg_size, in, N, 0);
+}
+
+/* Convolutions large enough for several im2col chunks (conv's two lanes run
+ * side by side at two threads), with the counts taken from the input: same
+ * bits as dense and the brute-force counts, at 1 and 2 threads. */
+static void test_layers_skip_lanes(void **state) {
+    (void)state;
+    et_conv_cfg convs[] = {
+        {8, 3, 3, 1, 1, 1, 1, 1}, /* k3 s1 p1: VGG8's convolutions */
+        {5, 5, 3, 1, 1, 2, 0, 0}, /* k5x3 s1 p2x0 */
+        {6, 3, 3, 2, 1, 1, 1, 1}, /* k3 s2x1 p1: the general count */
+    };
+    const int threads = et_get_threads();
+    for (int T = 1; T <= 2; T++) {
+        et_set_threads(T);
+        for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
+            check_layer(ET_L_CONV, &convs[i], sizeof convs[i], (et_shape){40, 26, 27, 1}, 5);
+    }
+    et_set_threads(threads);
 }
 
 static void test_layers_skip(void **state) {
@@ -733,6 +757,7 @@ static void test_cli_json(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse),           cmocka_unit_test(test_layers_skip),
+        cmocka_unit_test(test_layers_skip_lanes),
         cmocka_unit_test(test_emulated),
         cmocka_unit_test(test_spec_predictor),  cmocka_unit_test(test_spec_conv),
         cmocka_unit_test(test_spec_product),
