@@ -128,7 +128,9 @@ void et_spgemm_count_isa(et_isa isa, int ta, int tb, int M, int N, int K, const 
     out->macs_elem = 0, out->kept = 0, out->live = 1.0;
     if (M <= 0 || N <= 0) return;
     const et_spgemm_scan *sc = et_spgemm_scan_for(isa);
-    const int T = nthreads();
+    /* small operands: one thread (a parallel region's barriers cost more
+     * than the scan, the more so when the other core is busy) */
+    const int T = (double)M * K + (double)K * N + (double)M * N < (double)(1 << 20) ? 1 : nthreads();
     const int NW = (N + 63) / 64, KW = (K > 0 ? K + 63 : 63) / 64, MW = (M + 63) / 64;
     const int npa = (M + PR - 1) / PR, ngr = (N + GW - 1) / GW;
     if (K <= 0) skip = 0;
