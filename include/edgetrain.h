@@ -127,6 +127,14 @@ typedef struct et_spec {
     int ldmask;
     int check;                /* also compute the exact output and count false / missed zeros */
     et_spec_stats *stats;     /* accumulated, may be NULL */
+    /* 1..8 bits, op(B) = B: B's codes made by the caller (conv: its input
+     * coded once per call, then an im2col of the codes), K x N int8 with row
+     * stride ldb_codes, equal to et_spec_code of B's elements with absmax_b
+     * (NULL: coded here from B). b_colnz (NULL: counted here) = the
+     * non-zeros of B's columns, for the executed-MAC count. */
+    const int8_t *b_codes;
+    int ldb_codes;
+    const int32_t *b_colnz;
 } et_spec;
 
 /* One matrix product of one layer in one stage; see docs/architecture.md. */

@@ -19,6 +19,7 @@
 
 #include "kernels/matmul.h"
 #include "kernels/spgemm.h"
+#include "sparsity/sparsity.h"
 #include "nn/conv_rows.h"
 
 #define COL_BUDGET_FLOATS ((size_t)1 << 18) /* 1 MB of im2col per chunk: stays in L2 for the GEMM that reads it */
@@ -146,6 +147,47 @@ static void im2col(const et_layer *l, const float *x, int N, int n0, int nb, flo
                         dst[ox] = (ix >= 0 && ix < W) ? srow[ix] : 0.0f;
                     }
                 }
+            }
+        }
+    }
+}
+
+/* im2col of the input's speculation codes (int8; padding is code 0, the
+ * code of 0.0f): the same layout as im2col, a byte per entry. */
+static void im2col_codes(const et_layer *l, const int8_t *x, int N, int n0, int nb, int8_t *col) {
+    const et_conv_cfg *c = &l->cfg.conv;
+    const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w;
+    const int64_t rows = conv_ck(l), ld = (int64_t)nb * Ho * Wo;
+    et_conv_geom g;
+    const int fast = conv_rows_fast(l, &g);
+#pragma omp parallel for schedule(static) if (rows * ld > 131072)
+    for (int64_t r = 0; r < rows; r++) {
+        int kx = (int)(r % c->kw), ky = (int)(r / c->kw % c->kh), ci = (int)(r / c->kw / c->kh);
+        int8_t *dst = col + r * ld;
+#if defined(__x86_64__) || defined(_M_X64)
+        if (fast) {
+            et_im2col_row_i8_avx512(&g, ky, kx, x + ((int64_t)ci * N + n0) * H * W, nb, dst);
+            continue;
+        }
+#endif
+        int lo = 0, hi = Wo; /* output columns whose input column is inside the row */
+        while (lo < Wo && lo * c->sw - c->pw + kx < 0) lo++;
+        while (hi > lo && (hi - 1) * c->sw - c->pw + kx >= W) hi--;
+        for (int n = 0; n < nb; n++) {
+            const int8_t *src = x + ((int64_t)ci * N + n0 + n) * H * W;
+            for (int oy = 0; oy < Ho; oy++, dst += Wo) {
+                int iy = oy * c->sh - c->ph + ky;
+                if (iy < 0 || iy >= H || hi <= lo) {
+                    memset(dst, 0, (size_t)Wo);
+                    continue;
+                }
+                const int8_t *srow = src + (int64_t)iy * W + (lo * c->sw - c->pw + kx);
+                memset(dst, 0, (size_t)lo);
+                if (c->sw == 1)
+                    memcpy(dst + lo, srow, (size_t)(hi - lo));
+                else
+                    for (int ox = lo; ox < hi; ox++) dst[ox] = srow[(int64_t)(ox - lo) * c->sw];
+                memset(dst + hi, 0, (size_t)(Wo - hi));
             }
         }
     }
@@ -425,10 +467,19 @@ typedef struct cjob {
     int wg_tr;   /* WG in its transposed form (wg_transposed) */
     int lanes;   /* the stage's products may run side by side (conv_lanes_ok) */
     int ep_post; /* EP applies its mask after col2im (ep_mask_after) */
+    int8_t *xcodes; /* FF under speculation: the input's codes (then the lanes' col codes) */
 } cjob;
 
 static float *lane_cols(const cjob *j, int lane) {
     return j->cx->scratch + (size_t)lane * chunk_floats(j->l, j->cx->batch);
+}
+
+/* a lane's col matrix of speculation codes, after the input's codes */
+static int8_t *lane_codes(const cjob *j, int lane) {
+    const et_layer *l = j->l;
+    const size_t x = ((size_t)et_shape_numel(l->in) * (size_t)j->cx->batch + 63) & ~(size_t)63;
+    const size_t per = ((size_t)conv_ck(l) * (size_t)j->nbmax * l->out.h * l->out.w + 63) & ~(size_t)63;
+    return j->xcodes + x + (size_t)lane * per;
 }
 
 /* a lane's non-zero counts: CK row counts, then the column counts */
@@ -533,6 +584,18 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
             chunk.mask = spec->mask + (int64_t)n0 * HWo;
             chunk.ldmask = N * HWo;
             mm.spec = &chunk;
+            if (j->xcodes) { /* B's codes: an im2col of the input's codes; nnz of B's columns from x */
+                if (conv_direct(&l->cfg.conv)) {
+                    chunk.b_codes = j->xcodes + (int64_t)n0 * HWo, chunk.ldb_codes = N * HWo;
+                } else {
+                    int8_t *cc = lane_codes(j, lane);
+                    im2col_codes(l, j->xcodes, N, n0, nb, cc);
+                    chunk.b_codes = cc, chunk.ldb_codes = nb * HWo;
+                }
+                int32_t *nz = lane_colcnt(j, lane);
+                conv_xstats(l, j->x, N, n0, nb, NULL, nz);
+                chunk.b_colnz = nz;
+            }
         }
         et_status st = et_matmul_run(j->cx->eng, &mm);
         if (st) return st;
@@ -544,7 +607,12 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const et_spec *spec = cx->sp ? cx->sp->spec : NULL;
-    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL, 0), 0};
+    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL, 0), 0, NULL};
+    if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes) {
+        /* the input coded once (the same codes as each col entry's) */
+        j.xcodes = cx->sp->spec_codes;
+        et_spec_code_tensor(x, et_shape_numel(l->in) * N, spec->absmax_b, spec->bits, j.xcodes);
+    }
     et_status st = run_lanes(&j, (nch + 1) / 2, ff_lane);
     if (st) return st;
     if (l->cfg.conv.bias) {
@@ -627,7 +695,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
      * sink) and the exact count needs no pattern of W (no zero in W) */
     const int post = masked && et_matmul_plain(cx->eng, l->index) && !l->params[0].mask &&
                      !et_spgemm_any_zero(l->params[0].use, Cout, CK, CK);
-    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0, masked && !post), post};
+    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0, masked && !post), post, NULL};
     return run_lanes(&j, (nch + 1) / 2, ep_lane);
 }
 
@@ -687,7 +755,7 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const int h = et_matmul_emulated(cx->eng, l->index) ? nch : (nch + 1) / 2;
     const int tr = wg_transposed(l, cx);
-    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0, 0), 0};
+    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0, 0), 0, NULL};
     et_status st = run_lanes(&j, h, wg_lane);
     if (st) return st;
     float *dw = l->params[0].grad;

@@ -36,6 +36,26 @@ void et_im2col_row_avx512(const et_conv_geom *g, int ky, int kx, const float *sr
     }
 }
 
+void et_im2col_row_i8_avx512(const et_conv_geom *g, int ky, int kx, const int8_t *src, int nb, int8_t *dst) {
+    const int H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo;
+    const int ix0 = kx - g->PW;
+    int lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < Wo ? W - ix0 : Wo;
+    if (hi < lo) hi = lo;
+    const __mmask32 ld = (__mmask32)range_mask(lo, hi, 0) | (__mmask32)range_mask(lo, hi, 16) << 16;
+    const __mmask32 st = (__mmask32)range_mask(0, Wo, 0) | (__mmask32)range_mask(0, Wo, 16) << 16;
+    for (int n = 0; n < nb; n++) {
+        const int8_t *plane = src + (int64_t)n * H * W;
+        for (int oy = 0; oy < Ho; oy++, dst += Wo) {
+            int iy = oy - g->PH + ky;
+            if (iy < 0 || iy >= H) {
+                _mm256_mask_storeu_epi8(dst, st, _mm256_setzero_si256());
+                continue;
+            }
+            _mm256_mask_storeu_epi8(dst, st, _mm256_maskz_loadu_epi8(ld, plane + (int64_t)iy * W + ix0));
+        }
+    }
+}
+
 void et_col2im_chan_avx512(const et_conv_geom *g, const float *col, int64_t ld, int nb,
                            float *dx) {
     et_col2im_chan_keep_avx512(g, col, ld, nb, dx, NULL);

@@ -19,6 +19,8 @@ typedef struct et_conv_geom {
  * planes H*W apart. */
 void et_im2col_row_avx512(const et_conv_geom *g, int ky, int kx, const float *src, int nb,
                           float *dst);
+/* The same for int8 codes (speculation), 32 bytes per row. */
+void et_im2col_row_i8_avx512(const et_conv_geom *g, int ky, int kx, const int8_t *src, int nb, int8_t *dst);
 /* Gather form of col2im for one channel and nb images: every dx element is
  * written once as 0 + the sum of its col entries in (ky, kx) order.
  * col = the channel's first col row (rows Ho*Wo*ld apart, ld = nb*Ho*Wo). */

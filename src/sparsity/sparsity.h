@@ -24,6 +24,9 @@ typedef struct et_spec_fused {
 et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spec_fused *fu);
 /* One operand value's B-bit code, inv = 127 / absmax (0 if absmax is 0). */
 int8_t et_spec_code(float x, float inv, int bits);
+/* out[i] = et_spec_code(x[i], 127 / absmax, bits) for i < n (vectorised,
+ * threads over blocks): conv codes its input once per call with it. */
+void et_spec_code_tensor(const float *x, int64_t n, float absmax, int bits, int8_t *out);
 /* sign(x) * 2^floor(log2|x|), 0 for 0. */
 float et_spec_exp(float x);
 

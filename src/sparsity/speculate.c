@@ -76,6 +76,16 @@ static void codes(const float *X, int rows, int cols, int ld, float absmax, int 
         for (int c = 0; c < cols; c++) out[(int64_t)r * cols + c] = et_spec_code(X[(int64_t)r * ld + c], inv, bits);
 }
 
+void et_spec_code_tensor(const float *x, int64_t n, float absmax, int bits, int8_t *out) {
+    const int64_t blk = 16384;
+    const int64_t nb = (n + blk - 1) / blk;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t o = b * blk;
+        codes(x + o, 1, (int)(n - o < blk ? n - o : blk), 0, absmax, bits, out + o);
+    }
+}
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 void et_spec_pack_a_vnni(const int8_t *ca, int M, int K, int Kq, uint32_t *Ap);
@@ -89,12 +99,16 @@ void et_spec_vnni_panel(int M, int K, int Kq, const uint32_t *Ap, const float *B
  * accumulators, so neither B's codes nor the estimate are stored. Uses the
  * estimate's part of the workspace; returns 0 (nothing done) when it does not
  * fit. With it, fu gets the mask count and sum_j nnz(B[:,j]) * kept(j). */
+void et_spec_vnni_panel_codes(int M, int K, int Kq, const uint32_t *Ap, const int8_t *Bc, int ldc, int j0, int nc,
+                              float scale, const float *bias, int bias_rows, uint8_t *mask, int ldm, __m512i *bp,
+                              uint64_t *pz, int32_t *kept);
+
 static int predict_fused(const et_matmul *mm, const int8_t *ca, char *wsp, size_t room, uint64_t *pz,
                          et_spec_fused *fu) {
     const et_spec *sp = mm->spec;
     const int M = mm->M, N = mm->N, K = mm->K;
     if (mm->ta || mm->tb || K <= 0 || K > 65536 || M <= 0 || N <= 0 || et_cpu_isa() < ET_ISA_AVX512 ||
-        !__builtin_cpu_supports("avx512vnni"))
+        !__builtin_cpu_supports("avx512vnni") || (sp->b_codes && !sp->b_colnz))
         return 0;
     int T = 1;
 #ifdef _OPENMP
@@ -119,10 +133,15 @@ static int predict_fused(const et_matmul *mm, const int8_t *ca, char *wsp, size_
         t = omp_get_thread_num();
 #endif
         int j0 = p * 32, nc = N - j0 < 32 ? N - j0 : 32;
-        et_spec_vnni_panel(M, K, Kq, Ap, mm->B, mm->ldb, j0, nc, invb, sp->bits, scale, sp->bias, sp->bias_rows,
-                           sp->mask, sp->ldmask, (__m512i *)(void *)(wsp + pa + pb * (size_t)t), &z, colnz + j0,
-                           kept + j0);
+        __m512i *bp = (__m512i *)(void *)(wsp + pa + pb * (size_t)t);
+        if (sp->b_codes) /* B's codes from the caller: packed from bytes */
+            et_spec_vnni_panel_codes(M, K, Kq, Ap, sp->b_codes, sp->ldb_codes, j0, nc, scale, sp->bias, sp->bias_rows,
+                                     sp->mask, sp->ldmask, bp, &z, kept + j0);
+        else
+            et_spec_vnni_panel(M, K, Kq, Ap, mm->B, mm->ldb, j0, nc, invb, sp->bits, scale, sp->bias, sp->bias_rows,
+                               sp->mask, sp->ldmask, bp, &z, colnz + j0, kept + j0);
     }
+    if (sp->b_codes) colnz = (int32_t *)sp->b_colnz;
     uint64_t kt = 0, e = 0;
     for (int j = 0; j < N; j++) kt += (uint64_t)kept[j], e += (uint64_t)kept[j] * (uint64_t)colnz[j];
     *pz = z;
@@ -174,9 +193,13 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spe
         fused = predict_fused(mm, ca, (char *)ws, al((size_t)M * N * 4), &pz, fu);
 #endif
         if (!fused) {
-            codes(mm->B, br, bc, mm->ldb, sp->absmax_b, sp->bits, cb);
+            int ldcb = bc > 0 ? bc : 1;
+            if (sp->b_codes && !mm->tb) /* the caller's codes of B */
+                cb = (int8_t *)sp->b_codes, ldcb = sp->ldb_codes;
+            else
+                codes(mm->B, br, bc, mm->ldb, sp->absmax_b, sp->bits, cb);
             isum = (int32_t *)ws;
-            et_igemm_s8(mm->ta, mm->tb, M, N, K, ca, ac > 0 ? ac : 1, cb, bc > 0 ? bc : 1, isum, N > 0 ? N : 1);
+            et_igemm_s8(mm->ta, mm->tb, M, N, K, ca, ac > 0 ? ac : 1, cb, ldcb, isum, N > 0 ? N : 1);
             const float step = (float)(1 << (8 - sp->bits));
             const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step;
             scale = sa * sb;
