@@ -135,6 +135,10 @@ typedef struct et_spec {
     const int8_t *b_codes;
     int ldb_codes;
     const int32_t *b_colnz;
+    /* op(A) = A's codes already packed for the fused VNNI path by the caller
+     * (et_spec_pack_a, once for several products with the same A and scale);
+     * NULL: coded and packed per product. */
+    const uint32_t *a_vnni;
 } et_spec;
 
 /* One matrix product of one layer in one stage; see docs/architecture.md. */

@@ -108,7 +108,7 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     uint64_t macs = (uint64_t)mm->M * (uint64_t)mm->N * (uint64_t)mm->K;
     const uint8_t *mask = mm->mask;
     int ldm = mm->ldmask;
-    et_spec_fused fu = {0, 0, 0};
+    et_spec_fused fu = {0, 0, 0, NULL};
     if (mm->post_mask_cols && (mm->mask || mm->spec))
         return et_set_error(ET_ERR_INVALID, "matmul: post_mask_cols with a mask or a speculation");
     if (mm->spec) { /* predict the output mask first (src/sparsity/speculate.c) */
@@ -161,10 +161,21 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     } else if (sparse && fu.valid &&
                (!mm->skip_zeros || !et_spgemm_any_zero(mm->A, mm->ta ? mm->K : mm->M, mm->ta ? mm->M : mm->K, mm->lda))) {
         /* the fused prediction counted on its way through B (op(A) has no
-         * zero): the dense kernel, then the mask */
-        et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
-                 mm->ldc);
-        et_spgemm_apply_mask(mm->M, mm->N, mm->C, mm->ldc, mask, ldm);
+         * zero): the dense kernel, then the mask; on a checked call the
+         * check's dense product is this product (same et_sgemm, beta 0) */
+        if (fu.dense && mm->beta == 0.0f) {
+#pragma omp parallel for schedule(static) if ((int64_t)mm->M * mm->N > 65536)
+            for (int i = 0; i < mm->M; i++) {
+                const uint8_t *r = mask + (int64_t)i * ldm;
+                const float *d = fu.dense + (int64_t)i * mm->N;
+                float *c = mm->C + (int64_t)i * mm->ldc;
+                for (int j = 0; j < mm->N; j++) c[j] = r[j] ? d[j] : 0.0f;
+            }
+        } else {
+            et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
+                     mm->ldc);
+            et_spgemm_apply_mask(mm->M, mm->N, mm->C, mm->ldc, mask, ldm);
+        }
         kept = fu.kept;
         w.executed = mm->skip_zeros ? fu.elem_dense_a : fu.kept * (uint64_t)mm->K;
     } else if (sparse) {

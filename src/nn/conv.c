@@ -468,6 +468,7 @@ typedef struct cjob {
     int lanes;   /* the stage's products may run side by side (conv_lanes_ok) */
     int ep_post; /* EP applies its mask after col2im (ep_mask_after) */
     int8_t *xcodes; /* FF under speculation: the input's codes (then the lanes' col codes) */
+    const uint32_t *a_vnni; /* FF under speculation: the weights' packed codes, NULL: none */
 } cjob;
 
 static float *lane_cols(const cjob *j, int lane) {
@@ -595,6 +596,7 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
                 int32_t *nz = lane_colcnt(j, lane);
                 conv_xstats(l, j->x, N, n0, nb, NULL, nz);
                 chunk.b_colnz = nz;
+                chunk.a_vnni = j->a_vnni;
             }
         }
         et_status st = et_matmul_run(j->cx->eng, &mm);
@@ -607,11 +609,14 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const et_spec *spec = cx->sp ? cx->sp->spec : NULL;
-    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL, 0), 0, NULL};
+    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL, 0), 0, NULL, NULL};
     if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes) {
         /* the input coded once (the same codes as each col entry's) */
         j.xcodes = cx->sp->spec_codes;
         et_spec_code_tensor(x, et_shape_numel(l->in) * N, spec->absmax_b, spec->bits, j.xcodes);
+        /* the weights' codes packed once for all chunks */
+        uint32_t *ap = (uint32_t *)(void *)lane_codes(&j, 2);
+        if (et_spec_pack_a(l->params[0].use, Cout, (int)conv_ck(l), (int)conv_ck(l), spec->absmax_a, spec->bits, ap)) j.a_vnni = ap;
     }
     et_status st = run_lanes(&j, (nch + 1) / 2, ff_lane);
     if (st) return st;
@@ -695,7 +700,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
      * sink) and the exact count needs no pattern of W (no zero in W) */
     const int post = masked && et_matmul_plain(cx->eng, l->index) && !l->params[0].mask &&
                      !et_spgemm_any_zero(l->params[0].use, Cout, CK, CK);
-    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0, masked && !post), post, NULL};
+    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0, masked && !post), post, NULL, NULL};
     return run_lanes(&j, (nch + 1) / 2, ep_lane);
 }
 
@@ -755,7 +760,7 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const int h = et_matmul_emulated(cx->eng, l->index) ? nch : (nch + 1) / 2;
     const int tr = wg_transposed(l, cx);
-    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0, 0), 0, NULL};
+    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0, 0), 0, NULL, NULL};
     et_status st = run_lanes(&j, h, wg_lane);
     if (st) return st;
     float *dw = l->params[0].grad;

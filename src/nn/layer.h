@@ -135,8 +135,8 @@ void et_layer_ff_dims(const et_layer *l, int batch, int *M, int *N, int *K);
 /* Bytes of the EP output mask of a conv/linear layer at `batch` images. */
 size_t et_layer_ep_mask_bytes(const et_layer *l, int batch);
 /* Bytes of et_layer_sparsity.spec_codes for a conv layer at `batch` (0 for
- * other layers): the input's int8 codes, then two lanes' col matrices of
- * codes, each 64-byte aligned. */
+ * other layers): the input's int8 codes, two lanes' col matrices of codes,
+ * then the weights' codes packed for the fused path, each 64-byte aligned. */
 size_t et_layer_spec_code_bytes(const et_layer *l, int batch);
 
 /* Helpers shared by layer implementations. */
