@@ -130,7 +130,7 @@ static void check_layer_w(et_layer_type t, const void *cfg, size_t cfg_size, et_
     /* some zero weights too (without: conv EP applies its mask after col2im) */
     for (int64_t i = 0; zero_w && i < d.l.params[0].n; i += 5) d.l.params[0].data[i] = s.l.params[0].data[i] = 0.0f;
     uint8_t *mb = calloc(et_layer_ep_mask_bytes(&s.l, N) + 1, 1);
-    et_layer_sparsity sp = {1, 1, 1, NULL, mb};
+    et_layer_sparsity sp = {1, 1, 1, NULL, mb, NULL};
     s.sp = &sp;
     assert_int_equal(lh_ff(&d), ET_OK);
     assert_int_equal(lh_ff(&s), ET_OK);
@@ -229,7 +229,7 @@ static void test_emulated(void **state) {
         sparsify(hs[k]->dy, hs[k]->ny, 3, 0.5f);
     }
     uint8_t mb[64];
-    et_layer_sparsity sp = {1, 1, 1, NULL, mb};
+    et_layer_sparsity sp = {1, 1, 1, NULL, mb, NULL};
     s.sp = &sp;
     assert_int_equal(lh_ff(&d), ET_OK), assert_int_equal(lh_ff(&s), ET_OK);
     assert_true(bits_equal(s.y, d.y, d.ny));
@@ -292,8 +292,8 @@ static void check_spec_linear(int bits) {
     void *ws = aligned_alloc(64, (wsb + 63) / 64 * 64);
     h.eng.spec_ws = ws, h.eng.spec_ws_bytes = wsb;
     et_spec_stats stats = {0};
-    et_spec spec = {bits, absmaxf(h.x, h.nx), absmaxf(w, h.l.params[0].n), b, 0, mask, out, 1, &stats};
-    et_layer_sparsity sp = {0, 0, 0, &spec, NULL};
+    et_spec spec = {bits, absmaxf(h.x, h.nx), absmaxf(w, h.l.params[0].n), b, 0, mask, out, 1, &stats, NULL, 0, NULL, NULL};
+    et_layer_sparsity sp = {0, 0, 0, &spec, NULL, NULL};
     h.sp = &sp;
     assert_int_equal(lh_ff(&h), ET_OK);
     uint64_t pz = 0, tz = 0, fz = 0, mz = 0;
@@ -403,8 +403,8 @@ static void test_spec_conv(void **state) {
     void *ws = aligned_alloc(64, (wsb + 63) / 64 * 64);
     h.eng.spec_ws = ws, h.eng.spec_ws_bytes = wsb;
     float aw = absmaxf(h.l.params[0].data, h.l.params[0].n), ax = absmaxf(h.x, h.nx);
-    et_spec spec = {bits, aw, ax, h.l.params[1].data, 1, mask, N * Ho * Wo, 0, NULL};
-    et_layer_sparsity sp = {0, 0, 0, &spec, NULL};
+    et_spec spec = {bits, aw, ax, h.l.params[1].data, 1, mask, N * Ho * Wo, 0, NULL, NULL, 0, NULL, NULL};
+    et_layer_sparsity sp = {0, 0, 0, &spec, NULL, NULL};
     h.sp = &sp;
     assert_int_equal(lh_ff(&h), ET_OK);
     const float *w = h.l.params[0].data, *b = h.l.params[1].data;
@@ -471,8 +471,23 @@ static void test_spec_product(void **state) {
                 assert_non_null(ws);
                 et_spec_stats stats;
                 memset(&stats, 0, sizeof stats);
-                et_spec spec = {bits, aa, ab, bias, brows, mask, ldm, 0, &stats};
-                for (int T = 1; T <= 2; T++) {
+                et_spec spec = {bits, aa, ab, bias, brows, mask, ldm, 0, &stats, NULL, 0, NULL, NULL};
+                /* what a conv layer hands over: B's codes (made from the whole
+                 * tensor at once), B's column counts, A's packed codes, and a
+                 * checked call (its dense product serves the masked FF) */
+                int8_t *bc = malloc((size_t)K * ldb);
+                int32_t *colnz = calloc((size_t)N, sizeof(int32_t));
+                uint32_t *ap = malloc(et_spec_a_vnni_bytes(M, K));
+                assert_true(bc && colnz && ap);
+                et_spec_code_tensor(B, (int64_t)K * ldb, ab, bits, bc);
+                for (int k = 0; k < K; k++)
+                    for (int j = 0; j < N; j++) colnz[j] += B[k * ldb + j] != 0.0f;
+                const int packed = et_spec_pack_a(A, M, K, lda, aa, bits, ap);
+                for (int T = 1; T <= 2; T++)
+                    for (int given = 0; given < 3; given++) {
+                    spec.b_codes = given ? bc : NULL, spec.ldb_codes = ldb, spec.b_colnz = given ? colnz : NULL;
+                    spec.a_vnni = given == 2 && packed ? ap : NULL;
+                    spec.check = given == 2;
                     et_engine eng;
                     memset(&eng, 0, sizeof eng);
                     eng.spec_ws = ws, eng.spec_ws_bytes = wsb;
@@ -507,6 +522,7 @@ static void test_spec_product(void **state) {
                                  T, (unsigned long long)eng.total.macs_executed[ET_FF], (unsigned long long)elem);
                     assert_int_equal(eng.total.outputs_masked[ET_FF], zeros);
                 }
+                free(bc), free(colnz), free(ap);
                 free(A), free(B), free(C), free(D), free(bias), free(mask), free(ws);
             }
 }
