@@ -129,7 +129,7 @@ static void check_layer_w(et_layer_type t, const void *cfg, size_t cfg_size, et_
     for (int64_t i = 0; i < d.ny; i++) d.dy[i] = s.dy[i] = (i % 3 ? 1.0f : -1.0f) * d.dy[i];
     /* some zero weights too (without: conv EP applies its mask after col2im) */
     for (int64_t i = 0; zero_w && i < d.l.params[0].n; i += 5) d.l.params[0].data[i] = s.l.params[0].data[i] = 0.0f;
-    uint8_t *mb = calloc(et_layer_ep_mask_bytes(&s.l, N) + 1, 1);
+    uint8_t *mb = calloc(2 * ((et_layer_ep_mask_bytes(&s.l, N) + 63) & ~(size_t)63) + 1, 1); /* two lanes */
     et_layer_sparsity sp = {1, 1, 1, NULL, mb, NULL};
     s.sp = &sp;
     assert_int_equal(lh_ff(&d), ET_OK);

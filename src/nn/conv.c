@@ -517,11 +517,11 @@ static const float *chunk_cols(const cjob *j, int lane, int n0, int nb, int *ldb
  * processor-model sink and no emulated arithmetic (et_matmul_plain; the
  * integer path's buffers are per thread), and nothing shared between the
  * lanes: speculation has a workspace per lane when the engine has two
- * (eng->spec_ws1), the skipping kernels and the counting pass have per-thread
- * buffers, EP's mask bytes are shared (ep_shared_mask), the counts from the
- * layer are per lane. Sparsity itself changes nothing else. */
-static int conv_lanes_ok(const et_layer *l, const et_lctx *cx, int spec, int ep_shared_mask) {
-    if (!et_matmul_plain(cx->eng, l->index) || ep_shared_mask) return 0;
+ * (eng->spec_ws1); EP's mask bytes, the counts from the layer and the code
+ * buffers are per lane; the skipping kernels and the counting pass use
+ * per-thread buffers. Sparsity itself changes nothing else. */
+static int conv_lanes_ok(const et_layer *l, const et_lctx *cx, int spec) {
+    if (!et_matmul_plain(cx->eng, l->index)) return 0;
     return !spec || !cx->eng || cx->eng->spec_ws1;
 }
 
@@ -609,7 +609,7 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const et_spec *spec = cx->sp ? cx->sp->spec : NULL;
-    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL, 0), 0, NULL, NULL};
+    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL};
     if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes) {
         /* the input coded once (the same codes as each col entry's) */
         j.xcodes = cx->sp->spec_codes;
@@ -665,9 +665,10 @@ static et_status ep_lane(const cjob *j, int lane, int c0, int c1) {
             int32_t *cc = lane_colcnt(j, lane);
             conv_xstats(l, j->x, N, n0, nb, NULL, cc);
             mm.post_mask_cols = cc;
-        } else if (masked) {
-            im2col_mask(l, j->x, N, n0, nb, sp->ep_maskbuf);
-            mm.mask = sp->ep_maskbuf, mm.ldmask = nb * HWo;
+        } else if (masked) { /* this lane's mask bytes */
+            uint8_t *mb = sp->ep_maskbuf + (size_t)lane * ((et_layer_ep_mask_bytes(l, N) + 63) & ~(size_t)63);
+            im2col_mask(l, j->x, N, n0, nb, mb);
+            mm.mask = mb, mm.ldmask = nb * HWo;
         }
         et_status st = et_matmul_run(j->cx->eng, &mm);
         if (st) return st;
@@ -700,7 +701,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
      * sink) and the exact count needs no pattern of W (no zero in W) */
     const int post = masked && et_matmul_plain(cx->eng, l->index) && !l->params[0].mask &&
                      !et_spgemm_any_zero(l->params[0].use, Cout, CK, CK);
-    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0, masked && !post), post, NULL, NULL};
+    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL};
     return run_lanes(&j, (nch + 1) / 2, ep_lane);
 }
 
@@ -760,7 +761,7 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const int h = et_matmul_emulated(cx->eng, l->index) ? nch : (nch + 1) / 2;
     const int tr = wg_transposed(l, cx);
-    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0, 0), 0, NULL, NULL};
+    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL};
     et_status st = run_lanes(&j, h, wg_lane);
     if (st) return st;
     float *dw = l->params[0].grad;

@@ -83,7 +83,8 @@ typedef struct et_layer_sparsity {
     int ep_mask;          /* EP: compute only input-gradient entries whose input is non-zero */
     int bw_skip;          /* EP, WG: skip zero operands (errors, activations) */
     et_spec *spec;        /* FF: speculation request (mask = the whole output), NULL: none */
-    uint8_t *ep_maskbuf;  /* room for EP's output mask (et_layer_ep_mask_bytes) */
+    uint8_t *ep_maskbuf;  /* room for EP's output mask (et_layer_ep_mask_bytes), twice
+                             (conv's second lane: from the first's size rounded to 64) */
     int8_t *spec_codes;   /* conv FF under speculation with 1..8 bits: room for the
                              input's codes and two lanes' im2col of them
                              (et_layer_spec_code_bytes); NULL: B is coded per product */

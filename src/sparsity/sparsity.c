@@ -211,7 +211,8 @@ et_status et_sparsity_plan(et_model *m, int batch, size_t *bytes) {
         }
     }
     /* two speculation workspaces: conv's lanes predict side by side */
-    *bytes = al(st->ep_mask_bytes) + al(st->out_mask_bytes) + 2 * al(st->ws_bytes) + al(st->code_bytes);
+    /* EP mask bytes for each of conv's two lanes */
+    *bytes = 2 * al(st->ep_mask_bytes) + al(st->out_mask_bytes) + 2 * al(st->ws_bytes) + al(st->code_bytes);
     return ET_OK;
 }
 
@@ -220,7 +221,7 @@ void et_sparsity_bind(et_model *m, void *mem) {
     if (!st) return;
     char *p = mem;
     st->ep_mask = st->ep_mask_bytes ? (uint8_t *)p : NULL;
-    p += al(st->ep_mask_bytes);
+    p += 2 * al(st->ep_mask_bytes);
     st->out_mask = st->out_mask_bytes ? (uint8_t *)p : NULL;
     p += al(st->out_mask_bytes);
     m->eng.spec_ws = st->ws_bytes ? p : NULL;
