@@ -81,10 +81,11 @@ static size_t stat_ints(const et_layer *l, int batch) {
 }
 
 /* two lanes' column buffers, then WG's two lane gradients (see "chunks"),
- * then the two lanes' non-zero counts (int32, 4 bytes like a float) */
+ * then the two lanes' non-zero counts and the weights' column counts (int32,
+ * 4 bytes like a float) */
 static size_t conv_scratch(const et_layer *l, int batch) {
     return 2 * chunk_floats(l, batch) + 2 * (((size_t)conv_ck(l) * l->out.c + 15) & ~(size_t)15) +
-           2 * stat_ints(l, batch);
+           2 * stat_ints(l, batch) + (((size_t)conv_ck(l) + 15) & ~(size_t)15);
 }
 
 static int64_t conv_macs(const et_layer *l) {
@@ -468,6 +469,7 @@ typedef struct cjob {
     int lanes;   /* the stage's products may run side by side (conv_lanes_ok) */
     int ep_post; /* EP applies its mask after col2im (ep_mask_after) */
     int8_t *xcodes; /* FF under speculation: the input's codes (then the lanes' col codes) */
+    const int32_t *wcnt; /* FF with skip_zeros: nnz of the weights' columns */
     const uint32_t *a_vnni; /* FF under speculation: the weights' packed codes, NULL: none */
 } cjob;
 
@@ -490,6 +492,9 @@ static int32_t *lane_rowcnt(const cjob *j, int lane) {
     float *base = j->cx->scratch + 2 * chunk_floats(l, b) + 2 * (((size_t)conv_ck(l) * l->out.c + 15) & ~(size_t)15);
     return (int32_t *)(void *)(base + (size_t)lane * stat_ints(l, b));
 }
+/* nnz of the weights' columns (FF's op(A)[:,k]), once per FF call */
+static int32_t *weight_colcnt(const cjob *j) { return lane_rowcnt(j, 2); }
+
 static int32_t *lane_colcnt(const cjob *j, int lane) {
     return lane_rowcnt(j, lane) + ((conv_ck(j->l) + 15) & ~(int64_t)15);
 }
@@ -576,7 +581,7 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
         if (mm.skip_zeros && !spec) { /* nnz of col's rows, from x */
             int32_t *rc = lane_rowcnt(j, lane);
             conv_xstats(l, j->x, N, n0, nb, rc, NULL);
-            mm.knnz_b = rc;
+            mm.knnz_b = rc, mm.knnz_a = j->wcnt;
         }
         mm.lane = lane;
         et_spec chunk;
@@ -609,7 +614,12 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const et_spec *spec = cx->sp ? cx->sp->spec : NULL;
-    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL};
+    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL, NULL};
+    if (!spec && ((cx->sp && cx->sp->ff_skip) || l->params[0].mask)) { /* the same for every chunk */
+        int32_t *wc = weight_colcnt(&j);
+        et_spgemm_linecount(0, Cout, (int)conv_ck(l), l->params[0].use, (int)conv_ck(l), wc);
+        j.wcnt = wc;
+    }
     if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes) {
         /* the input coded once (the same codes as each col entry's) */
         j.xcodes = cx->sp->spec_codes;
@@ -701,7 +711,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
      * sink) and the exact count needs no pattern of W (no zero in W) */
     const int post = masked && et_matmul_plain(cx->eng, l->index) && !l->params[0].mask &&
                      !et_spgemm_any_zero(l->params[0].use, Cout, CK, CK);
-    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL};
+    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL, NULL};
     return run_lanes(&j, (nch + 1) / 2, ep_lane);
 }
 
@@ -761,7 +771,7 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const int h = et_matmul_emulated(cx->eng, l->index) ? nch : (nch + 1) / 2;
     const int tr = wg_transposed(l, cx);
-    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL};
+    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL};
     et_status st = run_lanes(&j, h, wg_lane);
     if (st) return st;
     float *dw = l->params[0].grad;
