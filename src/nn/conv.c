@@ -110,7 +110,11 @@ static int conv_rows_fast(const et_layer *l, et_conv_geom *g) {
 }
 
 /* col[(ci*KH+ky)*KW+kx][n*HoWo + oy*Wo + ox] = x[ci][n0+n][oy*sh-ph+ky][ox*sw-pw+kx] */
-static void im2col(const et_layer *l, const float *x, int N, int n0, int nb, float *col) {
+static void im2col_row(const et_layer *l, const float *x, int N, int n0, int nb, int64_t r, float *dst);
+
+/* rowcnt (NULL: none): rowcnt[r] = the non-zeros of col row r, counted on
+ * the way (the exact knnz_b of FF's product) */
+static void im2col(const et_layer *l, const float *x, int N, int n0, int nb, float *col, int32_t *rowcnt) {
     const et_conv_cfg *c = &l->cfg.conv;
     const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w;
     const int64_t rows = conv_ck(l), ld = (int64_t)nb * Ho * Wo;
@@ -122,10 +126,27 @@ static void im2col(const et_layer *l, const float *x, int N, int n0, int nb, flo
         float *dst = col + r * ld;
 #if defined(__x86_64__) || defined(_M_X64)
         if (fast) {
-            et_im2col_row_avx512(&g, ky, kx, x + ((int64_t)ci * N + n0) * H * W, nb, dst);
+            et_im2col_row_avx512(&g, ky, kx, x + ((int64_t)ci * N + n0) * H * W, nb, dst, rowcnt ? rowcnt + r : NULL);
             continue;
         }
 #endif
+        if (rowcnt) {
+            int32_t nz = 0;
+            im2col_row(l, x, N, n0, nb, r, dst);
+            for (int64_t t = 0; t < ld; t++) nz += dst[t] != 0.0f;
+            rowcnt[r] = nz;
+            continue;
+        }
+        im2col_row(l, x, N, n0, nb, r, dst);
+    }
+}
+
+/* one col row r = (ci, ky, kx) of images n0..n0+nb-1, portable */
+static void im2col_row(const et_layer *l, const float *x, int N, int n0, int nb, int64_t r, float *dst) {
+    const et_conv_cfg *c = &l->cfg.conv;
+    const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w;
+    int kx = (int)(r % c->kw), ky = (int)(r / c->kw % c->kh), ci = (int)(r / c->kw / c->kh);
+    {
         for (int n = 0; n < nb; n++) {
             const float *src = x + ((int64_t)ci * N + n0 + n) * H * W;
             for (int oy = 0; oy < Ho; oy++, dst += Wo) {
@@ -505,7 +526,7 @@ void et_bias_masked_avx512(float *y, const uint8_t *m, int64_t n, float b); /* c
 
 /* The col matrix of images n0..n0+nb-1: the input itself for a direct
  * (1x1, stride 1, unpadded) convolution, else im2col into the lane's buffer. */
-static const float *chunk_cols(const cjob *j, int lane, int n0, int nb, int *ldb) {
+static const float *chunk_cols(const cjob *j, int lane, int n0, int nb, int *ldb, int32_t *rowcnt) {
     const et_layer *l = j->l;
     const int N = j->cx->batch, HWo = l->out.h * l->out.w;
     if (conv_direct(&l->cfg.conv)) {
@@ -513,7 +534,7 @@ static const float *chunk_cols(const cjob *j, int lane, int n0, int nb, int *ldb
         return j->x + (int64_t)n0 * HWo;
     }
     float *col = lane_cols(j, lane);
-    im2col(l, j->x, N, n0, nb, col);
+    im2col(l, j->x, N, n0, nb, col, rowcnt);
     *ldb = nb * HWo;
     return col;
 }
@@ -566,6 +587,10 @@ static int chunk_images(const cjob *j, int c, int *n0) {
     return j->cx->batch - *n0 < j->nbmax ? j->cx->batch - *n0 : j->nbmax;
 }
 
+static int mm_skip_ff(const cjob *j) {
+    return (j->cx->sp && j->cx->sp->ff_skip) || j->l->params[0].mask != NULL;
+}
+
 static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
     et_layer *l = j->l;
     const int N = j->cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c, CK = (int)conv_ck(l);
@@ -573,14 +598,16 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
     const et_spec *spec = sp ? sp->spec : NULL;
     for (int c = c0; c < c1; c++) {
         int n0, nb = chunk_images(j, c, &n0), ldb;
-        const float *B = chunk_cols(j, lane, n0, nb, &ldb);
+        /* FF skipping zeros: nnz of col's rows, counted by im2col (direct: from x) */
+        const int cnt = mm_skip_ff(j) && !spec;
+        const float *B = chunk_cols(j, lane, n0, nb, &ldb, cnt ? lane_rowcnt(j, lane) : NULL);
         et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK,
                         B, ldb, j->y + (int64_t)n0 * HWo, N * HWo, 0.0f,
                         (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, NULL,
                         l->int_scale[ET_IS_W], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0};
-        if (mm.skip_zeros && !spec) { /* nnz of col's rows, from x */
+        if (cnt) {
             int32_t *rc = lane_rowcnt(j, lane);
-            conv_xstats(l, j->x, N, n0, nb, rc, NULL);
+            if (conv_direct(&l->cfg.conv)) conv_xstats(l, j->x, N, n0, nb, rc, NULL);
             mm.knnz_b = rc, mm.knnz_a = j->wcnt;
         }
         mm.lane = lane;
@@ -741,7 +768,7 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
     float *dst = tr || lane ? lane_grad(l, j->cx, lane) : l->params[0].grad;
     for (int c = c0; c < c1; c++) {
         int n0, nb = chunk_images(j, c, &n0), ldb;
-        const float *col = chunk_cols(j, lane, n0, nb, &ldb), *dyc = j->dy + (int64_t)n0 * HWo;
+        const float *col = chunk_cols(j, lane, n0, nb, &ldb, NULL), *dyc = j->dy + (int64_t)n0 * HWo;
         const float beta = c == c0 ? 0.0f : 1.0f;
         et_matmul mm = {ET_WG, l->index, 0, 1, Cout, CK, nb * HWo, dyc, N * HWo, col, ldb, dst, CK, beta,
                         j->cx->sp && j->cx->sp->bw_skip, l->params[0].mask, CK, NULL,

@@ -13,7 +13,9 @@ static inline __mmask16 range_mask(int lo, int hi, int base) {
 }
 
 void et_im2col_row_avx512(const et_conv_geom *g, int ky, int kx, const float *src, int nb,
-                          float *dst) {
+                          float *dst, int32_t *cnt) {
+    const __m512 zero = _mm512_setzero_ps();
+    int32_t nz = 0;
     const int H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo;
     const int ix0 = kx - g->PW; /* input column of output column 0 */
     int lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < Wo ? W - ix0 : Wo;
@@ -30,10 +32,17 @@ void et_im2col_row_avx512(const et_conv_geom *g, int ky, int kx, const float *sr
                 continue;
             }
             const float *s = plane + (int64_t)iy * W + ix0;
-            _mm512_mask_storeu_ps(dst, st0, _mm512_maskz_loadu_ps(ld0, s));
-            if (st1) _mm512_mask_storeu_ps(dst + 16, st1, _mm512_maskz_loadu_ps(ld1, s + 16));
+            const __m512 v0 = _mm512_maskz_loadu_ps(ld0, s);
+            _mm512_mask_storeu_ps(dst, st0, v0);
+            if (cnt) nz += __builtin_popcount((unsigned)_mm512_mask_cmp_ps_mask(ld0, v0, zero, _CMP_NEQ_UQ));
+            if (st1) {
+                const __m512 v1 = _mm512_maskz_loadu_ps(ld1, s + 16);
+                _mm512_mask_storeu_ps(dst + 16, st1, v1);
+                if (cnt) nz += __builtin_popcount((unsigned)_mm512_mask_cmp_ps_mask(ld1, v1, zero, _CMP_NEQ_UQ));
+            }
         }
     }
+    if (cnt) *cnt = nz;
 }
 
 void et_im2col_row_i8_avx512(const et_conv_geom *g, int ky, int kx, const int8_t *src, int nb, int8_t *dst) {
