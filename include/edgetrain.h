@@ -127,6 +127,18 @@ typedef struct et_spec {
     int ldmask;
     int check;                /* also compute the exact output and count false / missed zeros */
     et_spec_stats *stats;     /* accumulated, may be NULL */
+    /* 1..8 bits, op(B) = B: B's codes made by the caller (conv: its input
+     * coded once per call, then an im2col of the codes), K x N int8 with row
+     * stride ldb_codes, equal to et_spec_code of B's elements with absmax_b
+     * (NULL: coded here from B). b_colnz (NULL: counted here) = the
+     * non-zeros of B's columns, for the executed-MAC count. */
+    const int8_t *b_codes;
+    int ldb_codes;
+    const int32_t *b_colnz;
+    /* op(A) = A's codes already packed for the fused VNNI path by the caller
+     * (et_spec_pack_a, once for several products with the same A and scale);
+     * NULL: coded and packed per product. */
+    const uint32_t *a_vnni;
 } et_spec;
 
 /* One matrix product of one layer in one stage; see docs/architecture.md. */
@@ -154,6 +166,18 @@ typedef struct et_matmul {
      * precision policy with acc=int32 stores them. With both set (and no mask)
      * the product runs on the codes with exact int32 sums (et_igemm). 0: float. */
     float a_scale, b_scale;
+    /* Counts the caller knows exactly (conv: from its input, docs/sparsity.md
+     * "Counts from the layer"); NULL: the call counts from the operands.
+     * knnz_a[k] = nnz(op(A)[:,k]), knnz_b[k] = nnz(op(B)[k,:]) for k < K
+     * (used with skip_zeros and no mask). post_mask_cols: the caller applies an
+     * output mask itself after the call (conv EP: dx zeroed where x == 0, the
+     * same values as masking dcol before col2im); the call computes every
+     * output and counts as if masked, post_mask_cols[j] = kept outputs of
+     * column j. With it, skip_zeros needs op(A) without zeros and no mask. */
+    const int32_t *knnz_a, *knnz_b, *post_mask_cols;
+    /* Which of the caller's concurrent lanes (0 or 1) makes the call: selects
+     * the engine's per-lane workspaces (speculation). */
+    int lane;
 } et_matmul;
 
 typedef struct et_engine et_engine; /* the matmul path's state: counters, hooks */

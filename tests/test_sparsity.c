@@ -120,17 +120,17 @@ static void assert_close(const float *a, const float *b, int64_t n, const char *
 /* Runs one layer dense and with skip (ff_skip, ep_mask, bw_skip): FF, WG
  * equal; EP equals where x != 0 and is 0 where x == 0 (the ReLU's EP zeroes
  * those anyway); executed MACs equal the independent count. */
-static void check_layer(et_layer_type t, const void *cfg, size_t cfg_size, et_shape in, int N) {
+static void check_layer_w(et_layer_type t, const void *cfg, size_t cfg_size, et_shape in, int N, int zero_w) {
     lh d, s;
     assert_int_equal(lh_init(&d, t, cfg, cfg_size, in, N), ET_OK);
     assert_int_equal(lh_init(&s, t, cfg, cfg_size, in, N), ET_OK);
     make_relu_input(&d), make_relu_input(&s);
     sparsify(d.dy, d.ny, 3, 0.5f), sparsify(s.dy, s.ny, 3, 0.5f);
     for (int64_t i = 0; i < d.ny; i++) d.dy[i] = s.dy[i] = (i % 3 ? 1.0f : -1.0f) * d.dy[i];
-    /* some zero weights too */
-    for (int64_t i = 0; i < d.l.params[0].n; i += 5) d.l.params[0].data[i] = s.l.params[0].data[i] = 0.0f;
-    uint8_t *mb = calloc(et_layer_ep_mask_bytes(&s.l, N) + 1, 1);
-    et_layer_sparsity sp = {1, 1, 1, NULL, mb};
+    /* some zero weights too (without: conv EP applies its mask after col2im) */
+    for (int64_t i = 0; zero_w && i < d.l.params[0].n; i += 5) d.l.params[0].data[i] = s.l.params[0].data[i] = 0.0f;
+    uint8_t *mb = calloc(2 * ((et_layer_ep_mask_bytes(&s.l, N) + 63) & ~(size_t)63) + 1, 1); /* two lanes */
+    et_layer_sparsity sp = {1, 1, 1, NULL, mb, NULL};
     s.sp = &sp;
     assert_int_equal(lh_ff(&d), ET_OK);
     assert_int_equal(lh_ff(&s), ET_OK);
@@ -170,6 +170,30 @@ static void check_layer(et_layer_type t, const void *cfg, size_t cfg_size, et_sh
     lh_free(&d), lh_free(&s);
 }
 
+static void check_layer(et_layer_type t, const void *cfg, size_t cfg_size, et_shape in, int N) {
+    check_layer_w(t, cfg, cfg_size, in, N, 1);
+    check_layer_w(t, cfg, cfg_size, in, N, 0);
+}
+
+/* Convolutions large enough for several im2col chunks (conv's two lanes run
+ * side by side at two threads), with the counts taken from the input: same
+ * bits as dense and the brute-force counts, at 1 and 2 threads. */
+static void test_layers_skip_lanes(void **state) {
+    (void)state;
+    et_conv_cfg convs[] = {
+        {8, 3, 3, 1, 1, 1, 1, 1}, /* k3 s1 p1: VGG8's convolutions */
+        {5, 5, 3, 1, 1, 2, 0, 0}, /* k5x3 s1 p2x0 */
+        {6, 3, 3, 2, 1, 1, 1, 1}, /* k3 s2x1 p1: the general count */
+    };
+    const int threads = et_get_threads();
+    for (int T = 1; T <= 2; T++) {
+        et_set_threads(T);
+        for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
+            check_layer(ET_L_CONV, &convs[i], sizeof convs[i], (et_shape){40, 26, 27, 1}, 5);
+    }
+    et_set_threads(threads);
+}
+
 static void test_layers_skip(void **state) {
     (void)state;
     et_conv_cfg convs[] = {
@@ -205,7 +229,7 @@ static void test_emulated(void **state) {
         sparsify(hs[k]->dy, hs[k]->ny, 3, 0.5f);
     }
     uint8_t mb[64];
-    et_layer_sparsity sp = {1, 1, 1, NULL, mb};
+    et_layer_sparsity sp = {1, 1, 1, NULL, mb, NULL};
     s.sp = &sp;
     assert_int_equal(lh_ff(&d), ET_OK), assert_int_equal(lh_ff(&s), ET_OK);
     assert_true(bits_equal(s.y, d.y, d.ny));
@@ -268,8 +292,8 @@ static void check_spec_linear(int bits) {
     void *ws = aligned_alloc(64, (wsb + 63) / 64 * 64);
     h.eng.spec_ws = ws, h.eng.spec_ws_bytes = wsb;
     et_spec_stats stats = {0};
-    et_spec spec = {bits, absmaxf(h.x, h.nx), absmaxf(w, h.l.params[0].n), b, 0, mask, out, 1, &stats};
-    et_layer_sparsity sp = {0, 0, 0, &spec, NULL};
+    et_spec spec = {bits, absmaxf(h.x, h.nx), absmaxf(w, h.l.params[0].n), b, 0, mask, out, 1, &stats, NULL, 0, NULL, NULL};
+    et_layer_sparsity sp = {0, 0, 0, &spec, NULL, NULL};
     h.sp = &sp;
     assert_int_equal(lh_ff(&h), ET_OK);
     uint64_t pz = 0, tz = 0, fz = 0, mz = 0;
@@ -379,8 +403,8 @@ static void test_spec_conv(void **state) {
     void *ws = aligned_alloc(64, (wsb + 63) / 64 * 64);
     h.eng.spec_ws = ws, h.eng.spec_ws_bytes = wsb;
     float aw = absmaxf(h.l.params[0].data, h.l.params[0].n), ax = absmaxf(h.x, h.nx);
-    et_spec spec = {bits, aw, ax, h.l.params[1].data, 1, mask, N * Ho * Wo, 0, NULL};
-    et_layer_sparsity sp = {0, 0, 0, &spec, NULL};
+    et_spec spec = {bits, aw, ax, h.l.params[1].data, 1, mask, N * Ho * Wo, 0, NULL, NULL, 0, NULL, NULL};
+    et_layer_sparsity sp = {0, 0, 0, &spec, NULL, NULL};
     h.sp = &sp;
     assert_int_equal(lh_ff(&h), ET_OK);
     const float *w = h.l.params[0].data, *b = h.l.params[1].data;
@@ -447,14 +471,29 @@ static void test_spec_product(void **state) {
                 assert_non_null(ws);
                 et_spec_stats stats;
                 memset(&stats, 0, sizeof stats);
-                et_spec spec = {bits, aa, ab, bias, brows, mask, ldm, 0, &stats};
-                for (int T = 1; T <= 2; T++) {
+                et_spec spec = {bits, aa, ab, bias, brows, mask, ldm, 0, &stats, NULL, 0, NULL, NULL};
+                /* what a conv layer hands over: B's codes (made from the whole
+                 * tensor at once), B's column counts, A's packed codes, and a
+                 * checked call (its dense product serves the masked FF) */
+                int8_t *bc = malloc((size_t)K * ldb);
+                int32_t *colnz = calloc((size_t)N, sizeof(int32_t));
+                uint32_t *ap = malloc(et_spec_a_vnni_bytes(M, K));
+                assert_true(bc && colnz && ap);
+                et_spec_code_tensor(B, (int64_t)K * ldb, ab, bits, bc);
+                for (int k = 0; k < K; k++)
+                    for (int j = 0; j < N; j++) colnz[j] += B[k * ldb + j] != 0.0f;
+                const int packed = et_spec_pack_a(A, M, K, lda, aa, bits, ap);
+                for (int T = 1; T <= 2; T++)
+                    for (int given = 0; given < 3; given++) {
+                    spec.b_codes = given ? bc : NULL, spec.ldb_codes = ldb, spec.b_colnz = given ? colnz : NULL;
+                    spec.a_vnni = given == 2 && packed ? ap : NULL;
+                    spec.check = given == 2;
                     et_engine eng;
                     memset(&eng, 0, sizeof eng);
                     eng.spec_ws = ws, eng.spec_ws_bytes = wsb;
                     memset(mask, 7, (size_t)M * ldm);
                     for (int i = 0; i < M * ldc; i++) C[i] = NAN;
-                    et_matmul mm = {ET_FF, -1, 0, 0, M, N, K, A, lda, B, ldb, C, ldc, 0.0f, 1, NULL, 0, &spec, 0, 0};
+                    et_matmul mm = {ET_FF, -1, 0, 0, M, N, K, A, lda, B, ldb, C, ldc, 0.0f, 1, NULL, 0, &spec, 0, 0, NULL, NULL, NULL, 0};
                     et_set_threads(T);
                     assert_int_equal(et_matmul_run(&eng, &mm), ET_OK);
                     et_set_threads(1);
@@ -483,6 +522,7 @@ static void test_spec_product(void **state) {
                                  T, (unsigned long long)eng.total.macs_executed[ET_FF], (unsigned long long)elem);
                     assert_int_equal(eng.total.outputs_masked[ET_FF], zeros);
                 }
+                free(bc), free(colnz), free(ap);
                 free(A), free(B), free(C), free(D), free(bias), free(mask), free(ws);
             }
 }
@@ -733,6 +773,7 @@ static void test_cli_json(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse),           cmocka_unit_test(test_layers_skip),
+        cmocka_unit_test(test_layers_skip_lanes),
         cmocka_unit_test(test_emulated),
         cmocka_unit_test(test_spec_predictor),  cmocka_unit_test(test_spec_conv),
         cmocka_unit_test(test_spec_product),

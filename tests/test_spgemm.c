@@ -19,6 +19,8 @@
 #include "edgetrain.h"
 #include "kernels/gemm_internal.h"
 #include "kernels/spgemm_internal.h"
+#include "kernels/spgemm.h"
+#include "kernels/matmul.h"
 
 static uint64_t rng = 0x243f6a8885a308d3ull;
 static uint32_t urand(void) {
@@ -330,6 +332,96 @@ static void test_nested(void **state) {
     free(c0);
 }
 
+/* The weighted counts (et_spgemm_wsum) against a plain double loop, with
+ * more than 4096 columns (the stack chunk), ld > cols, at 1 and 2 threads. */
+static void test_wsum(void **state) {
+    (void)state;
+    const int shapes[][2] = {{1, 1}, {7, 65}, {300, 9000}, {2, 4097}, {33, 64}};
+    for (size_t q = 0; q < sizeof shapes / sizeof shapes[0]; q++) {
+        const int rows = shapes[q][0], cols = shapes[q][1], ld = cols + 3;
+        float *X = make(rows, cols, ld, 0.3, q % 2 ? PAT_RUNS : PAT_RANDOM);
+        int32_t *wr = malloc(sizeof(int32_t) * (size_t)rows), *wc = malloc(sizeof(int32_t) * (size_t)cols);
+        int32_t *cr = malloc(sizeof(int32_t) * (size_t)rows), *cc = malloc(sizeof(int32_t) * (size_t)cols);
+        assert_true(wr && wc && cr && cc);
+        for (int r = 0; r < rows; r++) wr[r] = (int32_t)(urand() % 1000);
+        for (int c = 0; c < cols; c++) wc[c] = (int32_t)(urand() % 1000);
+        uint64_t er = 0, ec = 0;
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+                if (X[(size_t)r * ld + c] != 0.0f) er += (uint64_t)wr[r], ec += (uint64_t)wc[c];
+        for (int T = 1; T <= 2; T++) {
+            et_set_threads(T);
+            assert_int_equal(et_spgemm_wsum(1, rows, cols, X, ld, wr), er);
+            assert_int_equal(et_spgemm_wsum(0, rows, cols, X, ld, wc), ec);
+        }
+        et_set_threads(1);
+        et_spgemm_linecount(1, rows, cols, X, ld, cr);
+        et_spgemm_linecount(0, rows, cols, X, ld, cc);
+        for (int r = 0; r < rows; r++) {
+            int32_t n = 0;
+            for (int c = 0; c < cols; c++) n += X[(size_t)r * ld + c] != 0.0f;
+            assert_int_equal(cr[r], n);
+        }
+        for (int c = 0; c < cols; c++) {
+            int32_t n = 0;
+            for (int r = 0; r < rows; r++) n += X[(size_t)r * ld + c] != 0.0f;
+            assert_int_equal(cc[c], n);
+        }
+        free(X), free(wr), free(wc), free(cr), free(cc);
+    }
+}
+
+static float at2(const float *X, int t, int ld, int r, int c) { return t ? X[(size_t)c * ld + r] : X[(size_t)r * ld + c]; }
+
+/* The matmul record's counts from the caller (knnz_a, knnz_b,
+ * post_mask_cols): C is et_sgemm's, bit for bit (post_mask_cols: unmasked,
+ * the caller masks), and macs_executed / outputs_masked equal a brute-force
+ * count over (i, j, k), for every ta/tb, at 1 and 2 threads. */
+static void test_known_counts(void **state) {
+    (void)state;
+    const int M = 37, N = 150, K = 70;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int form = 0; form < 4; form++) { /* a, b, both, post mask */
+                const int lda = ta ? M + 1 : K + 2, ldb = tb ? K + 3 : N + 1;
+                /* post mask: op(A) without zeros (the record's promise) */
+                float *A = make(ta ? K : M, ta ? M : K, lda, form == 3 ? 1.0 : 0.6, PAT_RANDOM);
+                float *B = make(tb ? N : K, tb ? K : N, ldb, 0.4, PAT_RUNS);
+                int32_t ka[70], kb[70], pm[150];
+                uint64_t elem = 0, kept = 0;
+                for (int k = 0; k < K; k++) {
+                    ka[k] = kb[k] = 0;
+                    for (int i = 0; i < M; i++) ka[k] += at2(A, ta, lda, i, k) != 0.0f;
+                    for (int j = 0; j < N; j++) kb[k] += at2(B, tb, ldb, k, j) != 0.0f;
+                }
+                for (int j = 0; j < N; j++) pm[j] = (int32_t)(urand() % (M + 1));
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) {
+                        if (form == 3 && i >= pm[j]) continue; /* any mask with these column counts */
+                        kept++;
+                        for (int k = 0; k < K; k++) elem += at2(A, ta, lda, i, k) != 0.0f && at2(B, tb, ldb, k, j) != 0.0f;
+                    }
+                float *c0 = calloc((size_t)M * N, sizeof(float)), *c1 = calloc((size_t)M * N, sizeof(float));
+                assert_true(c0 && c1);
+                et_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, c0, N);
+                for (int T = 1; T <= 2; T++) {
+                    et_set_threads(T);
+                    et_engine eng;
+                    memset(&eng, 0, sizeof eng);
+                    et_matmul mm = {ET_FF, 0, ta, tb, M, N, K, A, lda, B, ldb, c1, N, 0.0f, 1, NULL, 0, NULL, 0, 0,
+                                    form == 0 || form == 2 ? ka : NULL, form == 1 || form == 2 ? kb : NULL,
+                                    form == 3 ? pm : NULL, 0};
+                    assert_int_equal(et_matmul_run(&eng, &mm), ET_OK);
+                    assert_memory_equal(c0, c1, sizeof(float) * (size_t)M * N);
+                    const et_counters *c = &eng.total;
+                    assert_int_equal(c->macs_executed[ET_FF], elem);
+                    assert_int_equal(c->outputs_masked[ET_FF], (uint64_t)M * N - kept);
+                }
+                et_set_threads(1);
+                free(A), free(B), free(c0), free(c1);
+            }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_degenerate_and_ref),
@@ -338,6 +430,8 @@ int main(void) {
         cmocka_unit_test(test_large_structured),
         cmocka_unit_test(test_cols),
         cmocka_unit_test(test_nested),
+        cmocka_unit_test(test_wsum),
+        cmocka_unit_test(test_known_counts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

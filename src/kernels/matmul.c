@@ -8,6 +8,10 @@
 
 #include <string.h>
 
+/* Products counted from the caller's counts (known_count) run dense down to
+ * this executed fraction; below it the per-call choice looks at the operands. */
+#define ET_KNOWN_SPARSE_MAX 0.0
+
 const char *et_stage_name(et_stage s) {
     static const char *const names[ET_NSTAGES] = {"ff", "ep", "wg"};
     return (unsigned)s < ET_NSTAGES ? names[s] : "?";
@@ -63,6 +67,39 @@ static uint64_t mask_and_count(const et_matmul *mm, const uint8_t *mask, int ldm
     return cnt.macs_elem;
 }
 
+/* The exact count from the counts the caller knows (et_matmul.knnz_a,
+ * knnz_b, post_mask_cols; docs/sparsity.md "Counts from the layer"): one
+ * weighted read of the other operand, no scan of the one the caller knows.
+ * Returns 0 when the record gives none that apply. */
+static int known_count(const et_matmul *mm, uint64_t *elem, uint64_t *kept) {
+    const int M = mm->M, N = mm->N, K = mm->K;
+    if (mm->mask || mm->spec) return 0;
+    if (mm->post_mask_cols) {
+        uint64_t k = 0;
+        for (int j = 0; j < N; j++) k += (uint64_t)mm->post_mask_cols[j];
+        *kept = k;
+        /* sum_j nnz(op(B)[:,j]) * kept(j) (op(A) has no zero: the caller's promise) */
+        *elem = !mm->skip_zeros ? k * (uint64_t)(K > 0 ? K : 0)
+                : mm->tb ? et_spgemm_wsum(1, N, K, mm->B, mm->ldb, mm->post_mask_cols)
+                         : et_spgemm_wsum(0, K, N, mm->B, mm->ldb, mm->post_mask_cols);
+        return 1;
+    }
+    if (!mm->skip_zeros || !(mm->knnz_a || mm->knnz_b)) return 0;
+    *kept = (uint64_t)M * (uint64_t)N;
+    if (mm->knnz_a && mm->knnz_b) {
+        uint64_t e = 0;
+        for (int k = 0; k < K; k++) e += (uint64_t)mm->knnz_a[k] * (uint64_t)mm->knnz_b[k];
+        *elem = e;
+    } else if (mm->knnz_b) { /* sum_k nnz(op(A)[:,k]) * knnz_b[k] */
+        *elem = mm->ta ? et_spgemm_wsum(1, K, M, mm->A, mm->lda, mm->knnz_b)
+                       : et_spgemm_wsum(0, M, K, mm->A, mm->lda, mm->knnz_b);
+    } else { /* sum_k knnz_a[k] * nnz(op(B)[k,:]) */
+        *elem = mm->tb ? et_spgemm_wsum(0, N, K, mm->B, mm->ldb, mm->knnz_a)
+                       : et_spgemm_wsum(1, K, N, mm->B, mm->ldb, mm->knnz_a);
+    }
+    return 1;
+}
+
 et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     if (mm->M < 0 || mm->N < 0 || mm->K < 0 || (unsigned)mm->stage >= ET_NSTAGES)
         return et_set_error(ET_ERR_INVALID, "matmul: bad shape %dx%dx%d", mm->M, mm->N, mm->K);
@@ -71,15 +108,19 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     uint64_t macs = (uint64_t)mm->M * (uint64_t)mm->N * (uint64_t)mm->K;
     const uint8_t *mask = mm->mask;
     int ldm = mm->ldmask;
-    et_spec_fused fu = {0, 0, 0};
+    et_spec_fused fu = {0, 0, 0, NULL};
+    if (mm->post_mask_cols && (mm->mask || mm->spec))
+        return et_set_error(ET_ERR_INVALID, "matmul: post_mask_cols with a mask or a speculation");
     if (mm->spec) { /* predict the output mask first (src/sparsity/speculate.c) */
-        et_status st = et_spec_predict(mm, eng ? eng->spec_ws : NULL, eng ? eng->spec_ws_bytes : 0, &fu);
+        void *ws = eng ? (mm->lane && eng->spec_ws1 ? eng->spec_ws1 : eng->spec_ws) : NULL;
+        et_status st = et_spec_predict(mm, ws, eng ? eng->spec_ws_bytes : 0, &fu);
         if (st) return st;
         mask = mm->spec->mask, ldm = mm->spec->ldmask;
     }
-    const int sparse = mm->skip_zeros || mask;
+    const int sparse = mm->skip_zeros || mask || mm->post_mask_cols;
     work w = {macs, macs, macs, (uint64_t)mm->M * (uint64_t)mm->N, 0};
-    uint64_t kept = w.outputs;
+    uint64_t kept = w.outputs, kelem = 0, kkept = 0;
+    const int known = sparse && known_count(mm, &kelem, &kkept);
     int in_range = eng && mm->layer >= 0 && mm->layer < eng->nlayers;
     const et_format *mul = in_range && eng->mul ? eng->mul[mm->layer] : NULL;
     const et_format *acc = in_range && eng->acc ? eng->acc[mm->layer] : NULL;
@@ -92,7 +133,10 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
                                     mm->b_scale, mm->beta, mm->C, mm->ldc);
         if (st) return st;
         if (eng) __atomic_fetch_add(&eng->int_calls, 1, __ATOMIC_RELAXED);
-        if (sparse) w.executed = mask_and_count(mm, mask, ldm, &kept);
+        if (known)
+            w.executed = kelem, kept = kkept;
+        else if (sparse)
+            w.executed = mask_and_count(mm, mask, ldm, &kept);
     } else if (mul || acc) {
         /* Emulated accumulation. Each call of a layer and stage gets its own
          * random-bit tensor id: (layer, stage, how many such calls came before).
@@ -104,14 +148,34 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
         et_status st = et_qgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->B, mm->ldb, mm->beta,
                                 mm->C, mm->ldc, mul, acc, &key);
         if (st) return st;
-        if (sparse) w.executed = mask_and_count(mm, mask, ldm, &kept);
+        if (known)
+            w.executed = kelem, kept = kkept;
+        else if (sparse)
+            w.executed = mask_and_count(mm, mask, ldm, &kept);
+    } else if (known && (mm->post_mask_cols || (double)kelem >= ET_KNOWN_SPARSE_MAX * (double)macs)) {
+        /* counted from what the caller knows; dense enough that the dense
+         * kernel is the faster one, or the mask is the caller's to apply */
+        et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
+                 mm->ldc);
+        w.executed = kelem, kept = kkept;
     } else if (sparse && fu.valid &&
                (!mm->skip_zeros || !et_spgemm_any_zero(mm->A, mm->ta ? mm->K : mm->M, mm->ta ? mm->M : mm->K, mm->lda))) {
         /* the fused prediction counted on its way through B (op(A) has no
-         * zero): the dense kernel, then the mask */
-        et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
-                 mm->ldc);
-        et_spgemm_apply_mask(mm->M, mm->N, mm->C, mm->ldc, mask, ldm);
+         * zero): the dense kernel, then the mask; on a checked call the
+         * check's dense product is this product (same et_sgemm, beta 0) */
+        if (fu.dense && mm->beta == 0.0f) {
+#pragma omp parallel for schedule(static) if ((int64_t)mm->M * mm->N > 65536)
+            for (int i = 0; i < mm->M; i++) {
+                const uint8_t *r = mask + (int64_t)i * ldm;
+                const float *d = fu.dense + (int64_t)i * mm->N;
+                float *c = mm->C + (int64_t)i * mm->ldc;
+                for (int j = 0; j < mm->N; j++) c[j] = r[j] ? d[j] : 0.0f;
+            }
+        } else {
+            et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
+                     mm->ldc);
+            et_spgemm_apply_mask(mm->M, mm->N, mm->C, mm->ldc, mask, ldm);
+        }
         kept = fu.kept;
         w.executed = mm->skip_zeros ? fu.elem_dense_a : fu.kept * (uint64_t)mm->K;
     } else if (sparse) {
@@ -126,7 +190,7 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
         et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
                  mm->ldc);
     }
-    if (mask) w.masked = w.outputs - kept;
+    if (mask || mm->post_mask_cols) w.masked = w.outputs - kept;
     if (eng && eng->sink) {
         et_status st = eng->sink(eng->sink_ctx, mm, w.executed);
         if (st) return st;

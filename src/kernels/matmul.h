@@ -19,8 +19,10 @@ struct et_engine {
     /* Observer of every executed product (processor model, trace). */
     et_matmul_sink sink;
     void *sink_ctx;
-    /* Speculation workspace (planned by the model; see src/sparsity). */
-    void *spec_ws;
+    /* Speculation workspaces (planned by the model; see src/sparsity): lane
+     * 0's, and lane 1's (et_matmul.lane; NULL: one, the lanes take turns),
+     * spec_ws_bytes each. */
+    void *spec_ws, *spec_ws1;
     size_t spec_ws_bytes;
 };
 

@@ -9,6 +9,7 @@
  * spgemm.c (et_spgemm_scan), threads over disjoint rows or column blocks and
  * integer sums, so the count is the same at any thread count.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -22,13 +23,22 @@
  * loop allocates on its first calls only). */
 static _Thread_local void *cbuf;
 static _Thread_local size_t ccap;
+static pthread_key_t ckey; /* frees a thread's buffer when the thread exits */
+static pthread_once_t conce = PTHREAD_ONCE_INIT;
+static void cfree(void *p) {
+    free(p);
+    cbuf = NULL, ccap = 0;
+}
+static void ckey_make(void) { pthread_key_create(&ckey, cfree); }
 
 static void *grow(size_t need) {
     if (need <= ccap) return cbuf;
+    pthread_once(&conce, ckey_make);
     free(cbuf);
     ccap = 0;
     cbuf = aligned_alloc(64, (need + 63) & ~(size_t)63);
     if (cbuf) ccap = need;
+    pthread_setspecific(ckey, cbuf);
     return cbuf;
 }
 
@@ -118,7 +128,9 @@ void et_spgemm_count_isa(et_isa isa, int ta, int tb, int M, int N, int K, const 
     out->macs_elem = 0, out->kept = 0, out->live = 1.0;
     if (M <= 0 || N <= 0) return;
     const et_spgemm_scan *sc = et_spgemm_scan_for(isa);
-    const int T = nthreads();
+    /* small operands: one thread (a parallel region's barriers cost more
+     * than the scan, the more so when the other core is busy) */
+    const int T = (double)M * K + (double)K * N + (double)M * N < (double)(1 << 20) ? 1 : nthreads();
     const int NW = (N + 63) / 64, KW = (K > 0 ? K + 63 : 63) / 64, MW = (M + 63) / 64;
     const int npa = (M + PR - 1) / PR, ngr = (N + GW - 1) / GW;
     if (K <= 0) skip = 0;
@@ -501,4 +513,51 @@ void et_sgemm_sparse_auto(int ta, int tb, int M, int N, int K, const float *A, i
     }
     if (st) *st = s;
     if (cnt) *cnt = c;
+}
+
+/* sum_r w[r] * nnz(row r) (along_rows) or sum_c w[c] * nnz(column c) of a
+ * stored rows x cols matrix: one read, no buffer beyond the stack (the
+ * column form as sum_r (w over the non-zeros of row r)). Threads over rows
+ * with an integer sum: the same at any thread count. */
+uint64_t et_spgemm_wsum(int along_rows, int rows, int cols, const float *X, int ld, const int32_t *w) {
+    if (rows <= 0 || cols <= 0) return 0;
+    const et_spgemm_scan *sc = et_spgemm_scan_for(et_cpu_isa());
+    const int T = nthreads();
+    uint64_t s = 0;
+#pragma omp parallel for schedule(static) num_threads(T) if (T > 1 && (double)rows * cols > 262144) reduction(+ : s)
+    for (int r = 0; r < rows; r++) {
+        uint64_t bits[65]; /* 4096 columns at a time (+1: maskdot may read a word past) */
+        const float *x = X + (ptrdiff_t)r * ld;
+        uint64_t rs = 0;
+        for (int c0 = 0; c0 < cols; c0 += 4096) {
+            const int n = cols - c0 < 4096 ? cols - c0 : 4096, nw = (n + 63) / 64;
+            sc->nzbits(x + c0, n, bits);
+            bits[nw] = 0;
+            if (along_rows)
+                rs += popw(sc, bits, (size_t)nw);
+            else
+                rs += (uint64_t)sc->maskdot(bits, 0, w + c0, n);
+        }
+        s += along_rows ? rs * (uint64_t)w[r] : rs;
+    }
+    return s;
+}
+
+void et_spgemm_linecount(int along_rows, int rows, int cols, const float *X, int ld, int32_t *cnt) {
+    if (along_rows) {
+        for (int r = 0; r < rows; r++) {
+            const float *x = X + (ptrdiff_t)r * ld;
+            int32_t c = 0;
+            for (int t = 0; t < cols; t++) c += x[t] != 0.0f;
+            cnt[r] = c;
+        }
+        return;
+    }
+    const et_spgemm_scan *sc = et_spgemm_scan_for(et_cpu_isa());
+    memset(cnt, 0, sizeof(int32_t) * (size_t)(cols > 0 ? cols : 0));
+    for (int r = 0; r < rows; r++) sc->nzcount(X + (ptrdiff_t)r * ld, cols, cnt);
+}
+
+void et_spgemm_nzcount_add(const float *x, int n, int32_t *cnt) {
+    et_spgemm_scan_for(et_cpu_isa())->nzcount(x, n, cnt);
 }

@@ -78,6 +78,18 @@ void et_sgemm_sparse_auto(int ta, int tb, int M, int N, int K, const float *A, i
                           float beta, float *C, int ldc, int skip_zeros, const uint8_t *mask, int ldmask,
                           et_spgemm_stats *st, et_spgemm_count *cnt);
 
+/* Weighted non-zero counts of a stored rows x cols matrix, one read:
+ * along_rows: sum_r w[r] * nnz(row r); else sum_c w[c] * nnz(column c).
+ * The matmul path forms a product's exact count from them when the caller
+ * knows one side's counts (et_matmul.knnz_a / knnz_b / post_mask_cols). */
+uint64_t et_spgemm_wsum(int along_rows, int rows, int cols, const float *X, int ld, const int32_t *w);
+/* cnt[r] = nnz(row r) (along_rows, rows entries) or cnt[c] = nnz(column c)
+ * (cols entries); serial (for tests and small operands). */
+void et_spgemm_linecount(int along_rows, int rows, int cols, const float *X, int ld, int32_t *cnt);
+
+/* cnt[t] += (x[t] != 0) for t < n (vectorised where the ISA has it). */
+void et_spgemm_nzcount_add(const float *x, int n, int32_t *cnt);
+
 /* C[i,j] = 0 where mask[i,j] == 0 (threads over rows). */
 void et_spgemm_apply_mask(int M, int N, float *C, int ldc, const uint8_t *mask, int ldmask);
 /* Whether a stored rows x cols matrix (row stride ld) holds a zero. */

@@ -18,6 +18,8 @@
 #endif
 
 #include "kernels/matmul.h"
+#include "kernels/spgemm.h"
+#include "sparsity/sparsity.h"
 #include "nn/conv_rows.h"
 
 #define COL_BUDGET_FLOATS ((size_t)1 << 18) /* 1 MB of im2col per chunk: stays in L2 for the GEMM that reads it */
@@ -71,9 +73,19 @@ static size_t chunk_floats(const et_layer *l, int batch) {
     return (f + 15) & ~(size_t)15; /* keeps the second lane's buffer 64-byte aligned */
 }
 
-/* two lanes' column buffers, then WG's two lane gradients (see "chunks") */
+/* one lane's non-zero counts of its col matrix (conv_xstats): CK row counts,
+ * then the column counts of a chunk (of the whole batch: direct convolution) */
+static size_t stat_ints(const et_layer *l, int batch) {
+    size_t cols = (size_t)l->out.h * l->out.w * (size_t)(conv_direct(&l->cfg.conv) ? batch : conv_chunk(l, batch));
+    return (((size_t)conv_ck(l) + 15) & ~(size_t)15) + ((cols + 15) & ~(size_t)15);
+}
+
+/* two lanes' column buffers, then WG's two lane gradients (see "chunks"),
+ * then the two lanes' non-zero counts and the weights' column counts (int32,
+ * 4 bytes like a float) */
 static size_t conv_scratch(const et_layer *l, int batch) {
-    return 2 * chunk_floats(l, batch) + 2 * (((size_t)conv_ck(l) * l->out.c + 15) & ~(size_t)15);
+    return 2 * chunk_floats(l, batch) + 2 * (((size_t)conv_ck(l) * l->out.c + 15) & ~(size_t)15) +
+           2 * stat_ints(l, batch) + (((size_t)conv_ck(l) + 15) & ~(size_t)15);
 }
 
 static int64_t conv_macs(const et_layer *l) {
@@ -98,7 +110,11 @@ static int conv_rows_fast(const et_layer *l, et_conv_geom *g) {
 }
 
 /* col[(ci*KH+ky)*KW+kx][n*HoWo + oy*Wo + ox] = x[ci][n0+n][oy*sh-ph+ky][ox*sw-pw+kx] */
-static void im2col(const et_layer *l, const float *x, int N, int n0, int nb, float *col) {
+static void im2col_row(const et_layer *l, const float *x, int N, int n0, int nb, int64_t r, float *dst);
+
+/* rowcnt (NULL: none): rowcnt[r] = the non-zeros of col row r, counted on
+ * the way (the exact knnz_b of FF's product) */
+static void im2col(const et_layer *l, const float *x, int N, int n0, int nb, float *col, int32_t *rowcnt) {
     const et_conv_cfg *c = &l->cfg.conv;
     const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w;
     const int64_t rows = conv_ck(l), ld = (int64_t)nb * Ho * Wo;
@@ -110,10 +126,27 @@ static void im2col(const et_layer *l, const float *x, int N, int n0, int nb, flo
         float *dst = col + r * ld;
 #if defined(__x86_64__) || defined(_M_X64)
         if (fast) {
-            et_im2col_row_avx512(&g, ky, kx, x + ((int64_t)ci * N + n0) * H * W, nb, dst);
+            et_im2col_row_avx512(&g, ky, kx, x + ((int64_t)ci * N + n0) * H * W, nb, dst, rowcnt ? rowcnt + r : NULL);
             continue;
         }
 #endif
+        if (rowcnt) {
+            int32_t nz = 0;
+            im2col_row(l, x, N, n0, nb, r, dst);
+            for (int64_t t = 0; t < ld; t++) nz += dst[t] != 0.0f;
+            rowcnt[r] = nz;
+            continue;
+        }
+        im2col_row(l, x, N, n0, nb, r, dst);
+    }
+}
+
+/* one col row r = (ci, ky, kx) of images n0..n0+nb-1, portable */
+static void im2col_row(const et_layer *l, const float *x, int N, int n0, int nb, int64_t r, float *dst) {
+    const et_conv_cfg *c = &l->cfg.conv;
+    const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w;
+    int kx = (int)(r % c->kw), ky = (int)(r / c->kw % c->kh), ci = (int)(r / c->kw / c->kh);
+    {
         for (int n = 0; n < nb; n++) {
             const float *src = x + ((int64_t)ci * N + n0 + n) * H * W;
             for (int oy = 0; oy < Ho; oy++, dst += Wo) {
@@ -141,10 +174,55 @@ static void im2col(const et_layer *l, const float *x, int N, int n0, int nb, flo
     }
 }
 
+/* im2col of the input's speculation codes (int8; padding is code 0, the
+ * code of 0.0f): the same layout as im2col, a byte per entry. */
+static void im2col_codes(const et_layer *l, const int8_t *x, int N, int n0, int nb, int8_t *col) {
+    const et_conv_cfg *c = &l->cfg.conv;
+    const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w;
+    const int64_t rows = conv_ck(l), ld = (int64_t)nb * Ho * Wo;
+    et_conv_geom g;
+    const int fast = conv_rows_fast(l, &g);
+#pragma omp parallel for schedule(static) if (rows * ld > 131072)
+    for (int64_t r = 0; r < rows; r++) {
+        int kx = (int)(r % c->kw), ky = (int)(r / c->kw % c->kh), ci = (int)(r / c->kw / c->kh);
+        int8_t *dst = col + r * ld;
+#if defined(__x86_64__) || defined(_M_X64)
+        if (fast) {
+            et_im2col_row_i8_avx512(&g, ky, kx, x + ((int64_t)ci * N + n0) * H * W, nb, dst);
+            continue;
+        }
+#endif
+        int lo = 0, hi = Wo; /* output columns whose input column is inside the row */
+        while (lo < Wo && lo * c->sw - c->pw + kx < 0) lo++;
+        while (hi > lo && (hi - 1) * c->sw - c->pw + kx >= W) hi--;
+        for (int n = 0; n < nb; n++) {
+            const int8_t *src = x + ((int64_t)ci * N + n0 + n) * H * W;
+            for (int oy = 0; oy < Ho; oy++, dst += Wo) {
+                int iy = oy * c->sh - c->ph + ky;
+                if (iy < 0 || iy >= H || hi <= lo) {
+                    memset(dst, 0, (size_t)Wo);
+                    continue;
+                }
+                const int8_t *srow = src + (int64_t)iy * W + (lo * c->sw - c->pw + kx);
+                memset(dst, 0, (size_t)lo);
+                if (c->sw == 1)
+                    memcpy(dst + lo, srow, (size_t)(hi - lo));
+                else
+                    for (int ox = lo; ox < hi; ox++) dst[ox] = srow[(int64_t)(ox - lo) * c->sw];
+                memset(dst + hi, 0, (size_t)(Wo - hi));
+            }
+        }
+    }
+}
+
 /* dx[ci][n0+n][..] += col entries, parallel over input channels. With the
  * fast row kernels (gather form) the chunk's images of dx are written, not
  * accumulated: each image belongs to one chunk, so no zeroing is needed. */
-static void col2im(const et_layer *l, const float *col, int N, int n0, int nb, float *dx) {
+static void zero_where_zero(const et_layer *l, const float *x, int N, int n0, int nb, float *dx);
+
+/* keep (NULL: none): then dx = 0 where keep == 0 afterwards (EP's mask after
+ * col2im; see zero_where_zero) */
+static void col2im(const et_layer *l, const float *col, int N, int n0, int nb, float *dx, const float *keep) {
     const et_conv_cfg *c = &l->cfg.conv;
     const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w, C = l->in.c;
     const int64_t ld = (int64_t)nb * Ho * Wo;
@@ -153,8 +231,9 @@ static void col2im(const et_layer *l, const float *col, int N, int n0, int nb, f
     if (conv_rows_fast(l, &g)) {
 #pragma omp parallel for schedule(static) if ((int64_t)C * c->kh * c->kw * ld > 32768)
         for (int ci = 0; ci < C; ci++)
-            et_col2im_chan_avx512(&g, col + (int64_t)ci * c->kh * c->kw * ld, ld, nb,
-                                  dx + ((int64_t)ci * N + n0) * H * W);
+            et_col2im_chan_keep_avx512(&g, col + (int64_t)ci * c->kh * c->kw * ld, ld, nb,
+                                       dx + ((int64_t)ci * N + n0) * H * W,
+                                       keep ? keep + ((int64_t)ci * N + n0) * H * W : NULL);
         return;
     }
 #endif
@@ -184,6 +263,7 @@ static void col2im(const et_layer *l, const float *col, int N, int n0, int nb, f
                 }
             }
     }
+    if (keep) zero_where_zero(l, keep, N, n0, nb, dx);
 }
 
 /* EP's output mask for skip: mask[r][n*HoWo + oy*Wo + ox] = 1 where the col
@@ -238,6 +318,154 @@ static void nonzero_mask(const float *x, int64_t n, uint8_t *mask) {
     for (int64_t i = 0; i < n; i += blk) et_nonzero_bytes(x + i, (int)(n - i < blk ? n - i : blk), mask + i);
 }
 
+/* The exact non-zero counts of the col matrix of images n0..n0+nb-1 (the
+ * im2col of x, padding counted as zero), read from x itself (1/(KH*KW) of
+ * col) and never from col:
+ *   rowcnt[(ci*KH+ky)*KW+kx] = nnz(col row) = the non-zeros of plane ci that
+ *     tap (ky,kx) reads, summed over the images: with stride 1 the tap reads
+ *     a rectangle, counted from the plane's row and column counts (total minus
+ *     the rows and columns outside, plus the corners outside both);
+ *   colcnt[n*HoWo + oy*Wo + ox] = nnz(col column) = the sum, over the taps
+ *     inside the image, of how many channels are non-zero at the pixel read.
+ * The matmul path forms the product's exact count from them (et_matmul.knnz_a,
+ * knnz_b, post_mask_cols) instead of scanning col. Either may be NULL. */
+#define XS_MAXHW 4096
+static void conv_xstats(const et_layer *l, const float *x, int N, int n0, int nb, int32_t *rowcnt, int32_t *colcnt) {
+    const et_conv_cfg *c = &l->cfg.conv;
+    const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w, Cin = l->in.c, KH = c->kh, KW = c->kw;
+    const int64_t HW = (int64_t)H * W, CK = conv_ck(l);
+    const int small = HW <= XS_MAXHW, rect = c->sh == 1 && c->sw == 1;
+    if (rowcnt) memset(rowcnt, 0, sizeof(int32_t) * (size_t)CK);
+    uint8_t nz[XS_MAXHW];
+    int32_t cc[XS_MAXHW], R[XS_MAXHW], Cc[XS_MAXHW];
+    for (int n = 0; n < nb; n++) {
+        if (colcnt && small) memset(cc, 0, sizeof(int32_t) * (size_t)HW);
+        for (int ci = 0; ci < Cin; ci++) {
+            const float *plane = x + ((int64_t)ci * N + n0 + n) * HW;
+            if (!small) { /* large planes: straight from the floats */
+                for (int ky = 0; rowcnt && ky < KH; ky++)
+                    for (int kx = 0; kx < KW; kx++) {
+                        int32_t cnt = 0;
+                        for (int oy = 0; oy < Ho; oy++) {
+                            int iy = oy * c->sh - c->ph + ky;
+                            if (iy < 0 || iy >= H) continue;
+                            for (int ox = 0; ox < Wo; ox++) {
+                                int ix = ox * c->sw - c->pw + kx;
+                                cnt += ix >= 0 && ix < W && plane[(int64_t)iy * W + ix] != 0.0f;
+                            }
+                        }
+                        rowcnt[((int64_t)ci * KH + ky) * KW + kx] += cnt;
+                    }
+                continue;
+            }
+            if (colcnt) et_spgemm_nzcount_add(plane, (int)HW, cc);
+            if (!rowcnt) continue;
+            et_nonzero_bytes(plane, (int)HW, nz);
+            int32_t total = 0;
+            if (rect) {
+                for (int ix = 0; ix < W; ix++) Cc[ix] = 0;
+                for (int iy = 0; iy < H; iy++) {
+                    const uint8_t *zr = nz + (int64_t)iy * W;
+                    int32_t r = 0;
+                    for (int ix = 0; ix < W; ix++) r += zr[ix], Cc[ix] += zr[ix];
+                    R[iy] = r, total += r;
+                }
+            }
+            for (int ky = 0; ky < KH; ky++)
+                for (int kx = 0; kx < KW; kx++) {
+                    int32_t cnt = 0;
+                    if (rect) { /* rows [r0, r1), columns [c0, c1) of the plane */
+                        int r0 = ky - c->ph, r1 = ky - c->ph + Ho, c0 = kx - c->pw, c1 = kx - c->pw + Wo;
+                        r0 = r0 < 0 ? 0 : r0, r1 = r1 > H ? H : r1, c0 = c0 < 0 ? 0 : c0, c1 = c1 > W ? W : c1;
+                        if (r0 < r1 && c0 < c1) {
+                            /* total - rows outside - columns outside + both outside */
+                            cnt = total;
+                            for (int iy = 0; iy < H; iy++) {
+                                if (iy == r0) iy = r1; /* the rows inside */
+                                if (iy >= H) break;
+                                const uint8_t *zr = nz + (int64_t)iy * W;
+                                cnt -= R[iy];
+                                for (int ix = 0; ix < c0; ix++) cnt += zr[ix];
+                                for (int ix = c1; ix < W; ix++) cnt += zr[ix];
+                            }
+                            for (int ix = 0; ix < c0; ix++) cnt -= Cc[ix];
+                            for (int ix = c1; ix < W; ix++) cnt -= Cc[ix];
+                        }
+                    } else {
+                        for (int oy = 0; oy < Ho; oy++) {
+                            int iy = oy * c->sh - c->ph + ky;
+                            if (iy < 0 || iy >= H) continue;
+                            for (int ox = 0; ox < Wo; ox++) {
+                                int ix = ox * c->sw - c->pw + kx;
+                                cnt += ix >= 0 && ix < W && nz[(int64_t)iy * W + ix];
+                            }
+                        }
+                    }
+                    rowcnt[((int64_t)ci * KH + ky) * KW + kx] += cnt;
+                }
+        }
+        if (!colcnt) continue;
+        int32_t *cj = colcnt + (int64_t)n * Ho * Wo;
+        if (small && rect && (int64_t)H * Wo <= XS_MAXHW) {
+            /* separable box sum: rows of taps first (hs[iy][ox]), then columns */
+            int32_t *hs = R; /* R is free here: H x Wo */
+            memset(hs, 0, sizeof(int32_t) * (size_t)H * Wo);
+            for (int iy = 0; iy < H; iy++) {
+                const int32_t *cr = cc + (int64_t)iy * W;
+                int32_t *hr = hs + (int64_t)iy * Wo;
+                for (int kx = 0; kx < KW; kx++) {
+                    const int ix0 = kx - c->pw;
+                    const int lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < Wo ? W - ix0 : Wo;
+                    for (int ox = lo; ox < hi; ox++) hr[ox] += cr[ox + ix0];
+                }
+            }
+            memset(cj, 0, sizeof(int32_t) * (size_t)Ho * Wo);
+            for (int oy = 0; oy < Ho; oy++) {
+                int32_t *o = cj + (int64_t)oy * Wo;
+                for (int ky = 0; ky < KH; ky++) {
+                    const int iy = oy - c->ph + ky;
+                    if (iy < 0 || iy >= H) continue;
+                    const int32_t *hr = hs + (int64_t)iy * Wo;
+                    for (int ox = 0; ox < Wo; ox++) o[ox] += hr[ox];
+                }
+            }
+            continue;
+        }
+        for (int oy = 0; oy < Ho; oy++)
+            for (int ox = 0; ox < Wo; ox++) {
+                int32_t sum = 0;
+                for (int ky = 0; ky < KH; ky++) {
+                    int iy = oy * c->sh - c->ph + ky;
+                    if (iy < 0 || iy >= H) continue;
+                    for (int kx = 0; kx < KW; kx++) {
+                        int ix = ox * c->sw - c->pw + kx;
+                        if (ix < 0 || ix >= W) continue;
+                        if (small) {
+                            sum += cc[(int64_t)iy * W + ix];
+                        } else {
+                            for (int ci = 0; ci < Cin; ci++)
+                                sum += x[((int64_t)ci * N + n0 + n) * HW + (int64_t)iy * W + ix] != 0.0f;
+                        }
+                    }
+                }
+                cj[oy * Wo + ox] = sum;
+            }
+    }
+}
+
+/* dx = 0 where x == 0 for images n0..n0+nb-1: EP's mask applied after col2im
+ * (every dcol entry col2im adds into dx[ci][n][iy][ix] has the mask bit of
+ * x[ci][n][iy][ix] != 0, so this gives the masked product's values) */
+static void zero_where_zero(const et_layer *l, const float *x, int N, int n0, int nb, float *dx) {
+    const int64_t HW = (int64_t)l->in.h * l->in.w;
+    for (int ci = 0; ci < l->in.c; ci++) {
+        const int64_t o = ((int64_t)ci * N + n0) * HW;
+        const float *s = x + o;
+        float *d = dx + o;
+        for (int64_t p = 0; p < (int64_t)nb * HW; p++) d[p] = s[p] != 0.0f ? d[p] : 0.0f;
+    }
+}
+
 /* ---------------------------------------------------------------- chunks
  *
  * A call's images are cut into chunks of at most conv_chunk() images, and the
@@ -258,11 +486,38 @@ typedef struct cjob {
     const float *x, *dy;
     float *y, *dx;
     int nbmax, nch;
-    int wg_tr; /* WG in its transposed form (wg_transposed) */
+    int wg_tr;   /* WG in its transposed form (wg_transposed) */
+    int lanes;   /* the stage's products may run side by side (conv_lanes_ok) */
+    int ep_post; /* EP applies its mask after col2im (ep_mask_after) */
+    int8_t *xcodes; /* FF under speculation: the input's codes (then the lanes' col codes) */
+    const int32_t *wcnt; /* FF with skip_zeros: nnz of the weights' columns */
+    const uint32_t *a_vnni; /* FF under speculation: the weights' packed codes, NULL: none */
 } cjob;
 
 static float *lane_cols(const cjob *j, int lane) {
     return j->cx->scratch + (size_t)lane * chunk_floats(j->l, j->cx->batch);
+}
+
+/* a lane's col matrix of speculation codes, after the input's codes */
+static int8_t *lane_codes(const cjob *j, int lane) {
+    const et_layer *l = j->l;
+    const size_t x = ((size_t)et_shape_numel(l->in) * (size_t)j->cx->batch + 63) & ~(size_t)63;
+    const size_t per = ((size_t)conv_ck(l) * (size_t)j->nbmax * l->out.h * l->out.w + 63) & ~(size_t)63;
+    return j->xcodes + x + (size_t)lane * per;
+}
+
+/* a lane's non-zero counts: CK row counts, then the column counts */
+static int32_t *lane_rowcnt(const cjob *j, int lane) {
+    const et_layer *l = j->l;
+    const int b = j->cx->batch;
+    float *base = j->cx->scratch + 2 * chunk_floats(l, b) + 2 * (((size_t)conv_ck(l) * l->out.c + 15) & ~(size_t)15);
+    return (int32_t *)(void *)(base + (size_t)lane * stat_ints(l, b));
+}
+/* nnz of the weights' columns (FF's op(A)[:,k]), once per FF call */
+static int32_t *weight_colcnt(const cjob *j) { return lane_rowcnt(j, 2); }
+
+static int32_t *lane_colcnt(const cjob *j, int lane) {
+    return lane_rowcnt(j, lane) + ((conv_ck(j->l) + 15) & ~(int64_t)15);
 }
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -271,7 +526,7 @@ void et_bias_masked_avx512(float *y, const uint8_t *m, int64_t n, float b); /* c
 
 /* The col matrix of images n0..n0+nb-1: the input itself for a direct
  * (1x1, stride 1, unpadded) convolution, else im2col into the lane's buffer. */
-static const float *chunk_cols(const cjob *j, int lane, int n0, int nb, int *ldb) {
+static const float *chunk_cols(const cjob *j, int lane, int n0, int nb, int *ldb, int32_t *rowcnt) {
     const et_layer *l = j->l;
     const int N = j->cx->batch, HWo = l->out.h * l->out.w;
     if (conv_direct(&l->cfg.conv)) {
@@ -279,34 +534,37 @@ static const float *chunk_cols(const cjob *j, int lane, int n0, int nb, int *ldb
         return j->x + (int64_t)n0 * HWo;
     }
     float *col = lane_cols(j, lane);
-    im2col(l, j->x, N, n0, nb, col);
+    im2col(l, j->x, N, n0, nb, col, rowcnt);
     *ldb = nb * HWo;
     return col;
 }
 
-/* Plain products (FP32 or the exact integer path): no sparsity, pruning or
- * emulated arithmetic and no processor-model sink, so et_matmul_run shares
- * nothing between threads but the (atomic) counters. */
-static int conv_plain(const et_layer *l, const et_lctx *cx) {
-    const et_layer_sparsity *sp = cx->sp;
-    return !(sp && (sp->ff_skip || sp->bw_skip || sp->spec || sp->ep_mask)) && !l->params[0].mask &&
-           et_matmul_plain(cx->eng, l->index);
+/* Whether a stage's products may run from two threads at once: no
+ * processor-model sink and no emulated arithmetic (et_matmul_plain; the
+ * integer path's buffers are per thread), and nothing shared between the
+ * lanes: speculation has a workspace per lane when the engine has two
+ * (eng->spec_ws1); EP's mask bytes, the counts from the layer and the code
+ * buffers are per lane; the skipping kernels and the counting pass use
+ * per-thread buffers. Sparsity itself changes nothing else. */
+static int conv_lanes_ok(const et_layer *l, const et_lctx *cx, int spec) {
+    if (!et_matmul_plain(cx->eng, l->index)) return 0;
+    return !spec || !cx->eng || cx->eng->spec_ws1;
 }
 
-static int conv_two_lanes(const et_layer *l, const et_lctx *cx, int nch) {
-    if (nch < 2 || et_get_threads() < 2) return 0;
+static int conv_two_lanes(const cjob *j) {
+    if (j->nch < 2 || et_get_threads() < 2 || !j->lanes) return 0;
 #ifdef _OPENMP
     if (omp_in_parallel()) return 0;
+    return 1;
 #else
     return 0;
 #endif
-    return conv_plain(l, cx); /* the integer path's buffers are per thread */
 }
 
 typedef et_status (*lane_fn)(const cjob *j, int lane, int c0, int c1);
 
 static et_status run_lanes(const cjob *j, int h, lane_fn fn) {
-    if (!conv_two_lanes(j->l, j->cx, j->nch) || h >= j->nch) {
+    if (!conv_two_lanes(j) || h >= j->nch) {
         et_status st = fn(j, 0, 0, h);
         return st ? st : fn(j, 1, h, j->nch);
     }
@@ -329,6 +587,10 @@ static int chunk_images(const cjob *j, int c, int *n0) {
     return j->cx->batch - *n0 < j->nbmax ? j->cx->batch - *n0 : j->nbmax;
 }
 
+static int mm_skip_ff(const cjob *j) {
+    return (j->cx->sp && j->cx->sp->ff_skip) || j->l->params[0].mask != NULL;
+}
+
 static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
     et_layer *l = j->l;
     const int N = j->cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c, CK = (int)conv_ck(l);
@@ -336,17 +598,38 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
     const et_spec *spec = sp ? sp->spec : NULL;
     for (int c = c0; c < c1; c++) {
         int n0, nb = chunk_images(j, c, &n0), ldb;
-        const float *B = chunk_cols(j, lane, n0, nb, &ldb);
+        /* FF skipping zeros: nnz of col's rows, counted by im2col (direct: from x) */
+        const int cnt = mm_skip_ff(j) && !spec;
+        const float *B = chunk_cols(j, lane, n0, nb, &ldb, cnt ? lane_rowcnt(j, lane) : NULL);
         et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK,
                         B, ldb, j->y + (int64_t)n0 * HWo, N * HWo, 0.0f,
                         (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, NULL,
-                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_A]};
+                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0};
+        if (cnt) {
+            int32_t *rc = lane_rowcnt(j, lane);
+            if (conv_direct(&l->cfg.conv)) conv_xstats(l, j->x, N, n0, nb, rc, NULL);
+            mm.knnz_b = rc, mm.knnz_a = j->wcnt;
+        }
+        mm.lane = lane;
         et_spec chunk;
         if (spec) { /* this chunk's columns of the whole output's mask */
             chunk = *spec;
             chunk.mask = spec->mask + (int64_t)n0 * HWo;
             chunk.ldmask = N * HWo;
             mm.spec = &chunk;
+            if (j->xcodes) { /* B's codes: an im2col of the input's codes; nnz of B's columns from x */
+                if (conv_direct(&l->cfg.conv)) {
+                    chunk.b_codes = j->xcodes + (int64_t)n0 * HWo, chunk.ldb_codes = N * HWo;
+                } else {
+                    int8_t *cc = lane_codes(j, lane);
+                    im2col_codes(l, j->xcodes, N, n0, nb, cc);
+                    chunk.b_codes = cc, chunk.ldb_codes = nb * HWo;
+                }
+                int32_t *nz = lane_colcnt(j, lane);
+                conv_xstats(l, j->x, N, n0, nb, NULL, nz);
+                chunk.b_colnz = nz;
+                chunk.a_vnni = j->a_vnni;
+            }
         }
         et_status st = et_matmul_run(j->cx->eng, &mm);
         if (st) return st;
@@ -358,7 +641,20 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const et_spec *spec = cx->sp ? cx->sp->spec : NULL;
-    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0};
+    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL, NULL};
+    if (!spec && ((cx->sp && cx->sp->ff_skip) || l->params[0].mask)) { /* the same for every chunk */
+        int32_t *wc = weight_colcnt(&j);
+        et_spgemm_linecount(0, Cout, (int)conv_ck(l), l->params[0].use, (int)conv_ck(l), wc);
+        j.wcnt = wc;
+    }
+    if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes) {
+        /* the input coded once (the same codes as each col entry's) */
+        j.xcodes = cx->sp->spec_codes;
+        et_spec_code_tensor(x, et_shape_numel(l->in) * N, spec->absmax_b, spec->bits, j.xcodes);
+        /* the weights' codes packed once for all chunks */
+        uint32_t *ap = (uint32_t *)(void *)lane_codes(&j, 2);
+        if (et_spec_pack_a(l->params[0].use, Cout, (int)conv_ck(l), (int)conv_ck(l), spec->absmax_a, spec->bits, ap)) j.a_vnni = ap;
+    }
     et_status st = run_lanes(&j, (nch + 1) / 2, ff_lane);
     if (st) return st;
     if (l->cfg.conv.bias) {
@@ -400,14 +696,20 @@ static et_status ep_lane(const cjob *j, int lane, int c0, int c1) {
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, nb * HWo, Cout, l->params[0].use, CK,
                         j->dy + (int64_t)n0 * HWo, N * HWo, dcol, nb * HWo, 0.0f,
                         skip || l->params[0].mask != NULL, NULL, 0, NULL,
-                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_E]};
-        if (masked) {
-            im2col_mask(l, j->x, N, n0, nb, sp->ep_maskbuf);
-            mm.mask = sp->ep_maskbuf, mm.ldmask = nb * HWo;
+                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_E], NULL, NULL, NULL, 0};
+        mm.lane = lane;
+        if (masked && j->ep_post) { /* the mask after col2im; its counts from x */
+            int32_t *cc = lane_colcnt(j, lane);
+            conv_xstats(l, j->x, N, n0, nb, NULL, cc);
+            mm.post_mask_cols = cc;
+        } else if (masked) { /* this lane's mask bytes */
+            uint8_t *mb = sp->ep_maskbuf + (size_t)lane * ((et_layer_ep_mask_bytes(l, N) + 63) & ~(size_t)63);
+            im2col_mask(l, j->x, N, n0, nb, mb);
+            mm.mask = mb, mm.ldmask = nb * HWo;
         }
         et_status st = et_matmul_run(j->cx->eng, &mm);
         if (st) return st;
-        col2im(l, dcol, N, n0, nb, j->dx);
+        col2im(l, dcol, N, n0, nb, j->dx, masked && j->ep_post ? j->x : NULL);
     }
     return ET_OK;
 }
@@ -423,7 +725,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     if (conv_direct(&l->cfg.conv)) { /* dX[Cin, N*HW] = W^T dY in one product */
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, N * HWo, Cout, l->params[0].use, CK,
                         dy, N * HWo, dx, N * HWo, 0.0f, skip || l->params[0].mask != NULL, NULL, 0, NULL,
-                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_E]};
+                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_E], NULL, NULL, NULL, 0};
         if (masked) {
             nonzero_mask(x, (int64_t)CK * N * HWo, sp->ep_maskbuf);
             mm.mask = sp->ep_maskbuf, mm.ldmask = N * HWo;
@@ -432,7 +734,11 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     }
     et_conv_geom g;
     if (!conv_rows_fast(l, &g)) memset(dx, 0, sizeof(float) * (size_t)(et_shape_numel(l->in) * N));
-    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0};
+    /* the mask after col2im where nothing looks at the product's own mask (a
+     * sink) and the exact count needs no pattern of W (no zero in W) */
+    const int post = masked && et_matmul_plain(cx->eng, l->index) && !l->params[0].mask &&
+                     !et_spgemm_any_zero(l->params[0].use, Cout, CK, CK);
+    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL, NULL};
     return run_lanes(&j, (nch + 1) / 2, ep_lane);
 }
 
@@ -451,7 +757,8 @@ static float *lane_grad(const et_layer *l, const et_lctx *cx, int lane) {
  * processor-model sink, sparsity masks and emulated rounding are defined on
  * it): lane 0 into dW, lane 1 into a buffer added at the end. */
 static int wg_transposed(const et_layer *l, const et_lctx *cx) {
-    return conv_plain(l, cx) && !(l->int_scale[ET_IS_E] > 0 && l->int_scale[ET_IS_A] > 0);
+    return et_matmul_plain(cx->eng, l->index) && !l->params[0].mask &&
+           !(l->int_scale[ET_IS_E] > 0 && l->int_scale[ET_IS_A] > 0);
 }
 
 static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
@@ -461,15 +768,24 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
     float *dst = tr || lane ? lane_grad(l, j->cx, lane) : l->params[0].grad;
     for (int c = c0; c < c1; c++) {
         int n0, nb = chunk_images(j, c, &n0), ldb;
-        const float *col = chunk_cols(j, lane, n0, nb, &ldb), *dyc = j->dy + (int64_t)n0 * HWo;
+        const float *col = chunk_cols(j, lane, n0, nb, &ldb, NULL), *dyc = j->dy + (int64_t)n0 * HWo;
         const float beta = c == c0 ? 0.0f : 1.0f;
         et_matmul mm = {ET_WG, l->index, 0, 1, Cout, CK, nb * HWo, dyc, N * HWo, col, ldb, dst, CK, beta,
                         j->cx->sp && j->cx->sp->bw_skip, l->params[0].mask, CK, NULL,
-                        l->int_scale[ET_IS_E], l->int_scale[ET_IS_A]};
+                        l->int_scale[ET_IS_E], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0};
+        mm.lane = lane;
         if (tr) {
             mm.M = CK, mm.N = Cout;
             mm.A = col, mm.lda = ldb, mm.B = dyc, mm.ldb = N * HWo, mm.ldc = Cout;
             mm.a_scale = l->int_scale[ET_IS_A], mm.b_scale = l->int_scale[ET_IS_E];
+        }
+        if (mm.skip_zeros && !mm.mask) { /* nnz of col's columns (the K of WG), from x */
+            int32_t *cc = lane_colcnt(j, lane);
+            conv_xstats(l, j->x, N, n0, nb, NULL, cc);
+            if (tr)
+                mm.knnz_a = cc;
+            else
+                mm.knnz_b = cc;
         }
         et_status st = et_matmul_run(j->cx->eng, &mm);
         if (st) return st;
@@ -482,7 +798,7 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const int h = et_matmul_emulated(cx->eng, l->index) ? nch : (nch + 1) / 2;
     const int tr = wg_transposed(l, cx);
-    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr};
+    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL};
     et_status st = run_lanes(&j, h, wg_lane);
     if (st) return st;
     float *dw = l->params[0].grad;

@@ -13,7 +13,9 @@ static inline __mmask16 range_mask(int lo, int hi, int base) {
 }
 
 void et_im2col_row_avx512(const et_conv_geom *g, int ky, int kx, const float *src, int nb,
-                          float *dst) {
+                          float *dst, int32_t *cnt) {
+    const __m512 zero = _mm512_setzero_ps();
+    int32_t nz = 0;
     const int H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo;
     const int ix0 = kx - g->PW; /* input column of output column 0 */
     int lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < Wo ? W - ix0 : Wo;
@@ -30,14 +32,46 @@ void et_im2col_row_avx512(const et_conv_geom *g, int ky, int kx, const float *sr
                 continue;
             }
             const float *s = plane + (int64_t)iy * W + ix0;
-            _mm512_mask_storeu_ps(dst, st0, _mm512_maskz_loadu_ps(ld0, s));
-            if (st1) _mm512_mask_storeu_ps(dst + 16, st1, _mm512_maskz_loadu_ps(ld1, s + 16));
+            const __m512 v0 = _mm512_maskz_loadu_ps(ld0, s);
+            _mm512_mask_storeu_ps(dst, st0, v0);
+            if (cnt) nz += __builtin_popcount((unsigned)_mm512_mask_cmp_ps_mask(ld0, v0, zero, _CMP_NEQ_UQ));
+            if (st1) {
+                const __m512 v1 = _mm512_maskz_loadu_ps(ld1, s + 16);
+                _mm512_mask_storeu_ps(dst + 16, st1, v1);
+                if (cnt) nz += __builtin_popcount((unsigned)_mm512_mask_cmp_ps_mask(ld1, v1, zero, _CMP_NEQ_UQ));
+            }
+        }
+    }
+    if (cnt) *cnt = nz;
+}
+
+void et_im2col_row_i8_avx512(const et_conv_geom *g, int ky, int kx, const int8_t *src, int nb, int8_t *dst) {
+    const int H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo;
+    const int ix0 = kx - g->PW;
+    int lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < Wo ? W - ix0 : Wo;
+    if (hi < lo) hi = lo;
+    const __mmask32 ld = (__mmask32)range_mask(lo, hi, 0) | (__mmask32)range_mask(lo, hi, 16) << 16;
+    const __mmask32 st = (__mmask32)range_mask(0, Wo, 0) | (__mmask32)range_mask(0, Wo, 16) << 16;
+    for (int n = 0; n < nb; n++) {
+        const int8_t *plane = src + (int64_t)n * H * W;
+        for (int oy = 0; oy < Ho; oy++, dst += Wo) {
+            int iy = oy - g->PH + ky;
+            if (iy < 0 || iy >= H) {
+                _mm256_mask_storeu_epi8(dst, st, _mm256_setzero_si256());
+                continue;
+            }
+            _mm256_mask_storeu_epi8(dst, st, _mm256_maskz_loadu_epi8(ld, plane + (int64_t)iy * W + ix0));
         }
     }
 }
 
 void et_col2im_chan_avx512(const et_conv_geom *g, const float *col, int64_t ld, int nb,
                            float *dx) {
+    et_col2im_chan_keep_avx512(g, col, ld, nb, dx, NULL);
+}
+
+void et_col2im_chan_keep_avx512(const et_conv_geom *g, const float *col, int64_t ld, int nb,
+                                float *dx, const float *keep) {
     const int H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, KH = g->KH, KW = g->KW;
     const __mmask16 st0 = range_mask(0, W, 0), st1 = range_mask(0, W, 16);
     __mmask16 m0[16], m1[16]; /* per kx: lanes ix with 0 <= ix + PW - kx < Wo, ix < W */
@@ -64,6 +98,14 @@ void et_col2im_chan_avx512(const et_conv_geom *g, const float *col, int64_t ld, 
                 }
             }
             float *d = dplane + (int64_t)iy * W;
+            if (keep) { /* 0 where the kept tensor is 0 (EP's mask after col2im) */
+                const float *k = keep + (int64_t)n * H * W + (int64_t)iy * W;
+                const __m512 z = _mm512_setzero_ps();
+                a0 = _mm512_maskz_mov_ps(_mm512_mask_cmp_ps_mask(st0, _mm512_maskz_loadu_ps(st0, k), z, _CMP_NEQ_UQ), a0);
+                if (st1)
+                    a1 = _mm512_maskz_mov_ps(_mm512_mask_cmp_ps_mask(st1, _mm512_maskz_loadu_ps(st1, k + 16), z, _CMP_NEQ_UQ),
+                                             a1);
+            }
             _mm512_mask_storeu_ps(d, st0, a0);
             if (st1) _mm512_mask_storeu_ps(d + 16, st1, a1);
         }

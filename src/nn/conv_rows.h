@@ -18,11 +18,17 @@ typedef struct et_conv_geom {
  * x[n][oy-PH+ky][ox-PW+kx] (0 outside); src = channel plane of image 0,
  * planes H*W apart. */
 void et_im2col_row_avx512(const et_conv_geom *g, int ky, int kx, const float *src, int nb,
-                          float *dst);
+                          float *dst, int32_t *cnt); /* cnt (NULL: none) = the row's non-zeros */
+/* The same for int8 codes (speculation), 32 bytes per row. */
+void et_im2col_row_i8_avx512(const et_conv_geom *g, int ky, int kx, const int8_t *src, int nb, int8_t *dst);
 /* Gather form of col2im for one channel and nb images: every dx element is
  * written once as 0 + the sum of its col entries in (ky, kx) order.
  * col = the channel's first col row (rows Ho*Wo*ld apart, ld = nb*Ho*Wo). */
 void et_col2im_chan_avx512(const et_conv_geom *g, const float *col, int64_t ld, int nb,
                            float *dx);
+/* The same, and dx = 0 where keep (the channel's input plane of image 0,
+ * planes H*W apart) is 0: conv EP's mask applied after col2im. */
+void et_col2im_chan_keep_avx512(const et_conv_geom *g, const float *col, int64_t ld, int nb,
+                                float *dx, const float *keep);
 #endif
 #endif

@@ -59,6 +59,16 @@ size_t et_layer_ep_mask_bytes(const et_layer *l, int batch) {
     return l->type == ET_L_CONV ? (size_t)K * (size_t)N : (size_t)M * (size_t)K;
 }
 
+size_t et_layer_spec_code_bytes(const et_layer *l, int batch) {
+    if (l->type != ET_L_CONV) return 0;
+    int M, N, K;
+    et_layer_ff_dims(l, batch, &M, &N, &K);
+    const size_t x = ((size_t)et_shape_numel(l->in) * (size_t)batch + 63) & ~(size_t)63;
+    /* + the weights' packed codes (et_spec_a_vnni_bytes: M rounded to 8, K to 4) */
+    const size_t a = (size_t)((M + 7) & ~7) * (size_t)((K + 3) / 4) * 4;
+    return x + 2 * (((size_t)K * (size_t)N + 63) & ~(size_t)63) + ((a + 63) & ~(size_t)63);
+}
+
 #if defined(__x86_64__) || defined(_M_X64)
 void et_nonzero_bytes_avx512(const float *x, int n, uint8_t *mask); /* conv_avx512.c */
 #endif

@@ -83,7 +83,11 @@ typedef struct et_layer_sparsity {
     int ep_mask;          /* EP: compute only input-gradient entries whose input is non-zero */
     int bw_skip;          /* EP, WG: skip zero operands (errors, activations) */
     et_spec *spec;        /* FF: speculation request (mask = the whole output), NULL: none */
-    uint8_t *ep_maskbuf;  /* room for EP's output mask (et_layer_ep_mask_bytes) */
+    uint8_t *ep_maskbuf;  /* room for EP's output mask (et_layer_ep_mask_bytes), twice
+                             (conv's second lane: from the first's size rounded to 64) */
+    int8_t *spec_codes;   /* conv FF under speculation with 1..8 bits: room for the
+                             input's codes and two lanes' im2col of them
+                             (et_layer_spec_code_bytes); NULL: B is coded per product */
 } et_layer_sparsity;
 
 enum { ET_IS_W = 0, ET_IS_A = 1, ET_IS_E = 2 };
@@ -131,6 +135,10 @@ int et_layer_fuses_relu_ep(et_layer_type t);
 void et_layer_ff_dims(const et_layer *l, int batch, int *M, int *N, int *K);
 /* Bytes of the EP output mask of a conv/linear layer at `batch` images. */
 size_t et_layer_ep_mask_bytes(const et_layer *l, int batch);
+/* Bytes of et_layer_sparsity.spec_codes for a conv layer at `batch` (0 for
+ * other layers): the input's int8 codes, two lanes' col matrices of codes,
+ * then the weights' codes packed for the fused path, each 64-byte aligned. */
+size_t et_layer_spec_code_bytes(const et_layer *l, int batch);
 
 /* Helpers shared by layer implementations. */
 void et_param_define(et_layer *l, const char *suffix, int trainable, int ndim, const int64_t *shape);

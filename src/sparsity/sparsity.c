@@ -43,8 +43,9 @@ typedef struct sparsity_state {
     int nnodes;
     node_sp *node;
     et_spec_stats *stats;
-    size_t ep_mask_bytes, out_mask_bytes, ws_bytes;
+    size_t ep_mask_bytes, out_mask_bytes, ws_bytes, code_bytes;
     uint8_t *ep_mask, *out_mask;
+    int8_t *codes;
 } sparsity_state;
 
 /* ----------------------------------------------------------------- parsing */
@@ -181,7 +182,8 @@ et_status et_sparsity_plan(et_model *m, int batch, size_t *bytes) {
     if (!st) return ET_OK;
     if (st->nnodes != m->nnodes) return et_set_error(ET_ERR_INVALID, "sparsity: the model changed after set_sparsity");
     const int skip = st->cfg.skip || st->cfg.speculate;
-    st->ep_mask_bytes = st->out_mask_bytes = st->ws_bytes = 0;
+    st->ep_mask_bytes = st->out_mask_bytes = st->ws_bytes = st->code_bytes = 0;
+    const int coded = st->cfg.spec_bits >= 1 && st->cfg.spec_bits <= 8;
     for (int i = 0; i < m->nnodes; i++) {
         const et_layer *l = &m->nodes[i].layer;
         node_sp *ns = &st->node[i];
@@ -204,9 +206,13 @@ et_status et_sparsity_plan(et_model *m, int batch, size_t *bytes) {
             size_t wb = et_spec_ws_bytes(st->cfg.spec_bits, M, N, K);
             /* The check's exact output reuses the estimate (4 bytes per output). */
             if (wb > st->ws_bytes) st->ws_bytes = wb;
+            size_t cb = coded ? et_layer_spec_code_bytes(l, batch) : 0;
+            if (cb > st->code_bytes) st->code_bytes = cb;
         }
     }
-    *bytes = al(st->ep_mask_bytes) + al(st->out_mask_bytes) + al(st->ws_bytes);
+    /* two speculation workspaces: conv's lanes predict side by side */
+    /* EP mask bytes for each of conv's two lanes */
+    *bytes = 2 * al(st->ep_mask_bytes) + al(st->out_mask_bytes) + 2 * al(st->ws_bytes) + al(st->code_bytes);
     return ET_OK;
 }
 
@@ -215,14 +221,18 @@ void et_sparsity_bind(et_model *m, void *mem) {
     if (!st) return;
     char *p = mem;
     st->ep_mask = st->ep_mask_bytes ? (uint8_t *)p : NULL;
-    p += al(st->ep_mask_bytes);
+    p += 2 * al(st->ep_mask_bytes);
     st->out_mask = st->out_mask_bytes ? (uint8_t *)p : NULL;
     p += al(st->out_mask_bytes);
     m->eng.spec_ws = st->ws_bytes ? p : NULL;
+    m->eng.spec_ws1 = st->ws_bytes ? p + al(st->ws_bytes) : NULL;
     m->eng.spec_ws_bytes = st->ws_bytes;
+    p += 2 * al(st->ws_bytes);
+    st->codes = st->code_bytes ? (int8_t *)p : NULL;
     for (int i = 0; i < m->nnodes; i++) {
         node_sp *ns = &st->node[i];
         ns->sp.ep_maskbuf = ns->sp.ep_mask ? st->ep_mask : NULL;
+        ns->sp.spec_codes = ns->speculate && m->nodes[i].layer.type == ET_L_CONV ? st->codes : NULL;
     }
 }
 

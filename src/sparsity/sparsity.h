@@ -18,12 +18,23 @@ size_t et_spec_ws_bytes(int bits, int M, int N, int K);
 typedef struct et_spec_fused {
     int valid;
     uint64_t kept, elem_dense_a;
+    /* a checked call's exact dense product op(A)·op(B) (et_sgemm, beta 0),
+     * M x N with row stride N, in the workspace; NULL: not computed */
+    const float *dense;
 } et_spec_fused;
 /* Predicts mm->spec->mask (and counts statistics); ws holds et_spec_ws_bytes().
  * fu (may be NULL) gets what the fused path learnt. */
 et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spec_fused *fu);
 /* One operand value's B-bit code, inv = 127 / absmax (0 if absmax is 0). */
 int8_t et_spec_code(float x, float inv, int bits);
+/* out[i] = et_spec_code(x[i], 127 / absmax, bits) for i < n (vectorised,
+ * threads over blocks): conv codes its input once per call with it. */
+void et_spec_code_tensor(const float *x, int64_t n, float absmax, int bits, int8_t *out);
+/* A (M x K, row stride lda) coded with absmax/bits and packed in the fused
+ * VNNI path's layout into out (et_spec_a_vnni_bytes), for et_spec.a_vnni.
+ * Returns 0 (nothing written) where the fused path cannot run. */
+size_t et_spec_a_vnni_bytes(int M, int K);
+int et_spec_pack_a(const float *A, int M, int K, int lda, float absmax, int bits, uint32_t *out);
 /* sign(x) * 2^floor(log2|x|), 0 for 0. */
 float et_spec_exp(float x);
 

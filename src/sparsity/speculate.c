@@ -76,6 +76,44 @@ static void codes(const float *X, int rows, int cols, int ld, float absmax, int 
         for (int c = 0; c < cols; c++) out[(int64_t)r * cols + c] = et_spec_code(X[(int64_t)r * ld + c], inv, bits);
 }
 
+size_t et_spec_a_vnni_bytes(int M, int K) { return (size_t)((M + 7) & ~7) * (size_t)((K + 3) / 4) * 4; }
+
+int et_spec_pack_a(const float *A, int M, int K, int lda, float absmax, int bits, uint32_t *out) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (bits < 1 || bits > 8 || M <= 0 || K <= 0 || et_cpu_isa() < ET_ISA_AVX512 ||
+        !__builtin_cpu_supports("avx512vnni"))
+        return 0;
+    const float inv = absmax > 0.0f ? 127.0f / absmax : 0.0f;
+    const int Mp = (M + 7) & ~7, Kq = (K + 3) / 4;
+#pragma omp parallel for schedule(static) if ((int64_t)Mp * K > 65536)
+    for (int i = 0; i < Mp; i++) /* the layout of et_spec_pack_a_vnni, from the floats */
+        for (int q = 0; q < Kq; q++) {
+            uint32_t d = 0;
+            for (int t = 0; t < 4; t++) {
+                const int k = 4 * q + t;
+                const uint32_t byte =
+                    i < M && k < K ? (uint32_t)(uint8_t)(et_spec_code(A[(int64_t)i * lda + k], inv, bits) + 128) : 128u;
+                d |= byte << (8 * t);
+            }
+            out[(size_t)(i / 8) * Kq * 8 + (size_t)q * 8 + (i & 7)] = d;
+        }
+    return 1;
+#else
+    (void)A, (void)M, (void)K, (void)lda, (void)absmax, (void)bits, (void)out;
+    return 0;
+#endif
+}
+
+void et_spec_code_tensor(const float *x, int64_t n, float absmax, int bits, int8_t *out) {
+    const int64_t blk = 16384;
+    const int64_t nb = (n + blk - 1) / blk;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t o = b * blk;
+        codes(x + o, 1, (int)(n - o < blk ? n - o : blk), 0, absmax, bits, out + o);
+    }
+}
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 void et_spec_pack_a_vnni(const int8_t *ca, int M, int K, int Kq, uint32_t *Ap);
@@ -89,12 +127,16 @@ void et_spec_vnni_panel(int M, int K, int Kq, const uint32_t *Ap, const float *B
  * accumulators, so neither B's codes nor the estimate are stored. Uses the
  * estimate's part of the workspace; returns 0 (nothing done) when it does not
  * fit. With it, fu gets the mask count and sum_j nnz(B[:,j]) * kept(j). */
+void et_spec_vnni_panel_codes(int M, int K, int Kq, const uint32_t *Ap, const int8_t *Bc, int ldc, int j0, int nc,
+                              float scale, const float *bias, int bias_rows, uint8_t *mask, int ldm, __m512i *bp,
+                              uint64_t *pz, int32_t *kept);
+
 static int predict_fused(const et_matmul *mm, const int8_t *ca, char *wsp, size_t room, uint64_t *pz,
                          et_spec_fused *fu) {
     const et_spec *sp = mm->spec;
     const int M = mm->M, N = mm->N, K = mm->K;
     if (mm->ta || mm->tb || K <= 0 || K > 65536 || M <= 0 || N <= 0 || et_cpu_isa() < ET_ISA_AVX512 ||
-        !__builtin_cpu_supports("avx512vnni"))
+        !__builtin_cpu_supports("avx512vnni") || (sp->b_codes && !sp->b_colnz))
         return 0;
     int T = 1;
 #ifdef _OPENMP
@@ -104,9 +146,13 @@ static int predict_fused(const et_matmul *mm, const int8_t *ca, char *wsp, size_
     const int Kq = (K + 3) / 4, Mp = (M + 7) & ~7, npan = (N + 31) / 32;
     const size_t pa = al((size_t)Mp * Kq * 4), pb = al((size_t)Kq * 128), pc = al((size_t)N * 4);
     if (pa + pb * (size_t)T + 2 * pc > room) return 0;
-    uint32_t *Ap = (uint32_t *)(void *)wsp;
+    const uint32_t *Ap = sp->a_vnni;
     int32_t *colnz = (int32_t *)(void *)(wsp + pa + pb * (size_t)T), *kept = (int32_t *)(void *)((char *)colnz + pc);
-    et_spec_pack_a_vnni(ca, M, K, Kq, Ap);
+    if (!Ap) {
+        if (!ca) return 0;
+        et_spec_pack_a_vnni(ca, M, K, Kq, (uint32_t *)(void *)wsp);
+        Ap = (const uint32_t *)(void *)wsp;
+    }
     const float invb = sp->absmax_b > 0.0f ? 127.0f / sp->absmax_b : 0.0f;
     const float step = (float)(1 << (8 - sp->bits));
     const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step;
@@ -119,10 +165,15 @@ static int predict_fused(const et_matmul *mm, const int8_t *ca, char *wsp, size_
         t = omp_get_thread_num();
 #endif
         int j0 = p * 32, nc = N - j0 < 32 ? N - j0 : 32;
-        et_spec_vnni_panel(M, K, Kq, Ap, mm->B, mm->ldb, j0, nc, invb, sp->bits, scale, sp->bias, sp->bias_rows,
-                           sp->mask, sp->ldmask, (__m512i *)(void *)(wsp + pa + pb * (size_t)t), &z, colnz + j0,
-                           kept + j0);
+        __m512i *bp = (__m512i *)(void *)(wsp + pa + pb * (size_t)t);
+        if (sp->b_codes) /* B's codes from the caller: packed from bytes */
+            et_spec_vnni_panel_codes(M, K, Kq, Ap, sp->b_codes, sp->ldb_codes, j0, nc, scale, sp->bias, sp->bias_rows,
+                                     sp->mask, sp->ldmask, bp, &z, kept + j0);
+        else
+            et_spec_vnni_panel(M, K, Kq, Ap, mm->B, mm->ldb, j0, nc, invb, sp->bits, scale, sp->bias, sp->bias_rows,
+                               sp->mask, sp->ldmask, bp, &z, colnz + j0, kept + j0);
     }
+    if (sp->b_codes) colnz = (int32_t *)sp->b_colnz;
     uint64_t kt = 0, e = 0;
     for (int j = 0; j < N; j++) kt += (uint64_t)kept[j], e += (uint64_t)kept[j] * (uint64_t)colnz[j];
     *pz = z;
@@ -152,7 +203,7 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spe
                             M, N, K);
     et_spec_fused nofu;
     if (!fu) fu = &nofu;
-    fu->valid = 0, fu->kept = 0, fu->elem_dense_a = 0;
+    fu->valid = 0, fu->kept = 0, fu->elem_dense_a = 0, fu->dense = NULL;
     float *est = ws; /* M x N, ld N (fp32 estimates, or the int32 sums isum) */
     int32_t *isum = NULL;
     float scale = 0.0f;
@@ -169,14 +220,20 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spe
         et_sgemm(mm->ta, mm->tb, M, N, K, 1.0f, fa, ac > 0 ? ac : 1, fb, bc > 0 ? bc : 1, 0.0f, est, N > 0 ? N : 1);
     } else {
         int8_t *ca = (int8_t *)rest, *cb = (int8_t *)(rest + al((size_t)M * K));
-        codes(mm->A, ar, ac, mm->lda, sp->absmax_a, sp->bits, ca);
+        int have_ca = 0;
+        if (!sp->a_vnni || mm->ta) codes(mm->A, ar, ac, mm->lda, sp->absmax_a, sp->bits, ca), have_ca = 1;
 #if defined(__x86_64__) || defined(_M_X64)
-        fused = predict_fused(mm, ca, (char *)ws, al((size_t)M * N * 4), &pz, fu);
+        fused = predict_fused(mm, have_ca ? ca : NULL, (char *)ws, al((size_t)M * N * 4), &pz, fu);
 #endif
+        if (!fused && !have_ca) codes(mm->A, ar, ac, mm->lda, sp->absmax_a, sp->bits, ca);
         if (!fused) {
-            codes(mm->B, br, bc, mm->ldb, sp->absmax_b, sp->bits, cb);
+            int ldcb = bc > 0 ? bc : 1;
+            if (sp->b_codes && !mm->tb) /* the caller's codes of B */
+                cb = (int8_t *)sp->b_codes, ldcb = sp->ldb_codes;
+            else
+                codes(mm->B, br, bc, mm->ldb, sp->absmax_b, sp->bits, cb);
             isum = (int32_t *)ws;
-            et_igemm_s8(mm->ta, mm->tb, M, N, K, ca, ac > 0 ? ac : 1, cb, bc > 0 ? bc : 1, isum, N > 0 ? N : 1);
+            et_igemm_s8(mm->ta, mm->tb, M, N, K, ca, ac > 0 ? ac : 1, cb, ldcb, isum, N > 0 ? N : 1);
             const float step = (float)(1 << (8 - sp->bits));
             const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step;
             scale = sa * sb;
@@ -192,13 +249,16 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spe
             pz += mr[j] == 0;
         }
     }
-    if (sp->stats) {
-        sp->stats->outputs += (uint64_t)M * N, sp->stats->predicted_zero += pz;
-        sp->stats->estimate_macs += (uint64_t)M * N * (uint64_t)K;
+    if (sp->stats) { /* atomic: conv's two lanes may predict at once */
+        __atomic_fetch_add(&sp->stats->outputs, (uint64_t)M * N, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&sp->stats->predicted_zero, pz, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&sp->stats->estimate_macs, (uint64_t)M * N * (uint64_t)K, __ATOMIC_RELAXED);
     }
     if (!sp->check) return ET_OK;
-    /* The true dense output: the same et_sgemm and bias add as the layer's. */
+    /* The true dense output: the same et_sgemm and bias add as the layer's.
+     * The masked product may take it from here (fu->dense). */
     et_sgemm(mm->ta, mm->tb, M, N, K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, 0.0f, est, N > 0 ? N : 1);
+    fu->dense = est;
     uint64_t tz = 0, fz = 0, mz = 0;
 #pragma omp parallel for schedule(static) reduction(+ : tz, fz, mz) if ((int64_t)M * N > 65536)
     for (int i = 0; i < M; i++) {
@@ -213,8 +273,11 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spe
     }
     if (sp->stats) {
         et_spec_stats *s = sp->stats;
-        s->checked += (uint64_t)M * N, s->checked_predicted_zero += pz;
-        s->true_zero += tz, s->false_zero += fz, s->missed_zero += mz;
+        __atomic_fetch_add(&s->checked, (uint64_t)M * N, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->checked_predicted_zero, pz, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->true_zero, tz, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->false_zero, fz, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->missed_zero, mz, __ATOMIC_RELAXED);
     }
     return ET_OK;
 }

@@ -42,6 +42,63 @@ static inline __m512i code16(__m512 x, __m512 vinv, __m128i sh) {
     return _mm512_mask_sub_epi32(t, neg, _mm512_setzero_si512(), t);
 }
 
+/* The panel's row blocks: vpdpbusd over the packed panel bp (Kq x 2
+ * vectors) with column sums cs0/cs1, the estimate and the mask bytes; adds
+ * the predicted zeros to *zeros and each column's kept outputs to k0_out, k1_out. */
+static inline void vnni_rows(int M, int Kq, const uint32_t *Ap, const __m512i *bp, __m512i cs0, __m512i cs1,
+                             __mmask16 m0, __mmask16 m1, int j0, float scale, const float *bias, int bias_rows,
+                             uint8_t *mask, int ldm, uint64_t *zeros_out, __m512i *k0_out, __m512i *k1_out) {
+    const __m512 z = _mm512_setzero_ps();
+    const __m512i one = _mm512_set1_epi32(1);
+    const __m512i off0 = _mm512_slli_epi32(cs0, 7), off1 = _mm512_slli_epi32(cs1, 7);
+    const __m512 vs = _mm512_set1_ps(scale);
+    __m512 bc0 = z, bc1 = z;
+    if (bias && !bias_rows) bc0 = _mm512_maskz_loadu_ps(m0, bias + j0), bc1 = _mm512_maskz_loadu_ps(m1, bias + j0 + 16);
+    __m512i k0 = _mm512_setzero_si512(), k1 = k0;
+    uint64_t zeros = 0;
+    for (int i0 = 0; i0 < M; i0 += 8) {
+        const uint32_t *ap = Ap + (size_t)(i0 / 8) * Kq * 8;
+        __m512i a00 = _mm512_setzero_si512(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00,
+                a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00, a60 = a00, a61 = a00, a70 = a00, a71 = a00;
+        for (int q = 0; q < Kq; q++, ap += 8) {
+            const __m512i b0 = _mm512_loadu_si512(bp + 2 * q), b1 = _mm512_loadu_si512(bp + 2 * q + 1);
+#define ROW(r, x0, x1)                                                                                              \
+    do {                                                                                                            \
+        const __m512i av = _mm512_set1_epi32((int)ap[r]);                                                          \
+        x0 = _mm512_dpbusd_epi32(x0, av, b0);                                                                       \
+        x1 = _mm512_dpbusd_epi32(x1, av, b1);                                                                       \
+    } while (0)
+            ROW(0, a00, a01);
+            ROW(1, a10, a11);
+            ROW(2, a20, a21);
+            ROW(3, a30, a31);
+            ROW(4, a40, a41);
+            ROW(5, a50, a51);
+            ROW(6, a60, a61);
+            ROW(7, a70, a71);
+#undef ROW
+        }
+        const __m512i acc[8][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31},
+                                   {a40, a41}, {a50, a51}, {a60, a61}, {a70, a71}};
+        for (int r = 0; r < 8 && i0 + r < M; r++) {
+            const int i = i0 + r;
+            __m512 b0v = bc0, b1v = bc1;
+            if (bias && bias_rows) b0v = b1v = _mm512_set1_ps(bias[i]);
+            __m512 e0 = _mm512_add_ps(_mm512_mul_ps(vs, _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][0], off0))), b0v);
+            __m512 e1 = _mm512_add_ps(_mm512_mul_ps(vs, _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][1], off1))), b1v);
+            __mmask16 keep0 = _mm512_mask_cmp_ps_mask(m0, e0, z, _CMP_NLE_UQ);
+            __mmask16 keep1 = _mm512_mask_cmp_ps_mask(m1, e1, z, _CMP_NLE_UQ);
+            uint8_t *mr = mask + (ptrdiff_t)i * ldm + j0;
+            _mm_mask_storeu_epi8(mr, m0, _mm_maskz_mov_epi8(keep0, _mm_set1_epi8(1)));
+            if (m1) _mm_mask_storeu_epi8(mr + 16, m1, _mm_maskz_mov_epi8(keep1, _mm_set1_epi8(1)));
+            zeros += (uint64_t)(__builtin_popcount((unsigned)(m0 & ~keep0)) + __builtin_popcount((unsigned)(m1 & ~keep1)));
+            k0 = _mm512_mask_add_epi32(k0, keep0, k0, one);
+            k1 = _mm512_mask_add_epi32(k1, keep1, k1, one);
+        }
+    }
+    *zeros_out = zeros, *k0_out = k0, *k1_out = k1;
+}
+
 void et_spec_pack_a_vnni(const int8_t *ca, int M, int K, int Kq, uint32_t *Ap) {
     const int Mp = (M + 7) & ~7;
     for (int i = 0; i < Mp; i++)
@@ -89,52 +146,9 @@ void et_spec_vnni_panel(int M, int K, int Kq, const uint32_t *Ap, const float *B
         _mm512_storeu_si512(bp + 2 * q, d0);
         _mm512_storeu_si512(bp + 2 * q + 1, d1);
     }
-    const __m512i off0 = _mm512_slli_epi32(cs0, 7), off1 = _mm512_slli_epi32(cs1, 7);
-    const __m512 vs = _mm512_set1_ps(scale);
-    __m512 bc0 = z, bc1 = z;
-    if (bias && !bias_rows) bc0 = _mm512_maskz_loadu_ps(m0, bias + j0), bc1 = _mm512_maskz_loadu_ps(m1, bias + j0 + 16);
-    __m512i k0 = _mm512_setzero_si512(), k1 = k0;
-    uint64_t zeros = 0;
-    for (int i0 = 0; i0 < M; i0 += 8) {
-        const uint32_t *ap = Ap + (size_t)(i0 / 8) * Kq * 8;
-        __m512i a00 = _mm512_setzero_si512(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00,
-                a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00, a60 = a00, a61 = a00, a70 = a00, a71 = a00;
-        for (int q = 0; q < Kq; q++, ap += 8) {
-            const __m512i b0 = _mm512_loadu_si512(bp + 2 * q), b1 = _mm512_loadu_si512(bp + 2 * q + 1);
-#define ROW(r, x0, x1)                                                                                              \
-    do {                                                                                                            \
-        const __m512i av = _mm512_set1_epi32((int)ap[r]);                                                          \
-        x0 = _mm512_dpbusd_epi32(x0, av, b0);                                                                       \
-        x1 = _mm512_dpbusd_epi32(x1, av, b1);                                                                       \
-    } while (0)
-            ROW(0, a00, a01);
-            ROW(1, a10, a11);
-            ROW(2, a20, a21);
-            ROW(3, a30, a31);
-            ROW(4, a40, a41);
-            ROW(5, a50, a51);
-            ROW(6, a60, a61);
-            ROW(7, a70, a71);
-#undef ROW
-        }
-        const __m512i acc[8][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31},
-                                   {a40, a41}, {a50, a51}, {a60, a61}, {a70, a71}};
-        for (int r = 0; r < 8 && i0 + r < M; r++) {
-            const int i = i0 + r;
-            __m512 b0v = bc0, b1v = bc1;
-            if (bias && bias_rows) b0v = b1v = _mm512_set1_ps(bias[i]);
-            __m512 e0 = _mm512_add_ps(_mm512_mul_ps(vs, _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][0], off0))), b0v);
-            __m512 e1 = _mm512_add_ps(_mm512_mul_ps(vs, _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][1], off1))), b1v);
-            __mmask16 keep0 = _mm512_mask_cmp_ps_mask(m0, e0, z, _CMP_NLE_UQ);
-            __mmask16 keep1 = _mm512_mask_cmp_ps_mask(m1, e1, z, _CMP_NLE_UQ);
-            uint8_t *mr = mask + (ptrdiff_t)i * ldm + j0;
-            _mm_mask_storeu_epi8(mr, m0, _mm_maskz_mov_epi8(keep0, _mm_set1_epi8(1)));
-            if (m1) _mm_mask_storeu_epi8(mr + 16, m1, _mm_maskz_mov_epi8(keep1, _mm_set1_epi8(1)));
-            zeros += (uint64_t)(__builtin_popcount((unsigned)(m0 & ~keep0)) + __builtin_popcount((unsigned)(m1 & ~keep1)));
-            k0 = _mm512_mask_add_epi32(k0, keep0, k0, one);
-            k1 = _mm512_mask_add_epi32(k1, keep1, k1, one);
-        }
-    }
+    uint64_t zeros;
+    __m512i k0, k1;
+    vnni_rows(M, Kq, Ap, bp, cs0, cs1, m0, m1, j0, scale, bias, bias_rows, mask, ldm, &zeros, &k0, &k1);
     *pz += zeros;
     if (colnz) {
         _mm512_mask_storeu_epi32(colnz, m0, nz0);
@@ -144,4 +158,39 @@ void et_spec_vnni_panel(int M, int K, int Kq, const uint32_t *Ap, const float *B
             _mm512_mask_storeu_epi32(kept + 16, m1, k1);
         }
     }
+}
+
+/* et_spec_vnni_panel with B's codes given (K x N int8, row stride ldc): the
+ * panel is packed from the bytes (4 rows zero-extended into the 4 bytes of
+ * each 32-bit lane) and its column sums come from vpdpbusd with ones, so no
+ * float is read or coded; kept[j] as there (colnz is the caller's). */
+void et_spec_vnni_panel_codes(int M, int K, int Kq, const uint32_t *Ap, const int8_t *Bc, int ldc, int j0, int nc,
+                              float scale, const float *bias, int bias_rows, uint8_t *mask, int ldm, __m512i *bp,
+                              uint64_t *pz, int32_t *kept) {
+    const __m512i ones8 = _mm512_set1_epi32(0x01010101);
+    const __mmask16 m0 = nc >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nc) - 1);
+    const __mmask16 m1 = nc >= 32 ? (__mmask16)0xffff : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1) : 0;
+    __m512i cs0 = _mm512_setzero_si512(), cs1 = cs0;
+    const int8_t *b = Bc + j0;
+    for (int q = 0; q < Kq; q++) {
+        __m512i d0 = _mm512_setzero_si512(), d1 = d0;
+        for (int t = 0; t < 4; t++) {
+            int k = 4 * q + t;
+            if (k >= K) break;
+            const int8_t *r = b + (ptrdiff_t)k * ldc;
+            __m512i c0 = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m0, r));
+            __m512i c1 = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m1, r + 16));
+            d0 = _mm512_or_si512(d0, _mm512_slli_epi32(c0, 8 * t));
+            d1 = _mm512_or_si512(d1, _mm512_slli_epi32(c1, 8 * t));
+        }
+        cs0 = _mm512_dpbusd_epi32(cs0, ones8, d0), cs1 = _mm512_dpbusd_epi32(cs1, ones8, d1);
+        _mm512_storeu_si512(bp + 2 * q, d0);
+        _mm512_storeu_si512(bp + 2 * q + 1, d1);
+    }
+    uint64_t zeros;
+    __m512i k0, k1;
+    vnni_rows(M, Kq, Ap, bp, cs0, cs1, m0, m1, j0, scale, bias, bias_rows, mask, ldm, &zeros, &k0, &k1);
+    *pz += zeros;
+    _mm512_mask_storeu_epi32(kept, m0, k0);
+    if (m1) _mm512_mask_storeu_epi32(kept + 16, m1, k1);
 }
