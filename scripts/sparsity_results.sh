@@ -14,13 +14,8 @@ PL=${PRETRAIN_LIMIT:-12000}
 S=${STEPS:-100}
 TL=${TEST_LIMIT:-2000}
 T=${THREADS:-2}
-CK=cache/vgg8-fmnist-fp32-$PL.safetensors
 if [ -z "${REPORT_ONLY:-}" ]; then
-if [ ! -f $CK ]; then
-    echo "pretraining VGG8 (fp32, 1 epoch on $PL images) -> $CK" >&2
-    ./build/edgetrain train --model vgg8 --data fmnist --epochs 1 --train-limit $PL --lr 0.01 --momentum 0.9 \
-        --seed 1 --threads $T --quiet --test-limit 0 --traffic-every 0 --save $CK > /dev/null
-fi
+CK=$(PRETRAIN_LIMIT=$PL THREADS=$T sh scripts/vgg8_pretrained.sh)
 printf '%s\n' "none|none" "skip|skip" "spec2|speculate --spec-bits 2" "spec4|speculate --spec-bits 4" > $OUT/modes.txt
 if ./build/edgetrain train --help | grep -q -- --prune-target; then
     # the cubic schedule in ten mask updates over the first 80% of the steps
