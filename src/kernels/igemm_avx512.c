@@ -184,6 +184,7 @@ void et_igemm_avx512_pack_a(const float *A, int lda, int ta, float scale, int K,
 
 static void pack_b_panel_t(const float *B, int ldb, __m512 s, int K, int N, int Kq, int j0, int8_t *bp,
                            int32_t *colsum128);
+static void zero_tail_columns(int8_t *bp, int Kq, int c, int nc);
 
 void et_igemm_avx512_pack_b(const float *B, int ldb, int tb, float scale, int K, int N, int Kq, int j0, int npan,
                             int8_t *bp, size_t panel_bytes, int32_t *colsum128) {
@@ -228,7 +229,6 @@ static void pack_b_panel_t(const float *B, int ldb, __m512 s, int K, int N, int 
     /* op(B)[k][j] = B[j*ldb + k]: column j's codes are contiguous, 16 k's give
      * 4 dwords (q0..q0+3); 4 columns at a time, a 4 x 4 dword transpose puts
      * each q's 4 columns side by side. */
-    if (nc < 32) memset(bp, 0, (size_t)Kq * 32 * 4);
     for (int c = nc; c < 32; c++) colsum128[c] = 0;
     for (int c0 = 0; c0 < nc; c0 += 4) {
         const float *row[4];
@@ -259,6 +259,7 @@ static void pack_b_panel_t(const float *B, int ldb, __m512 s, int K, int N, int 
         for (int u = 0; u < 4; u++)
             if (live[u]) colsum128[c0 + u] = 128 * _mm512_reduce_add_epi32(sum[u]);
     }
+    zero_tail_columns(bp, Kq, (nc + 3) & ~3, nc);
 }
 
 /* C[r][c] = (float)((double)tile[r][c] * sab) (+ fl(beta * C) first). */
@@ -277,4 +278,165 @@ void et_igemm_avx512_store(const int32_t *tile, int rows, int nc, double sab, fl
             if (beta != 0.0f) v = _mm512_add_ps(_mm512_mul_ps(bv, _mm512_maskz_loadu_ps(m, c)), v);
             _mm512_mask_storeu_ps(c, m, v);
         }
+}
+
+/* ------------------------------------------------ packing from int8 codes */
+
+static inline __mmask64 lanes64(int n) { return n >= 64 ? ~(__mmask64)0 : n <= 0 ? 0 : ((__mmask64)1 << n) - 1; }
+
+void et_igemm_avx512_im2col_rows(const int8_t *src, int64_t plane, int H, int W, int Ho, int Wo, int SH, int PH,
+                                 int ky, int ix0, int lo, int hi, int nb, int8_t *dst) {
+    /* masked-off lanes are not read, so row + ix0 + ox is touched only for ox
+     * in [lo, hi); every output row but the last is stored as 64 bytes (the
+     * next row overwrites the excess), the last one masked */
+    const __mmask64 ml = lanes64(hi) & ~lanes64(lo), ms = lanes64(Wo);
+    /* output rows [oy0, oy1) read input rows inside the image */
+    int oy0 = 0, oy1 = Ho;
+    while (oy0 < Ho && oy0 * SH - PH + ky < 0) oy0++;
+    while (oy1 > oy0 && (oy1 - 1) * SH - PH + ky >= H) oy1--;
+    if (!ml) oy1 = oy0;
+    const __m512i z = _mm512_setzero_si512();
+    for (int n = 0; n < nb; n++) {
+        const int8_t *p = src + (int64_t)n * plane + ix0 + (int64_t)(oy0 * SH - PH + ky) * W;
+        int8_t *d = dst + (int64_t)n * Ho * Wo;
+        /* the last row of the last image is stored masked: nothing past dst's end */
+        const int end = n + 1 < nb ? Ho : Ho - 1;
+        int oy = 0;
+        for (; oy < oy0 && oy < end; oy++, d += Wo) _mm512_storeu_si512(d, z);
+        for (; oy < oy1 && oy < end; oy++, d += Wo, p += (int64_t)SH * W)
+            _mm512_storeu_si512(d, _mm512_maskz_loadu_epi8(ml, p));
+        for (; oy < end; oy++, d += Wo) _mm512_storeu_si512(d, z);
+        if (end < Ho) _mm512_mask_storeu_epi8(d, ms, oy >= oy0 && oy < oy1 ? _mm512_maskz_loadu_epi8(ml, p) : z);
+    }
+}
+
+/* Bytes k0[c], k1[c], k2[c], k3[c] of 16 columns c as 16 dwords (columns
+ * 0-3, 4-7, 8-11, 12-15 in d[0..3]). */
+static inline void interleave4(__m128i k0, __m128i k1, __m128i k2, __m128i k3, __m128i d[4]) {
+    __m128i l01 = _mm_unpacklo_epi8(k0, k1), h01 = _mm_unpackhi_epi8(k0, k1);
+    __m128i l23 = _mm_unpacklo_epi8(k2, k3), h23 = _mm_unpackhi_epi8(k2, k3);
+    d[0] = _mm_unpacklo_epi16(l01, l23), d[1] = _mm_unpackhi_epi16(l01, l23);
+    d[2] = _mm_unpacklo_epi16(h01, h23), d[3] = _mm_unpackhi_epi16(h01, h23);
+}
+
+/* 4 x 4 dwords: out[t] = dword t of x[0], x[1], x[2], x[3]. */
+static inline void transpose4(const __m128i x[4], __m128i out[4]) {
+    __m128i l01 = _mm_unpacklo_epi32(x[0], x[1]), h01 = _mm_unpackhi_epi32(x[0], x[1]);
+    __m128i l23 = _mm_unpacklo_epi32(x[2], x[3]), h23 = _mm_unpackhi_epi32(x[2], x[3]);
+    out[0] = _mm_unpacklo_epi64(l01, l23), out[1] = _mm_unpackhi_epi64(l01, l23);
+    out[2] = _mm_unpacklo_epi64(h01, h23), out[3] = _mm_unpackhi_epi64(h01, h23);
+}
+
+void et_igemm_avx512_pack_a_s8(const int8_t *A, int lda, int ta, int K, int Kq, int i0, int i1, uint32_t *Ap) {
+    const __m128i flip = _mm_set1_epi8((char)0x80); /* q + 128 as an unsigned byte; 0 past K gives 128 */
+    if (!ta) { /* rows contiguous: per 16 k's, 8 rows x 4 dwords transposed into 4 runs of 8 dwords */
+        for (int b0 = i0; b0 < i1; b0 += 8) {
+            const int8_t *row[8];
+            int live[8];
+            for (int r = 0; r < 8; r++) {
+                live[r] = b0 + r < i1;
+                row[r] = A + (size_t)(live[r] ? b0 + r : b0) * lda;
+            }
+            uint32_t *dst = Ap + (size_t)b0 * Kq;
+            for (int k = 0; k < Kq * 4; k += 16) {
+                const __mmask16 mk = lanes(K - k);
+                __m128i x[8], y[2][4];
+                for (int r = 0; r < 8; r++)
+                    x[r] = live[r] ? _mm_xor_si128(_mm_maskz_loadu_epi8(mk, row[r] + k), flip) : _mm_setzero_si128();
+                transpose4(x, y[0]);
+                transpose4(x + 4, y[1]);
+                const int q0 = k / 4;
+                for (int t = 0; t < 4 && q0 + t < Kq; t++)
+                    _mm256_storeu_si256((__m256i *)(dst + (size_t)(q0 + t) * 8), _mm256_set_m128i(y[1][t], y[0][t]));
+            }
+        }
+        return;
+    }
+    /* op(A)[i][k] = A[k*lda + i]: 16 rows (two 8-row blocks) at a time, per q
+     * the bytes of 4 k's interleaved into one dword per row */
+    const __mmask16 mi = lanes(i1 - i0);
+    uint32_t *blk0 = Ap + (size_t)i0 * Kq, *blk1 = Ap + (size_t)(i0 + 8) * Kq;
+    for (int q = 0; q < Kq; q++) {
+        __m128i c[4], d[4];
+        for (int l = 0; l < 4; l++) {
+            int k = 4 * q + l;
+            c[l] = k < K ? _mm_maskz_loadu_epi8(mi, A + (size_t)k * lda + i0) : _mm_setzero_si128();
+            c[l] = _mm_xor_si128(c[l], flip);
+        }
+        interleave4(c[0], c[1], c[2], c[3], d);
+        _mm256_mask_storeu_epi32(blk0 + (size_t)q * 8, (__mmask8)mi, _mm256_set_m128i(d[1], d[0]));
+        if (mi >> 8) _mm256_mask_storeu_epi32(blk1 + (size_t)q * 8, (__mmask8)(mi >> 8), _mm256_set_m128i(d[3], d[2]));
+    }
+}
+
+/* Columns [c, lim) of a panel's every q are zero (the kernel reads 16
+ * columns of a panel with at most 16 live ones, else 32). */
+static void zero_tail_columns(int8_t *bp, int Kq, int c, int nc) {
+    const int lim = nc <= 16 ? 16 : 32; /* c is a multiple of 4: whole 16-byte groups */
+    for (int q = 0; q < Kq; q++)
+        for (int u = c; u < lim; u += 4) _mm_storeu_si128((__m128i *)(bp + ((size_t)q * 32 + u) * 4), _mm_setzero_si128());
+}
+
+void et_igemm_avx512_pack_b_s8(const int8_t *B, int ldb, int tb, int K, int N, int Kq, int j0, int npan, int8_t *bp,
+                               size_t panel_bytes, int32_t *colsum128) {
+    if (!tb) { /* row k contiguous: per q, 4 rows x 16 columns -> 16 dwords */
+        const int nch = 2 * npan;
+        const __m512i ones = _mm512_set1_epi8(1);
+        __m512i sum[2 * 8];
+        for (int h = 0; h < nch; h++) sum[h] = _mm512_setzero_si512();
+        for (int q = 0; q < Kq; q++) {
+            const int nk = K - 4 * q < 4 ? K - 4 * q : 4;
+            for (int h = 0; h < nch; h++) {
+                const int j = j0 + 16 * h;
+                const __mmask16 mh = lanes(N - j);
+                __m128i r[4], d[4];
+                for (int l = 0; l < 4; l++)
+                    r[l] = l < nk && mh ? _mm_maskz_loadu_epi8(mh, B + (size_t)(4 * q + l) * ldb + j) : _mm_setzero_si128();
+                interleave4(r[0], r[1], r[2], r[3], d);
+                __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(d[1], d[0])),
+                                               _mm256_set_m128i(d[3], d[2]), 1);
+                sum[h] = _mm512_dpbusd_epi32(sum[h], ones, w); /* + the 4 signed codes of each column */
+                _mm512_storeu_si512(bp + panel_bytes * (h >> 1) + ((size_t)q * 32 + 16 * (h & 1)) * 4, w);
+            }
+        }
+        for (int h = 0; h < nch; h++) _mm512_storeu_si512(colsum128 + 16 * h, _mm512_slli_epi32(sum[h], 7));
+        return;
+    }
+    /* op(B)[k][j] = B[j*ldb + k]: column j's codes are contiguous; 16 k's of
+     * 4 columns are 4 x 4 dwords, transposed so each q has its 4 columns side by side */
+    const __m128i ones = _mm_set1_epi8(1);
+    for (int p = 0; p < npan; p++) {
+        const int jp = j0 + 32 * p, nc = N - jp < 32 ? N - jp : 32;
+        int8_t *pb = bp + panel_bytes * p;
+        int32_t *cs = colsum128 + 32 * p;
+        for (int c = 0; c < 32; c++) cs[c] = 0;
+        for (int c0 = 0; c0 < nc; c0 += 4) {
+            const int8_t *col[4];
+            int live[4];
+            __m128i s[4];
+            for (int u = 0; u < 4; u++) {
+                live[u] = c0 + u < nc;
+                col[u] = B + (size_t)(jp + (live[u] ? c0 + u : c0)) * ldb;
+                s[u] = _mm_setzero_si128();
+            }
+            for (int k = 0; k < K; k += 16) {
+                const __mmask16 mk = lanes(K - k);
+                __m128i x[4], y[4];
+                for (int u = 0; u < 4; u++) {
+                    x[u] = live[u] ? _mm_maskz_loadu_epi8(mk, col[u] + k) : _mm_setzero_si128();
+                    s[u] = _mm_dpbusd_epi32(s[u], ones, x[u]);
+                }
+                transpose4(x, y);
+                const int q0 = k / 4;
+                for (int t = 0; t < 4 && q0 + t < Kq; t++)
+                    _mm_storeu_si128((__m128i *)(pb + ((size_t)(q0 + t) * 32 + c0) * 4), y[t]);
+            }
+            for (int u = 0; u < 4; u++) {
+                __m128i t = _mm_add_epi32(s[u], _mm_shuffle_epi32(s[u], 0x4e));
+                t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+                if (live[u]) cs[c0 + u] = 128 * _mm_cvtsi128_si32(t);
+            }
+        }
+        zero_tail_columns(pb, Kq, (nc + 3) & ~3, nc);
+    }
 }

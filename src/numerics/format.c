@@ -6,6 +6,9 @@
 
 #include <ctype.h>
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,7 +148,7 @@ et_format_props et_format_properties(const et_format *f) {
 
 /* ------------------------------------------------------------- scales */
 
-static float absmax(const float *x, size_t n) {
+static float absmax_serial(const float *x, size_t n) {
 #if defined(__x86_64__)
     if (et_cpu_isa() >= ET_ISA_AVX512) return et_absmax_avx512(x, n);
 #endif
@@ -153,6 +156,38 @@ static float absmax(const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float a = fabsf(x[i]);
         if (a > m && isfinite(a)) m = a;
+    }
+    return m;
+}
+
+/* Large tensors are split into blocks of QBLOCK elements (a multiple of 16,
+ * so every block but the last is whole vectors) over the threads; a maximum
+ * and an element-wise rounding do not depend on the split. */
+#define QBLOCK ((size_t)1 << 15)
+static int par_threads(size_t n) {
+#ifdef _OPENMP
+    if (n < 2 * QBLOCK || omp_in_parallel()) return 1;
+    int t = et_get_threads();
+    size_t nb = (n + QBLOCK - 1) / QBLOCK;
+    return t < 1 ? 1 : (size_t)t > nb ? (int)nb : t;
+#else
+    (void)n;
+    return 1;
+#endif
+}
+
+static float absmax(const float *x, size_t n) {
+    const int T = par_threads(n);
+    if (T <= 1) return absmax_serial(x, n);
+    const long nb = (long)((n + QBLOCK - 1) / QBLOCK);
+    float m = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static) reduction(max : m)
+#endif
+    for (long b = 0; b < nb; b++) {
+        size_t i = (size_t)b * QBLOCK, len = n - i < QBLOCK ? n - i : QBLOCK;
+        float v = absmax_serial(x + i, len);
+        m = v > m ? v : m;
     }
     return m;
 }
@@ -322,7 +357,19 @@ static et_status run(const et_format *f, const float *x, float *y, size_t n, flo
         for (size_t i = 0; i < n; i++) y[i] *= scale;
         return ET_OK;
     }
-    loop(&p, x, y, n, first);
+    const int T = par_threads(n);
+    if (T <= 1) {
+        loop(&p, x, y, n, first);
+        return ET_OK;
+    }
+    const long nb = (long)((n + QBLOCK - 1) / QBLOCK);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+    for (long b = 0; b < nb; b++) {
+        size_t i = (size_t)b * QBLOCK, len = n - i < QBLOCK ? n - i : QBLOCK;
+        loop(&p, x + i, y + i, len, first + i);
+    }
     return ET_OK;
 }
 
@@ -336,6 +383,52 @@ et_status et_quantize_scaled(const et_format *f, const float *x, float *y, size_
     float s = et_format_scale(f, x, n);
     if (scale) *scale = s;
     return run(f, x, y, n, s, key, 0);
+}
+
+/* Codes of y[0..n) on the grid of cs (the rule of et_igemm_code). */
+static void codes_scalar(const float *y, int8_t *q, size_t n, float cs) {
+    const float r = 1.0f / cs;
+    for (size_t i = 0; i < n; i++) {
+        float v = nearbyintf(y[i] * r);
+        q[i] = (int8_t)(isnan(v) ? 0 : v < -127.0f ? -127 : v > 127.0f ? 127 : (int)v);
+    }
+}
+
+static void codes_block(const float *y, int8_t *q, size_t n, float cs) {
+#if defined(__x86_64__)
+    if (et_cpu_isa() >= ET_ISA_AVX512) {
+        et_codes_avx512(y, q, n, cs);
+        return;
+    }
+#endif
+    codes_scalar(y, q, n, cs);
+}
+
+et_status et_quantize_codes(const et_format *f, const float *x, float *y, int8_t *codes, size_t n,
+                            const et_qkey *key, float *scale) {
+    if (!f || (n && (!x || !y || !codes))) return et_set_error(ET_ERR_INVALID, "et_quantize_codes: NULL argument");
+    if (f->kind == ET_FMT_FLOAT || f->perchannel || f->bits > 8)
+        return et_set_error(ET_ERR_INVALID, "et_quantize_codes: needs a per-tensor intN/dfxpN format with N <= 8");
+    float s = et_format_scale(f, x, n);
+    if (scale) *scale = s;
+    const float cs = s > 0 ? s : 1.0f;
+    et_qparams p;
+    et_qparams_init(&p, f, s, key);
+    qloop loop = pick_loop();
+    const int T = par_threads(n);
+    const long nb = (long)((n + QBLOCK - 1) / QBLOCK);
+    /* each block rounded, then its codes taken while it is in cache */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static) if (T > 1)
+#endif
+    for (long b = 0; b < nb; b++) {
+        for (size_t i = (size_t)b * QBLOCK, e = n - i < QBLOCK ? n : i + QBLOCK; i < e; i += 4096) {
+            size_t len = e - i < 4096 ? e - i : 4096;
+            loop(&p, x + i, y + i, len, i);
+            codes_block(y + i, codes + i, len, cs);
+        }
+    }
+    return ET_OK;
 }
 
 et_status et_quantize_rows(const et_format *f, const float *x, float *y, size_t rows, size_t cols,

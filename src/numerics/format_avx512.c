@@ -4,6 +4,7 @@
  * rounding are et_qrand's, 16 indices at a time (et_qrand16). */
 #include "numerics/format_avx512.h"
 
+#include <math.h>
 #include <string.h>
 
 float et_absmax_avx512(const float *x, size_t n) {
@@ -19,6 +20,64 @@ float et_absmax_avx512(const float *x, size_t n) {
     float f;
     memcpy(&f, &u, 4);
     return f;
+}
+
+#define V ET_V32
+
+/* intN/dfxpN, round to nearest, without the division: the code of |x| is
+ * rne(fl(|x| / scale)) (et_quantize_one). With r = fl(1 / scale), v = fl(|x| * r)
+ * is within |v| * 2^-22 of fl(|x| / scale) (two roundings of r, one of the
+ * product, one of the quotient, each <= 2^-24 relative), so both round to the
+ * same integer unless a half-integer lies that close to v: the distance of v
+ * to the nearest half-integer is | |v - rne(v)| - 0.5 | (exact for |v| < 2^23).
+ * A vector with a lane within |v| * 2^-20 of a half-integer (or with a value
+ * whose v is 2^23 or more, where that test always triggers) takes the
+ * division (et_quantize16); every other lane gives the identical code. */
+static int fast_recip(float scale) {
+    float r = 1.0f / scale;
+    return isnormal(scale) && isnormal(r);
+}
+
+static void int_rn_loop(const et_qparams *p, const float *x, float *y, size_t n) {
+    const __m512 sc = _mm512_set1_ps(p->scale), r = _mm512_set1_ps(1.0f / p->scale);
+    const __m512i maxb = V(p->maxbits), absm = V(0x7fffffff), infb = V(0x7f800000);
+    const __m512 half = _mm512_set1_ps(0.5f), tol = _mm512_set1_ps(0x1p-20f);
+    for (size_t i = 0; i < n; i += 16) {
+        size_t m = n - i < 16 ? n - i : 16;
+        __mmask16 k = (__mmask16)(m == 16 ? 0xffff : (1u << m) - 1);
+        __m512i u = _mm512_maskz_loadu_epi32(k, x + i);
+        __m512i a = _mm512_and_si512(u, absm);
+        __mmask16 fin = _mm512_cmplt_epu32_mask(a, infb);
+        __m512 v = _mm512_mul_ps(_mm512_castsi512_ps(a), r);
+        __m512 q = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512 d = _mm512_abs_ps(_mm512_sub_ps(_mm512_abs_ps(_mm512_sub_ps(v, q)), half));
+        __mmask16 near = _mm512_mask_cmp_ps_mask(fin, d, _mm512_mul_ps(v, tol), _CMP_LE_OQ);
+        __m512 yv;
+        if (near) yv = et_quantize16(p, _mm512_castsi512_ps(u), _mm512_setzero_si512());
+        else {
+            /* finite lanes: min(q, max) * scale with x's sign; inf: max * scale; NaN: x */
+            __m512i rq = _mm512_min_epu32(_mm512_castps_si512(q), maxb);
+            rq = _mm512_mask_mov_epi32(maxb, fin, rq);
+            __m512i out = _mm512_or_si512(_mm512_and_si512(u, V(0x80000000u)),
+                                          _mm512_castps_si512(_mm512_mul_ps(_mm512_castsi512_ps(rq), sc)));
+            out = _mm512_mask_mov_epi32(out, _mm512_cmpgt_epu32_mask(a, infb), u);
+            yv = _mm512_castsi512_ps(out);
+        }
+        _mm512_mask_storeu_ps(y + i, k, yv);
+    }
+}
+
+void et_codes_avx512(const float *y, int8_t *codes, size_t n, float cs) {
+    const __m512 r = _mm512_set1_ps(1.0f / cs), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+    for (size_t i = 0; i < n; i += 16) {
+        size_t m = n - i < 16 ? n - i : 16;
+        __mmask16 k = (__mmask16)(m == 16 ? 0xffff : (1u << m) - 1);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, y + i), r);
+        __mmask16 ord = _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q);
+        v = _mm512_min_ps(_mm512_max_ps(v, lo), hi); /* clamping first gives the same codes */
+        __m512i c = _mm512_maskz_cvt_roundps_epi32(ord, v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_mask_storeu_epi8(codes + i, k, _mm512_cvtepi32_epi8(c));
+    }
 }
 
 /* Floating-point formats: the short path for vectors in the normal range. */
@@ -44,6 +103,10 @@ void et_quantize_avx512(const et_qparams *p, const float *x, float *y, size_t n,
         case ET_VQ_RZ: float_loop(p, x, y, n, first, ET_VQ_RZ); return;
         default: float_loop(p, x, y, n, first, ET_VQ_SR); return;
         }
+    }
+    if (p->mode == ET_ROUND_RN && p->scale > 0 && fast_recip(p->scale)) {
+        int_rn_loop(p, x, y, n);
+        return;
     }
     int sr = p->mode == ET_ROUND_SR;
     for (size_t i = 0; i < n; i += 16) {
