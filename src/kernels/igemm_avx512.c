@@ -296,18 +296,23 @@ void et_igemm_avx512_im2col_rows(const int8_t *src, int64_t plane, int H, int W,
     while (oy1 > oy0 && (oy1 - 1) * SH - PH + ky >= H) oy1--;
     if (!ml) oy1 = oy0;
     const __m512i z = _mm512_setzero_si512();
+    /* a row is stored as 64 bytes while that stays inside dst's nb*Ho*Wo
+     * bytes (the next rows overwrite the excess), else masked */
+    const int8_t *lim = dst + (int64_t)nb * Ho * Wo - 64;
+#define ROW(v)                                                                                                         \
+    do {                                                                                                               \
+        if (d <= lim) _mm512_storeu_si512(d, v);                                                                       \
+        else _mm512_mask_storeu_epi8(d, ms, v);                                                                        \
+    } while (0)
     for (int n = 0; n < nb; n++) {
         const int8_t *p = src + (int64_t)n * plane + ix0 + (int64_t)(oy0 * SH - PH + ky) * W;
         int8_t *d = dst + (int64_t)n * Ho * Wo;
-        /* the last row of the last image is stored masked: nothing past dst's end */
-        const int end = n + 1 < nb ? Ho : Ho - 1;
         int oy = 0;
-        for (; oy < oy0 && oy < end; oy++, d += Wo) _mm512_storeu_si512(d, z);
-        for (; oy < oy1 && oy < end; oy++, d += Wo, p += (int64_t)SH * W)
-            _mm512_storeu_si512(d, _mm512_maskz_loadu_epi8(ml, p));
-        for (; oy < end; oy++, d += Wo) _mm512_storeu_si512(d, z);
-        if (end < Ho) _mm512_mask_storeu_epi8(d, ms, oy >= oy0 && oy < oy1 ? _mm512_maskz_loadu_epi8(ml, p) : z);
+        for (; oy < oy0; oy++, d += Wo) ROW(z);
+        for (; oy < oy1; oy++, d += Wo, p += (int64_t)SH * W) ROW(_mm512_maskz_loadu_epi8(ml, p));
+        for (; oy < Ho; oy++, d += Wo) ROW(z);
     }
+#undef ROW
 }
 
 /* Bytes k0[c], k1[c], k2[c], k3[c] of 16 columns c as 16 dwords (columns
