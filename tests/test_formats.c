@@ -344,7 +344,8 @@ static void test_int_rn_near_half(void **st) {
     const float scales[] = {0.0123f, 1.7e-3f, 3.0f, 0.1f, 1.0f / 127.0f, 2.5e-38f, 7.3e12f};
     const size_t n = 5000;
     float *x = malloc(n * 4), *a = malloc(n * 4), *b = malloc(n * 4);
-    assert_true(x && a && b);
+    int8_t *q = malloc(n);
+    assert_true(x && a && b && q);
     for (size_t fi = 0; fi < sizeof fmts / sizeof *fmts; fi++)
         for (size_t si = 0; si < sizeof scales / sizeof *scales; si++) {
             et_format f = F(fmts[fi]);
@@ -356,6 +357,7 @@ static void test_int_rn_near_half(void **st) {
                 for (int j = (int)(rnd32() % 9) - 4; j != 0; j += j > 0 ? -1 : 1) v = nextafterf(v, j > 0 ? INFINITY : -INFINITY);
                 x[i] = v;
             }
+            x[0] = INFINITY, x[1] = -INFINITY, x[2] = NAN, x[3] = -0.0f, x[4] = 1e30f;
             et_qparams p;
             et_qparams_init(&p, &f, scales[si], NULL);
             et_quantize_scalar(&p, x, a, n, 0);
@@ -363,8 +365,16 @@ static void test_int_rn_near_half(void **st) {
             for (size_t i = 0; i < n; i++)
                 if (!same(a[i], b[i]))
                     fail_msg("%s scale %a: x=%a scalar %a avx512 %a", fmts[fi], scales[si], x[i], a[i], b[i]);
+            if (f.bits > 8) continue;
+            /* the same rounding with the codes taken in its registers */
+            memset(b, 0, n * 4), memset(q, 0x55, n);
+            et_quantize_codes_avx512(&p, x, b, q, n, 0, scales[si]);
+            for (size_t i = 0; i < n; i++)
+                if (!same(a[i], b[i]) || q[i] != et_igemm_code(a[i], scales[si]))
+                    fail_msg("%s scale %a with codes: x=%a value %a (want %a) code %d (want %d)", fmts[fi], scales[si],
+                             x[i], b[i], a[i], q[i], et_igemm_code(a[i], scales[si]));
         }
-    free(x), free(a), free(b);
+    free(x), free(a), free(b), free(q);
 }
 
 /* ---------------- hand cases */

@@ -407,9 +407,10 @@ void et_igemm_avx512_pack_b_s8(const int8_t *B, int ldb, int tb, int K, int N, i
         for (int h = 0; h < nch; h++) _mm512_storeu_si512(colsum128 + 16 * h, _mm512_slli_epi32(sum[h], 7));
         return;
     }
-    /* op(B)[k][j] = B[j*ldb + k]: column j's codes are contiguous; 16 k's of
-     * 4 columns are 4 x 4 dwords, transposed so each q has its 4 columns side by side */
-    const __m128i ones = _mm_set1_epi8(1);
+    /* op(B)[k][j] = B[j*ldb + k]: column j's codes are contiguous; 64 k's of
+     * 4 columns are 4 x 16 dwords, transposed per 128-bit lane so each q has
+     * its 4 columns side by side (lane L of y[t]: q = k/4 + 4L + t) */
+    const __m512i ones = _mm512_set1_epi8(1);
     for (int p = 0; p < npan; p++) {
         const int jp = j0 + 32 * p, nc = N - jp < 32 ? N - jp : 32;
         int8_t *pb = bp + panel_bytes * p;
@@ -418,29 +419,42 @@ void et_igemm_avx512_pack_b_s8(const int8_t *B, int ldb, int tb, int K, int N, i
         for (int c0 = 0; c0 < nc; c0 += 4) {
             const int8_t *col[4];
             int live[4];
-            __m128i s[4];
+            __m512i sm[4];
             for (int u = 0; u < 4; u++) {
                 live[u] = c0 + u < nc;
                 col[u] = B + (size_t)(jp + (live[u] ? c0 + u : c0)) * ldb;
-                s[u] = _mm_setzero_si128();
+                sm[u] = _mm512_setzero_si512();
             }
-            for (int k = 0; k < K; k += 16) {
-                const __mmask16 mk = lanes(K - k);
-                __m128i x[4], y[4];
+            for (int k = 0; k < K; k += 64) {
+                const __mmask64 mk = lanes64(K - k);
+                __m512i x[4];
                 for (int u = 0; u < 4; u++) {
-                    x[u] = live[u] ? _mm_maskz_loadu_epi8(mk, col[u] + k) : _mm_setzero_si128();
-                    s[u] = _mm_dpbusd_epi32(s[u], ones, x[u]);
+                    x[u] = live[u] ? _mm512_maskz_loadu_epi8(mk, col[u] + k) : _mm512_setzero_si512();
+                    sm[u] = _mm512_dpbusd_epi32(sm[u], ones, x[u]); /* + 4 codes per dword */
                 }
-                transpose4(x, y);
+                __m512i l01 = _mm512_unpacklo_epi32(x[0], x[1]), h01 = _mm512_unpackhi_epi32(x[0], x[1]);
+                __m512i l23 = _mm512_unpacklo_epi32(x[2], x[3]), h23 = _mm512_unpackhi_epi32(x[2], x[3]);
+                __m512i y[4] = {_mm512_unpacklo_epi64(l01, l23), _mm512_unpackhi_epi64(l01, l23),
+                                _mm512_unpacklo_epi64(h01, h23), _mm512_unpackhi_epi64(h01, h23)};
                 const int q0 = k / 4;
-                for (int t = 0; t < 4 && q0 + t < Kq; t++)
-                    _mm_storeu_si128((__m128i *)(pb + ((size_t)(q0 + t) * 32 + c0) * 4), y[t]);
+                int8_t *d = pb + ((size_t)q0 * 32 + c0) * 4;
+                if (q0 + 16 <= Kq) {
+#define ST4(L)                                                                                                         \
+    for (int t = 0; t < 4; t++)                                                                                        \
+        _mm_storeu_si128((__m128i *)(d + (size_t)(4 * L + t) * 128), _mm512_extracti32x4_epi32(y[t], L));
+                    ST4(0) ST4(1) ST4(2) ST4(3)
+#undef ST4
+                } else {
+                    for (int t = 0; t < 4; t++) {
+                        __m128i v[4] = {_mm512_castsi512_si128(y[t]), _mm512_extracti32x4_epi32(y[t], 1),
+                                        _mm512_extracti32x4_epi32(y[t], 2), _mm512_extracti32x4_epi32(y[t], 3)};
+                        for (int L = 0; L < 4; L++)
+                            if (q0 + 4 * L + t < Kq) _mm_storeu_si128((__m128i *)(d + (size_t)(4 * L + t) * 128), v[L]);
+                    }
+                }
             }
-            for (int u = 0; u < 4; u++) {
-                __m128i t = _mm_add_epi32(s[u], _mm_shuffle_epi32(s[u], 0x4e));
-                t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
-                if (live[u]) cs[c0 + u] = 128 * _mm_cvtsi128_si32(t);
-            }
+            for (int u = 0; u < 4; u++)
+                if (live[u]) cs[c0 + u] = 128 * _mm512_reduce_add_epi32(sm[u]);
         }
         zero_tail_columns(pb, Kq, (nc + 3) & ~3, nc);
     }

@@ -394,16 +394,6 @@ static void codes_scalar(const float *y, int8_t *q, size_t n, float cs) {
     }
 }
 
-static void codes_block(const float *y, int8_t *q, size_t n, float cs) {
-#if defined(__x86_64__)
-    if (et_cpu_isa() >= ET_ISA_AVX512) {
-        et_codes_avx512(y, q, n, cs);
-        return;
-    }
-#endif
-    codes_scalar(y, q, n, cs);
-}
-
 et_status et_quantize_codes(const et_format *f, const float *x, float *y, int8_t *codes, size_t n,
                             const et_qkey *key, float *scale) {
     if (!f || (n && (!x || !y || !codes))) return et_set_error(ET_ERR_INVALID, "et_quantize_codes: NULL argument");
@@ -417,15 +407,25 @@ et_status et_quantize_codes(const et_format *f, const float *x, float *y, int8_t
     qloop loop = pick_loop();
     const int T = par_threads(n);
     const long nb = (long)((n + QBLOCK - 1) / QBLOCK);
-    /* each block rounded, then its codes taken while it is in cache */
+#if defined(__x86_64__)
+    const int avx512 = et_cpu_isa() >= ET_ISA_AVX512;
+#endif
+    /* each block rounded, then its codes taken while it is in cache (the
+     * AVX-512 loop takes them in the rounding's registers when it can) */
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(T) schedule(static) if (T > 1)
 #endif
     for (long b = 0; b < nb; b++) {
         for (size_t i = (size_t)b * QBLOCK, e = n - i < QBLOCK ? n : i + QBLOCK; i < e; i += 4096) {
             size_t len = e - i < 4096 ? e - i : 4096;
+#if defined(__x86_64__)
+            if (avx512) {
+                et_quantize_codes_avx512(&p, x + i, y + i, codes + i, len, i, cs);
+                continue;
+            }
+#endif
             loop(&p, x + i, y + i, len, i);
-            codes_block(y + i, codes + i, len, cs);
+            codes_scalar(y + i, codes + i, len, cs);
         }
     }
     return ET_OK;

@@ -38,7 +38,19 @@ static int fast_recip(float scale) {
     return isnormal(scale) && isnormal(r);
 }
 
-static void int_rn_loop(const et_qparams *p, const float *x, float *y, size_t n) {
+/* The int8 codes of 16 values on the grid whose scale has reciprocal r
+ * (the rule of et_igemm_code), as 16 int32 lanes. */
+static inline __m512i codes16(__m512 yv, __m512 r) {
+    __m512 v = _mm512_mul_ps(yv, r);
+    __mmask16 ord = _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q);
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f)); /* clamping first gives the same codes */
+    return _mm512_maskz_cvt_roundps_epi32(ord, v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+/* codes (NULL: none): as et_codes_avx512 on the results, with scale
+ * p->scale; a lane's code is its rounded magnitude min(q, qmax) with x's
+ * sign (the value is exactly that code times the scale), 0 for NaN. */
+static void int_rn_loop(const et_qparams *p, const float *x, float *y, size_t n, int8_t *codes) {
     const __m512 sc = _mm512_set1_ps(p->scale), r = _mm512_set1_ps(1.0f / p->scale);
     const __m512i maxb = V(p->maxbits), absm = V(0x7fffffff), infb = V(0x7f800000);
     const __m512 half = _mm512_set1_ps(0.5f), tol = _mm512_set1_ps(0x1p-20f);
@@ -53,31 +65,46 @@ static void int_rn_loop(const et_qparams *p, const float *x, float *y, size_t n)
         __m512 d = _mm512_abs_ps(_mm512_sub_ps(_mm512_abs_ps(_mm512_sub_ps(v, q)), half));
         __mmask16 near = _mm512_mask_cmp_ps_mask(fin, d, _mm512_mul_ps(v, tol), _CMP_LE_OQ);
         __m512 yv;
-        if (near) yv = et_quantize16(p, _mm512_castsi512_ps(u), _mm512_setzero_si512());
-        else {
+        __m512i code = _mm512_setzero_si512();
+        if (near) {
+            yv = et_quantize16(p, _mm512_castsi512_ps(u), _mm512_setzero_si512());
+            if (codes) code = codes16(yv, r);
+        } else {
             /* finite lanes: min(q, max) * scale with x's sign; inf: max * scale; NaN: x */
             __m512i rq = _mm512_min_epu32(_mm512_castps_si512(q), maxb);
             rq = _mm512_mask_mov_epi32(maxb, fin, rq);
             __m512i out = _mm512_or_si512(_mm512_and_si512(u, V(0x80000000u)),
                                           _mm512_castps_si512(_mm512_mul_ps(_mm512_castsi512_ps(rq), sc)));
-            out = _mm512_mask_mov_epi32(out, _mm512_cmpgt_epu32_mask(a, infb), u);
+            __mmask16 nan = _mm512_cmpgt_epu32_mask(a, infb);
+            out = _mm512_mask_mov_epi32(out, nan, u);
             yv = _mm512_castsi512_ps(out);
+            if (codes) {
+                code = _mm512_maskz_cvttps_epi32((__mmask16)~nan, _mm512_castsi512_ps(rq)); /* rq <= qmax is an integer */
+                code = _mm512_mask_sub_epi32(code, _mm512_movepi32_mask(u), _mm512_setzero_si512(), code);
+            }
         }
         _mm512_mask_storeu_ps(y + i, k, yv);
+        if (codes) _mm_mask_storeu_epi8(codes + i, k, _mm512_cvtepi32_epi8(code));
     }
 }
 
 void et_codes_avx512(const float *y, int8_t *codes, size_t n, float cs) {
-    const __m512 r = _mm512_set1_ps(1.0f / cs), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+    const __m512 r = _mm512_set1_ps(1.0f / cs);
     for (size_t i = 0; i < n; i += 16) {
         size_t m = n - i < 16 ? n - i : 16;
         __mmask16 k = (__mmask16)(m == 16 ? 0xffff : (1u << m) - 1);
-        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, y + i), r);
-        __mmask16 ord = _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q);
-        v = _mm512_min_ps(_mm512_max_ps(v, lo), hi); /* clamping first gives the same codes */
-        __m512i c = _mm512_maskz_cvt_roundps_epi32(ord, v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        _mm_mask_storeu_epi8(codes + i, k, _mm512_cvtepi32_epi8(c));
+        _mm_mask_storeu_epi8(codes + i, k, _mm512_cvtepi32_epi8(codes16(_mm512_maskz_loadu_ps(k, y + i), r)));
     }
+}
+
+void et_quantize_codes_avx512(const et_qparams *p, const float *x, float *y, int8_t *codes, size_t n, uint64_t first,
+                              float cs) {
+    if (p->is_int && p->mode == ET_ROUND_RN && p->scale > 0 && fast_recip(p->scale)) {
+        int_rn_loop(p, x, y, n, codes); /* cs == p->scale here */
+        return;
+    }
+    et_quantize_avx512(p, x, y, n, first);
+    et_codes_avx512(y, codes, n, cs);
 }
 
 /* Floating-point formats: the short path for vectors in the normal range. */
@@ -105,7 +132,7 @@ void et_quantize_avx512(const et_qparams *p, const float *x, float *y, size_t n,
         }
     }
     if (p->mode == ET_ROUND_RN && p->scale > 0 && fast_recip(p->scale)) {
-        int_rn_loop(p, x, y, n);
+        int_rn_loop(p, x, y, n, NULL);
         return;
     }
     int sr = p->mode == ET_ROUND_SR;

@@ -44,8 +44,11 @@ et_status et_quantize_scaled(const et_format *f, const float *x, float *y, size_
  * (et_igemm_code), so handing it the codes instead gives the same product. */
 et_status et_quantize_codes(const et_format *f, const float *x, float *y, int8_t *codes, size_t n,
                             const et_qkey *key, float *scale);
-/* The codes of n floats on the grid of cs, 16 lanes at a time (AVX-512). */
+/* The codes of n floats on the grid of cs, 16 lanes at a time (AVX-512), and
+ * et_quantize_avx512 followed by them (fused for intN/dfxpN to nearest). */
 void et_codes_avx512(const float *y, int8_t *codes, size_t n, float cs);
+void et_quantize_codes_avx512(const et_qparams *p, const float *x, float *y, int8_t *codes, size_t n, uint64_t first,
+                              float cs);
 /* One value with the given 32 random bits (the reference rounding of every path). */
 float et_quantize_one(const et_qparams *p, float x, uint32_t rnd);
 /* Reference loop: y[i] = q(x[i]) for elements first..first+n-1 (index first+i). */
