@@ -169,6 +169,7 @@ static int par_threads(size_t n) {
     if (n < 2 * QBLOCK || omp_in_parallel()) return 1;
     int t = et_get_threads();
     size_t nb = (n + QBLOCK - 1) / QBLOCK;
+    if (t > 64) t = 64; /* scan_and_round's per-thread maxima */
     return t < 1 ? 1 : (size_t)t > nb ? (int)nb : t;
 #else
     (void)n;
@@ -192,9 +193,15 @@ static float absmax(const float *x, size_t n) {
     return m;
 }
 
+static float scale_of(const et_format *f, float am);
+
 float et_format_scale(const et_format *f, const float *x, size_t n) {
     if (f->kind == ET_FMT_FLOAT && !f->scaled) return 1.0f;
-    float am = absmax(x, n);
+    return scale_of(f, absmax(x, n));
+}
+
+/* The per-tensor scale of a tensor whose finite absmax is am. */
+static float scale_of(const et_format *f, float am) {
     if (f->kind == ET_FMT_FLOAT) {
         /* :scaled: 2^-k with k the largest integer such that absmax * 2^k <= max
          * finite (a shared exponent bias); 1 for an all-zero tensor */
@@ -373,6 +380,66 @@ static et_status run(const et_format *f, const float *x, float *y, size_t n, flo
     return ET_OK;
 }
 
+/* A per-tensor scaled rounding of a large tensor in one parallel region:
+ * each thread scans its contiguous part for the absmax, the threads agree on
+ * the maximum (order-free), and each rounds the part it scanned while that is
+ * still in its cache. codes (NULL: none): et_quantize_codes. Elements keep
+ * their index (stochastic rounding keys), so the split changes nothing. */
+static void codes_scalar(const float *y, int8_t *q, size_t n, float cs);
+
+static et_status scan_and_round(const et_format *f, const float *x, float *y, int8_t *codes, size_t n,
+                                const et_qkey *key, float *scale) {
+    const int T = par_threads(n);
+    float part[64];
+    et_qparams p;
+    float s = 0;
+#if defined(__x86_64__)
+    const int avx512 = et_cpu_isa() >= ET_ISA_AVX512;
+#endif
+    qloop loop = pick_loop();
+#ifdef _OPENMP
+#pragma omp parallel num_threads(T) if (T > 1)
+#endif
+    {
+        int t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num(), nt = omp_get_num_threads();
+#endif
+        const size_t per = ((n + (size_t)nt - 1) / (size_t)nt + 15) & ~(size_t)15;
+        const size_t lo = (size_t)t * per < n ? (size_t)t * per : n, hi = lo + per < n ? lo + per : n;
+        part[t] = absmax_serial(x + lo, hi - lo);
+#ifdef _OPENMP
+#pragma omp barrier
+#pragma omp single
+#endif
+        {
+            float am = 0;
+            for (int k = 0; k < nt; k++) am = part[k] > am ? part[k] : am;
+            s = scale_of(f, am);
+            et_qparams_init(&p, f, s, key);
+        } /* implied barrier */
+        const float cs = s > 0 ? s : 1.0f;
+        /* blocks of 4096: the codes are taken while a block is in L1 */
+        for (size_t i = lo; i < hi; i += 4096) {
+            const size_t len = hi - i < 4096 ? hi - i : 4096;
+            if (!codes) {
+                loop(&p, x + i, y + i, len, i);
+                continue;
+            }
+#if defined(__x86_64__)
+            if (avx512) {
+                et_quantize_codes_avx512(&p, x + i, y + i, codes + i, len, i, cs);
+                continue;
+            }
+#endif
+            loop(&p, x + i, y + i, len, i);
+            codes_scalar(y + i, codes + i, len, cs);
+        }
+    }
+    if (scale) *scale = s;
+    return ET_OK;
+}
+
 et_status et_quantize(const et_format *f, const float *x, float *y, size_t n, const et_qkey *key) {
     return et_quantize_scaled(f, x, y, n, key, NULL);
 }
@@ -380,6 +447,7 @@ et_status et_quantize(const et_format *f, const float *x, float *y, size_t n, co
 et_status et_quantize_scaled(const et_format *f, const float *x, float *y, size_t n, const et_qkey *key,
                              float *scale) {
     if (!f || (n && (!x || !y))) return et_set_error(ET_ERR_INVALID, "et_quantize: NULL argument");
+    if (f->kind != ET_FMT_FLOAT) return scan_and_round(f, x, y, NULL, n, key, scale);
     float s = et_format_scale(f, x, n);
     if (scale) *scale = s;
     return run(f, x, y, n, s, key, 0);
@@ -399,36 +467,7 @@ et_status et_quantize_codes(const et_format *f, const float *x, float *y, int8_t
     if (!f || (n && (!x || !y || !codes))) return et_set_error(ET_ERR_INVALID, "et_quantize_codes: NULL argument");
     if (f->kind == ET_FMT_FLOAT || f->perchannel || f->bits > 8)
         return et_set_error(ET_ERR_INVALID, "et_quantize_codes: needs a per-tensor intN/dfxpN format with N <= 8");
-    float s = et_format_scale(f, x, n);
-    if (scale) *scale = s;
-    const float cs = s > 0 ? s : 1.0f;
-    et_qparams p;
-    et_qparams_init(&p, f, s, key);
-    qloop loop = pick_loop();
-    const int T = par_threads(n);
-    const long nb = (long)((n + QBLOCK - 1) / QBLOCK);
-#if defined(__x86_64__)
-    const int avx512 = et_cpu_isa() >= ET_ISA_AVX512;
-#endif
-    /* each block rounded, then its codes taken while it is in cache (the
-     * AVX-512 loop takes them in the rounding's registers when it can) */
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(T) schedule(static) if (T > 1)
-#endif
-    for (long b = 0; b < nb; b++) {
-        for (size_t i = (size_t)b * QBLOCK, e = n - i < QBLOCK ? n : i + QBLOCK; i < e; i += 4096) {
-            size_t len = e - i < 4096 ? e - i : 4096;
-#if defined(__x86_64__)
-            if (avx512) {
-                et_quantize_codes_avx512(&p, x + i, y + i, codes + i, len, i, cs);
-                continue;
-            }
-#endif
-            loop(&p, x + i, y + i, len, i);
-            codes_scalar(y + i, codes + i, len, cs);
-        }
-    }
-    return ET_OK;
+    return scan_and_round(f, x, y, codes, n, key, scale);
 }
 
 et_status et_quantize_rows(const et_format *f, const float *x, float *y, size_t rows, size_t cols,
