@@ -447,12 +447,18 @@ static void test_igemm_float(void **st) {
     (void)st;
     /* narrow outputs (N <= 16: half panels) with long K, as conv WG's */
     int shapes[][3] = {{1, 1, 1}, {9, 40, 77}, {17, 33, 5}, {48, 64, 288}, {50, 31, 130}, {3, 5, 0}, {100, 10, 19},
-                       {8, 9, 1000}, {16, 20, 333}, {72, 45, 16}};
+                       {8, 9, 1000}, {16, 20, 333}, {72, 45, 16},
+                       /* C = A . B^T with both operands' codes and K >= 1024: the dot form
+                        * (et_igemm_dot_fits), edges in M, N and K */
+                       {8, 9, 2900}, {16, 72, 1500}, {5, 7, 1025}, {13, 128, 1090}};
     int t = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
         for (int tt = 0; tt < 4; tt++, t++)
             igemm_f32_case(tt & 1, tt >> 1, shapes[s][0], shapes[s][1], shapes[s][2], t % 3 == 2 ? 1.0f : 0.0f,
                            1 + (t & 1));
+    for (int threads = 1; threads <= 2; threads++) /* the dot form at both thread counts, with and without beta */
+        for (int b = 0; b < 2; b++) igemm_f32_case(0, 1, 9, 12, 4100, b ? 1.0f : 0.0f, threads);
+    assert_true(et_igemm_dot_fits(8, 9, 29008) && et_igemm_dot_fits(16, 72, 3528) && !et_igemm_dot_fits(100, 128, 784));
     float a = 1, b = 1, c = 0;
     assert_int_equal(et_igemm_f32(0, 0, 1, 1, 1, &a, 1, 0.0f, &b, 1, 1.0f, 0.0f, &c, 1), ET_ERR_INVALID);
     assert_int_equal(et_igemm_f32(0, 0, 2, 1, 1, &a, 0, 1.0f, &b, 1, 1.0f, 0.0f, &c, 1), ET_ERR_INVALID);

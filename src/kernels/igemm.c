@@ -217,6 +217,39 @@ static void pack_group(const src *B, int g, int K, int N, int Kg, int p0, int n,
     for (int p = 0; p < n; p++) pack_b_generic(B, g, K, N, Kg, p0 + p, bp + panel_bytes * p, cs + p * PW);
 }
 
+int et_igemm_dot_fits(int M, int N, int K) { return M <= 64 && N <= 128 && K >= 1024 && (int64_t)M * N <= 4096; }
+
+/* The dot form (et_igemm_dot_fits): output rows in blocks of 4 over the
+ * threads, each element summed by one thread, then stored like a tile. */
+static et_status drive_dot(et_isa isa, int M, int N, int K, const src *A, const src *B, const out *o, int T) {
+    int32_t S[4096], bsum[128];
+#if defined(__x86_64__)
+    et_igemm_avx512_rowsum128(B->q, B->ld, N, K, bsum);
+    const int nblk = (M + 3) / 4;
+    if (T > nblk) T = nblk;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static) if (T > 1)
+#endif
+    for (int b = 0; b < nblk; b++) {
+        const int i0 = 4 * b, i1 = i0 + 4 < M ? i0 + 4 : M;
+        et_igemm_avx512_dot(A->q, A->ld, B->q, B->ld, bsum, i0, i1, N, K, S);
+    }
+#endif
+    for (int i = 0; i < M; i++) {
+        if (o->C32) {
+            memcpy(o->C32 + (size_t)i * o->ldc, S + (size_t)i * N, sizeof(int32_t) * (size_t)N);
+            continue;
+        }
+        for (int j0 = 0; j0 < N; j0 += PW) {
+            int32_t tile[PW];
+            const int nc = N - j0 < PW ? N - j0 : PW;
+            memcpy(tile, S + (size_t)i * N + j0, sizeof(int32_t) * (size_t)nc);
+            store_tile(isa, tile, 1, nc, o, o->C + (size_t)i * o->ldc + j0);
+        }
+    }
+    return ET_OK;
+}
+
 static et_status drive(et_isa isa, int M, int N, int K, const src *A, const src *B, const out *o) {
     if (M <= 0 || N <= 0) return ET_OK;
     if (isa > et_igemm_isa()) isa = et_igemm_isa();
@@ -236,6 +269,7 @@ static et_status drive(et_isa isa, int M, int N, int K, const src *A, const src 
         return ET_OK;
     }
     const int g = isa >= ET_ISA_AVX512 ? 4 : isa == ET_ISA_AVX2 ? 2 : 1;
+    if (g == 4 && A->q && B->q && !A->t && B->t && et_igemm_dot_fits(M, N, K)) return drive_dot(isa, M, N, K, A, B, o, T);
     const int Kg = (K + g - 1) / g, np = (N + PW - 1) / PW, ng = (np + GP - 1) / GP, gp = np < GP ? np : GP;
     size_t panel_bytes, slice, needA;
     sizes(isa, M, N, K, &panel_bytes, &slice, &needA);

@@ -72,6 +72,13 @@ size_t et_igemm_workspace_bytes(void);
  * should call it; the next call or reserve allocates again). */
 void et_igemm_release(void);
 
+/* Products C = A . B^T (ta = 0, tb = 1) whose operands both come as codes,
+ * with a small output and a long K (a convolution's weight gradient over an
+ * image chunk: LeNet's 8 x 9 and 16 x 72 with K = 29008 and 3528) are summed
+ * in the dot form on the VNNI path: both operands read along K in place, no
+ * packing. The shape alone decides; the sums are exact either way. */
+int et_igemm_dot_fits(int M, int N, int K);
+
 /* The code of x on the grid of `scale` (the rule above), scalar. */
 int et_igemm_code(float x, float scale);
 
@@ -108,5 +115,11 @@ void et_igemm_avx512_pack_b_s8(const int8_t *B, int ldb, int tb, int K, int N, i
  * (oy*SH-PH+ky)*W + ox + ix0] for ox in [lo, hi) and rows inside, else 0. */
 void et_igemm_avx512_im2col_rows(const int8_t *src, int64_t plane, int H, int W, int Ho, int Wo, int SH, int PH,
                                  int ky, int ix0, int lo, int hi, int nb, int8_t *dst);
+/* The dot form for C = A . B^T with both operands' codes along K in place
+ * (et_igemm_dot_fits): rows [i0, i1) of the M x N int32 sums S (row stride
+ * N), and the row sums of B it subtracts. */
+void et_igemm_avx512_dot(const int8_t *A, int lda, const int8_t *B, int ldb, const int32_t *bsum128, int i0, int i1,
+                         int N, int K, int32_t *S);
+void et_igemm_avx512_rowsum128(const int8_t *B, int ldb, int N, int K, int32_t *bsum128);
 void et_igemm_avx512_store(const int32_t *tile, int rows, int nc, double sab, float beta, float *C, int ldc);
 #endif

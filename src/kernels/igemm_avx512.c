@@ -459,3 +459,58 @@ void et_igemm_avx512_pack_b_s8(const int8_t *B, int ldb, int tb, int K, int N, i
         zero_tail_columns(pb, Kq, (nc + 3) & ~3, nc);
     }
 }
+
+/* ------------------------------------------------ dot form (both operands along K) */
+
+/* S[i*N + j] = sum_k A[i*lda + k] * B[j*ldb + k] for rows [i0, i1) of A and
+ * all N rows of B, int8 codes read in place: (a + 128) . b with vpdpbusd on
+ * 64 k's at a time, 4 x 3 outputs per block, minus 128 * the row sums of B
+ * (bsum128). Exact in int32 like the panel kernel. */
+void et_igemm_avx512_dot(const int8_t *A, int lda, const int8_t *B, int ldb, const int32_t *bsum128, int i0, int i1,
+                         int N, int K, int32_t *S) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const int kf = K & ~63;
+    const __mmask64 mt = lanes64(K - kf);
+    for (int i = i0; i < i1; i += 4)
+        for (int j = 0; j < N; j += 3) {
+            const int8_t *a[4], *b[3];
+            for (int r = 0; r < 4; r++) a[r] = A + (size_t)(i + r < i1 ? i + r : i1 - 1) * lda;
+            for (int c = 0; c < 3; c++) b[c] = B + (size_t)(j + c < N ? j + c : N - 1) * ldb;
+            __m512i s00 = _mm512_setzero_si512(), s01 = s00, s02 = s00, s10 = s00, s11 = s00, s12 = s00, s20 = s00,
+                    s21 = s00, s22 = s00, s30 = s00, s31 = s00, s32 = s00;
+#define DOT(LOAD)                                                                                                      \
+    {                                                                                                                  \
+        __m512i b0 = LOAD(b[0]), b1 = LOAD(b[1]), b2 = LOAD(b[2]), x;                                                  \
+        x = _mm512_xor_si512(LOAD(a[0]), flip);                                                                        \
+        DPBUSD(s00, x, b0); DPBUSD(s01, x, b1); DPBUSD(s02, x, b2);                                                    \
+        x = _mm512_xor_si512(LOAD(a[1]), flip);                                                                        \
+        DPBUSD(s10, x, b0); DPBUSD(s11, x, b1); DPBUSD(s12, x, b2);                                                    \
+        x = _mm512_xor_si512(LOAD(a[2]), flip);                                                                        \
+        DPBUSD(s20, x, b0); DPBUSD(s21, x, b1); DPBUSD(s22, x, b2);                                                    \
+        x = _mm512_xor_si512(LOAD(a[3]), flip);                                                                        \
+        DPBUSD(s30, x, b0); DPBUSD(s31, x, b1); DPBUSD(s32, x, b2);                                                    \
+    }
+#define LD_FULL(p) _mm512_loadu_si512((p) + k)
+#define LD_TAIL(p) _mm512_maskz_loadu_epi8(mt, (p) + kf) /* a: 0 -> 128, times b = 0 */
+            for (int k = 0; k < kf; k += 64) DOT(LD_FULL)
+            if (kf < K) DOT(LD_TAIL)
+#undef LD_FULL
+#undef LD_TAIL
+#undef DOT
+            const __m512i acc[4][3] = {{s00, s01, s02}, {s10, s11, s12}, {s20, s21, s22}, {s30, s31, s32}};
+            for (int r = 0; r < 4 && i + r < i1; r++)
+                for (int c = 0; c < 3 && j + c < N; c++)
+                    S[(size_t)(i + r) * N + j + c] = _mm512_reduce_add_epi32(acc[r][c]) - bsum128[j + c];
+        }
+}
+
+/* 128 * sum_k B[j*ldb + k] for rows j of B. */
+void et_igemm_avx512_rowsum128(const int8_t *B, int ldb, int N, int K, int32_t *bsum128) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    for (int j = 0; j < N; j++) {
+        const int8_t *b = B + (size_t)j * ldb;
+        __m512i s = _mm512_setzero_si512();
+        for (int k = 0; k < K; k += 64) s = _mm512_dpbusd_epi32(s, ones, _mm512_maskz_loadu_epi8(lanes64(K - k), b + k));
+        bsum128[j] = 128 * _mm512_reduce_add_epi32(s);
+    }
+}
