@@ -9,14 +9,25 @@
 
 float et_absmax_avx512(const float *x, size_t n) {
     /* non-negative floats order like their bit patterns; inf/NaN are left out */
-    __m512i m = _mm512_setzero_si512();
-    for (size_t i = 0; i < n; i += 16) {
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff), infb = _mm512_set1_epi32(0x7f800000);
+    __m512i m = _mm512_setzero_si512(), m2 = m;
+    size_t i = 0;
+#define STEP(acc, ld)                                                                                                  \
+    {                                                                                                                  \
+        __m512i a = _mm512_and_si512(ld, absm);                                                                        \
+        acc = _mm512_mask_max_epu32(acc, _mm512_cmplt_epu32_mask(a, infb), acc, a);                                    \
+    }
+    for (; i + 32 <= n; i += 32) {
+        STEP(m, _mm512_loadu_si512(x + i))
+        STEP(m2, _mm512_loadu_si512(x + i + 16))
+    }
+    for (; i < n; i += 16) {
         size_t r = n - i < 16 ? n - i : 16;
         __mmask16 k = (__mmask16)(r == 16 ? 0xffff : (1u << r) - 1);
-        __m512i a = _mm512_and_si512(_mm512_maskz_loadu_epi32(k, x + i), _mm512_set1_epi32(0x7fffffff));
-        m = _mm512_mask_max_epu32(m, _mm512_cmplt_epu32_mask(a, _mm512_set1_epi32(0x7f800000)), m, a);
+        STEP(m, _mm512_maskz_loadu_epi32(k, x + i))
     }
-    uint32_t u = _mm512_reduce_max_epu32(m);
+#undef STEP
+    uint32_t u = _mm512_reduce_max_epu32(_mm512_max_epu32(m, m2));
     float f;
     memcpy(&f, &u, 4);
     return f;
@@ -50,50 +61,71 @@ static inline __m512i codes16(__m512 yv, __m512 r) {
 /* codes (NULL: none): as et_codes_avx512 on the results, with scale
  * p->scale; a lane's code is its rounded magnitude min(q, qmax) with x's
  * sign (the value is exactly that code times the scale), 0 for NaN. */
+/* 16 int32 lanes in [-128, 127] as 16 bytes, in registers (the masked
+ * narrowing store vpmovdb to memory is slow on some CPUs). */
+static inline __m128i narrow16(__m512i c) {
+    const __m512i w = _mm512_packs_epi32(c, c), b = _mm512_packs_epi16(w, w); /* lane L: dword 0 = c[4L..4L+3] */
+    return _mm512_castsi512_si128(_mm512_permutexvar_epi32(_mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0), b));
+}
+
+/* One vector of int_rn_loop: the rounded values and (codes) their codes. */
+static inline __attribute__((always_inline)) __m512 int_rn16(const et_qparams *p, __m512i u, __m512 sc, __m512 r,
+                                                              int codes, __m512i *code) {
+    const __m512i maxb = V(p->maxbits), infb = V(0x7f800000);
+    __m512i a = _mm512_and_si512(u, V(0x7fffffff));
+    __mmask16 fin = _mm512_cmplt_epu32_mask(a, infb);
+    __m512 v = _mm512_mul_ps(_mm512_castsi512_ps(a), r);
+    __m512 q = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 d = _mm512_abs_ps(_mm512_sub_ps(_mm512_abs_ps(_mm512_sub_ps(v, q)), _mm512_set1_ps(0.5f)));
+    __mmask16 near = _mm512_mask_cmp_ps_mask(fin, d, _mm512_mul_ps(v, _mm512_set1_ps(0x1p-20f)), _CMP_LE_OQ);
+    if (near) {
+        __m512 yv = et_quantize16(p, _mm512_castsi512_ps(u), _mm512_setzero_si512());
+        if (codes) *code = codes16(yv, r);
+        return yv;
+    }
+    /* finite lanes: min(q, max) * scale with x's sign; inf: max * scale; NaN: x */
+    __m512i rq = _mm512_min_epu32(_mm512_castps_si512(q), maxb);
+    rq = _mm512_mask_mov_epi32(maxb, fin, rq);
+    __m512i out = _mm512_or_si512(_mm512_and_si512(u, V(0x80000000u)),
+                                  _mm512_castps_si512(_mm512_mul_ps(_mm512_castsi512_ps(rq), sc)));
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(a, infb);
+    out = _mm512_mask_mov_epi32(out, nan, u);
+    if (codes) {
+        __m512i c = _mm512_maskz_cvttps_epi32((__mmask16)~nan, _mm512_castsi512_ps(rq)); /* rq <= qmax is an integer */
+        *code = _mm512_mask_sub_epi32(c, _mm512_movepi32_mask(u), _mm512_setzero_si512(), c);
+    }
+    return _mm512_castsi512_ps(out);
+}
+
+/* codes (NULL: none): as et_codes_avx512 on the results, with scale
+ * p->scale; a lane's code is its rounded magnitude min(q, qmax) with x's
+ * sign (the value is exactly that code times the scale), 0 for NaN. Whole
+ * vectors use plain loads and stores, the tail masked ones. */
 static void int_rn_loop(const et_qparams *p, const float *x, float *y, size_t n, int8_t *codes) {
     const __m512 sc = _mm512_set1_ps(p->scale), r = _mm512_set1_ps(1.0f / p->scale);
-    const __m512i maxb = V(p->maxbits), absm = V(0x7fffffff), infb = V(0x7f800000);
-    const __m512 half = _mm512_set1_ps(0.5f), tol = _mm512_set1_ps(0x1p-20f);
-    for (size_t i = 0; i < n; i += 16) {
-        size_t m = n - i < 16 ? n - i : 16;
-        __mmask16 k = (__mmask16)(m == 16 ? 0xffff : (1u << m) - 1);
-        __m512i u = _mm512_maskz_loadu_epi32(k, x + i);
-        __m512i a = _mm512_and_si512(u, absm);
-        __mmask16 fin = _mm512_cmplt_epu32_mask(a, infb);
-        __m512 v = _mm512_mul_ps(_mm512_castsi512_ps(a), r);
-        __m512 q = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __m512 d = _mm512_abs_ps(_mm512_sub_ps(_mm512_abs_ps(_mm512_sub_ps(v, q)), half));
-        __mmask16 near = _mm512_mask_cmp_ps_mask(fin, d, _mm512_mul_ps(v, tol), _CMP_LE_OQ);
-        __m512 yv;
-        __m512i code = _mm512_setzero_si512();
-        if (near) {
-            yv = et_quantize16(p, _mm512_castsi512_ps(u), _mm512_setzero_si512());
-            if (codes) code = codes16(yv, r);
-        } else {
-            /* finite lanes: min(q, max) * scale with x's sign; inf: max * scale; NaN: x */
-            __m512i rq = _mm512_min_epu32(_mm512_castps_si512(q), maxb);
-            rq = _mm512_mask_mov_epi32(maxb, fin, rq);
-            __m512i out = _mm512_or_si512(_mm512_and_si512(u, V(0x80000000u)),
-                                          _mm512_castps_si512(_mm512_mul_ps(_mm512_castsi512_ps(rq), sc)));
-            __mmask16 nan = _mm512_cmpgt_epu32_mask(a, infb);
-            out = _mm512_mask_mov_epi32(out, nan, u);
-            yv = _mm512_castsi512_ps(out);
-            if (codes) {
-                code = _mm512_maskz_cvttps_epi32((__mmask16)~nan, _mm512_castsi512_ps(rq)); /* rq <= qmax is an integer */
-                code = _mm512_mask_sub_epi32(code, _mm512_movepi32_mask(u), _mm512_setzero_si512(), code);
-            }
+    __m512i code = _mm512_setzero_si512();
+    size_t i = 0;
+    if (codes)
+        for (; i + 16 <= n; i += 16) {
+            _mm512_storeu_ps(y + i, int_rn16(p, _mm512_loadu_si512(x + i), sc, r, 1, &code));
+            _mm_storeu_si128((__m128i *)(codes + i), narrow16(code));
         }
-        _mm512_mask_storeu_ps(y + i, k, yv);
-        if (codes) _mm_mask_storeu_epi8(codes + i, k, _mm512_cvtepi32_epi8(code));
+    else
+        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, int_rn16(p, _mm512_loadu_si512(x + i), sc, r, 0, &code));
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, k, int_rn16(p, _mm512_maskz_loadu_epi32(k, x + i), sc, r, codes != NULL, &code));
+        if (codes) _mm_mask_storeu_epi8(codes + i, k, narrow16(code));
     }
 }
 
 void et_codes_avx512(const float *y, int8_t *codes, size_t n, float cs) {
     const __m512 r = _mm512_set1_ps(1.0f / cs);
-    for (size_t i = 0; i < n; i += 16) {
-        size_t m = n - i < 16 ? n - i : 16;
-        __mmask16 k = (__mmask16)(m == 16 ? 0xffff : (1u << m) - 1);
-        _mm_mask_storeu_epi8(codes + i, k, _mm512_cvtepi32_epi8(codes16(_mm512_maskz_loadu_ps(k, y + i), r)));
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm_storeu_si128((__m128i *)(codes + i), narrow16(codes16(_mm512_loadu_ps(y + i), r)));
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        _mm_mask_storeu_epi8(codes + i, k, narrow16(codes16(_mm512_maskz_loadu_ps(k, y + i), r)));
     }
 }
 
