@@ -54,11 +54,13 @@ static inline __attribute__((always_inline)) void rows(int R, int half, const ui
             float *c = Cf + (size_t)(i + r) * ldc;                                                                     \
             __m512 v0 = to_float(s0, sv);                                                                              \
             if (beta != 0.0f) v0 = _mm512_add_ps(_mm512_mul_ps(bv, _mm512_maskz_loadu_ps(m0, c)), v0);                 \
-            _mm512_mask_storeu_ps(c, m0, v0);                                                                          \
+            if (m0 == 0xffff) _mm512_storeu_ps(c, v0); /* plain stores for whole vectors */                            \
+            else _mm512_mask_storeu_ps(c, m0, v0);                                                                     \
             if (!half) {                                                                                               \
                 __m512 v1 = to_float(s1, sv);                                                                          \
                 if (beta != 0.0f) v1 = _mm512_add_ps(_mm512_mul_ps(bv, _mm512_maskz_loadu_ps(m1, c + 16)), v1);        \
-                _mm512_mask_storeu_ps(c + 16, m1, v1);                                                                 \
+                if (m1 == 0xffff) _mm512_storeu_ps(c + 16, v1);                                                        \
+                else _mm512_mask_storeu_ps(c + 16, m1, v1);                                                            \
             }                                                                                                          \
         }                                                                                                              \
     }
@@ -347,7 +349,9 @@ void et_igemm_avx512_pack_a_s8(const int8_t *A, int lda, int ta, int K, int Kq, 
                 const __mmask16 mk = lanes(K - k);
                 __m128i x[8], y[2][4];
                 for (int r = 0; r < 8; r++)
-                    x[r] = live[r] ? _mm_xor_si128(_mm_maskz_loadu_epi8(mk, row[r] + k), flip) : _mm_setzero_si128();
+                    x[r] = !live[r]       ? _mm_setzero_si128()
+                           : k + 16 <= K ? _mm_xor_si128(_mm_loadu_si128((const __m128i *)(row[r] + k)), flip)
+                                         : _mm_xor_si128(_mm_maskz_loadu_epi8(mk, row[r] + k), flip);
                 transpose4(x, y[0]);
                 transpose4(x + 4, y[1]);
                 const int q0 = k / 4;
@@ -395,8 +399,12 @@ void et_igemm_avx512_pack_b_s8(const int8_t *B, int ldb, int tb, int K, int N, i
                 const int j = j0 + 16 * h;
                 const __mmask16 mh = lanes(N - j);
                 __m128i r[4], d[4];
-                for (int l = 0; l < 4; l++)
-                    r[l] = l < nk && mh ? _mm_maskz_loadu_epi8(mh, B + (size_t)(4 * q + l) * ldb + j) : _mm_setzero_si128();
+                for (int l = 0; l < 4; l++) {
+                    const int8_t *src = B + (size_t)(4 * q + l) * ldb + j;
+                    r[l] = !(l < nk && mh)   ? _mm_setzero_si128()
+                           : mh == 0xffff ? _mm_loadu_si128((const __m128i *)src)
+                                          : _mm_maskz_loadu_epi8(mh, src);
+                }
                 interleave4(r[0], r[1], r[2], r[3], d);
                 __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(d[1], d[0])),
                                                _mm256_set_m128i(d[3], d[2]), 1);
@@ -429,7 +437,9 @@ void et_igemm_avx512_pack_b_s8(const int8_t *B, int ldb, int tb, int K, int N, i
                 const __mmask64 mk = lanes64(K - k);
                 __m512i x[4];
                 for (int u = 0; u < 4; u++) {
-                    x[u] = live[u] ? _mm512_maskz_loadu_epi8(mk, col[u] + k) : _mm512_setzero_si512();
+                    x[u] = !live[u] ? _mm512_setzero_si512()
+                           : k + 64 <= K ? _mm512_loadu_si512(col[u] + k)
+                                         : _mm512_maskz_loadu_epi8(mk, col[u] + k);
                     sm[u] = _mm512_dpbusd_epi32(sm[u], ones, x[u]); /* + 4 codes per dword */
                 }
                 __m512i l01 = _mm512_unpacklo_epi32(x[0], x[1]), h01 = _mm512_unpackhi_epi32(x[0], x[1]);
