@@ -148,10 +148,11 @@ static inline __attribute__((always_inline)) void float_loop(const et_qparams *p
         size_t m = n - i < 16 ? n - i : 16;
         __mmask16 k = (__mmask16)(m == 16 ? 0xffff : (1u << m) - 1);
         __m512i rnd = kind == ET_VQ_SR ? et_qrand16(p, first + i) : _mm512_setzero_si512();
-        __m512i u = _mm512_maskz_loadu_epi32(k, x + i);
+        __m512i u = m == 16 ? _mm512_loadu_si512(x + i) : _mm512_maskz_loadu_epi32(k, x + i); /* plain when whole */
         __m512 yv = et_vq_short_ok(&q, u) ? _mm512_castsi512_ps(et_vq_round(&q, kind, u, rnd))
                                           : et_quantize16(p, _mm512_castsi512_ps(u), rnd);
-        _mm512_mask_storeu_ps(y + i, k, yv);
+        if (m == 16) _mm512_storeu_ps(y + i, yv);
+        else _mm512_mask_storeu_ps(y + i, k, yv);
     }
 }
 
