@@ -283,12 +283,12 @@ static void test_scalar_vs_avx512(void **st) {
 /* ---------------- rounding with int8 codes (et_quantize_codes) */
 /* The values equal the scalar reference's bit for bit, the scale is the
  * per-tensor scale, and every code is what the integer GEMM takes back from
- * the value (et_igemm_code, kernels/igemm.c); a tensor longer than two
- * 32768-element blocks is split over the threads at 2 threads. */
+ * the value (et_igemm_code, kernels/igemm.c); a tensor of 2^18 elements or
+ * more is split over the threads at 2 threads. */
 static void test_quantize_codes(void **st) {
     (void)st;
     static const char *fmts[] = {"int8", "int4", "dfxp8", "int7/sr", "int8/rz", "int2", "dfxp3/sr2", "dfxp6"};
-    const size_t n = 100003;
+    const size_t n = 300007;
     float *x = malloc(n * 4), *y = malloc(n * 4), *ref = malloc(n * 4);
     int8_t *q = malloc(n);
     assert_true(x && y && ref && q);

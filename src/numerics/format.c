@@ -160,13 +160,15 @@ static float absmax_serial(const float *x, size_t n) {
     return m;
 }
 
-/* Large tensors are split into blocks of QBLOCK elements (a multiple of 16,
+/* Tensors of 2^18 elements or more (1 MB; a smaller one is rounded on one
+ * thread in about the time a fork-join costs, and that stays robust on a busy
+ * machine) are split into blocks of QBLOCK elements (a multiple of 16,
  * so every block but the last is whole vectors) over the threads; a maximum
  * and an element-wise rounding do not depend on the split. */
 #define QBLOCK ((size_t)1 << 15)
 static int par_threads(size_t n) {
 #ifdef _OPENMP
-    if (n < 2 * QBLOCK || omp_in_parallel()) return 1;
+    if (n < 8 * QBLOCK || omp_in_parallel()) return 1;
     int t = et_get_threads();
     size_t nb = (n + QBLOCK - 1) / QBLOCK;
     if (t > 64) t = 64; /* scan_and_round's per-thread maxima */
@@ -391,7 +393,6 @@ static et_status scan_and_round(const et_format *f, const float *x, float *y, in
                                 const et_qkey *key, float *scale) {
     const int T = par_threads(n);
     float part[64];
-    et_qparams p;
     float s = 0;
 #if defined(__x86_64__)
     const int avx512 = et_cpu_isa() >= ET_ISA_AVX512;
@@ -410,15 +411,14 @@ static et_status scan_and_round(const et_format *f, const float *x, float *y, in
         part[t] = absmax_serial(x + lo, hi - lo);
 #ifdef _OPENMP
 #pragma omp barrier
-#pragma omp single
 #endif
-        {
-            float am = 0;
-            for (int k = 0; k < nt; k++) am = part[k] > am ? part[k] : am;
-            s = scale_of(f, am);
-            et_qparams_init(&p, f, s, key);
-        } /* implied barrier */
-        const float cs = s > 0 ? s : 1.0f;
+        /* every thread derives the same scale and parameters (one barrier) */
+        float am = 0;
+        for (int k = 0; k < nt; k++) am = part[k] > am ? part[k] : am;
+        const float sc = scale_of(f, am), cs = sc > 0 ? sc : 1.0f;
+        et_qparams p;
+        et_qparams_init(&p, f, sc, key);
+        if (t == 0) s = sc;
         /* blocks of 4096: the codes are taken while a block is in L1 */
         for (size_t i = lo; i < hi; i += 4096) {
             const size_t len = hi - i < 4096 ? hi - i : 4096;
