@@ -1,6 +1,6 @@
 /* Cost of the emulated-accumulation GEMM (et_qgemm) and of the INT8 GEMM
- * (et_igemm_s8 on codes, et_igemm_f32 on floats on int grids, the training
- * path of acc=int32) relative to et_sgemm on the same training-sized shapes
+ * (et_igemm_s8 on codes, et_igemm_f32 on floats on int grids, et_igemm_f32q
+ * on their codes: the training path of acc=int32) relative to et_sgemm on the same training-sized shapes
  * (M x N x K), at 1 thread, timed by this thread's CPU time, best of N runs
  * (the machine is shared). The issue's target for qgemm with stochastic
  * rounding: at most 8x et_sgemm.
@@ -86,6 +86,9 @@ int main(int argc, char **argv) {
         double ts2 = TIME(et_sgemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N));
         double tf = TIME(et_igemm_f32(0, 0, M, N, K, A, K, 0.01f, B, N, 0.02f, 0.0f, C, N));
         printf("%-16s %10.3f | %-22s %10.3f %6.2fx\n", "", ts2 * 1e3, "igemm_f32", tf * 1e3, tf / ts2);
+        /* and with the operands' int8 codes handed over, as the policy's rounding writes them */
+        double tc = TIME(et_igemm_f32q(0, 0, M, N, K, NULL, A8, K, 0.01f, NULL, B8, N, 0.02f, 0.0f, C, N));
+        printf("%-16s %10.3f | %-22s %10.3f %6.2fx\n", "", ts2 * 1e3, "igemm_f32 codes", tc * 1e3, tc / ts2);
         free(A), free(B), free(C), free(A8), free(B8), free(C32);
     }
     return 0;

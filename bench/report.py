@@ -85,7 +85,8 @@ def main():
             if os.path.exists(q):
                 f.write("\nPer GEMM (`build/bench/bench_qgemm --threads 1`, time / et_sgemm time; igemm_s8: the "
                         "exact INT8 GEMM on int8 codes; igemm_f32: the same on float operands on int grids with "
-                        "float output, the training path of `acc=int32`):\n\n```\n" + open(q).read() + "```\n")
+                        "float output; igemm_f32 codes: the same with the operands' int8 codes handed over, the "
+                        "training path of `acc=int32`):\n\n```\n" + open(q).read() + "```\n")
         for label, ips in prec:
             b = base.get(label.split()[0])
             print("precision %-60s %8.0f img/s  time %.2fx of fp32" % (label, ips, b / ips if b else float("nan")))

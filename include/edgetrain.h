@@ -178,6 +178,14 @@ typedef struct et_matmul {
     /* Which of the caller's concurrent lanes (0 or 1) makes the call: selects
      * the engine's per-lane workspaces (speculation). */
     int lane;
+    /* Optional int8 codes of A (B) for the integer path, in A's (B's) layout and
+     * leading dimension: a_codes[o] = the code of A[o] on a_scale's grid (the
+     * rule of et_igemm_code, src/kernels/igemm.h), as the policy's rounding
+     * wrote them. The path packs them instead of taking codes back from the
+     * floats (same result). A (B) may be NULL only when the call takes the
+     * integer path (both scales > 0, K <= 131072) and is plain: no mask,
+     * skip_zeros or spec, no sink. NULL: none. */
+    const int8_t *a_codes, *b_codes;
 } et_matmul;
 
 typedef struct et_engine et_engine; /* the matmul path's state: counters, hooks */

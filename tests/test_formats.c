@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "edgetrain.h"
+#include "kernels/igemm.h"
 #include "numerics/format_internal.h"
 
 #include <immintrin.h>
@@ -277,6 +278,103 @@ static void test_scalar_vs_avx512(void **st) {
             if (!same(a[i], b[i])) fail_msg("%s (normal range): x=%a scalar %a avx512 %a", fmts[k], x2[i], a[i], b[i]);
     }
     free(x), free(x2), free(a), free(b);
+}
+
+/* ---------------- rounding with int8 codes (et_quantize_codes) */
+/* The values equal the scalar reference's bit for bit, the scale is the
+ * per-tensor scale, and every code is what the integer GEMM takes back from
+ * the value (et_igemm_code, kernels/igemm.c); a tensor of 2^18 elements or
+ * more is split over the threads at 2 threads. */
+static void test_quantize_codes(void **st) {
+    (void)st;
+    static const char *fmts[] = {"int8", "int4", "dfxp8", "int7/sr", "int8/rz", "int2", "dfxp3/sr2", "dfxp6"};
+    const size_t n = 300007;
+    float *x = malloc(n * 4), *y = malloc(n * 4), *ref = malloc(n * 4);
+    int8_t *q = malloc(n);
+    assert_true(x && y && ref && q);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t r = rnd32();
+        x[i] = i % 3 ? (float)((int)(r % 20001) - 10000) * 1e-3f : u2f((r & 0x807fffffu) | ((uint32_t)(110 + r % 30) << 23));
+    }
+    x[5] = INFINITY, x[6] = -INFINITY, x[7] = NAN, x[8] = 0, x[9] = -0.0f;
+    et_qkey key = {3, 9, 4};
+    for (size_t k = 0; k < sizeof fmts / sizeof *fmts; k++)
+        for (int threads = 1; threads <= 2; threads++) {
+            et_set_threads(threads);
+            et_format f = F(fmts[k]);
+            float s = -1;
+            memset(q, 0x55, n);
+            assert_int_equal(et_quantize_codes(&f, x, y, q, n, &key, &s), ET_OK);
+            assert_true(s == et_format_scale(&f, x, n));
+            et_qparams p;
+            et_qparams_init(&p, &f, s, &key);
+            et_quantize_scalar(&p, x, ref, n, 0);
+            const float cs = s > 0 ? s : 1.0f;
+            for (size_t i = 0; i < n; i++) {
+                if (!same(y[i], ref[i])) fail_msg("%s T=%d: x=%a value %a, reference %a", fmts[k], threads, x[i], y[i], ref[i]);
+                if (q[i] != et_igemm_code(ref[i], cs))
+                    fail_msg("%s T=%d: x=%a code %d, want %d", fmts[k], threads, x[i], q[i], et_igemm_code(ref[i], cs));
+            }
+        }
+    et_set_threads(0);
+    /* an all-zero tensor: scale 0, codes 0 */
+    memset(x, 0, 64 * 4);
+    et_format i8 = F("int8");
+    float s = -1;
+    assert_int_equal(et_quantize_codes(&i8, x, y, q, 64, NULL, &s), ET_OK);
+    assert_true(s == 0);
+    for (int i = 0; i < 64; i++) assert_int_equal(q[i], 0);
+    /* only per-tensor integer grids of at most 8 bits have int8 codes */
+    const char *bad[] = {"fp16", "int16", "int8:perchannel", "e4m3"};
+    for (int b = 0; b < 4; b++) {
+        et_format f = F(bad[b]);
+        assert_int_equal(et_quantize_codes(&f, x, y, q, 64, NULL, NULL), ET_ERR_INVALID);
+    }
+    free(x), free(y), free(ref), free(q);
+}
+
+/* The AVX-512 integer rounding to nearest multiplies by fl(1/scale) instead
+ * of dividing; near a half-integer quotient it must fall back to the
+ * division. Values within a few ulps of (k + 1/2) * scale, and exact
+ * multiples, for several scales: equal to the scalar reference bit for bit. */
+static void test_int_rn_near_half(void **st) {
+    (void)st;
+    if (et_cpu_isa() < ET_ISA_AVX512) skip();
+    static const char *fmts[] = {"int8", "int16", "dfxp8", "int4"};
+    const float scales[] = {0.0123f, 1.7e-3f, 3.0f, 0.1f, 1.0f / 127.0f, 2.5e-38f, 7.3e12f};
+    const size_t n = 5000;
+    float *x = malloc(n * 4), *a = malloc(n * 4), *b = malloc(n * 4);
+    int8_t *q = malloc(n);
+    assert_true(x && a && b && q);
+    for (size_t fi = 0; fi < sizeof fmts / sizeof *fmts; fi++)
+        for (size_t si = 0; si < sizeof scales / sizeof *scales; si++) {
+            et_format f = F(fmts[fi]);
+            const int qmax = (1 << (f.bits - 1)) - 1;
+            for (size_t i = 0; i < n; i++) {
+                int k = (int)(rnd32() % (uint32_t)(2 * qmax + 3)) - qmax - 1;
+                double h = ((double)k + (i % 2 ? 0.5 : 0.0)) * scales[si];
+                float v = (float)h;
+                for (int j = (int)(rnd32() % 9) - 4; j != 0; j += j > 0 ? -1 : 1) v = nextafterf(v, j > 0 ? INFINITY : -INFINITY);
+                x[i] = v;
+            }
+            x[0] = INFINITY, x[1] = -INFINITY, x[2] = NAN, x[3] = -0.0f, x[4] = 1e30f;
+            et_qparams p;
+            et_qparams_init(&p, &f, scales[si], NULL);
+            et_quantize_scalar(&p, x, a, n, 0);
+            et_quantize_avx512(&p, x, b, n, 0);
+            for (size_t i = 0; i < n; i++)
+                if (!same(a[i], b[i]))
+                    fail_msg("%s scale %a: x=%a scalar %a avx512 %a", fmts[fi], scales[si], x[i], a[i], b[i]);
+            if (f.bits > 8) continue;
+            /* the same rounding with the codes taken in its registers */
+            memset(b, 0, n * 4), memset(q, 0x55, n);
+            et_quantize_codes_avx512(&p, x, b, q, n, 0, scales[si]);
+            for (size_t i = 0; i < n; i++)
+                if (!same(a[i], b[i]) || q[i] != et_igemm_code(a[i], scales[si]))
+                    fail_msg("%s scale %a with codes: x=%a value %a (want %a) code %d (want %d)", fmts[fi], scales[si],
+                             x[i], b[i], a[i], q[i], et_igemm_code(a[i], scales[si]));
+        }
+    free(x), free(a), free(b), free(q);
 }
 
 /* ---------------- hand cases */
@@ -549,7 +647,8 @@ int main(void) {
         cmocka_unit_test(test_parse_and_names), cmocka_unit_test(test_ocp_codes),
         cmocka_unit_test(test_bruteforce_small), cmocka_unit_test(test_hand_cases),
         cmocka_unit_test(test_fp16_hardware),   cmocka_unit_test(test_bf16_hardware),
-        cmocka_unit_test(test_scalar_vs_avx512), cmocka_unit_test(test_stochastic), cmocka_unit_test(test_scaled),
+        cmocka_unit_test(test_scalar_vs_avx512), cmocka_unit_test(test_quantize_codes),
+        cmocka_unit_test(test_int_rn_near_half), cmocka_unit_test(test_stochastic), cmocka_unit_test(test_scaled),
         cmocka_unit_test(test_int_dfxp),        cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

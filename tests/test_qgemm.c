@@ -404,10 +404,26 @@ static void igemm_f32_case(int ta, int tb, int M, int N, int K, float beta, int 
     }
     for (size_t i = 0; i < nb; i++) qb[i] = (int)(urand() % 255) - 127, B[i] = (float)qb[i] * sb;
     for (size_t i = 0; i < nc; i++) C0[i] = (float)(urand() % 1000) / 37.0f - 13.0f;
+    /* the operands' codes, as a policy's rounding hands them over (et_igemm_f32q) */
+    int8_t *ca = malloc(na), *cb = malloc(nb);
+    assert_true(ca && cb);
+    for (size_t i = 0; i < na; i++) ca[i] = (int8_t)qa[i];
+    for (size_t i = 0; i < nb; i++) cb[i] = (int8_t)qb[i];
     et_set_threads(threads);
-    for (int isa = ET_ISA_SCALAR; isa <= (int)et_igemm_isa(); isa++) {
+    /* each path: floats; codes of A only (floats of A absent); codes of B
+     * only (floats of B absent); both codes with the floats present */
+    for (int run = 0; run < 4 * (ET_ISA_AVX512 + 1); run++) {
+        const int isa = run / 4, form = run % 4;
+        if (isa > (int)et_igemm_isa()) break;
         memcpy(C, C0, nc * 4);
-        assert_int_equal(et_igemm_f32_isa((et_isa)isa, ta, tb, M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc), ET_OK);
+        if (form == 0)
+            assert_int_equal(et_igemm_f32_isa((et_isa)isa, ta, tb, M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc),
+                             ET_OK);
+        else
+            assert_int_equal(et_igemm_f32q_isa((et_isa)isa, ta, tb, M, N, K, form == 1 ? NULL : A, form == 2 ? NULL : ca,
+                                               lda, sa, form == 2 ? NULL : B, form == 1 ? NULL : cb, ldb, sb, beta, C,
+                                               ldc),
+                             ET_OK);
         for (int i = 0; i < M; i++)
             for (int j = 0; j < ldc; j++) {
                 float want = C0[(size_t)i * ldc + j];
@@ -420,26 +436,82 @@ static void igemm_f32_case(int ta, int tb, int M, int N, int K, float beta, int 
                     want = beta != 0.0f ? beta * want + v : v;
                 }
                 if (memcmp(&C[(size_t)i * ldc + j], &want, 4))
-                    fail_msg("igemm_f32 %s ta=%d tb=%d %dx%dx%d beta=%g C[%d,%d] = %.9g, want %.9g",
-                             et_isa_name((et_isa)isa), ta, tb, M, N, K, beta, i, j, C[(size_t)i * ldc + j], want);
+                    fail_msg("igemm_f32 %s form %d ta=%d tb=%d %dx%dx%d beta=%g C[%d,%d] = %.9g, want %.9g",
+                             et_isa_name((et_isa)isa), form, ta, tb, M, N, K, beta, i, j, C[(size_t)i * ldc + j], want);
             }
     }
-    free(A), free(B), free(C), free(C0), free(qa), free(qb);
+    free(A), free(B), free(C), free(C0), free(qa), free(qb), free(ca), free(cb);
 }
 
 static void test_igemm_float(void **st) {
     (void)st;
-    int shapes[][3] = {{1, 1, 1}, {9, 40, 77}, {17, 33, 5}, {48, 64, 288}, {50, 31, 130}, {3, 5, 0}, {100, 10, 19}};
+    /* narrow outputs (N <= 16: half panels) with long K, as conv WG's */
+    int shapes[][3] = {{1, 1, 1}, {9, 40, 77}, {17, 33, 5}, {48, 64, 288}, {50, 31, 130}, {3, 5, 0}, {100, 10, 19},
+                       {8, 9, 1000}, {16, 20, 333}, {72, 45, 16},
+                       /* C = A . B^T with both operands' codes and K >= 1024: the dot form
+                        * (et_igemm_dot_fits), edges in M, N and K */
+                       {8, 9, 2900}, {16, 72, 1500}, {5, 7, 1025}, {13, 128, 1090}};
     int t = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
         for (int tt = 0; tt < 4; tt++, t++)
             igemm_f32_case(tt & 1, tt >> 1, shapes[s][0], shapes[s][1], shapes[s][2], t % 3 == 2 ? 1.0f : 0.0f,
                            1 + (t & 1));
+    for (int threads = 1; threads <= 2; threads++) /* the dot form at both thread counts, with and without beta */
+        for (int b = 0; b < 2; b++) igemm_f32_case(0, 1, 9, 12, 4100, b ? 1.0f : 0.0f, threads);
+    assert_true(et_igemm_dot_fits(8, 9, 29008) && et_igemm_dot_fits(16, 72, 3528) && !et_igemm_dot_fits(100, 128, 784));
     float a = 1, b = 1, c = 0;
     assert_int_equal(et_igemm_f32(0, 0, 1, 1, 1, &a, 1, 0.0f, &b, 1, 1.0f, 0.0f, &c, 1), ET_ERR_INVALID);
     assert_int_equal(et_igemm_f32(0, 0, 2, 1, 1, &a, 0, 1.0f, &b, 1, 1.0f, 0.0f, &c, 1), ET_ERR_INVALID);
     assert_int_equal(et_igemm_f32(0, 0, 1, 1, 1, &a, 1, 0.5f, &b, 1, 0.25f, 0.0f, &c, 1), ET_OK);
     assert_true(c == 1.0f); /* codes 2 and 4 */
+}
+
+/* et_igemm_im2col against the definition, element by element: padded,
+ * strided, non-square, rows wider than 64 codes (the general loop) and
+ * narrower (the AVX-512 rows), images n0 .. n0+nb-1 of a CNHW tensor, at 1
+ * and 2 threads. Bytes past the matrix stay untouched. */
+static void test_igemm_im2col(void **st) {
+    (void)st;
+    const et_igemm_conv geo[] = {
+        /* c, n, h, w, kh, kw, sh, sw, ph, pw, ho, wo */
+        {1, 5, 28, 28, 3, 3, 1, 1, 1, 1, 28, 28}, {3, 4, 14, 14, 3, 3, 1, 1, 1, 1, 14, 14},
+        {2, 3, 9, 11, 3, 2, 2, 2, 1, 0, 5, 5},    {2, 3, 7, 70, 3, 5, 1, 1, 2, 2, 9, 70},
+        {1, 2, 5, 64, 1, 3, 1, 1, 0, 1, 5, 64},   {4, 3, 6, 6, 5, 5, 1, 1, 0, 0, 2, 2},
+        {2, 2, 4, 4, 3, 3, 1, 1, 3, 3, 8, 8},     {3, 3, 11, 13, 3, 3, 2, 1, 1, 1, 6, 13},
+    };
+    for (size_t gi = 0; gi < sizeof geo / sizeof *geo; gi++) {
+        const et_igemm_conv *g = &geo[gi];
+        const size_t nx = (size_t)g->c * g->n * g->h * g->w;
+        const int n0 = g->n > 2 ? 1 : 0, nb = g->n - n0;
+        const size_t rows = (size_t)g->c * g->kh * g->kw, ld = (size_t)nb * g->ho * g->wo, ncol = rows * ld;
+        int8_t *x = malloc(nx), *col = malloc(ncol + 64);
+        assert_true(x && col);
+        for (size_t i = 0; i < nx; i++) x[i] = (int8_t)((int)(urand() % 255) - 127);
+        for (int threads = 1; threads <= 2; threads++) {
+            et_set_threads(threads);
+            memset(col, 0x5a, ncol + 64);
+            et_igemm_im2col(g, x, n0, nb, col);
+            for (int ci = 0; ci < g->c; ci++)
+                for (int ky = 0; ky < g->kh; ky++)
+                    for (int kx = 0; kx < g->kw; kx++)
+                        for (int n = 0; n < nb; n++)
+                            for (int oy = 0; oy < g->ho; oy++)
+                                for (int ox = 0; ox < g->wo; ox++) {
+                                    int iy = oy * g->sh - g->ph + ky, ix = ox * g->sw - g->pw + kx;
+                                    int want = iy >= 0 && iy < g->h && ix >= 0 && ix < g->w
+                                                   ? x[(((size_t)ci * g->n + n0 + n) * g->h + iy) * g->w + ix]
+                                                   : 0;
+                                    size_t r = ((size_t)ci * g->kh + ky) * g->kw + kx;
+                                    int got = col[r * ld + ((size_t)n * g->ho + oy) * g->wo + ox];
+                                    if (got != want)
+                                        fail_msg("im2col geometry %zu T=%d: (%d,%d,%d) image %d (%d,%d): %d, want %d", gi,
+                                                 threads, ci, ky, kx, n, oy, ox, got, want);
+                                }
+            for (int i = 0; i < 64; i++) assert_int_equal(col[ncol + i], 0x5a);
+        }
+        free(x), free(col);
+    }
+    et_set_threads(0);
 }
 
 int main(void) {
@@ -448,7 +520,7 @@ int main(void) {
         cmocka_unit_test(test_fp16_stagnation),   cmocka_unit_test(test_fp32_plain_loop),
         cmocka_unit_test(test_rejects),           cmocka_unit_test(test_word_definition),
         cmocka_unit_test(test_sr_statistics),     cmocka_unit_test(test_igemm_exact),
-        cmocka_unit_test(test_igemm_float),
+        cmocka_unit_test(test_igemm_float),       cmocka_unit_test(test_igemm_im2col),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

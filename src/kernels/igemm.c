@@ -205,12 +205,49 @@ static void pack_group(const src *B, int g, int K, int N, int Kg, int p0, int n,
         return;
     }
 #if defined(__x86_64__)
+    if (B->q && g == 4) {
+        et_igemm_avx512_pack_b_s8(B->q, B->ld, B->t, K, N, Kg, p0 * PW, n, (int8_t *)bp, panel_bytes, cs);
+        return;
+    }
     if (B->x && g == 4) {
         et_igemm_avx512_pack_b(B->x, B->ld, B->t, B->scale, K, N, Kg, p0 * PW, n, (int8_t *)bp, panel_bytes, cs);
         return;
     }
 #endif
     for (int p = 0; p < n; p++) pack_b_generic(B, g, K, N, Kg, p0 + p, bp + panel_bytes * p, cs + p * PW);
+}
+
+int et_igemm_dot_fits(int M, int N, int K) { return M <= 64 && N <= 128 && K >= 1024 && (int64_t)M * N <= 4096; }
+
+/* The dot form (et_igemm_dot_fits): output rows in blocks of 4 over the
+ * threads, each element summed by one thread, then stored like a tile. */
+static et_status drive_dot(et_isa isa, int M, int N, int K, const src *A, const src *B, const out *o, int T) {
+    int32_t S[4096], bsum[128];
+#if defined(__x86_64__)
+    et_igemm_avx512_rowsum128(B->q, B->ld, N, K, bsum);
+    const int nblk = (M + 3) / 4;
+    if (T > nblk) T = nblk;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static) if (T > 1)
+#endif
+    for (int b = 0; b < nblk; b++) {
+        const int i0 = 4 * b, i1 = i0 + 4 < M ? i0 + 4 : M;
+        et_igemm_avx512_dot(A->q, A->ld, B->q, B->ld, bsum, i0, i1, N, K, S);
+    }
+#endif
+    for (int i = 0; i < M; i++) {
+        if (o->C32) {
+            memcpy(o->C32 + (size_t)i * o->ldc, S + (size_t)i * N, sizeof(int32_t) * (size_t)N);
+            continue;
+        }
+        for (int j0 = 0; j0 < N; j0 += PW) {
+            int32_t tile[PW];
+            const int nc = N - j0 < PW ? N - j0 : PW;
+            memcpy(tile, S + (size_t)i * N + j0, sizeof(int32_t) * (size_t)nc);
+            store_tile(isa, tile, 1, nc, o, o->C + (size_t)i * o->ldc + j0);
+        }
+    }
+    return ET_OK;
 }
 
 static et_status drive(et_isa isa, int M, int N, int K, const src *A, const src *B, const out *o) {
@@ -232,6 +269,7 @@ static et_status drive(et_isa isa, int M, int N, int K, const src *A, const src 
         return ET_OK;
     }
     const int g = isa >= ET_ISA_AVX512 ? 4 : isa == ET_ISA_AVX2 ? 2 : 1;
+    if (g == 4 && A->q && B->q && !A->t && B->t && et_igemm_dot_fits(M, N, K)) return drive_dot(isa, M, N, K, A, B, o, T);
     const int Kg = (K + g - 1) / g, np = (N + PW - 1) / PW, ng = (np + GP - 1) / GP, gp = np < GP ? np : GP;
     size_t panel_bytes, slice, needA;
     sizes(isa, M, N, K, &panel_bytes, &slice, &needA);
@@ -261,6 +299,10 @@ static et_status drive(et_isa isa, int M, int N, int K, const src *A, const src 
         for (int ib = 0; ib < nab; ib++) {
             int i0 = ib * 16, i1 = i0 + 16 < M ? i0 + 16 : M;
 #if defined(__x86_64__)
+            if (A->q && g == 4) {
+                et_igemm_avx512_pack_a_s8(A->q, A->ld, A->t, K, Kg, i0, i1, Ap);
+                continue;
+            }
             if (A->x && g == 4) {
                 et_igemm_avx512_pack_a(A->x, A->ld, A->t, A->scale, K, Kg, i0, i1, Ap);
                 continue;
@@ -338,21 +380,69 @@ void et_igemm_s8(int ta, int tb, int M, int N, int K, const int8_t *A, int lda, 
     et_igemm_s8_isa(et_igemm_isa(), ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
 }
 
-et_status et_igemm_f32_isa(et_isa isa, int ta, int tb, int M, int N, int K, const float *A, int lda, float scale_a,
-                           const float *B, int ldb, float scale_b, float beta, float *C, int ldc) {
+et_status et_igemm_f32q_isa(et_isa isa, int ta, int tb, int M, int N, int K, const float *A, const int8_t *qa, int lda,
+                            float scale_a, const float *B, const int8_t *qb, int ldb, float scale_b, float beta, float *C,
+                            int ldc) {
     if (M < 0 || N < 0 || K < 0) return et_set_error(ET_ERR_INVALID, "et_igemm_f32: negative size");
     if (M == 0 || N == 0) return ET_OK;
-    if (!C || (K > 0 && (!A || !B))) return et_set_error(ET_ERR_INVALID, "et_igemm_f32: NULL matrix");
+    if (!C || (K > 0 && ((!A && !qa) || (!B && !qb)))) return et_set_error(ET_ERR_INVALID, "et_igemm_f32: NULL matrix");
     if (ldc < N || (K > 0 && (lda < (ta ? M : K) || ldb < (tb ? K : N))))
         return et_set_error(ET_ERR_INVALID, "et_igemm_f32: leading dimension too small");
     if (!(scale_a > 0.0f) || !(scale_b > 0.0f) || isinf(scale_a) || isinf(scale_b))
         return et_set_error(ET_ERR_INVALID, "et_igemm_f32: scales must be positive and finite");
-    src a = {NULL, A, scale_a, lda, ta}, b = {NULL, B, scale_b, ldb, tb};
+    src a = {qa, A, scale_a, lda, ta}, b = {qb, B, scale_b, ldb, tb};
     out o = {NULL, C, ldc, (double)scale_a * (double)scale_b, beta};
     return drive(isa, M, N, K, &a, &b, &o);
+}
+
+et_status et_igemm_f32_isa(et_isa isa, int ta, int tb, int M, int N, int K, const float *A, int lda, float scale_a,
+                           const float *B, int ldb, float scale_b, float beta, float *C, int ldc) {
+    return et_igemm_f32q_isa(isa, ta, tb, M, N, K, A, NULL, lda, scale_a, B, NULL, ldb, scale_b, beta, C, ldc);
 }
 
 et_status et_igemm_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, float scale_a, const float *B,
                        int ldb, float scale_b, float beta, float *C, int ldc) {
     return et_igemm_f32_isa(et_igemm_isa(), ta, tb, M, N, K, A, lda, scale_a, B, ldb, scale_b, beta, C, ldc);
+}
+
+et_status et_igemm_f32q(int ta, int tb, int M, int N, int K, const float *A, const int8_t *qa, int lda, float scale_a,
+                        const float *B, const int8_t *qb, int ldb, float scale_b, float beta, float *C, int ldc) {
+    return et_igemm_f32q_isa(et_igemm_isa(), ta, tb, M, N, K, A, qa, lda, scale_a, B, qb, ldb, scale_b, beta, C, ldc);
+}
+
+void et_igemm_im2col(const et_igemm_conv *g, const int8_t *x, int n0, int nb, int8_t *col) {
+    const int64_t rows = (int64_t)g->c * g->kh * g->kw, ld = (int64_t)nb * g->ho * g->wo;
+    const int64_t plane = (int64_t)g->h * g->w;
+#if defined(__x86_64__)
+    const int fast = g->sw == 1 && g->w <= 64 && g->wo <= 64 && et_cpu_isa() >= ET_ISA_AVX512;
+#endif
+#pragma omp parallel for schedule(static) if (rows * ld > 131072)
+    for (int64_t r = 0; r < rows; r++) {
+        const int kx = (int)(r % g->kw), ky = (int)(r / g->kw % g->kh), ci = (int)(r / g->kw / g->kh);
+        int8_t *dst = col + r * ld;
+        /* output columns whose input column is inside the row: [lo, hi) */
+        const int ix0 = kx - g->pw;
+        int lo = 0, hi = g->wo;
+        while (lo < g->wo && lo * g->sw + ix0 < 0) lo++;
+        while (hi > lo && (hi - 1) * g->sw + ix0 >= g->w) hi--;
+#if defined(__x86_64__)
+        if (fast) {
+            et_igemm_avx512_im2col_rows(x + ((int64_t)ci * g->n + n0) * plane, plane, g->h, g->w, g->ho, g->wo, g->sh,
+                                        g->ph, ky, ix0, lo, hi, nb, dst);
+            continue;
+        }
+#endif
+        for (int n = 0; n < nb; n++) {
+            const int8_t *src = x + ((int64_t)ci * g->n + n0 + n) * plane;
+            for (int oy = 0; oy < g->ho; oy++, dst += g->wo) {
+                const int iy = oy * g->sh - g->ph + ky;
+                if (iy < 0 || iy >= g->h || hi <= lo) {
+                    memset(dst, 0, (size_t)g->wo);
+                    continue;
+                }
+                const int8_t *srow = src + (int64_t)iy * g->w;
+                for (int ox = 0; ox < g->wo; ox++) dst[ox] = ox >= lo && ox < hi ? srow[ox * g->sw + ix0] : 0;
+            }
+        }
+    }
 }

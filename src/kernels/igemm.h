@@ -32,6 +32,28 @@ void et_igemm_s8(int ta, int tb, int M, int N, int K, const int8_t *A, int lda, 
 et_status et_igemm_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, float scale_a, const float *B,
                        int ldb, float scale_b, float beta, float *C, int ldc);
 
+/* et_igemm_f32 with operands that may also come as their int8 codes: qa (qb),
+ * if not NULL, holds the codes of A (B) in A's (B's) layout and leading
+ * dimension, qa[o] = et_igemm_code(A[o], scale_a) for every element o of
+ * op(A) (as a precision policy's rounding writes them, et_quantize_codes);
+ * the path packs the codes instead of taking them back from the floats, and
+ * A (B) may then be NULL. Same results as et_igemm_f32 on the floats. */
+et_status et_igemm_f32q(int ta, int tb, int M, int N, int K, const float *A, const int8_t *qa, int lda, float scale_a,
+                        const float *B, const int8_t *qb, int ldb, float scale_b, float beta, float *C, int ldc);
+et_status et_igemm_f32q_isa(et_isa isa, int ta, int tb, int M, int N, int K, const float *A, const int8_t *qa, int lda,
+                            float scale_a, const float *B, const int8_t *qb, int ldb, float scale_b, float beta, float *C,
+                            int ldc);
+
+/* im2col of int8 codes (the column matrix of a convolution for the integer
+ * path, conv.c): x holds c channels of n images of h x w (CNHW); for images
+ * n0 .. n0+nb-1 (kernel kh x kw, stride sh, sw, padding ph, pw, output ho x wo)
+ *   col[(ci*kh + ky)*kw + kx][i*ho*wo + oy*wo + ox] = x[ci][n0+i][oy*sh-ph+ky][ox*sw-pw+kx]
+ * (0 outside the image). Row r of col starts at col + r * nb*ho*wo. */
+typedef struct et_igemm_conv {
+    int c, n, h, w, kh, kw, sh, sw, ph, pw, ho, wo;
+} et_igemm_conv;
+void et_igemm_im2col(const et_igemm_conv *g, const int8_t *x, int n0, int nb, int8_t *col);
+
 /* Paths, for tests and benchmarks: isa is clamped to what the CPU runs
  * (AVX-512 needs AVX512-VNNI too). */
 void et_igemm_s8_isa(et_isa isa, int ta, int tb, int M, int N, int K, const int8_t *A, int lda, const int8_t *B,
@@ -49,6 +71,13 @@ size_t et_igemm_workspace_bytes(void);
 /* Frees the calling thread's buffers (a thread that used et_igemm and exits
  * should call it; the next call or reserve allocates again). */
 void et_igemm_release(void);
+
+/* Products C = A . B^T (ta = 0, tb = 1) whose operands both come as codes,
+ * with a small output and a long K (a convolution's weight gradient over an
+ * image chunk: LeNet's 8 x 9 and 16 x 72 with K = 29008 and 3528) are summed
+ * in the dot form on the VNNI path: both operands read along K in place, no
+ * packing. The shape alone decides; the sums are exact either way. */
+int et_igemm_dot_fits(int M, int N, int K);
 
 /* The code of x on the grid of `scale` (the rule above), scalar. */
 int et_igemm_code(float x, float scale);
@@ -76,5 +105,21 @@ void et_igemm_avx2_block(const uint32_t *Ap, int Kp, const int16_t *Bp, int i0, 
 void et_igemm_avx512_pack_a(const float *A, int lda, int ta, float scale, int K, int Kq, int i0, int i1, uint32_t *Ap);
 void et_igemm_avx512_pack_b(const float *B, int ldb, int tb, float scale, int K, int N, int Kq, int j0, int npan,
                             int8_t *bp, size_t panel_bytes, int32_t *colsum128);
+/* The same packing from int8 codes (layouts as the float operands'). */
+void et_igemm_avx512_pack_a_s8(const int8_t *A, int lda, int ta, int K, int Kq, int i0, int i1, uint32_t *Ap);
+void et_igemm_avx512_pack_b_s8(const int8_t *B, int ldb, int tb, int K, int N, int Kq, int j0, int npan, int8_t *bp,
+                               size_t panel_bytes, int32_t *colsum128);
+/* One row (ci, ky, kx) of et_igemm_im2col for nb images with unit column
+ * stride and rows of at most 64 codes (src: the channel's plane of the first
+ * image, planes `plane` apart): dst[(n*Ho + oy)*Wo + ox] = src[n*plane +
+ * (oy*SH-PH+ky)*W + ox + ix0] for ox in [lo, hi) and rows inside, else 0. */
+void et_igemm_avx512_im2col_rows(const int8_t *src, int64_t plane, int H, int W, int Ho, int Wo, int SH, int PH,
+                                 int ky, int ix0, int lo, int hi, int nb, int8_t *dst);
+/* The dot form for C = A . B^T with both operands' codes along K in place
+ * (et_igemm_dot_fits): rows [i0, i1) of the M x N int32 sums S (row stride
+ * N), and the row sums of B it subtracts. */
+void et_igemm_avx512_dot(const int8_t *A, int lda, const int8_t *B, int ldb, const int32_t *bsum128, int i0, int i1,
+                         int N, int K, int32_t *S);
+void et_igemm_avx512_rowsum128(const int8_t *B, int ldb, int N, int K, int32_t *bsum128);
 void et_igemm_avx512_store(const int32_t *tile, int rows, int nc, double sab, float beta, float *C, int ldc);
 #endif

@@ -118,6 +118,10 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
         mask = mm->spec->mask, ldm = mm->spec->ldmask;
     }
     const int sparse = mm->skip_zeros || mask || mm->post_mask_cols;
+    const int integer = mm->a_scale > 0 && mm->b_scale > 0 && mm->K <= 131072;
+    if (mm->K > 0 && (!mm->A || !mm->B) &&
+        !(integer && !sparse && !mm->spec && !(eng && eng->sink) && (mm->A || mm->a_codes) && (mm->B || mm->b_codes)))
+        return et_set_error(ET_ERR_INVALID, "matmul: NULL operand (codes alone serve only a plain integer product)");
     work w = {macs, macs, macs, (uint64_t)mm->M * (uint64_t)mm->N, 0};
     uint64_t kept = w.outputs, kelem = 0, kkept = 0;
     const int known = sparse && known_count(mm, &kelem, &kkept);
@@ -125,12 +129,12 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     const et_format *mul = in_range && eng->mul ? eng->mul[mm->layer] : NULL;
     const et_format *acc = in_range && eng->acc ? eng->acc[mm->layer] : NULL;
     if (acc && acc->kind != ET_FMT_FLOAT) acc = NULL; /* acc=int32 without integer operands: fp32 sums */
-    if (mm->a_scale > 0 && mm->b_scale > 0 && mm->K <= 131072) {
+    if (integer) {
         /* Exact integer path: int8 codes of both operands, int32 sums (no
          * overflow: K * 127^2 < 2^31), one rounding. It runs dense; with
          * sparsity the mask is applied and the executed MACs counted after. */
-        et_status st = et_igemm_f32(mm->ta, mm->tb, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->a_scale, mm->B, mm->ldb,
-                                    mm->b_scale, mm->beta, mm->C, mm->ldc);
+        et_status st = et_igemm_f32q(mm->ta, mm->tb, mm->M, mm->N, mm->K, mm->A, mm->a_codes, mm->lda, mm->a_scale,
+                                     mm->B, mm->b_codes, mm->ldb, mm->b_scale, mm->beta, mm->C, mm->ldc);
         if (st) return st;
         if (eng) __atomic_fetch_add(&eng->int_calls, 1, __ATOMIC_RELAXED);
         if (known)

@@ -17,6 +17,7 @@
 #include <omp.h>
 #endif
 
+#include "kernels/igemm.h"
 #include "kernels/matmul.h"
 #include "kernels/spgemm.h"
 #include "sparsity/sparsity.h"
@@ -524,18 +525,46 @@ static int32_t *lane_colcnt(const cjob *j, int lane) {
 void et_bias_masked_avx512(float *y, const uint8_t *m, int64_t n, float b); /* conv_avx512.c */
 #endif
 
+/* A product with no sparsity (no skipping, speculation or mask), no pruning
+ * mask and plain arithmetic: the integer path may then take codes alone. */
+static int conv_plain(const et_layer *l, const et_lctx *cx) {
+    const et_layer_sparsity *sp = cx->sp;
+    return !(sp && (sp->ff_skip || sp->bw_skip || sp->spec || sp->ep_mask)) && !l->params[0].mask &&
+           et_matmul_plain(cx->eng, l->index);
+}
+
 /* The col matrix of images n0..n0+nb-1: the input itself for a direct
- * (1x1, stride 1, unpadded) convolution, else im2col into the lane's buffer. */
-static const float *chunk_cols(const cjob *j, int lane, int n0, int nb, int *ldb, int32_t *rowcnt) {
+ * (1x1, stride 1, unpadded) convolution, else im2col into the lane's buffer,
+ * counting each row's non-zeros into rowcnt when it is not NULL.
+ * *q gets the int8 codes of the same matrix when the input has codes
+ * (et_layer.int_codes, nn/precision.c), else NULL. A plain product (below)
+ * that takes the integer path (the input's and the other operand's scales
+ * `other` > 0, K <= 131072, as kernels/matmul.c decides) needs only the
+ * codes: then im2col runs on the codes into the lane's buffer and the float
+ * matrix is not made (returns NULL). */
+static const float *chunk_cols(const cjob *j, int lane, int n0, int nb, int *ldb, int32_t *rowcnt, const int8_t **q,
+                               float other, int K) {
     const et_layer *l = j->l;
     const int N = j->cx->batch, HWo = l->out.h * l->out.w;
+    const int8_t *xq = l->int_codes[ET_IS_A];
+    *q = NULL;
     if (conv_direct(&l->cfg.conv)) {
         *ldb = N * HWo;
+        if (xq) *q = xq + (int64_t)n0 * HWo;
         return j->x + (int64_t)n0 * HWo;
+    }
+    *ldb = nb * HWo;
+    if (xq && other > 0 && l->int_scale[ET_IS_A] > 0 && K <= 131072 && conv_plain(l, j->cx)) {
+        const et_conv_cfg *c = &l->cfg.conv;
+        const et_igemm_conv g = {l->in.c, N, l->in.h, l->in.w, c->kh, c->kw, c->sh, c->sw, c->ph, c->pw,
+                                 l->out.h, l->out.w};
+        int8_t *qc = (int8_t *)lane_cols(j, lane);
+        et_igemm_im2col(&g, xq, n0, nb, qc);
+        *q = qc;
+        return NULL;
     }
     float *col = lane_cols(j, lane);
     im2col(l, j->x, N, n0, nb, col, rowcnt);
-    *ldb = nb * HWo;
     return col;
 }
 
@@ -600,11 +629,13 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
         int n0, nb = chunk_images(j, c, &n0), ldb;
         /* FF skipping zeros: nnz of col's rows, counted by im2col (direct: from x) */
         const int cnt = mm_skip_ff(j) && !spec;
-        const float *B = chunk_cols(j, lane, n0, nb, &ldb, cnt ? lane_rowcnt(j, lane) : NULL);
+        const int8_t *Bq;
+        const float *B = chunk_cols(j, lane, n0, nb, &ldb, cnt ? lane_rowcnt(j, lane) : NULL, &Bq,
+                                    l->int_scale[ET_IS_W], CK);
         et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK,
                         B, ldb, j->y + (int64_t)n0 * HWo, N * HWo, 0.0f,
                         (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, NULL,
-                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0};
+                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W], Bq};
         if (cnt) {
             int32_t *rc = lane_rowcnt(j, lane);
             if (conv_direct(&l->cfg.conv)) conv_xstats(l, j->x, N, n0, nb, rc, NULL);
@@ -693,10 +724,12 @@ static et_status ep_lane(const cjob *j, int lane, int c0, int c1) {
     float *dcol = lane_cols(j, lane);
     for (int c = c0; c < c1; c++) {
         int n0, nb = chunk_images(j, c, &n0);
+        const int8_t *dyq = l->int_codes[ET_IS_E];
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, nb * HWo, Cout, l->params[0].use, CK,
                         j->dy + (int64_t)n0 * HWo, N * HWo, dcol, nb * HWo, 0.0f,
                         skip || l->params[0].mask != NULL, NULL, 0, NULL,
-                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_E], NULL, NULL, NULL, 0};
+                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_E], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W],
+                        dyq ? dyq + (int64_t)n0 * HWo : NULL};
         mm.lane = lane;
         if (masked && j->ep_post) { /* the mask after col2im; its counts from x */
             int32_t *cc = lane_colcnt(j, lane);
@@ -725,7 +758,8 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     if (conv_direct(&l->cfg.conv)) { /* dX[Cin, N*HW] = W^T dY in one product */
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, N * HWo, Cout, l->params[0].use, CK,
                         dy, N * HWo, dx, N * HWo, 0.0f, skip || l->params[0].mask != NULL, NULL, 0, NULL,
-                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_E], NULL, NULL, NULL, 0};
+                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_E], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W],
+                        l->int_codes[ET_IS_E]};
         if (masked) {
             nonzero_mask(x, (int64_t)CK * N * HWo, sp->ep_maskbuf);
             mm.mask = sp->ep_maskbuf, mm.ldmask = N * HWo;
@@ -768,16 +802,20 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
     float *dst = tr || lane ? lane_grad(l, j->cx, lane) : l->params[0].grad;
     for (int c = c0; c < c1; c++) {
         int n0, nb = chunk_images(j, c, &n0), ldb;
-        const float *col = chunk_cols(j, lane, n0, nb, &ldb, NULL), *dyc = j->dy + (int64_t)n0 * HWo;
+        const int8_t *colq, *dyq = l->int_codes[ET_IS_E];
+        const float *col = chunk_cols(j, lane, n0, nb, &ldb, NULL, &colq, tr ? 0.0f : l->int_scale[ET_IS_E], nb * HWo);
+        const float *dyc = j->dy + (int64_t)n0 * HWo;
         const float beta = c == c0 ? 0.0f : 1.0f;
         et_matmul mm = {ET_WG, l->index, 0, 1, Cout, CK, nb * HWo, dyc, N * HWo, col, ldb, dst, CK, beta,
                         j->cx->sp && j->cx->sp->bw_skip, l->params[0].mask, CK, NULL,
-                        l->int_scale[ET_IS_E], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0};
+                        l->int_scale[ET_IS_E], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0,
+                        dyq ? dyq + (int64_t)n0 * HWo : NULL, colq};
         mm.lane = lane;
-        if (tr) {
+        if (tr) { /* fp32 only (wg_transposed) */
             mm.M = CK, mm.N = Cout;
             mm.A = col, mm.lda = ldb, mm.B = dyc, mm.ldb = N * HWo, mm.ldc = Cout;
             mm.a_scale = l->int_scale[ET_IS_A], mm.b_scale = l->int_scale[ET_IS_E];
+            mm.a_codes = mm.b_codes = NULL;
         }
         if (mm.skip_zeros && !mm.mask) { /* nnz of col's columns (the K of WG), from x */
             int32_t *cc = lane_colcnt(j, lane);

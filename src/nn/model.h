@@ -52,6 +52,7 @@ struct et_model {
     /* precision policy (NULL: fp32 everywhere) */
     struct et_policy *policy;
     void *laps;      /* adaptive weight precision state (precision.c) */
+    void *int_codes; /* int8 code buffers of the integer matmul path (precision.c) */
     int64_t wq_step; /* step at which param.use was last rounded (-1: never) */
 
     void *traffic; /* off-chip traffic measurement (traffic.c) */

@@ -18,11 +18,16 @@
 #include "numerics/format_internal.h"
 
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static int is_matmul_layer(const et_layer *l) { return l->type == ET_L_CONV || l->type == ET_L_LINEAR; }
+static int int_acc(const et_model *m, int node);
+static int8_t *codes_buf(const et_model *m, int node, int role);
 
 /* LAPS state: the weight format each layer uses now, and when it changed. */
 #define LAPS_HIST 32
@@ -134,17 +139,30 @@ static et_qkey key_of(const et_model *m, int node, et_role role) {
 
 /* Rounds x into y; *scale (if not NULL) gets the per-tensor scale (0 for
  * per-channel formats). */
-static et_status round_tensor_s(const et_model *m, int node, et_role role, const et_format *f, const float *x,
-                                float *y, int64_t rows, int64_t cols, float *scale) {
+static et_status round_tensor_c(const et_model *m, int node, et_role role, const et_format *f, const float *x,
+                                float *y, int64_t rows, int64_t cols, float *scale, int8_t *codes) {
     et_qkey k = key_of(m, node, role);
     if (scale) *scale = 0;
+    if (codes) return et_quantize_codes(f, x, y, codes, (size_t)(rows * cols), &k, scale);
     if (f->perchannel) return et_quantize_rows(f, x, y, (size_t)rows, (size_t)cols, &k);
     return et_quantize_scaled(f, x, y, (size_t)(rows * cols), &k, scale);
+}
+
+static et_status round_tensor_s(const et_model *m, int node, et_role role, const et_format *f, const float *x,
+                                float *y, int64_t rows, int64_t cols, float *scale) {
+    return round_tensor_c(m, node, role, f, x, y, rows, cols, scale, NULL);
 }
 
 static et_status round_tensor(const et_model *m, int node, et_role role, const et_format *f, const float *x,
                               float *y, int64_t rows, int64_t cols) {
     return round_tensor_s(m, node, role, f, x, y, rows, cols, NULL);
+}
+
+/* The code buffer for a rounding of `role` of node `node` to f, or NULL when
+ * the integer path will not use codes (not an int8-sized grid, no buffer). */
+static int8_t *codes_for(const et_model *m, int node, int role, const et_format *f) {
+    return int_acc(m, node) && f->kind != ET_FMT_FLOAT && !f->perchannel && f->bits <= 8 ? codes_buf(m, node, role)
+                                                                                           : NULL;
 }
 
 /* The exact integer matmul path (docs/architecture.md): a layer whose acc is
@@ -199,7 +217,80 @@ int et_model_laps_history(const et_model *m, int node, int64_t *steps, int *bits
     return n;
 }
 
-void et_precision_free(et_model *m) { laps_free(m); }
+/* Int8 codes of the tensors the integer path multiplies (docs/precision.md,
+ * "Exact integer accumulation"): per conv/linear node with acc=int32, room
+ * for the codes of its weights, its input and its error, written by the
+ * rounding that puts them on their grids and handed to the matmul records
+ * (et_layer.int_codes), so the integer GEMM packs codes instead of taking
+ * them back from the floats. Sized at planning, one allocation. */
+typedef struct codes_state {
+    int8_t *buf;
+    size_t bytes;
+    int8_t **at; /* [node * 3 + ET_IS_*]: the node's buffer for that role, NULL: none */
+} codes_state;
+
+static void codes_free(et_model *m) {
+    codes_state *cs = m->int_codes;
+    if (!cs) return;
+    free(cs->buf);
+    free(cs->at);
+    free(cs);
+    m->int_codes = NULL;
+}
+
+/* A format whose tensors get codes: per-tensor intN/dfxpN with N <= 8. LAPS
+ * may widen a weight format past 8 bits later; grid_scale() then says 0 and
+ * no codes are written or used. */
+static int codes_format(const et_format *f, int is_w) {
+    return f && f->kind != ET_FMT_FLOAT && !f->perchannel && (is_w || f->bits <= 8);
+}
+
+static et_status codes_plan(et_model *m, int batch, size_t *bytes) {
+    codes_free(m);
+    for (int i = 0; i < m->nnodes; i++)
+        for (int k = 0; k < 3; k++) m->nodes[i].layer.int_codes[k] = NULL;
+    *bytes = 0;
+    int64_t size[3], total = 0;
+    codes_state *cs = calloc(1, sizeof *cs);
+    if (cs) cs->at = calloc((size_t)m->nnodes * 3, sizeof *cs->at);
+    if (!cs || !cs->at) {
+        free(cs);
+        return et_set_error(ET_ERR_NOMEM, "out of memory");
+    }
+    m->int_codes = cs;
+    for (int pass = 0; pass < 2; pass++) {
+        total = 0;
+        for (int i = 0; i < m->nnodes; i++) {
+            const et_layer *l = &m->nodes[i].layer;
+            if (!is_matmul_layer(l) || !int_acc(m, i)) continue;
+            size[ET_IS_W] = codes_format(et_model_format(m, i, ET_ROLE_W), 1) ? l->params[0].n : 0;
+            size[ET_IS_A] = codes_format(et_model_format(m, i, ET_ROLE_A), 0) ? et_shape_numel(l->in) * batch : 0;
+            size[ET_IS_E] = codes_format(et_model_format(m, i, ET_ROLE_E), 0) ? et_shape_numel(l->out) * batch : 0;
+            for (int k = 0; k < 3; k++) {
+                if (pass && size[k]) cs->at[i * 3 + k] = cs->buf + total;
+                total += (size[k] + 63) & ~(int64_t)63;
+            }
+        }
+        if (!pass) {
+            if (!total) return ET_OK;
+            cs->buf = aligned_alloc(64, (size_t)total);
+            if (!cs->buf) return et_set_error(ET_ERR_NOMEM, "out of memory (%lld bytes of int8 codes)", (long long)total);
+            cs->bytes = (size_t)total;
+        }
+    }
+    *bytes = cs->bytes;
+    return ET_OK;
+}
+
+static int8_t *codes_buf(const et_model *m, int node, int role) {
+    const codes_state *cs = m->int_codes;
+    return cs ? cs->at[node * 3 + role] : NULL;
+}
+
+void et_precision_free(et_model *m) {
+    laps_free(m);
+    codes_free(m);
+}
 
 /* The (M, N, K) of a layer's FF, EP and WG products, as conv.c and linear.c
  * issue them (conv: chunks of et_conv_chunk images over the im2col buffer;
@@ -222,6 +313,14 @@ static int matmul_shapes(const et_layer *l, int batch, int mnk[3][3]) {
 et_status et_precision_reserve(et_model *m, int batch, size_t *bytes) {
     *bytes = 0;
     if (!m->policy) return ET_OK;
+    size_t code_bytes = 0;
+#ifdef _OPENMP
+    if (!omp_in_parallel()) /* the call on a team's second thread reserves only its packing buffers */
+#endif
+    {
+        et_status st = codes_plan(m, batch, &code_bytes);
+        if (st) return st;
+    }
     const int T = et_get_threads();
     int used_i = 0, used_q = 0;
     for (int i = 0; i < m->nnodes; i++) {
@@ -236,7 +335,7 @@ et_status et_precision_reserve(et_model *m, int batch, size_t *bytes) {
             if (st) return st;
         }
     }
-    *bytes = (used_i ? et_igemm_workspace_bytes() : 0) + (used_q ? et_qgemm_workspace_bytes() : 0);
+    *bytes = (used_i ? et_igemm_workspace_bytes() : 0) + (used_q ? et_qgemm_workspace_bytes() : 0) + code_bytes;
     return ET_OK;
 }
 
@@ -251,9 +350,12 @@ et_status et_precision_weights(et_model *m) {
         if (!f) continue;
         et_param *w = &l->params[0];
         float s;
-        et_status st = round_tensor_s(m, i, ET_ROLE_W, f, w->data, w->use, w->shape[0], w->n / w->shape[0], &s);
+        /* pruning zeroes the rounded copy after this (et_prune_apply_use): no codes then */
+        int8_t *q = w->mask ? NULL : codes_for(m, i, ET_IS_W, f);
+        et_status st = round_tensor_c(m, i, ET_ROLE_W, f, w->data, w->use, w->shape[0], w->n / w->shape[0], &s, q);
         if (st) return st;
         l->int_scale[ET_IS_W] = int_scale_of(m, i, f, s);
+        l->int_codes[ET_IS_W] = l->int_scale[ET_IS_W] > 0 ? q : NULL;
     }
     m->wq_step = m->step;
     return ET_OK;
@@ -263,14 +365,19 @@ et_status et_precision_input(et_model *m, int node, float *x, int64_t n) {
     const et_format *f = et_model_format(m, node, ET_ROLE_A);
     if (!f) return ET_OK;
     float s;
-    et_status st = round_tensor_s(m, node, ET_ROLE_A, f, x, x, 1, n, &s);
+    int8_t *q = codes_for(m, node, ET_IS_A, f);
+    et_status st = round_tensor_c(m, node, ET_ROLE_A, f, x, x, 1, n, &s, q);
     if (st) return st;
     /* The tensor is now on this grid for every layer that reads it (a later
-     * reader's WG must not assume the grid its own FF left). */
+     * reader's WG must not assume the grid its own FF left), and these are
+     * its codes (the grid's scale is the same for every reader that uses it). */
     const int t = m->nodes[node].in;
     for (int k = 0; k < m->nnodes; k++)
-        if (is_matmul_layer(&m->nodes[k].layer) && m->nodes[k].in == t)
-            m->nodes[k].layer.int_scale[ET_IS_A] = int_scale_of(m, k, f, s);
+        if (is_matmul_layer(&m->nodes[k].layer) && m->nodes[k].in == t) {
+            et_layer *lk = &m->nodes[k].layer;
+            lk->int_scale[ET_IS_A] = int_scale_of(m, k, f, s);
+            lk->int_codes[ET_IS_A] = lk->int_scale[ET_IS_A] > 0 ? q : NULL;
+        }
     return ET_OK;
 }
 
@@ -278,8 +385,11 @@ et_status et_precision_error(et_model *m, int node, float *dy, int64_t n) {
     const et_format *f = et_model_format(m, node, ET_ROLE_E);
     if (!f) return ET_OK;
     float s;
-    et_status st = round_tensor_s(m, node, ET_ROLE_E, f, dy, dy, 1, n, &s);
-    m->nodes[node].layer.int_scale[ET_IS_E] = st ? 0.0f : int_scale_of(m, node, f, s);
+    int8_t *q = codes_for(m, node, ET_IS_E, f);
+    et_status st = round_tensor_c(m, node, ET_ROLE_E, f, dy, dy, 1, n, &s, q);
+    et_layer *l = &m->nodes[node].layer;
+    l->int_scale[ET_IS_E] = st ? 0.0f : int_scale_of(m, node, f, s);
+    l->int_codes[ET_IS_E] = l->int_scale[ET_IS_E] > 0 ? q : NULL;
     return st;
 }
 

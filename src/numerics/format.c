@@ -6,6 +6,9 @@
 
 #include <ctype.h>
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,7 +148,7 @@ et_format_props et_format_properties(const et_format *f) {
 
 /* ------------------------------------------------------------- scales */
 
-static float absmax(const float *x, size_t n) {
+static float absmax_serial(const float *x, size_t n) {
 #if defined(__x86_64__)
     if (et_cpu_isa() >= ET_ISA_AVX512) return et_absmax_avx512(x, n);
 #endif
@@ -157,9 +160,50 @@ static float absmax(const float *x, size_t n) {
     return m;
 }
 
+/* Tensors of 2^18 elements or more (1 MB; a smaller one is rounded on one
+ * thread in about the time a fork-join costs, and that stays robust on a busy
+ * machine) are split into blocks of QBLOCK elements (a multiple of 16,
+ * so every block but the last is whole vectors) over the threads; a maximum
+ * and an element-wise rounding do not depend on the split. */
+#define QBLOCK ((size_t)1 << 15)
+static int par_threads(size_t n) {
+#ifdef _OPENMP
+    if (n < 8 * QBLOCK || omp_in_parallel()) return 1;
+    int t = et_get_threads();
+    size_t nb = (n + QBLOCK - 1) / QBLOCK;
+    if (t > 64) t = 64; /* scan_and_round's per-thread maxima */
+    return t < 1 ? 1 : (size_t)t > nb ? (int)nb : t;
+#else
+    (void)n;
+    return 1;
+#endif
+}
+
+static float absmax(const float *x, size_t n) {
+    const int T = par_threads(n);
+    if (T <= 1) return absmax_serial(x, n);
+    const long nb = (long)((n + QBLOCK - 1) / QBLOCK);
+    float m = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static) reduction(max : m)
+#endif
+    for (long b = 0; b < nb; b++) {
+        size_t i = (size_t)b * QBLOCK, len = n - i < QBLOCK ? n - i : QBLOCK;
+        float v = absmax_serial(x + i, len);
+        m = v > m ? v : m;
+    }
+    return m;
+}
+
+static float scale_of(const et_format *f, float am);
+
 float et_format_scale(const et_format *f, const float *x, size_t n) {
     if (f->kind == ET_FMT_FLOAT && !f->scaled) return 1.0f;
-    float am = absmax(x, n);
+    return scale_of(f, absmax(x, n));
+}
+
+/* The per-tensor scale of a tensor whose finite absmax is am. */
+static float scale_of(const et_format *f, float am) {
     if (f->kind == ET_FMT_FLOAT) {
         /* :scaled: 2^-k with k the largest integer such that absmax * 2^k <= max
          * finite (a shared exponent bias); 1 for an all-zero tensor */
@@ -322,7 +366,77 @@ static et_status run(const et_format *f, const float *x, float *y, size_t n, flo
         for (size_t i = 0; i < n; i++) y[i] *= scale;
         return ET_OK;
     }
-    loop(&p, x, y, n, first);
+    const int T = par_threads(n);
+    if (T <= 1) {
+        loop(&p, x, y, n, first);
+        return ET_OK;
+    }
+    const long nb = (long)((n + QBLOCK - 1) / QBLOCK);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+    for (long b = 0; b < nb; b++) {
+        size_t i = (size_t)b * QBLOCK, len = n - i < QBLOCK ? n - i : QBLOCK;
+        loop(&p, x + i, y + i, len, first + i);
+    }
+    return ET_OK;
+}
+
+/* A per-tensor scaled rounding of a large tensor in one parallel region:
+ * each thread scans its contiguous part for the absmax, the threads agree on
+ * the maximum (order-free), and each rounds the part it scanned while that is
+ * still in its cache. codes (NULL: none): et_quantize_codes. Elements keep
+ * their index (stochastic rounding keys), so the split changes nothing. */
+static void codes_scalar(const float *y, int8_t *q, size_t n, float cs);
+
+static et_status scan_and_round(const et_format *f, const float *x, float *y, int8_t *codes, size_t n,
+                                const et_qkey *key, float *scale) {
+    const int T = par_threads(n);
+    float part[64];
+    float s = 0;
+#if defined(__x86_64__)
+    const int avx512 = et_cpu_isa() >= ET_ISA_AVX512;
+#endif
+    qloop loop = pick_loop();
+#ifdef _OPENMP
+#pragma omp parallel num_threads(T) if (T > 1)
+#endif
+    {
+        int t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num(), nt = omp_get_num_threads();
+#endif
+        const size_t per = ((n + (size_t)nt - 1) / (size_t)nt + 15) & ~(size_t)15;
+        const size_t lo = (size_t)t * per < n ? (size_t)t * per : n, hi = lo + per < n ? lo + per : n;
+        part[t] = absmax_serial(x + lo, hi - lo);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+        /* every thread derives the same scale and parameters (one barrier) */
+        float am = 0;
+        for (int k = 0; k < nt; k++) am = part[k] > am ? part[k] : am;
+        const float sc = scale_of(f, am), cs = sc > 0 ? sc : 1.0f;
+        et_qparams p;
+        et_qparams_init(&p, f, sc, key);
+        if (t == 0) s = sc;
+        /* blocks of 4096: the codes are taken while a block is in L1 */
+        for (size_t i = lo; i < hi; i += 4096) {
+            const size_t len = hi - i < 4096 ? hi - i : 4096;
+            if (!codes) {
+                loop(&p, x + i, y + i, len, i);
+                continue;
+            }
+#if defined(__x86_64__)
+            if (avx512) {
+                et_quantize_codes_avx512(&p, x + i, y + i, codes + i, len, i, cs);
+                continue;
+            }
+#endif
+            loop(&p, x + i, y + i, len, i);
+            codes_scalar(y + i, codes + i, len, cs);
+        }
+    }
+    if (scale) *scale = s;
     return ET_OK;
 }
 
@@ -333,9 +447,27 @@ et_status et_quantize(const et_format *f, const float *x, float *y, size_t n, co
 et_status et_quantize_scaled(const et_format *f, const float *x, float *y, size_t n, const et_qkey *key,
                              float *scale) {
     if (!f || (n && (!x || !y))) return et_set_error(ET_ERR_INVALID, "et_quantize: NULL argument");
+    if (f->kind != ET_FMT_FLOAT) return scan_and_round(f, x, y, NULL, n, key, scale);
     float s = et_format_scale(f, x, n);
     if (scale) *scale = s;
     return run(f, x, y, n, s, key, 0);
+}
+
+/* Codes of y[0..n) on the grid of cs (the rule of et_igemm_code). */
+static void codes_scalar(const float *y, int8_t *q, size_t n, float cs) {
+    const float r = 1.0f / cs;
+    for (size_t i = 0; i < n; i++) {
+        float v = nearbyintf(y[i] * r);
+        q[i] = (int8_t)(isnan(v) ? 0 : v < -127.0f ? -127 : v > 127.0f ? 127 : (int)v);
+    }
+}
+
+et_status et_quantize_codes(const et_format *f, const float *x, float *y, int8_t *codes, size_t n,
+                            const et_qkey *key, float *scale) {
+    if (!f || (n && (!x || !y || !codes))) return et_set_error(ET_ERR_INVALID, "et_quantize_codes: NULL argument");
+    if (f->kind == ET_FMT_FLOAT || f->perchannel || f->bits > 8)
+        return et_set_error(ET_ERR_INVALID, "et_quantize_codes: needs a per-tensor intN/dfxpN format with N <= 8");
+    return scan_and_round(f, x, y, codes, n, key, scale);
 }
 
 et_status et_quantize_rows(const et_format *f, const float *x, float *y, size_t rows, size_t cols,

@@ -37,6 +37,18 @@ uint32_t et_qrand(const et_qparams *p, uint64_t index);
  * 1 for floating point, 0 for an all-zero tensor); scale may be NULL. */
 et_status et_quantize_scaled(const et_format *f, const float *x, float *y, size_t n, const et_qkey *key,
                              float *scale);
+/* et_quantize_scaled for a per-tensor intN/dfxpN format with N <= 8 that also
+ * writes the int8 code of every result on the grid of cs = (scale > 0 ? scale
+ * : 1): codes[i] = rne(y[i] * fl(1 / cs)) clamped to [-127, 127], NaN -> 0,
+ * the rule by which the integer GEMM takes codes back from floats
+ * (et_igemm_code), so handing it the codes instead gives the same product. */
+et_status et_quantize_codes(const et_format *f, const float *x, float *y, int8_t *codes, size_t n,
+                            const et_qkey *key, float *scale);
+/* The codes of n floats on the grid of cs, 16 lanes at a time (AVX-512), and
+ * et_quantize_avx512 followed by them (fused for intN/dfxpN to nearest). */
+void et_codes_avx512(const float *y, int8_t *codes, size_t n, float cs);
+void et_quantize_codes_avx512(const et_qparams *p, const float *x, float *y, int8_t *codes, size_t n, uint64_t first,
+                              float cs);
 /* One value with the given 32 random bits (the reference rounding of every path). */
 float et_quantize_one(const et_qparams *p, float x, uint32_t rnd);
 /* Reference loop: y[i] = q(x[i]) for elements first..first+n-1 (index first+i). */
