@@ -12,10 +12,10 @@
  * element is computed by one thread in one fixed order: results are
  * bit-identical for any thread count. K is never split.
  */
+#include "core/tlbuf.h"
 #include "kernels/gemm_internal.h"
 #include "kernels/gemm_dot.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -325,27 +325,9 @@ static et_status ws_grow(int max_threads) {
  * in a buffer of the calling thread: allocated by et_gemm_init for the
  * threads of the OpenMP team, never inside the training loop. Without one
  * (a thread et_gemm_init did not see) they fall back to small stack panels. */
-static _Thread_local float *tl_mem;
-static _Atomic size_t tl_bytes_total;
-static pthread_key_t tl_key; /* frees a thread's buffer when the thread exits */
-static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
+static et_tlbuf tl_buf;
 
-static void tl_free(void *p) {
-    free(p);
-    tl_mem = NULL;
-    atomic_fetch_sub(&tl_bytes_total, (ws_mc_kc + ws_kc_nc) * sizeof(float));
-}
-static void tl_key_make(void) { pthread_key_create(&tl_key, tl_free); }
-
-static void tl_alloc(void) {
-    if (tl_mem) return;
-    pthread_once(&tl_once, tl_key_make);
-    size_t bytes = (ws_mc_kc + ws_kc_nc) * sizeof(float);
-    tl_mem = aligned_alloc(64, bytes);
-    if (!tl_mem) return;
-    atomic_fetch_add(&tl_bytes_total, bytes);
-    pthread_setspecific(tl_key, tl_mem);
-}
+static void tl_alloc(void) { et_tlbuf_get(&tl_buf, (ws_mc_kc + ws_kc_nc) * sizeof(float)); }
 
 et_status et_gemm_init(int max_threads) {
     lock_ws();
@@ -363,7 +345,7 @@ et_status et_gemm_init(int max_threads) {
 
 size_t et_gemm_workspace_bytes(void) {
     return (ws_mem ? (ws_mc_kc + ws_kc_nc) * sizeof(float) * (size_t)ws_threads : 0) +
-           atomic_load(&tl_bytes_total);
+           et_tlbuf_total(&tl_buf);
 }
 
 const char *et_gemm_kernel_name(void) { return pick(et_cpu_isa())->name; }
@@ -433,8 +415,9 @@ static void run(const args *g, const kinfo *ki) {
         /* Called from inside a parallel region or concurrently with another
          * call: compute serially, in the thread's own buffer or in small stack
          * panels. Same KC and kernel, hence the same results. */
-        if (tl_mem) {
-            gemm_region(g, ki, ki->mc, ki->nc, 0, g->M, 0, g->N, tl_mem, tl_mem + ws_mc_kc);
+        float *tm = et_tlbuf_peek(&tl_buf, NULL);
+        if (tm) {
+            gemm_region(g, ki, ki->mc, ki->nc, 0, g->M, 0, g->N, tm, tm + ws_mc_kc);
             return;
         }
         float Ap[MAX_MR * MAX_KC] __attribute__((aligned(64)));

@@ -9,38 +9,21 @@
  * spgemm.c (et_spgemm_scan), threads over disjoint rows or column blocks and
  * integer sums, so the count is the same at any thread count.
  */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
+#include "core/tlbuf.h"
 #include "kernels/spgemm.h"
 #include "kernels/spgemm_internal.h"
 
 /* Work buffers of the calling thread, grown on demand and kept (a training
  * loop allocates on its first calls only). */
-static _Thread_local void *cbuf;
-static _Thread_local size_t ccap;
-static pthread_key_t ckey; /* frees a thread's buffer when the thread exits */
-static pthread_once_t conce = PTHREAD_ONCE_INIT;
-static void cfree(void *p) {
-    free(p);
-    cbuf = NULL, ccap = 0;
-}
-static void ckey_make(void) { pthread_key_create(&ckey, cfree); }
+static et_tlbuf cbuf; /* core/tlbuf.h */
 
-static void *grow(size_t need) {
-    if (need <= ccap) return cbuf;
-    pthread_once(&conce, ckey_make);
-    free(cbuf);
-    ccap = 0;
-    cbuf = aligned_alloc(64, (need + 63) & ~(size_t)63);
-    if (cbuf) ccap = need;
-    pthread_setspecific(ckey, cbuf);
-    return cbuf;
-}
+static void *grow(size_t need) { return et_tlbuf_get(&cbuf, need); }
 
 static size_t al64(size_t b) { return (b + 63) & ~(size_t)63; }
 

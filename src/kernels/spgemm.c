@@ -24,9 +24,9 @@
  * over the (i,k) where op(A) is zero, or the popcounts directly over the
  * (i,k) where it is not, whichever side of A is smaller.
  */
+#include "core/tlbuf.h"
 #include "kernels/spgemm.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,15 +245,7 @@ static et_spgemm_skernel pick_skip(et_isa isa) {
 static void *ws_mem;
 static size_t ws_size;
 static atomic_flag ws_busy = ATOMIC_FLAG_INIT;
-static _Thread_local void *tl_mem;
-static _Thread_local size_t tl_size;
-static pthread_key_t tl_key; /* frees a thread's buffer when the thread exits */
-static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
-static void tl_free(void *p) {
-    free(p);
-    tl_mem = NULL, tl_size = 0;
-}
-static void tl_key_make(void) { pthread_key_create(&tl_key, tl_free); }
+static et_tlbuf tl_buf; /* nested calls: the calling thread's buffer (core/tlbuf.h) */
 
 /* ------------------------------------------------------------------ call */
 
@@ -849,14 +841,7 @@ static void run(et_isa isa, int ta, int tb, int M, int N, int K, const float *A,
     } else if (nested) {
         /* a call inside a parallel region (conv's lanes): this thread's own
          * buffer, grown on demand and kept like the shared one */
-        if (tl_size < bytes) {
-            pthread_once(&tl_once, tl_key_make);
-            free(tl_mem);
-            tl_mem = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
-            tl_size = tl_mem ? bytes : 0;
-            pthread_setspecific(tl_key, tl_mem);
-        }
-        mem = tl_mem;
+        mem = et_tlbuf_get(&tl_buf, bytes);
         own = 3;
     } else {
         mem = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
