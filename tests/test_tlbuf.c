@@ -1,6 +1,6 @@
 /* Per-thread work buffers (src/core/tlbuf.c): aligned, kept between calls,
- * grown on demand, one per thread, counted in the owner's total and freed
- * when their thread exits (the total drops back; LeakSanitizer checks the
+ * grown on demand, one per thread, counted in the owner's total, released
+ * on request and freed when their thread exits (the total drops back; LeakSanitizer checks the
  * memory under make asan). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -32,6 +32,12 @@ static void test_one_thread(void **state) {
     assert_non_null(b);
     assert_int_equal((uintptr_t)b % 64, 0);
     memset(b, 2, 5000);
+    assert_int_equal(et_tlbuf_total(&buf), before + 5056);
+    et_tlbuf_release(&buf); /* freed now, allocated again on demand */
+    assert_null(et_tlbuf_peek(&buf, NULL));
+    assert_int_equal(et_tlbuf_total(&buf), before);
+    b = et_tlbuf_get(&buf, 5000);
+    assert_non_null(b);
     assert_int_equal(et_tlbuf_total(&buf), before + 5056);
     assert_null(et_tlbuf_get(&buf, SIZE_MAX)); /* impossible: NULL, no buffer left */
     assert_null(et_tlbuf_peek(&buf, NULL));

@@ -57,4 +57,10 @@ void *et_tlbuf_get(et_tlbuf *b, size_t bytes) {
     return (char *)h + HDR;
 }
 
+void et_tlbuf_release(et_tlbuf *b) {
+    if (!atomic_load_explicit(&b->ready, memory_order_acquire)) return;
+    release(pthread_getspecific(b->key));
+    pthread_setspecific(b->key, NULL);
+}
+
 size_t et_tlbuf_total(et_tlbuf *b) { return atomic_load(&b->total); }

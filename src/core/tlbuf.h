@@ -24,6 +24,8 @@ typedef struct et_tlbuf {
 void *et_tlbuf_get(et_tlbuf *b, size_t bytes);
 /* This thread's buffer as it is (NULL: none yet), its size in *bytes. */
 void *et_tlbuf_peek(et_tlbuf *b, size_t *bytes);
+/* Frees this thread's buffer now (the next et_tlbuf_get allocates again). */
+void et_tlbuf_release(et_tlbuf *b);
 /* Bytes held by all live threads' buffers of b. */
 size_t et_tlbuf_total(et_tlbuf *b);
 #endif

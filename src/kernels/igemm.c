@@ -4,12 +4,13 @@
  * codes taken back while packing). */
 #include "kernels/igemm.h"
 
+#include "core/tlbuf.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
-#include <pthread.h>
 #endif
 
 #define PW 32    /* columns per panel */
@@ -81,28 +82,6 @@ static void store_tile(et_isa isa, const int32_t *tile, int rows, int nc, const 
     store_scalar(tile, rows, nc, o->sab, o->beta, C, o->ldc);
 }
 
-void et_igemm_release(void);
-static pthread_key_t exit_key;
-static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
-static void at_exit_of_thread(void *p) {
-    (void)p;
-    et_igemm_release();
-}
-static void make_exit_key(void) { pthread_key_create(&exit_key, at_exit_of_thread); }
-
-/* Grow-only buffers of the calling thread, freed when it exits. */
-static int grow(void **buf, size_t *cap, size_t need) {
-    if (*cap >= need) return 1;
-    pthread_once(&exit_once, make_exit_key);
-    pthread_setspecific(exit_key, (void *)1);
-    size_t n = (need + 63) & ~(size_t)63;
-    void *nb = aligned_alloc(64, n);
-    if (!nb) return 0;
-    free(*buf);
-    *buf = nb, *cap = n;
-    return 1;
-}
-
 /* Generic packing (any source) for VNNI (g = 4) and AVX2 (g = 2). */
 static void pack_a_generic(const src *A, int g, int K, int Kg, int i, uint32_t *Ap) {
     /* VNNI: 8-row blocks, q-major inside (row i, group q at ((i&~7)*Kg + 8q + (i&7)));
@@ -162,8 +141,9 @@ static void pack_b_generic(const src *B, int g, int K, int N, int Kg, int p, voi
     }
 }
 
-static __thread void *bufA, *bufB;
-static __thread size_t capA, capB;
+/* The calling thread's packing buffers (packed A; B's slices), grown on
+ * demand and freed when the thread exits (core/tlbuf.h). */
+static et_tlbuf bufA, bufB;
 
 #define GP 8 /* panels per task group: B is packed per task into the thread's slice */
 
@@ -183,16 +163,20 @@ et_status et_igemm_reserve(int M, int N, int K, int threads) {
     if (M <= 0 || N <= 0 || K <= 0) return ET_OK;
     size_t pb, slice, needA;
     sizes(et_igemm_isa(), M, N, K, &pb, &slice, &needA);
-    if (!grow(&bufA, &capA, needA) || !grow(&bufB, &capB, slice * (size_t)(threads > 1 ? threads : 1)))
+    if (!et_tlbuf_get(&bufA, needA) || !et_tlbuf_get(&bufB, slice * (size_t)(threads > 1 ? threads : 1)))
         return et_set_error(ET_ERR_NOMEM, "igemm: cannot reserve %zu bytes of packing buffers", needA + slice);
     return ET_OK;
 }
 
-size_t et_igemm_workspace_bytes(void) { return capA + capB; }
+size_t et_igemm_workspace_bytes(void) {
+    size_t a, b;
+    et_tlbuf_peek(&bufA, &a), et_tlbuf_peek(&bufB, &b);
+    return a + b;
+}
 
 void et_igemm_release(void) {
-    free(bufA), free(bufB);
-    bufA = bufB = NULL, capA = capB = 0;
+    et_tlbuf_release(&bufA);
+    et_tlbuf_release(&bufB);
 }
 
 /* Packs panels [p0, p0 + n) of op(B) into bp (panel_bytes each; scalar path:
@@ -282,11 +266,11 @@ static et_status drive(et_isa isa, int M, int N, int K, const src *A, const src 
     const int nt = ng * ((M + rows - 1) / rows), nab = (M + 15) / 16;
     ni = (M + rows - 1) / rows;
     if (T > nt) T = nt;
-    if (!grow(&bufA, &capA, needA) || !grow(&bufB, &capB, slice * (size_t)T))
-        return et_set_error(ET_ERR_NOMEM, "igemm: cannot allocate %zu bytes of packing buffers", needA + slice * T);
     /* the workers must see the caller's buffers, not their own */
-    uint32_t *Ap = bufA;
-    char *Bbuf = bufB;
+    uint32_t *Ap = et_tlbuf_get(&bufA, needA);
+    char *Bbuf = et_tlbuf_get(&bufB, slice * (size_t)T);
+    if (!Ap || !Bbuf)
+        return et_set_error(ET_ERR_NOMEM, "igemm: cannot allocate %zu bytes of packing buffers", needA + slice * T);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(T) if (T > 1)
 #endif

@@ -4,8 +4,8 @@
 #include "kernels/qgemm.h"
 
 #include "core/rng.h"
+#include "core/tlbuf.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -128,28 +128,14 @@ et_isa et_qgemm_isa(void) {
 /* Panels live in a buffer of the calling thread that only grows: after the
  * first call of a training step's largest K, or et_qgemm_reserve, no call
  * allocates. */
-static _Thread_local float *panels;
-static _Thread_local size_t panels_bytes;
+static et_tlbuf panels; /* core/tlbuf.h: freed when the thread exits */
 
 static size_t panel_bytes(int K) { return ((size_t)(K > 0 ? K : 1) * 16 * sizeof(float) + 63) & ~(size_t)63; }
 
-static pthread_key_t exit_key;
-static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
-static void at_exit_of_thread(void *p) {
-    (void)p;
-    et_qgemm_release();
-}
-static void make_exit_key(void) { pthread_key_create(&exit_key, at_exit_of_thread); }
-
-/* Grows the calling thread's panels; they are freed when it exits. */
+/* Grows the calling thread's panels. */
 static et_status grow_panels(size_t bytes) {
-    if (panels_bytes >= bytes) return ET_OK;
-    pthread_once(&exit_once, make_exit_key);
-    pthread_setspecific(exit_key, (void *)1);
-    float *nb = aligned_alloc(64, bytes);
-    if (!nb) return et_set_error(ET_ERR_NOMEM, "et_qgemm: cannot allocate %zu bytes of panels", bytes);
-    free(panels);
-    panels = nb, panels_bytes = bytes;
+    if (!et_tlbuf_get(&panels, bytes))
+        return et_set_error(ET_ERR_NOMEM, "et_qgemm: cannot allocate %zu bytes of panels", bytes);
     return ET_OK;
 }
 
@@ -158,12 +144,13 @@ et_status et_qgemm_reserve(int K, int threads) {
     return grow_panels(panel_bytes(K) * (size_t)(threads > 1 ? threads : 1));
 }
 
-size_t et_qgemm_workspace_bytes(void) { return panels_bytes; }
-
-void et_qgemm_release(void) {
-    free(panels);
-    panels = NULL, panels_bytes = 0;
+size_t et_qgemm_workspace_bytes(void) {
+    size_t b;
+    et_tlbuf_peek(&panels, &b);
+    return b;
 }
+
+void et_qgemm_release(void) { et_tlbuf_release(&panels); }
 
 et_status et_qgemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                    float beta, float *C, int ldc, const et_format *mul, const et_format *acc, const et_qkey *key) {
@@ -197,8 +184,8 @@ et_status et_qgemm(int ta, int tb, int M, int N, int K, const float *A, int lda,
     int ni = (M + rows - 1) / rows, nt = ni * nj;
     if (T > nt) T = nt;
     size_t bsz = panel_bytes(K);
-    if (panels_bytes < bsz * (size_t)T && grow_panels(bsz * (size_t)T) != ET_OK) return ET_ERR_NOMEM;
-    float *buf = panels; /* the workers must see the caller's buffer, not their own */
+    if (grow_panels(bsz * (size_t)T) != ET_OK) return ET_ERR_NOMEM;
+    float *buf = et_tlbuf_peek(&panels, NULL); /* the workers must see the caller's buffer, not their own */
 #ifdef _OPENMP
 #pragma omp parallel num_threads(T) if (T > 1)
 #endif

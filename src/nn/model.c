@@ -566,10 +566,11 @@ et_status et_model_forward(et_model *m, int n, int train, const float **logits) 
     add_phase(m, ET_PHASE_PRECISION, t0);
     for (int i = 0; i < m->nnodes; i++) {
         et_node *nd = &m->nodes[i];
-        t0 = now_seconds();
-        if (m->policy && (st = et_precision_input(m, i, m->tensors[nd->in].val, et_shape_numel(nd->layer.in) * n)))
-            return st;
-        add_phase(m, ET_PHASE_PRECISION, t0);
+        if (m->policy) {
+            t0 = now_seconds();
+            if ((st = et_precision_input(m, i, m->tensors[nd->in].val, et_shape_numel(nd->layer.in) * n))) return st;
+            add_phase(m, ET_PHASE_PRECISION, t0);
+        }
         if (train && et_traffic_sampling(m)) {
             t0 = now_seconds();
             et_traffic_input(m, i, m->tensors[nd->in].val, n);
@@ -644,9 +645,11 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
         }
         const float *x = m->tensors[nd->in].val, *y = m->tensors[nd->out].val;
         float *dyw = m->slots[m->tensors[nd->out].grad_slot];
-        t0 = now_seconds();
-        if (m->policy && (st = et_precision_error(m, i, dyw, et_shape_numel(L->out) * n))) break;
-        add_phase(m, ET_PHASE_PRECISION, t0);
+        if (m->policy) {
+            t0 = now_seconds();
+            if ((st = et_precision_error(m, i, dyw, et_shape_numel(L->out) * n))) break;
+            add_phase(m, ET_PHASE_PRECISION, t0);
+        }
         if (m->last_train && et_traffic_sampling(m)) {
             t0 = now_seconds();
             et_traffic_error(m, i, dyw, n);
