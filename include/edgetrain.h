@@ -77,7 +77,8 @@ void et_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 /* Allocates the per-thread packing buffers for up to `max_threads` threads.
  * Idempotent; returns ET_ERR_NOMEM on failure. */
 et_status et_gemm_init(int max_threads);
-/* Bytes of packing workspace the GEMM holds (for the memory plan). */
+/* Bytes of packing workspace the GEMM reserves for its team (for the memory
+ * plan): shared blocks and a buffer per thread, for et_gemm_init's threads. */
 size_t et_gemm_workspace_bytes(void);
 /* Name of the micro-kernel in use, e.g. "avx512 16x28". */
 const char *et_gemm_kernel_name(void);

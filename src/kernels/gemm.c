@@ -343,9 +343,13 @@ et_status et_gemm_init(int max_threads) {
     return st;
 }
 
+/* What et_gemm_init reserves for a team of ws_threads threads: the shared
+ * blocks and one buffer per team thread. Not et_tlbuf_total: the buffers of
+ * an earlier team's threads are freed when those threads exit, which libgomp
+ * lets happen after their master has gone on, so a live total depends on
+ * timing (a memory plan read it 2.5 MB high on a CI machine). */
 size_t et_gemm_workspace_bytes(void) {
-    return (ws_mem ? (ws_mc_kc + ws_kc_nc) * sizeof(float) * (size_t)ws_threads : 0) +
-           et_tlbuf_total(&tl_buf);
+    return ws_mem ? (ws_mc_kc + ws_kc_nc) * sizeof(float) * 2 * (size_t)ws_threads : 0;
 }
 
 const char *et_gemm_kernel_name(void) { return pick(et_cpu_isa())->name; }
