@@ -632,6 +632,42 @@ static void test_model_skip(void **state) {
     et_model_free(a), et_model_free(b);
 }
 
+/* A conv whose EP product has K = Cout = 64 and a sparse dY (ReLU x max-pool
+ * routing) runs the column-sparse kernel on AVX-512 although the layer passes
+ * its exact counts (matmul.c's known-count branch): training is bit-identical
+ * to none, and the CPU ran fewer EP MACs than dense there. */
+static void test_model_skip_cols(void **state) {
+    (void)state;
+    const char *spec = "input 2 10 10\nconv 8 k=3 p=1\nrelu\nconv 64 k=3 p=1\nrelu\nmaxpool k=2\n"
+                       "conv 64 k=3 p=1\nrelu\nmaxpool k=2\nflatten\nlinear 3\n";
+    const int B = 6, S = 3;
+    et_sparsity sp[2];
+    et_sparsity_parse("none", NULL, &sp[0]);
+    et_sparsity_parse("skip", NULL, &sp[1]);
+    et_model *m[2];
+    float loss[2][3];
+    for (int v = 0; v < 2; v++) {
+        assert_int_equal(et_model_parse(spec, "cols", &m[v]), ET_OK);
+        assert_int_equal(et_model_set_sparsity(m[v], &sp[v]), ET_OK);
+        et_optim o = et_optim_default(ET_OPT_SGD);
+        o.momentum = 0.9f;
+        assert_int_equal(et_model_plan(m[v], B, &o), ET_OK);
+        assert_int_equal(et_model_init_he(m[v], 5), ET_OK);
+        run_steps(m[v], B, S, loss[v]);
+    }
+    compare_models(m[0], m[1], loss[0], loss[1], S);
+    const et_counters *c;
+    const char *kind;
+    et_model_node_info(m[1], 5, NULL, &kind, &c); /* the second 64-channel conv */
+    assert_string_equal(kind, "conv");
+    assert_true(c->macs_executed[ET_EP] < c->macs_dense[ET_EP] / 2);
+    if (et_cpu_isa() >= ET_ISA_AVX512 && !getenv("ET_ISA"))
+        assert_true(c->macs_cpu[ET_EP] < c->macs_dense[ET_EP] / 2);
+    else
+        assert_int_equal(c->macs_cpu[ET_EP], c->macs_dense[ET_EP]);
+    et_model_free(m[0]), et_model_free(m[1]);
+}
+
 static void test_model_speculate(void **state) {
     (void)state;
     const int B = 5, S = 3;
@@ -778,7 +814,8 @@ int main(void) {
         cmocka_unit_test(test_spec_predictor),  cmocka_unit_test(test_spec_conv),
         cmocka_unit_test(test_spec_product),
         cmocka_unit_test(test_spec_codes_avx512),
-        cmocka_unit_test(test_model_skip),      cmocka_unit_test(test_model_speculate),
+        cmocka_unit_test(test_model_skip),      cmocka_unit_test(test_model_skip_cols),
+        cmocka_unit_test(test_model_speculate),
         cmocka_unit_test(test_cli),             cmocka_unit_test(test_cli_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

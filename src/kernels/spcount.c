@@ -407,18 +407,22 @@ static double sample_density(const et_spgemm_scan *sc, int K, int N, const float
     return n ? (double)nz / (double)n : 1.0;
 }
 
-/* The column-sparse kernel (conv EP) where it applies and B is sparse
- * enough; returns 0 if it did not run. */
+/* The column-sparse kernel (conv EP: C = A^T B with a sparse B) where it
+ * applies and B is sparse enough (sampled); returns 0 if it did not run.
+ * *nnzb = B's non-zeros; with ck, also ck->kept (outputs the mask keeps) and
+ * ck->macs_elem from the kernel's lists where op(A) has no zero (else the
+ * caller counts). */
 static int run_cols(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-                    float beta, float *C, int ldc, int skip, const uint8_t *mask, int ldm, et_spgemm_stats *s,
-                    et_spgemm_count *c) {
+                    float beta, float *C, int ldc, int skip, const uint8_t *mask, int ldm, uint64_t *nnzb_out,
+                    et_spgemm_count *ck) {
     const et_gemm_kinfo *ki = et_gemm_kinfo_for(et_cpu_isa());
     if (!skip || !ta || tb || K <= 0 || K > SPCOLS_KMAX || K > ki->kc || M <= 0 || N <= 0 ||
         ki->isa != ET_ISA_AVX512)
         return 0;
     const et_spgemm_scan *sc = et_spgemm_scan_for(ki->isa);
+    if (K < ET_SPCOLS_KMIN) return 0;
     const double d = sample_density(sc, K, N, B, ldb);
-    if (d > ET_SPCOLS_DENSITY_MAX || K < ET_SPCOLS_KMIN) return 0;
+    if (d > ET_SPCOLS_DENSITY_MAX) return 0;
     const int T = nthreads(), nblk = (N + 15) / 16;
     /* per 16-column block: its lists (16 x K k's and values), counts and kept counts */
     const size_t per = al64((size_t)16 * K * 2) + al64((size_t)16 * K * 4) + 128;
@@ -460,13 +464,22 @@ static int run_cols(int ta, int tb, int M, int N, int K, const float *A, int lda
 #undef LV
 #undef CNT
 #undef KC
-    if (et_spgemm_any_zero(A, K, M, lda)) {
-        et_spgemm_count_fast(ta, tb, M, N, K, A, lda, B, ldb, skip, mask, ldm, c);
-    } else {
-        c->macs_elem = elem, c->kept = kept, c->live = d;
-    }
-    s->macs_elem = c->macs_elem, s->macs_cpu = nnzb * (uint64_t)M;
+    *nnzb_out = nnzb;
+    if (ck) ck->macs_elem = elem, ck->kept = kept, ck->live = d;
     return 1;
+}
+
+int et_sgemm_cols_known(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                        float beta, float *C, int ldc, uint64_t *macs_cpu) {
+    uint64_t nnzb = 0;
+    if (!run_cols(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc, 1, NULL, 0, &nnzb, NULL)) return 0;
+    *macs_cpu = nnzb * (uint64_t)M;
+    return 1;
+}
+#else
+int et_sgemm_cols_known(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                        float beta, float *C, int ldc, uint64_t *macs_cpu) {
+    return 0;
 }
 #endif
 
@@ -476,9 +489,11 @@ void et_sgemm_sparse_auto(int ta, int tb, int M, int N, int K, const float *A, i
     et_spgemm_count c;
 #if ET_GEMM_HAVE_X86
     {
-        et_spgemm_stats s1;
-        if (run_cols(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc, skip_zeros, mask, ldmask, &s1, &c)) {
-            if (st) *st = s1;
+        uint64_t nnzb;
+        if (run_cols(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc, skip_zeros, mask, ldmask, &nnzb, &c)) {
+            if (et_spgemm_any_zero(A, K, M, lda)) /* the lists count B's zeros only */
+                et_spgemm_count_fast(ta, tb, M, N, K, A, lda, B, ldb, skip_zeros, mask, ldmask, &c);
+            if (st) st->macs_elem = c.macs_elem, st->macs_cpu = nnzb * (uint64_t)M;
             if (cnt) *cnt = c;
             return;
         }

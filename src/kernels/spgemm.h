@@ -67,13 +67,21 @@ void et_spgemm_count_fast(int ta, int tb, int M, int N, int K, const float *A, i
  * (macs_cpu = M*N*K). Results are et_sgemm's bits, masked, either way. */
 #define ET_SPGEMM_LIVE_MAX 0.3
 /* On AVX-512, a product with op(A) = A^T, op(B) = B, skip_zeros and K <= 384
- * (conv EP: dcol = W^T dY) with K >= ET_SPCOLS_KMIN (below, its fixed cost per
- * output element, about 1.5 cycles, exceeds what it saves) whose B is at
- * most this dense (sampled) runs the
- * column-sparse kernel instead (spcols_avx512.c: element-level skipping of
- * B's zeros, same bits). */
+ * (conv EP: dcol = W^T dY) with K >= ET_SPCOLS_KMIN whose B is at most this
+ * dense (sampled) runs the column-sparse kernel instead (spcols_avx512.c:
+ * element-level skipping of B's zeros, same bits). Below K = 64 its fixed
+ * cost per output element (about 1.5 cycles) exceeds what it saves: on VGG8
+ * skip (Intel Xeon, 2 threads) conv EP with K = 128 ran 7.0 -> 3.6 ms per
+ * step, K = 64 6.5 -> 5.3 ms, K = 32 7.2 -> 7.6 ms. */
 #define ET_SPCOLS_DENSITY_MAX 0.25
-#define ET_SPCOLS_KMIN 128
+#define ET_SPCOLS_KMIN 64
+/* The column-sparse kernel alone, for a product whose executed MACs the
+ * caller already knows (et_matmul's known counts): runs it where it applies
+ * and pays (the rules above, skip_zeros, no mask) and returns 1 with the MACs
+ * it ran in *macs_cpu; returns 0 (nothing done) otherwise. Same bits as
+ * et_sgemm. */
+int et_sgemm_cols_known(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                        float beta, float *C, int ldc, uint64_t *macs_cpu);
 void et_sgemm_sparse_auto(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                           float beta, float *C, int ldc, int skip_zeros, const uint8_t *mask, int ldmask,
                           et_spgemm_stats *st, et_spgemm_count *cnt);
