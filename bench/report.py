@@ -13,6 +13,18 @@ def load(p):
         return json.loads(f.read().strip().splitlines()[-1] if p.endswith("torch.json") else f.read())
 
 
+def cpu_model():
+    """The CPU's name as the kernel reports it (results depend on it)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main():
     out, md = sys.argv[1], sys.argv[2]
     peak = load(os.path.join(out, "peak.json"))
@@ -49,9 +61,10 @@ def main():
         f.write("One epoch, batch 100, SGD momentum 0.9, He-normal init on both sides, %d threads; "
                 "mlp and lenet on 60000 images (lr 0.05), vgg8 on the first 10000 (lr 0.01); "
                 "test accuracy on the full 10000-image test set. PyTorch %s runs with Debian's OpenBLAS "
-                "on its library path (blas: %s). GFLOP/s = 2 x (FF+EP+WG MACs) / training seconds, "
+                "on its library path (blas: %s; convolutions through oneDNN: %s). GFLOP/s = 2 x (FF+EP+WG MACs) / training seconds, "
                 "the same FLOP count for both. Peak RSS includes the data set and, for PyTorch, "
-                "the framework itself.\n\n" % (peak["threads"], t0.get("torch_version", "?"), t0.get("blas", "?")))
+                "the framework itself.\n\n" % (peak["threads"], t0.get("torch_version", "?"), t0.get("blas", "?"),
+                                           {True: "yes", False: "no"}.get(t0.get("mkldnn"), "?")))
         f.write(table + "\n\n")
         reps = len(glob.glob(os.path.join(out, rows[0]["model"] + ".edgetrain.run*.json"))) if rows else 0
         if reps > 1:
@@ -59,7 +72,7 @@ def main():
                     "with the median images/s (every run's JSON is in out/bench/*.run*.json). On this shared "
                     "2-core virtual machine single runs vary by up to +-30%%.\n\n" % reps)
         f.write("Machine: %s, FP32 peak measured by `build/bench/bench_gemm --peak-json`: %.0f GFLOP/s.\n" % (
-            platform.processor() or platform.machine(), pk))
+            cpu_model(), pk))
     # Number formats: training-step cost of each policy against FP32.
     prec = []
     for name, label in [("fp32", "lenet fp32"),
@@ -97,8 +110,8 @@ def main():
         text = open(readme).read()
         a, b = "<!-- bench:begin -->", "<!-- bench:end -->"
         if a in text and b in text:
-            block = "%s\nMeasured by `make bench` (%d threads, measured FP32 peak %.0f GFLOP/s):\n\n%s\n%s" % (
-                a, peak["threads"], pk, table, b)
+            block = "%s\nMeasured by `make bench` on %s (%d threads, measured FP32 peak %.0f GFLOP/s):\n\n%s\n%s" % (
+                a, cpu_model(), peak["threads"], pk, table, b)
             text = text[:text.index(a)] + block + text[text.index(b) + len(b):]
             with open(readme, "w") as f:
                 f.write(text)

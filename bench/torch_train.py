@@ -174,6 +174,8 @@ def main(argv=None):
         "torch_version": torch.__version__,
         "blas": info,
         "blas_loaded": loaded,
+        # convolutions go to oneDNN (mkldnn) when torch has it, not to the BLAS
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
         "model": os.path.basename(a.model),
         "epochs": a.epochs,
         "batch": a.batch,
