@@ -24,6 +24,18 @@ static inline __mmask16 keep_mask(const uint8_t *mk, int64_t e, __mmask16 valid)
     return _mm_mask_test_epi8_mask(valid, b, b);
 }
 
+/* Stores the kept lanes of x over old (the values just loaded from p): a
+ * blend and a plain store rather than a store masked by the pruning pattern,
+ * which this Intel Xeon runs about 6x slower at 2 threads (VGG8 prune 50%:
+ * the update took 13-29 ms per step instead of 2-5 ms). The bits stored are
+ * the same. */
+static inline void store_kept(float *p, __mmask16 valid, __mmask16 keep, __m512 old, __m512 x) {
+    if (valid == (__mmask16)0xFFFF)
+        _mm512_storeu_ps(p, _mm512_mask_blend_ps(keep, old, x));
+    else
+        _mm512_mask_storeu_ps(p, keep, x);
+}
+
 static inline __mmask16 tail_mask(int64_t left) {
     return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
 }
@@ -36,13 +48,14 @@ void et_sgd_avx512(float *w, const float *g, float *v, const uint8_t *mk, int64_
         const __m512 we = _mm512_maskz_loadu_ps(valid, w + e), ge = _mm512_maskz_loadu_ps(valid, g + e);
         const __m512 d = _mm512_add_ps(ge, _mm512_mul_ps(vwd, we));
         if (!v) { /* w - lr * (g + wd * w) */
-            _mm512_mask_storeu_ps(w + e, keep, _mm512_sub_ps(we, _mm512_mul_ps(vlr, d)));
+            store_kept(w + e, valid, keep, we, _mm512_sub_ps(we, _mm512_mul_ps(vlr, d)));
             continue;
         }
-        const __m512 vn = _mm512_add_ps(_mm512_mul_ps(vmu, _mm512_maskz_loadu_ps(valid, v + e)), d);
+        const __m512 ve = _mm512_maskz_loadu_ps(valid, v + e);
+        const __m512 vn = _mm512_add_ps(_mm512_mul_ps(vmu, ve), d);
         const __m512 step = nesterov ? _mm512_add_ps(d, _mm512_mul_ps(vmu, vn)) : vn;
-        _mm512_mask_storeu_ps(v + e, keep, vn);
-        _mm512_mask_storeu_ps(w + e, keep, _mm512_sub_ps(we, _mm512_mul_ps(vlr, step)));
+        store_kept(v + e, valid, keep, ve, vn);
+        store_kept(w + e, valid, keep, we, _mm512_sub_ps(we, _mm512_mul_ps(vlr, step)));
     }
 }
 
@@ -55,14 +68,15 @@ void et_adam_avx512(float *w, const float *g, float *v, float *s, const uint8_t 
         const __mmask16 valid = tail_mask(n - e), keep = keep_mask(mk, e, valid);
         const __m512 we = _mm512_maskz_loadu_ps(valid, w + e), ge = _mm512_maskz_loadu_ps(valid, g + e);
         const __m512 d = _mm512_add_ps(ge, _mm512_mul_ps(vwd, we));
-        const __m512 vn = _mm512_add_ps(_mm512_mul_ps(vb1, _mm512_maskz_loadu_ps(valid, v + e)), _mm512_mul_ps(c1, d));
+        const __m512 ve = _mm512_maskz_loadu_ps(valid, v + e), se = _mm512_maskz_loadu_ps(valid, s + e);
+        const __m512 vn = _mm512_add_ps(_mm512_mul_ps(vb1, ve), _mm512_mul_ps(c1, d));
         /* (1 - b2) * d * d associates left, as in C */
-        const __m512 sn = _mm512_add_ps(_mm512_mul_ps(vb2, _mm512_maskz_loadu_ps(valid, s + e)),
+        const __m512 sn = _mm512_add_ps(_mm512_mul_ps(vb2, se),
                                         _mm512_mul_ps(_mm512_mul_ps(c2, d), d));
         const __m512 den = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(sn), vbc), veps);
         const __m512 wn = _mm512_sub_ps(we, _mm512_div_ps(_mm512_mul_ps(vss, vn), den));
-        _mm512_mask_storeu_ps(v + e, keep, vn);
-        _mm512_mask_storeu_ps(s + e, keep, sn);
-        _mm512_mask_storeu_ps(w + e, keep, wn);
+        store_kept(v + e, valid, keep, ve, vn);
+        store_kept(s + e, valid, keep, se, sn);
+        store_kept(w + e, valid, keep, we, wn);
     }
 }
