@@ -148,17 +148,19 @@ et_format_props et_format_properties(const et_format *f) {
 
 /* ------------------------------------------------------------- scales */
 
-static float absmax_serial(const float *x, size_t n) {
+static float absmax_serial_inf(const float *x, size_t n, int with_inf) {
 #if defined(__x86_64__)
-    if (et_cpu_isa() >= ET_ISA_AVX512) return et_absmax_avx512(x, n);
+    if (et_cpu_isa() >= ET_ISA_AVX512) return et_absmax_avx512(x, n, with_inf);
 #endif
     float m = 0;
     for (size_t i = 0; i < n; i++) {
         float a = fabsf(x[i]);
-        if (a > m && isfinite(a)) m = a;
+        if (a > m && (with_inf ? !isnan(a) : isfinite(a))) m = a;
     }
     return m;
 }
+
+static float absmax_serial(const float *x, size_t n) { return absmax_serial_inf(x, n, 0); }
 
 /* Tensors of 2^18 elements or more (1 MB; a smaller one is rounded on one
  * thread in about the time a fork-join costs, and that stays robust on a busy
@@ -179,9 +181,9 @@ static int par_threads(size_t n) {
 #endif
 }
 
-static float absmax(const float *x, size_t n) {
+float et_absmax_f32(const float *x, size_t n, int with_inf) {
     const int T = par_threads(n);
-    if (T <= 1) return absmax_serial(x, n);
+    if (T <= 1) return absmax_serial_inf(x, n, with_inf);
     const long nb = (long)((n + QBLOCK - 1) / QBLOCK);
     float m = 0;
 #ifdef _OPENMP
@@ -189,11 +191,13 @@ static float absmax(const float *x, size_t n) {
 #endif
     for (long b = 0; b < nb; b++) {
         size_t i = (size_t)b * QBLOCK, len = n - i < QBLOCK ? n - i : QBLOCK;
-        float v = absmax_serial(x + i, len);
+        float v = absmax_serial_inf(x + i, len, with_inf);
         m = v > m ? v : m;
     }
     return m;
 }
+
+static float absmax(const float *x, size_t n) { return et_absmax_f32(x, n, 0); }
 
 static float scale_of(const et_format *f, float am);
 

@@ -7,9 +7,10 @@
 #include <math.h>
 #include <string.h>
 
-float et_absmax_avx512(const float *x, size_t n) {
-    /* non-negative floats order like their bit patterns; inf/NaN are left out */
-    const __m512i absm = _mm512_set1_epi32(0x7fffffff), infb = _mm512_set1_epi32(0x7f800000);
+float et_absmax_avx512(const float *x, size_t n, int with_inf) {
+    /* non-negative floats order like their bit patterns; NaN is left out, and
+     * +-inf unless with_inf */
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff), infb = _mm512_set1_epi32(0x7f800000 + (with_inf ? 1 : 0));
     __m512i m = _mm512_setzero_si512(), m2 = m;
     size_t i = 0;
 #define STEP(acc, ld)                                                                                                  \

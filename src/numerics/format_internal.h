@@ -54,7 +54,10 @@ float et_quantize_one(const et_qparams *p, float x, uint32_t rnd);
 /* Reference loop: y[i] = q(x[i]) for elements first..first+n-1 (index first+i). */
 void et_quantize_scalar(const et_qparams *p, const float *x, float *y, size_t n, uint64_t first);
 /* max |x[i]| over the finite x[i] (0 if none), 16 lanes at a time. */
-float et_absmax_avx512(const float *x, size_t n);
+float et_absmax_avx512(const float *x, size_t n, int with_inf);
+/* max |x[i]| over the finite elements (with_inf: also +-inf; NaN never
+ * counts), 0 for none; large tensors are split over the threads. */
+float et_absmax_f32(const float *x, size_t n, int with_inf);
 /* The same, bit for bit, 16 lanes at a time (only when the CPU has AVX-512). */
 void et_quantize_avx512(const et_qparams *p, const float *x, float *y, size_t n, uint64_t first);
 #endif

@@ -21,6 +21,7 @@
  *              a relu: masking a predicted-zero output then changes nothing but
  *              the relu's input.
  * Layers that fit no rule stay dense in that respect. */
+#include "numerics/format_internal.h"
 #include "sparsity/sparsity.h"
 
 #include "nn/model.h"
@@ -236,15 +237,8 @@ void et_sparsity_bind(et_model *m, void *mem) {
     }
 }
 
-static float absmax(const float *x, int64_t n) {
-    float mx = 0.0f;
-#pragma omp parallel for schedule(static) reduction(max : mx) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) {
-        float a = fabsf(x[i]);
-        if (a > mx) mx = a; /* NaN never wins */
-    }
-    return mx;
-}
+/* max |x|: +-inf counts, NaN never wins (numerics/format.c, vectorised) */
+static float absmax(const float *x, int64_t n) { return et_absmax_f32(x, (size_t)n, 1); }
 
 const et_layer_sparsity *et_sparsity_node(et_model *m, int node, const float *x, int n, int train) {
     sparsity_state *st = m->sparsity;
