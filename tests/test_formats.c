@@ -642,6 +642,47 @@ static void test_cli(void **st) {
     assert_non_null(strstr(out, "eXmY"));
 }
 
+/* et_absmax_f32 (rounding scales: finite only; speculation: +-inf too; NaN
+ * never) against a scalar loop, for lengths around the vector width and the
+ * thread split (the portable loop: run with ET_ISA=scalar). */
+static float absmax_ref(const float *x, size_t n, int with_inf) {
+    float m = 0;
+    for (size_t i = 0; i < n; i++) {
+        float a = fabsf(x[i]);
+        if (isnan(a) || (!with_inf && isinf(a))) continue;
+        if (a > m) m = a;
+    }
+    return m;
+}
+
+static void test_absmax(void **state) {
+    (void)state;
+    const size_t lens[] = {0, 1, 15, 16, 17, 33, 1000, (size_t)1 << 19};
+    const size_t nmax = (size_t)1 << 19;
+    float *x = malloc(sizeof(float) * nmax);
+    assert_non_null(x);
+    uint32_t r = 12345;
+    for (size_t i = 0; i < nmax; i++) {
+        r = r * 1664525u + 1013904223u;
+        x[i] = ((float)(r >> 8) / 16777216.0f - 0.5f) * 3.0f;
+    }
+    const float specials[] = {NAN, -INFINITY, INFINITY, -0.0f, 1e-40f, -7.5f};
+    for (size_t li = 0; li < sizeof lens / sizeof *lens; li++)
+        for (size_t sp = 0; sp <= sizeof specials / sizeof *specials; sp++) {
+            const size_t n = lens[li];
+            float *y = malloc(sizeof(float) * (n ? n : 1));
+            memcpy(y, x, sizeof(float) * n);
+            if (sp < sizeof specials / sizeof *specials && n) y[(n * 7) / 11] = specials[sp];
+            for (int wi = 0; wi < 2; wi++) {
+                float got = et_absmax_f32(y, n, wi), want = absmax_ref(y, n, wi);
+                if (memcmp(&got, &want, sizeof got))
+                    fail_msg("n=%zu special=%zu with_inf=%d: %g, want %g", n, sp, wi, got, want);
+            }
+            free(y);
+        }
+    free(x);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_and_names), cmocka_unit_test(test_ocp_codes),
@@ -650,6 +691,7 @@ int main(void) {
         cmocka_unit_test(test_scalar_vs_avx512), cmocka_unit_test(test_quantize_codes),
         cmocka_unit_test(test_int_rn_near_half), cmocka_unit_test(test_stochastic), cmocka_unit_test(test_scaled),
         cmocka_unit_test(test_int_dfxp),        cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_absmax),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
