@@ -236,8 +236,25 @@ void et_sparsity_bind(et_model *m, void *mem) {
     }
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
+float et_spec_absmax_avx512(const float *x, int64_t n); /* speculate_avx512.c: the same value */
+#endif
+
+/* max |x| over x[0..n): inf counts, NaN never wins (the maximum does not
+ * depend on the order, so blocks and threads give the same value) */
 static float absmax(const float *x, int64_t n) {
     float mx = 0.0f;
+#if defined(__x86_64__) || defined(_M_X64)
+    if (et_cpu_isa() >= ET_ISA_AVX512) {
+        const int64_t blk = 1 << 16, nb = (n + blk - 1) / blk;
+#pragma omp parallel for schedule(static) reduction(max : mx) if (n > (1 << 20))
+        for (int64_t b = 0; b < nb; b++) {
+            float a = et_spec_absmax_avx512(x + b * blk, n - b * blk < blk ? n - b * blk : blk);
+            if (a > mx) mx = a;
+        }
+        return mx;
+    }
+#endif
 #pragma omp parallel for schedule(static) reduction(max : mx) if (n > 65536)
     for (int64_t i = 0; i < n; i++) {
         float a = fabsf(x[i]);

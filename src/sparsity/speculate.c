@@ -144,9 +144,10 @@ static int predict_fused(const et_matmul *mm, const int8_t *ca, char *wsp, size_
 #endif
     if (T < 1) T = 1;
     const int Kq = (K + 3) / 4, Mp = (M + 7) & ~7, npan = (N + 31) / 32;
-    const size_t pa = al((size_t)Mp * Kq * 4), pb = al((size_t)Kq * 128), pc = al((size_t)N * 4);
-    if (pa + pb * (size_t)T + 2 * pc > room) return 0;
     const uint32_t *Ap = sp->a_vnni;
+    /* the packed weights (unless the caller packed them), a panel per thread, colnz and kept */
+    const size_t pa = Ap ? 0 : al((size_t)Mp * Kq * 4), pb = al((size_t)Kq * 128), pc = al((size_t)N * 4);
+    if (pa + pb * (size_t)T + 2 * pc > room) return 0;
     int32_t *colnz = (int32_t *)(void *)(wsp + pa + pb * (size_t)T), *kept = (int32_t *)(void *)((char *)colnz + pc);
     if (!Ap) {
         if (!ca) return 0;

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 void et_spec_codes_row_avx512(const float *x, int n, float inv, int bits, int8_t *out) {
     const __m512 vinv = _mm512_set1_ps(inv), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
@@ -18,6 +19,30 @@ void et_spec_codes_row_avx512(const float *x, int n, float inv, int bits, int8_t
         t = _mm512_mask_sub_epi32(t, neg, _mm512_setzero_si512(), t);
         _mm_mask_storeu_epi8(out + j, m, _mm512_cvtepi32_epi8(t));
     }
+}
+
+/* max |x[i]| for i < n with inf counted and NaN left out (absmax in
+ * sparsity.c): non-negative floats order like their bit patterns, and
+ * |x| <= inf is exactly "not NaN". */
+float et_spec_absmax_avx512(const float *x, int64_t n) {
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff), infb = _mm512_set1_epi32(0x7f800000);
+    __m512i m0 = _mm512_setzero_si512(), m1 = m0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512i a = _mm512_and_si512(_mm512_loadu_si512(x + i), absm);
+        __m512i b = _mm512_and_si512(_mm512_loadu_si512(x + i + 16), absm);
+        m0 = _mm512_mask_max_epu32(m0, _mm512_cmple_epu32_mask(a, infb), m0, a);
+        m1 = _mm512_mask_max_epu32(m1, _mm512_cmple_epu32_mask(b, infb), m1, b);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512i a = _mm512_and_si512(_mm512_maskz_loadu_epi32(k, x + i), absm);
+        m0 = _mm512_mask_max_epu32(m0, _mm512_cmple_epu32_mask(a, infb), m0, a);
+    }
+    uint32_t u = _mm512_reduce_max_epu32(_mm512_max_epu32(m0, m1));
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
 }
 
 /* ---- the fused B-bit prediction of a row-major product (speculate.c) ----
