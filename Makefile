@@ -7,7 +7,8 @@
 #                   Debian packages when root; scripts/demo.sh)
 #   make install PREFIX=/usr/local
 #
-# Files named *_avx2.c / *_avx512.c are compiled with those ISA flags only;
+# Files named *_avx2.c / *_avx512.c are compiled with those ISA flags only (*_amx.c:
+# AVX-512 + AMX-INT8, left out with -DET_NO_AMX where the compiler lacks the flags);
 # everything else targets baseline x86-64 (or any other CPU), and the kernels
 # are chosen at run time from the CPU's features.
 

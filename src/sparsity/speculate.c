@@ -86,17 +86,22 @@ int et_spec_pack_a(const float *A, int M, int K, int lda, float absmax, int bits
     const float inv = absmax > 0.0f ? 127.0f / absmax : 0.0f;
     const int Mp = (M + 7) & ~7, Kq = (K + 3) / 4;
 #pragma omp parallel for schedule(static) if ((int64_t)Mp * K > 65536)
-    for (int i = 0; i < Mp; i++) /* the layout of et_spec_pack_a_vnni, from the floats */
-        for (int q = 0; q < Kq; q++) {
-            uint32_t d = 0;
-            for (int t = 0; t < 4; t++) {
-                const int k = 4 * q + t;
-                const uint32_t byte =
-                    i < M && k < K ? (uint32_t)(uint8_t)(et_spec_code(A[(int64_t)i * lda + k], inv, bits) + 128) : 128u;
-                d |= byte << (8 * t);
+    for (int i = 0; i < Mp; i++) { /* the layout of et_spec_pack_a_vnni, from the floats */
+        int8_t c[256] = {0}; /* a row's codes, 256 at a time (vectorised) */
+        for (int q0 = 0; q0 < Kq; q0 += 64) {
+            const int k0 = 4 * q0, n = K - k0 < 256 ? K - k0 : 256, q1 = Kq - q0 < 64 ? Kq : q0 + 64;
+            if (i < M) et_spec_codes_row_avx512(A + (int64_t)i * lda + k0, n, inv, bits, c);
+            for (int q = q0; q < q1; q++) {
+                uint32_t d = 0;
+                for (int t = 0; t < 4; t++) {
+                    const int k = 4 * q + t;
+                    const uint32_t byte = i < M && k < K ? (uint32_t)(uint8_t)(c[k - k0] + 128) : 128u;
+                    d |= byte << (8 * t);
+                }
+                out[(size_t)(i / 8) * Kq * 8 + (size_t)q * 8 + (i & 7)] = d;
             }
-            out[(size_t)(i / 8) * Kq * 8 + (size_t)q * 8 + (i & 7)] = d;
         }
+    }
     return 1;
 #else
     (void)A, (void)M, (void)K, (void)lda, (void)absmax, (void)bits, (void)out;
