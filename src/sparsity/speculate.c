@@ -306,7 +306,9 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spe
 #define ET_HAVE_AMX 1
 #endif
 
+#ifdef ET_HAVE_AMX
 static int amx_state = -1; /* -1: not probed; 0: off; 1: usable */
+#endif
 static int amx_forced_off;
 
 /* AMX-TILE and AMX-INT8 (CPUID 7.0 EDX bits 24, 25), AVX512-VBMI2 for the
