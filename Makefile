@@ -7,7 +7,8 @@
 #                   Debian packages when root; scripts/demo.sh)
 #   make install PREFIX=/usr/local
 #
-# Files named *_avx2.c / *_avx512.c are compiled with those ISA flags only;
+# Files named *_avx2.c / *_avx512.c are compiled with those ISA flags only (*_amx.c:
+# AVX-512 + AMX-INT8, left out with -DET_NO_AMX where the compiler lacks the flags);
 # everything else targets baseline x86-64 (or any other CPU), and the kernels
 # are chosen at run time from the CPU's features.
 
@@ -31,14 +32,21 @@ ARCH := $(shell uname -m)
 ifeq ($(ARCH),x86_64)
 AVX2FLAGS   = -mavx2 -mfma -mf16c
 AVX512FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mf16c
+# AMX-INT8 (speculation's convolution path), only where the compiler has it
+AMXFLAGS := $(shell $(CC) -mamx-tile -mamx-int8 -mavx512vbmi2 -E -x c /dev/null >/dev/null 2>&1 && echo yes)
 else
 AVX2FLAGS   =
 AVX512FLAGS =
+AMXFLAGS    =
 endif
 
 LIB_SRC  := $(sort $(wildcard src/*/*.c))
 ifneq ($(ARCH),x86_64)
 LIB_SRC  := $(filter-out %_avx2.c %_avx512.c,$(LIB_SRC))
+endif
+ifeq ($(AMXFLAGS),)
+LIB_SRC  := $(filter-out %_amx.c,$(LIB_SRC))
+ALLCFLAGS += -DET_NO_AMX
 endif
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_SRC  := $(sort $(wildcard tools/*.c))
@@ -61,6 +69,9 @@ $(BUILD)/obj/%_avx2.o: %_avx2.c
 $(BUILD)/obj/%_avx512.o: %_avx512.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLCFLAGS) $(AVX512FLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/obj/%_amx.o: %_amx.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLCFLAGS) $(AVX512FLAGS) -mavx512vbmi2 -mamx-tile -mamx-int8 -MMD -MP -c $< -o $@
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLCFLAGS) -MMD -MP -c $< -o $@

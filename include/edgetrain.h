@@ -140,6 +140,12 @@ typedef struct et_spec {
      * (et_spec_pack_a, once for several products with the same A and scale);
      * NULL: coded and packed per product. */
     const uint32_t *a_vnni;
+    /* 1..8 bits: the mask is already predicted by the caller (conv's AMX
+     * path, which predicts a whole call at once) and pre_kept[j] is the kept
+     * outputs of column j (N ints); only the statistics are counted, and the
+     * caller applies the mask (the dense kernel's C may keep values where it
+     * is 0; the other paths zero them anyway). NULL: predict here. */
+    const int32_t *pre_kept;
 } et_spec;
 
 /* One matrix product of one layer in one stage; see docs/architecture.md. */

@@ -292,7 +292,7 @@ static void check_spec_linear(int bits) {
     void *ws = aligned_alloc(64, (wsb + 63) / 64 * 64);
     h.eng.spec_ws = ws, h.eng.spec_ws_bytes = wsb;
     et_spec_stats stats = {0};
-    et_spec spec = {bits, absmaxf(h.x, h.nx), absmaxf(w, h.l.params[0].n), b, 0, mask, out, 1, &stats, NULL, 0, NULL, NULL};
+    et_spec spec = {bits, absmaxf(h.x, h.nx), absmaxf(w, h.l.params[0].n), b, 0, mask, out, 1, &stats, NULL, 0, NULL, NULL, NULL};
     et_layer_sparsity sp = {0, 0, 0, &spec, NULL, NULL};
     h.sp = &sp;
     assert_int_equal(lh_ff(&h), ET_OK);
@@ -403,7 +403,7 @@ static void test_spec_conv(void **state) {
     void *ws = aligned_alloc(64, (wsb + 63) / 64 * 64);
     h.eng.spec_ws = ws, h.eng.spec_ws_bytes = wsb;
     float aw = absmaxf(h.l.params[0].data, h.l.params[0].n), ax = absmaxf(h.x, h.nx);
-    et_spec spec = {bits, aw, ax, h.l.params[1].data, 1, mask, N * Ho * Wo, 0, NULL, NULL, 0, NULL, NULL};
+    et_spec spec = {bits, aw, ax, h.l.params[1].data, 1, mask, N * Ho * Wo, 0, NULL, NULL, 0, NULL, NULL, NULL};
     et_layer_sparsity sp = {0, 0, 0, &spec, NULL, NULL};
     h.sp = &sp;
     assert_int_equal(lh_ff(&h), ET_OK);
@@ -471,7 +471,7 @@ static void test_spec_product(void **state) {
                 assert_non_null(ws);
                 et_spec_stats stats;
                 memset(&stats, 0, sizeof stats);
-                et_spec spec = {bits, aa, ab, bias, brows, mask, ldm, 0, &stats, NULL, 0, NULL, NULL};
+                et_spec spec = {bits, aa, ab, bias, brows, mask, ldm, 0, &stats, NULL, 0, NULL, NULL, NULL};
                 /* what a conv layer hands over: B's codes (made from the whole
                  * tensor at once), B's column counts, A's packed codes, and a
                  * checked call (its dense product serves the masked FF) */

@@ -182,7 +182,9 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
         } else {
             et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
                      mm->ldc);
-            et_spgemm_apply_mask(mm->M, mm->N, mm->C, mm->ldc, mask, ldm);
+            /* a mask the caller predicted is the caller's to apply (et_spec.pre_kept),
+             * unless a processor-model sink reads C below */
+            if (!mm->spec->pre_kept || (eng && eng->sink)) et_spgemm_apply_mask(mm->M, mm->N, mm->C, mm->ldc, mask, ldm);
         }
         kept = fu.kept;
         w.executed = mm->skip_zeros ? fu.elem_dense_a : fu.kept * (uint64_t)mm->K;

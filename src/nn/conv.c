@@ -21,6 +21,7 @@
 #include "kernels/matmul.h"
 #include "kernels/spgemm.h"
 #include "sparsity/sparsity.h"
+#include "sparsity/speculate_amx.h"
 #include "nn/conv_rows.h"
 
 #define COL_BUDGET_FLOATS ((size_t)1 << 18) /* 1 MB of im2col per chunk: stays in L2 for the GEMM that reads it */
@@ -522,7 +523,7 @@ static int32_t *lane_colcnt(const cjob *j, int lane) {
 }
 
 #if defined(__x86_64__) || defined(_M_X64)
-void et_bias_masked_avx512(float *y, const uint8_t *m, int64_t n, float b); /* conv_avx512.c */
+void et_bias_masked_avx512(float *y, const uint8_t *m, int64_t n, float b, int add, int zero); /* conv_avx512.c */
 #endif
 
 /* A product with no sparsity (no skipping, speculation or mask), no pruning
@@ -648,7 +649,12 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
             chunk.mask = spec->mask + (int64_t)n0 * HWo;
             chunk.ldmask = N * HWo;
             mm.spec = &chunk;
-            if (j->xcodes) { /* B's codes: an im2col of the input's codes; nnz of B's columns from x */
+            if (spec->pre_kept) { /* the whole call's mask is predicted (AMX path): counts only */
+                int32_t *nz = lane_colcnt(j, lane);
+                conv_xstats(l, j->x, N, n0, nb, NULL, nz);
+                chunk.b_colnz = nz;
+                chunk.pre_kept = spec->pre_kept + (int64_t)n0 * HWo;
+            } else if (j->xcodes) { /* B's codes: an im2col of the input's codes; nnz of B's columns from x */
                 if (conv_direct(&l->cfg.conv)) {
                     chunk.b_codes = j->xcodes + (int64_t)n0 * HWo, chunk.ldb_codes = N * HWo;
                 } else {
@@ -678,7 +684,25 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
         et_spgemm_linecount(0, Cout, (int)conv_ck(l), l->params[0].use, (int)conv_ck(l), wc);
         j.wcnt = wc;
     }
-    if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes) {
+    /* the AMX path predicts the whole call's mask here, without im2col of
+     * codes; the chunks' products then get its counts through a copy of the
+     * request (et_spec.pre_kept) */
+    et_spec_amx_layout al;
+    et_spec spx;
+    et_layer_sparsity spl;
+    et_lctx cxl;
+    const et_conv_cfg *cc = &l->cfg.conv;
+    const int32_t *kept = NULL;
+    if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes && cc->sh == 1 && cc->sw == 1 &&
+        et_spec_amx_ok() &&
+        et_spec_amx_plan(&al, N, l->in.c, l->in.h, l->in.w, Cout, cc->kh, cc->kw, cc->ph, cc->pw) &&
+        al.ho == l->out.h && al.wo == l->out.w && al.bytes <= et_layer_spec_code_bytes(l, N) &&
+        et_spec_conv_amx(&al, x, l->params[0].use, spec, cx->sp->spec_codes, &kept)) {
+        spx = *spec, spx.pre_kept = kept;
+        spl = *cx->sp, spl.spec = &spx;
+        cxl = *cx, cxl.sp = &spl;
+        j.cx = &cxl;
+    } else if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes) {
         /* the input coded once (the same codes as each col entry's) */
         j.xcodes = cx->sp->spec_codes;
         et_spec_code_tensor(x, et_shape_numel(l->in) * N, spec->absmax_b, spec->bits, j.xcodes);
@@ -688,26 +712,35 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     }
     et_status st = run_lanes(&j, (nch + 1) / 2, ff_lane);
     if (st) return st;
-    if (l->cfg.conv.bias) {
-        const float *b = l->params[1].data;
+    /* the bias add; under speculation predicted zeros stay exactly 0. The
+     * AMX path's products leave the mask to this pass (et_spec.pre_kept):
+     * y = mask ? y + b : 0, which is what masking and then adding gives */
+    const int own = spec && j.cx != cx;
+    if (l->cfg.conv.bias || own) {
+        const float *b = l->cfg.conv.bias ? l->params[1].data : NULL;
         const int64_t plane = (int64_t)N * HWo;
         const int avx512 = et_cpu_isa() >= ET_ISA_AVX512;
         (void)avx512;
 #pragma omp parallel for schedule(static) if (Cout * plane > 32768)
         for (int co = 0; co < Cout; co++) {
-            float *yc = y + co * plane, bv = b[co];
-            if (spec) { /* predicted zeros stay exactly 0 */
+            float *yc = y + co * plane, bv = b ? b[co] : 0.0f;
+            if (spec) {
                 const uint8_t *mc = spec->mask + co * plane;
 #if defined(__x86_64__) || defined(_M_X64)
                 if (avx512) {
-                    et_bias_masked_avx512(yc, mc, plane, bv);
+                    et_bias_masked_avx512(yc, mc, plane, bv, b != NULL, own);
                     continue;
                 }
 #endif
-                for (int64_t i = 0; i < plane; i++) {
-                    float v = yc[i]; /* loaded unconditionally so the select vectorises */
-                    yc[i] = mc[i] ? v + bv : v;
-                }
+                if (b && own)
+                    for (int64_t i = 0; i < plane; i++) yc[i] = mc[i] ? yc[i] + bv : 0.0f;
+                else if (own)
+                    for (int64_t i = 0; i < plane; i++) yc[i] = mc[i] ? yc[i] : 0.0f;
+                else
+                    for (int64_t i = 0; i < plane; i++) {
+                        float v = yc[i]; /* loaded unconditionally so the select vectorises */
+                        yc[i] = mc[i] ? v + bv : v;
+                    }
             } else {
                 for (int64_t i = 0; i < plane; i++) yc[i] += bv;
             }

@@ -124,13 +124,18 @@ void et_nonzero_bytes_avx512(const float *x, int n, uint8_t *mask) {
 
 /* y[i] += b where m[i] != 0 (conv FF's bias under speculation: predicted
  * zeros stay exactly 0), 16 per step. */
-void et_bias_masked_avx512(float *y, const uint8_t *m, int64_t n, float b) {
+void et_bias_masked_avx512(float *y, const uint8_t *m, int64_t n, float b, int add, int zero) {
+    /* where m: y + b (add) or y; elsewhere 0 (zero) or y unchanged */
     const __m512 vb = _mm512_set1_ps(b);
-    const __m128i zero = _mm_setzero_si128();
+    const __m128i z8 = _mm_setzero_si128();
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 lim = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-        __mmask16 k = _mm_mask_cmpneq_epi8_mask(lim, _mm_maskz_loadu_epi8(lim, m + i), zero);
+        __mmask16 k = _mm_mask_cmpneq_epi8_mask(lim, _mm_maskz_loadu_epi8(lim, m + i), z8);
         __m512 v = _mm512_maskz_loadu_ps(lim, y + i);
-        _mm512_mask_storeu_ps(y + i, k, _mm512_add_ps(v, vb));
+        if (add) v = _mm512_add_ps(v, vb);
+        if (zero)
+            _mm512_mask_storeu_ps(y + i, lim, _mm512_maskz_mov_ps(k, v));
+        else
+            _mm512_mask_storeu_ps(y + i, k, v);
     }
 }

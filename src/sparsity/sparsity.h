@@ -35,6 +35,17 @@ void et_spec_code_tensor(const float *x, int64_t n, float absmax, int bits, int8
  * Returns 0 (nothing written) where the fused path cannot run. */
 size_t et_spec_a_vnni_bytes(int M, int K);
 int et_spec_pack_a(const float *A, int M, int K, int lda, float absmax, int bits, uint32_t *out);
+/* The AMX-INT8 path of a stride-1 convolution (docs/sparsity.md): usable on
+ * this CPU and process (probed once; ET_AMX=0 or et_spec_set_amx(0) turn it
+ * off, and an ISA capped below AVX-512). et_spec_conv_amx (layout from
+ * et_spec_amx_plan, speculate_amx.h; buf of layout->bytes) predicts the mask
+ * of all sp->mask's outputs from x (CNHW) and w with sp's scales, bits and
+ * bias, and points *kept at the kept outputs per output column; 0: not run. */
+int et_spec_amx_ok(void);
+void et_spec_set_amx(int on);
+struct et_spec_amx_layout;
+int et_spec_conv_amx(const struct et_spec_amx_layout *L, const float *x, const float *w, const et_spec *sp, void *buf,
+                     const int32_t **kept);
 /* sign(x) * 2^floor(log2|x|), 0 for 0. */
 float et_spec_exp(float x);
 

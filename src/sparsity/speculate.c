@@ -86,17 +86,22 @@ int et_spec_pack_a(const float *A, int M, int K, int lda, float absmax, int bits
     const float inv = absmax > 0.0f ? 127.0f / absmax : 0.0f;
     const int Mp = (M + 7) & ~7, Kq = (K + 3) / 4;
 #pragma omp parallel for schedule(static) if ((int64_t)Mp * K > 65536)
-    for (int i = 0; i < Mp; i++) /* the layout of et_spec_pack_a_vnni, from the floats */
-        for (int q = 0; q < Kq; q++) {
-            uint32_t d = 0;
-            for (int t = 0; t < 4; t++) {
-                const int k = 4 * q + t;
-                const uint32_t byte =
-                    i < M && k < K ? (uint32_t)(uint8_t)(et_spec_code(A[(int64_t)i * lda + k], inv, bits) + 128) : 128u;
-                d |= byte << (8 * t);
+    for (int i = 0; i < Mp; i++) { /* the layout of et_spec_pack_a_vnni, from the floats */
+        int8_t c[256] = {0}; /* a row's codes, 256 at a time (vectorised) */
+        for (int q0 = 0; q0 < Kq; q0 += 64) {
+            const int k0 = 4 * q0, n = K - k0 < 256 ? K - k0 : 256, q1 = Kq - q0 < 64 ? Kq : q0 + 64;
+            if (i < M) et_spec_codes_row_avx512(A + (int64_t)i * lda + k0, n, inv, bits, c);
+            for (int q = q0; q < q1; q++) {
+                uint32_t d = 0;
+                for (int t = 0; t < 4; t++) {
+                    const int k = 4 * q + t;
+                    const uint32_t byte = i < M && k < K ? (uint32_t)(uint8_t)(c[k - k0] + 128) : 128u;
+                    d |= byte << (8 * t);
+                }
+                out[(size_t)(i / 8) * Kq * 8 + (size_t)q * 8 + (i & 7)] = d;
             }
-            out[(size_t)(i / 8) * Kq * 8 + (size_t)q * 8 + (i & 7)] = d;
         }
+    }
     return 1;
 #else
     (void)A, (void)M, (void)K, (void)lda, (void)absmax, (void)bits, (void)out;
@@ -144,9 +149,10 @@ static int predict_fused(const et_matmul *mm, const int8_t *ca, char *wsp, size_
 #endif
     if (T < 1) T = 1;
     const int Kq = (K + 3) / 4, Mp = (M + 7) & ~7, npan = (N + 31) / 32;
-    const size_t pa = al((size_t)Mp * Kq * 4), pb = al((size_t)Kq * 128), pc = al((size_t)N * 4);
-    if (pa + pb * (size_t)T + 2 * pc > room) return 0;
     const uint32_t *Ap = sp->a_vnni;
+    /* the packed weights (unless the caller packed them), a panel per thread, colnz and kept */
+    const size_t pa = Ap ? 0 : al((size_t)Mp * Kq * 4), pb = al((size_t)Kq * 128), pc = al((size_t)N * 4);
+    if (pa + pb * (size_t)T + 2 * pc > room) return 0;
     int32_t *colnz = (int32_t *)(void *)(wsp + pa + pb * (size_t)T), *kept = (int32_t *)(void *)((char *)colnz + pc);
     if (!Ap) {
         if (!ca) return 0;
@@ -218,6 +224,14 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spe
         exps(mm->A, ar, ac, mm->lda, fa);
         exps(mm->B, br, bc, mm->ldb, fb);
         et_sgemm(mm->ta, mm->tb, M, N, K, 1.0f, fa, ac > 0 ? ac : 1, fb, bc > 0 ? bc : 1, 0.0f, est, N > 0 ? N : 1);
+    } else if (sp->pre_kept) { /* predicted by the caller (conv's AMX path): count only */
+        uint64_t kt = 0, e = 0;
+        for (int j = 0; j < N; j++) kt += (uint64_t)sp->pre_kept[j];
+        if (sp->b_colnz)
+            for (int j = 0; j < N; j++) e += (uint64_t)sp->pre_kept[j] * (uint64_t)sp->b_colnz[j];
+        pz = (uint64_t)M * (uint64_t)N - kt;
+        fu->valid = sp->b_colnz != NULL, fu->kept = kt, fu->elem_dense_a = e;
+        fused = 1;
     } else {
         int8_t *ca = (int8_t *)rest, *cb = (int8_t *)(rest + al((size_t)M * K));
         int have_ca = 0;
@@ -281,3 +295,120 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spe
     }
     return ET_OK;
 }
+
+/* ---- the AMX-INT8 path of a convolution (speculate_amx.c) ---- */
+#include "sparsity/speculate_amx.h"
+#if defined(__x86_64__) && defined(__linux__) && !defined(ET_NO_AMX)
+#include <cpuid.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define ET_HAVE_AMX 1
+#endif
+
+#ifdef ET_HAVE_AMX
+static int amx_state = -1; /* -1: not probed; 0: off; 1: usable */
+#endif
+static int amx_forced_off;
+
+/* AMX-TILE and AMX-INT8 (CPUID 7.0 EDX bits 24, 25), AVX512-VBMI2 for the
+ * byte compress stores, and the kernel's permission to use tile data
+ * (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, once per process);
+ * ET_AMX=0 in the environment turns the path off. */
+int et_spec_amx_ok(void) {
+#ifdef ET_HAVE_AMX
+    if (amx_forced_off || et_cpu_isa() < ET_ISA_AVX512) return 0;
+    int s = __atomic_load_n(&amx_state, __ATOMIC_ACQUIRE);
+    if (s < 0) {
+        unsigned a, b, c, d;
+        const char *env = getenv("ET_AMX");
+        s = 0;
+        if (!(env && env[0] == '0') && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 24 & 1) && (d >> 25 & 1) &&
+            __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("avx512vnni"))
+            s = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+        __atomic_store_n(&amx_state, s, __ATOMIC_RELEASE);
+    }
+    return s;
+#else
+    return 0;
+#endif
+}
+
+void et_spec_set_amx(int on) { amx_forced_off = !on; }
+
+static size_t al64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+int et_spec_amx_plan(et_spec_amx_layout *L, int n, int cin, int h, int w, int cout, int kh, int kw, int ph, int pw) {
+    memset(L, 0, sizeof *L);
+    /* channels are taken four at a time: fewer than 4 would waste most of the tiles */
+    if (n <= 0 || cin < 4 || h <= 0 || w <= 0 || cout <= 0 || kh <= 0 || kw <= 0 || ph < 0 || pw < 0) return 0;
+    L->n = n, L->cin = cin, L->h = h, L->w = w, L->cout = cout, L->kh = kh, L->kw = kw, L->ph = ph, L->pw = pw;
+    L->hp = h + 2 * ph, L->wp = w + 2 * pw, L->ho = L->hp - kh + 1, L->wo = L->wp - kw + 1;
+    if (L->ho <= 0 || L->wo <= 0 || (int64_t)cin * kh * kw > 65536) return 0; /* int32 sums stay exact */
+    const int g = (cin + 3) / 4;
+    L->gp = g <= 16 ? g : (g + 15) & ~15;
+    L->coutp = (cout + 31) & ~31;
+    L->v = (int64_t)n * L->hp * L->wp;
+    L->vpad = (L->v + 31) & ~(int64_t)31;
+    L->vs = (L->vpad + (int64_t)(kh - 1) * L->wp + kw - 1 + 15) & ~(int64_t)15;
+    L->xq_off = 0;
+    L->wq_off = al64((size_t)L->gp * (size_t)L->vs * 4);
+    L->wtmp_off = L->wq_off + al64((size_t)kh * kw * (size_t)L->coutp * (size_t)L->gp * 4);
+    L->kept_off = L->wtmp_off + al64((size_t)cout * (size_t)cin * kh * kw);
+    L->bytes = L->kept_off + al64((size_t)n * L->ho * L->wo * 4);
+    return 1;
+}
+
+#ifdef ET_HAVE_AMX
+/* Codes the input and the weights into buf's layout and runs the AMX
+ * prediction of the whole call: sp->mask for all outputs, *kept = per real
+ * column the kept outputs (in buf). Returns 0 (nothing done) where the path
+ * does not run. The statistics are the products' to count (et_spec.pre_kept). */
+int et_spec_conv_amx(const et_spec_amx_layout *L, const float *x, const float *w, const et_spec *sp, void *buf,
+                     const int32_t **kept) {
+    if (!et_spec_amx_ok() || sp->bits < 1 || sp->bits > 8 || !L->bytes || (sp->bias && !sp->bias_rows)) return 0;
+    char *base = buf;
+    uint32_t *xq = (uint32_t *)(void *)(base + L->xq_off);
+    int8_t *wq = (int8_t *)(base + L->wq_off), *wt = (int8_t *)(base + L->wtmp_off);
+    int32_t *kp = (int32_t *)(void *)(base + L->kept_off);
+    const float invx = sp->absmax_b > 0.0f ? 127.0f / sp->absmax_b : 0.0f;
+    const float invw = sp->absmax_a > 0.0f ? 127.0f / sp->absmax_a : 0.0f;
+    const int taps = L->kh * L->kw, CK = L->cin * taps, G = (L->cin + 3) / 4, units = G * L->n;
+    int T = 1;
+#ifdef _OPENMP
+    if (!omp_in_parallel()) T = et_get_threads();
+#endif
+    if (T < 1) T = 1;
+#pragma omp parallel num_threads(T) if (T > 1)
+    {
+#pragma omp for schedule(static) nowait
+        for (int u = 0; u < units; u++) et_spec_code_xq_avx512(L, x, u / L->n, u % L->n, invx, sp->bits, xq);
+#pragma omp for schedule(static) nowait
+        for (int co = 0; co < L->cout; co++)
+            et_spec_codes_row_avx512(w + (int64_t)co * CK, CK, invw, sp->bits, wt + (int64_t)co * CK);
+#pragma omp for schedule(static)
+        for (int g = 0; g < L->gp; g++) { /* past the virtual pixels; whole groups past cin */
+            const int64_t from = g < G ? L->v : 0;
+            memset(xq + (int64_t)g * L->vs + from, 0, sizeof(uint32_t) * (size_t)(L->vs - from));
+        }
+#pragma omp for schedule(static)
+        for (int t = 0; t < taps; t++)
+            for (int co = 0; co < L->coutp; co++) {
+                int8_t *d = wq + ((int64_t)t * L->coutp + co) * L->gp * 4;
+                for (int ci = 0; ci < L->gp * 4; ci++)
+                    d[ci] = co < L->cout && ci < L->cin ? wt[(int64_t)co * CK + (int64_t)ci * taps + t] : 0;
+            }
+    }
+    const float step = (float)(1 << (8 - sp->bits));
+    const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step;
+    et_spec_amx_run(L, xq, wq, sa * sb, sp->bias, sp->mask, sp->ldmask, kp, T);
+    *kept = kp;
+    return 1;
+}
+#else
+int et_spec_conv_amx(const et_spec_amx_layout *L, const float *x, const float *w, const et_spec *sp, void *buf,
+                     const int32_t **kept) {
+    (void)L, (void)x, (void)w, (void)sp, (void)buf, (void)kept;
+    return 0;
+}
+#endif

@@ -1,8 +1,11 @@
 /* AVX-512 parts of the speculation (speculate.c): 16 codes per step
  * (et_spec_code on a row), and the fused VNNI prediction below. */
+#include "sparsity/speculate_amx.h"
+
 #include <immintrin.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 void et_spec_codes_row_avx512(const float *x, int n, float inv, int bits, int8_t *out) {
     const __m512 vinv = _mm512_set1_ps(inv), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
@@ -193,4 +196,39 @@ void et_spec_vnni_panel_codes(int M, int K, int Kq, const uint32_t *Ap, const in
     *pz += zeros;
     _mm512_mask_storeu_epi32(kept, m0, k0);
     if (m1) _mm512_mask_storeu_epi32(kept + 16, m1, k1);
+}
+
+/* ---- the AMX path's input codes (speculate_amx.h) ----
+ * Group g of image n: for each padded row, pw zeros, the W coded pixels with
+ * the four channels' codes in the four bytes of each uint32, pw zeros. */
+
+void et_spec_code_xq_avx512(const et_spec_amx_layout *L, const float *x, int g, int n, float inv, int bits,
+                            uint32_t *xq) {
+    const __m512 vinv = _mm512_set1_ps(inv);
+    const __m128i sh = _mm_cvtsi32_si128(8 - bits);
+    const __m512i ff = _mm512_set1_epi32(0xff);
+    const int H = L->h, W = L->w, wp = L->wp;
+    uint32_t *dst = xq + (int64_t)g * L->vs + (int64_t)n * L->hp * wp;
+    const float *src[4];
+    for (int b = 0; b < 4; b++) {
+        const int c = 4 * g + b;
+        src[b] = c < L->cin ? x + ((int64_t)c * L->n + n) * H * W : NULL;
+    }
+    memset(dst, 0, sizeof(uint32_t) * (size_t)L->ph * wp);
+    for (int iy = 0; iy < H; iy++) {
+        uint32_t *d = dst + (int64_t)(iy + L->ph) * wp;
+        memset(d, 0, sizeof(uint32_t) * (size_t)L->pw);
+        for (int ix = 0; ix < W; ix += 16) {
+            const __mmask16 m = W - ix >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (W - ix)) - 1);
+            __m512i v = _mm512_setzero_si512();
+            for (int b = 0; b < 4; b++) {
+                if (!src[b]) break;
+                __m512i c = code16(_mm512_maskz_loadu_ps(m, src[b] + (int64_t)iy * W + ix), vinv, sh);
+                v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_and_si512(c, ff), 8 * b));
+            }
+            _mm512_mask_storeu_epi32(d + L->pw + ix, m, v);
+        }
+        memset(d + L->pw + W, 0, sizeof(uint32_t) * (size_t)(wp - L->pw - W));
+    }
+    memset(dst + (int64_t)(L->ph + H) * wp, 0, sizeof(uint32_t) * (size_t)(L->hp - L->ph - H) * wp);
 }
