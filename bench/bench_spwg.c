@@ -65,7 +65,7 @@ int main(int argc, char **argv) {
                 double t0 = now();
                 et_sgemm(0, 1, M, N, K, 1.0f, A, K, B, K, 1.0f, C, N);
                 double t1 = now();
-                et_sgemm_spwg_isa(et_cpu_isa(), M, N, K, A, K, B, K, 1.0f, C, N, 1.0, &cpu);
+                et_sgemm_spwg_isa(et_cpu_isa(), 0, M, N, K, A, K, B, K, 1.0f, C, N, 1.0, &cpu);
                 double t2 = now();
                 if (t1 - t0 < td) td = t1 - t0;
                 if (t2 - t1 < ts) ts = t2 - t1;

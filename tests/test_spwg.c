@@ -1,5 +1,5 @@
 /* The zero-skipping weight-gradient product (kernels/spwg.h): bit for bit
- * against et_sgemm of the same ISA (ta = 0, tb = 1), for random sparse B at
+ * against et_sgemm of the same ISA (ta = 0 and 1, tb = 1), for random sparse B at
  * several densities, K below, at and across KC blocks, M not a multiple of
  * 16, padded leading dimensions, beta 0, 1 and other, zeros in A too, at 1
  * and 2 threads and from inside a parallel region, on every ISA this CPU
@@ -56,35 +56,35 @@ typedef struct shape { int M, N, K; } shape;
 
 /* one product on one ISA: et_sgemm_spwg_isa forced (dmax 1) against
  * et_sgemm_isa, from the same C; returns whether the kernel ran */
-static int check_one(et_isa isa, int M, int N, int K, double da, double db, float beta, int nested) {
-    const int lda = K + (urand() % 3), ldb = K + (urand() % 5), ldc = N + (urand() % 2) * 3;
-    float *A = make(M, K, lda, da), *B = make(N, K, ldb, db), *C0 = make(M, N, ldc, 1.0);
+static int check_one(et_isa isa, int ta, int M, int N, int K, double da, double db, float beta, int nested) {
+    const int lda = (ta ? M : K) + (urand() % 3), ldb = K + (urand() % 5), ldc = N + (urand() % 2) * 3;
+    float *A = ta ? make(K, M, lda, da) : make(M, K, lda, da), *B = make(N, K, ldb, db), *C0 = make(M, N, ldc, 1.0);
     float *C1 = malloc(sizeof(float) * (size_t)M * ldc), *C2 = malloc(sizeof(float) * (size_t)M * ldc);
     assert_non_null(C1), assert_non_null(C2);
     memcpy(C1, C0, sizeof(float) * (size_t)M * ldc);
     memcpy(C2, C0, sizeof(float) * (size_t)M * ldc);
-    et_sgemm_isa(isa, 0, 1, M, N, K, 1.0f, A, lda, B, ldb, beta, C1, ldc);
+    et_sgemm_isa(isa, ta, 1, M, N, K, 1.0f, A, lda, B, ldb, beta, C1, ldc);
     uint64_t cpu = 0;
     int ran = 0;
     if (nested) {
 #ifdef _OPENMP
 #pragma omp parallel num_threads(2)
         {
-            if (omp_get_thread_num() == 0) ran = et_sgemm_spwg_isa(isa, M, N, K, A, lda, B, ldb, beta, C2, ldc, 1.0, &cpu);
+            if (omp_get_thread_num() == 0) ran = et_sgemm_spwg_isa(isa, ta, M, N, K, A, lda, B, ldb, beta, C2, ldc, 1.0, &cpu);
         }
 #else
-        ran = et_sgemm_spwg_isa(isa, M, N, K, A, lda, B, ldb, beta, C2, ldc, 1.0, &cpu);
+        ran = et_sgemm_spwg_isa(isa, ta, M, N, K, A, lda, B, ldb, beta, C2, ldc, 1.0, &cpu);
 #endif
     } else {
-        ran = et_sgemm_spwg_isa(isa, M, N, K, A, lda, B, ldb, beta, C2, ldc, 1.0, &cpu);
+        ran = et_sgemm_spwg_isa(isa, ta, M, N, K, A, lda, B, ldb, beta, C2, ldc, 1.0, &cpu);
     }
     const float *want = ran ? C1 : C0; /* not run: C untouched */
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
             float g = C2[(size_t)i * ldc + j], w = want[(size_t)i * ldc + j];
             if (memcmp(&g, &w, sizeof g))
-                fail_msg("isa %d M=%d N=%d K=%d da=%g db=%g beta=%g nested=%d ran=%d: C[%d,%d] = %a, want %a", (int)isa,
-                         M, N, K, da, db, beta, nested, ran, i, j, g, w);
+                fail_msg("isa %d ta %d M=%d N=%d K=%d da=%g db=%g beta=%g nested=%d ran=%d: C[%d,%d] = %a, want %a",
+                         (int)isa, ta, M, N, K, da, db, beta, nested, ran, i, j, g, w);
         }
     if (ran) assert_int_equal(cpu, nnz(B, N, K, ldb) * (uint64_t)M);
     free(A), free(B), free(C0), free(C1), free(C2);
@@ -110,10 +110,10 @@ static void test_bits(void **state) {
                 for (size_t b = 0; b < sizeof betas / sizeof betas[0]; b++) {
                     if (big && (b == 2 || d == 0 || d == 4)) continue; /* keep the test short */
                     et_set_threads(1 + (int)((s + d + b) % 2));
-                    runs += check_one((et_isa)isa, h->M, h->N, h->K, 0.6, dens[d], betas[b], 0);
+                    runs += check_one((et_isa)isa, (int)((s + b) % 2), h->M, h->N, h->K, 0.6, dens[d], betas[b], 0);
                 }
             et_set_threads(2);
-            runs += check_one((et_isa)isa, h->M, h->N, h->K, 0.5, 0.05, 1.0f, 1);
+            for (int ta = 0; ta <= 1; ta++) runs += check_one((et_isa)isa, ta, h->M, h->N, h->K, 0.5, 0.05, 1.0f, 1);
         }
         /* runs on scalar and AVX-512, never on AVX2 */
         if (et_gemm_kinfo_for((et_isa)isa)->isa == ET_ISA_AVX2)
@@ -131,7 +131,7 @@ static void test_dot_shapes(void **state) {
     float *A = make(9, 4096, 4096, 1.0), *B = make(32, 4096, 4096, 0.01), C[9 * 32];
     uint64_t cpu;
     for (int isa = 0; isa <= (int)et_cpu_isa(); isa++)
-        assert_int_equal(et_sgemm_spwg_isa((et_isa)isa, 9, 32, 4096, A, 4096, B, 4096, 0.0f, C, 32, 1.0, &cpu), 0);
+        assert_int_equal(et_sgemm_spwg_isa((et_isa)isa, 0, 9, 32, 4096, A, 4096, B, 4096, 0.0f, C, 32, 1.0, &cpu), 0);
     free(A), free(B);
 }
 
@@ -147,9 +147,9 @@ static void test_choice(void **state) {
     float *C = calloc((size_t)M * N, sizeof(float));
     uint64_t cpu = 0;
     const et_isa isa = et_gemm_kinfo_for(et_cpu_isa())->isa;
-    assert_int_equal(et_sgemm_spwg(M, N, K, A, K, Bs, K, 0.0f, C, N, &cpu), isa != ET_ISA_AVX2);
+    assert_int_equal(et_sgemm_spwg(0, M, N, K, A, K, Bs, K, 0.0f, C, N, &cpu), isa != ET_ISA_AVX2);
     for (size_t i = 0; i < (size_t)M * N; i++) C[i] = 7.0f;
-    assert_int_equal(et_sgemm_spwg(M, N, K, A, K, Bd, K, 0.0f, C, N, &cpu), 0);
+    assert_int_equal(et_sgemm_spwg(0, M, N, K, A, K, Bd, K, 0.0f, C, N, &cpu), 0);
     for (size_t i = 0; i < (size_t)M * N; i++) assert_true(C[i] == 7.0f);
     free(A), free(Bs), free(Bd), free(C);
 }

@@ -160,10 +160,11 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     } else if (known && (mm->post_mask_cols || (double)kelem >= ET_KNOWN_SPARSE_MAX * (double)macs)) {
         /* counted from what the caller knows; the kernel skipping the zeros
          * of op(B) = Bᵀ where it applies and B is sparse enough to pay
-         * (conv WG: dWᵀ = col · dYᵀ, spwg.h), else the dense one (also where
-         * the mask is the caller's to apply) */
-        if (mm->post_mask_cols || !mm->skip_zeros || mm->ta || !mm->tb ||
-            !et_sgemm_spwg(mm->M, mm->N, mm->K, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C, mm->ldc, &w.cpu))
+         * (conv WG: dWᵀ = col · dYᵀ, col given as it is or transposed;
+         * spwg.h), else the dense one (also where the mask is the caller's
+         * to apply) */
+        if (mm->post_mask_cols || !mm->skip_zeros || !mm->tb ||
+            !et_sgemm_spwg(mm->ta, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C, mm->ldc, &w.cpu))
             et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
                      mm->ldc);
         w.executed = kelem, kept = kkept;

@@ -69,30 +69,42 @@ static void lists_c(int j, int K, const float *B, int ldb, int kc, int nblk, int
 
 /* Column j of C in the scalar micro-kernel's order (gemm.c ukernel_scalar:
  * acc += a * b per step, then C = alpha*acc + beta*C with alpha = 1). */
-static void column_c(int j, int M, const float *A, int lda, const int32_t *idx, const float *val, ptrdiff_t ls,
+static void column_c(int j, int M, const float *A, ptrdiff_t ars, ptrdiff_t aks, const int32_t *idx, const float *val, ptrdiff_t ls,
                      const int32_t *bs, int nblk, float beta, float *C, int ldc) {
     const int32_t *ix = idx + (ptrdiff_t)j * ls, *st = bs + (ptrdiff_t)j * (nblk + 1);
     const float *vv = val + (ptrdiff_t)j * ls;
     for (int i = 0; i < M; i++) {
-        const float *a = A + (ptrdiff_t)i * lda;
+        const float *a = A + (ptrdiff_t)i * ars;
         float *c = C + (ptrdiff_t)i * ldc + j;
         for (int b = 0; b < nblk; b++) {
             float acc = 0.0f;
-            for (int t = st[b]; t < st[b + 1]; t++) acc += a[ix[t]] * vv[t];
+            for (int t = st[b]; t < st[b + 1]; t++) acc += a[ix[t] * aks] * vv[t];
             const float be = b == 0 ? beta : 1.0f;
             *c = be == 0.0f ? 1.0f * acc : 1.0f * acc + be * *c;
         }
     }
 }
 
+double et_spwg_density(int N, int K, const float *B, int ldb) {
+    if (N <= 0 || K <= 0) return 1.0;
+    uint64_t n;
+#if ET_GEMM_HAVE_X86
+    if (et_cpu_isa() >= ET_ISA_AVX512)
+        n = et_spwg_count_avx512(0, N, K, B, ldb);
+    else
+#endif
+        n = count_c(N, K, B, ldb);
+    return (double)n / ((double)N * (double)K);
+}
+
 /* ------------------------------------------------------------------ driver */
 
-int et_sgemm_spwg_isa(et_isa isa, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta,
+int et_sgemm_spwg_isa(et_isa isa, int ta, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta,
                       float *C, int ldc, double dmax, uint64_t *macs_cpu) {
     if (M <= 0 || N <= 0 || K <= 0 || !A || !B || !C) return 0;
     const et_gemm_kinfo *ki = et_gemm_kinfo_for(isa);
     /* AVX2's micro-kernel is not reproduced here; the dot path sums in another order */
-    if (ki->isa == ET_ISA_AVX2 || et_gemm_dot_fits(0, 1, M, N, K) || ki->kc % 16) return 0;
+    if (ki->isa == ET_ISA_AVX2 || et_gemm_dot_fits(ta, 1, M, N, K) || ki->kc % 16) return 0;
     const int avx512 = ki->isa == ET_ISA_AVX512;
 #if !ET_GEMM_HAVE_X86
     if (avx512) return 0;
@@ -121,7 +133,7 @@ int et_sgemm_spwg_isa(et_isa isa, int M, int N, int K, const float *A, int lda, 
     size_t o_bs = o_val + al64(sizeof(float) * (size_t)N * (size_t)ls);
     size_t o_grp = o_bs + al64(sizeof(int32_t) * (size_t)N * (size_t)(nblk + 1));
     size_t o_at = o_grp + al64((size_t)ng);
-    size_t bytes = o_at + (avx512 ? al64(sizeof(float) * (size_t)K * (size_t)Mp) : 0);
+    size_t bytes = o_at + (avx512 && !ta ? al64(sizeof(float) * (size_t)K * (size_t)Mp) : 0);
     char *mem = et_tlbuf_get(&wbuf, bytes);
     if (!mem) return 0;
     int32_t *idx = (int32_t *)(void *)mem, *bs = (int32_t *)(void *)(mem + o_bs);
@@ -131,13 +143,15 @@ int et_sgemm_spwg_isa(et_isa isa, int M, int N, int K, const float *A, int lda, 
     if (!avx512) {
         for (int j = 0; j < N; j++) {
             lists_c(j, K, B, ldb, kc, nblk, idx, val, ls, bs);
-            column_c(j, M, A, lda, idx, val, ls, bs, nblk, beta, C, ldc);
+            column_c(j, M, A, ta ? 1 : lda, ta ? lda : 1, idx, val, ls, bs, nblk, beta, C, ldc);
         }
         if (macs_cpu) *macs_cpu = nnz * (uint64_t)M;
         return 1;
     }
 #if ET_GEMM_HAVE_X86
-    float *AT = (float *)(void *)(mem + o_at);
+    /* A stored K x M is its own transpose */
+    const float *AT = ta ? A : (const float *)(void *)(mem + o_at);
+    const ptrdiff_t ldat = ta ? lda : Mp;
     memset(grp, 0, (size_t)ng);
     /* runs of 16-row vectors of C, as even as 8 vectors at most allow */
     const int nvec = Mp / 16, nrun = (nvec + 7) / 8, per = (nvec + nrun - 1) / nrun;
@@ -150,15 +164,18 @@ int et_sgemm_spwg_isa(et_isa isa, int M, int N, int K, const float *A, int lda, 
             et_spwg_lists_avx512(q * 16, N - q * 16 < 16 ? N : q * 16 + 16, K, B, ldb, kc, nblk, idx, val, ls, bs,
                                  grp);
         /* 3. AT */
+        if (!ta) {
 #pragma omp for schedule(static)
-        for (int g = 0; g < ng; g += 4)
-            et_spwg_transpose_avx512(M, Mp, K, A, lda, g, ng - g < 4 ? ng : g + 4, grp, AT, Mp);
+            for (int g = 0; g < ng; g += 4)
+                et_spwg_transpose_avx512(M, Mp, K, A, lda, g, ng - g < 4 ? ng : g + 4, grp, (float *)(void *)(mem + o_at),
+                                         Mp);
+        }
         /* 4. the tiles */
 #pragma omp for schedule(static)
         for (int w = 0; w < nrun * nq; w++) {
             const int r = w / nq, q = w % nq, i0 = 16 * r * per, nv = nvec - r * per < per ? nvec - r * per : per;
             if (nv > 0)
-                et_spwg_block_avx512(nv, M - i0, q * 16, N - q * 16 < 16 ? N - q * 16 : 16, AT + i0, Mp, idx, val,
+                et_spwg_block_avx512(nv, M - i0, q * 16, N - q * 16 < 16 ? N - q * 16 : 16, AT + i0, ldat, idx, val,
                                      ls, bs, nblk, beta, C + (ptrdiff_t)i0 * ldc, ldc);
         }
     }
@@ -167,9 +184,9 @@ int et_sgemm_spwg_isa(et_isa isa, int M, int N, int K, const float *A, int lda, 
     return 1;
 }
 
-int et_sgemm_spwg(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
+int et_sgemm_spwg(int ta, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
                   uint64_t *macs_cpu) {
     if (N <= 0 || !et_spwg_pays(N, 0.0)) return 0;
-    return et_sgemm_spwg_isa(et_cpu_isa(), M, N, K, A, lda, B, ldb, beta, C, ldc, ET_SPWG_DMAX - ET_SPWG_DMAX_N / N,
+    return et_sgemm_spwg_isa(et_cpu_isa(), ta, M, N, K, A, lda, B, ldb, beta, C, ldc, ET_SPWG_DMAX - ET_SPWG_DMAX_N / N,
                              macs_cpu);
 }

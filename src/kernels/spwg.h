@@ -1,9 +1,10 @@
 /* The weight-gradient product with the zeros of its error skipped (spwg.c,
  * spwg_avx512.c; docs/sparsity.md "Kernels").
  *
- *   C[i,j] = sum_k A[i,k] * B[j,k]  (+ beta * C[i,j])
+ *   C[i,j] = sum_k op(A)[i,k] * B[j,k]  (+ beta * C[i,j])
  *
- * et_sgemm's ta = 0, tb = 1 form (A is M x K, B is N x K, both row-major):
+ * et_sgemm's tb = 1 form (B is N x K row-major; op(A) = A stored M x K, or
+ * with ta = Aᵀ stored K x M, which needs no transpose here):
  * conv WG's transposed product dWᵀ[CK, Cout] += col[CK, P] · dY[Cout, P]ᵀ,
  * whose dY is mostly zero under backward skipping (ReLU mask x max-pool
  * routing). Each row of B is listed (its non-zero k, ascending) and each
@@ -34,16 +35,18 @@
 #define ET_SPWG_DMAX 0.28
 #define ET_SPWG_DMAX_N 2.0
 int et_spwg_pays(int N, double density);
+/* nnz(B) / (N*K) of a row-major N x K matrix (the density the rule takes). */
+double et_spwg_density(int N, int K, const float *B, int ldb);
 
 /* Runs the product when it applies and pays (et_spwg_pays on the measured
  * density of B); returns 1 then, with *macs_cpu = the multiply-adds it ran
  * (nnz(B) * M), else 0 with C untouched (the caller runs et_sgemm). */
-int et_sgemm_spwg(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
+int et_sgemm_spwg(int ta, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
                   uint64_t *macs_cpu);
 
 /* The same on one ISA (capped at what the CPU runs), running whenever the
  * density of B is at most dmax (tests: dmax = 1 forces it where it applies).
  * Compare with et_sgemm_isa on the same ISA. */
-int et_sgemm_spwg_isa(et_isa isa, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta,
+int et_sgemm_spwg_isa(et_isa isa, int ta, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta,
                       float *C, int ldc, double dmax, uint64_t *macs_cpu);
 #endif

@@ -124,13 +124,13 @@ void et_spwg_transpose_avx512(int M, int Mp, int K, const float *A, ptrdiff_t ld
  * registers) goes to T, T is transposed 16 x 16 in registers and each row of
  * C gets it as the micro-kernel stores: beta*C + sum in the first block
  * (beta == 0: the sum alone, C not read), C + sum after. Rows past mi are
- * not stored (AT is zero there). */
+ * neither read from AT nor stored. */
 static inline __attribute__((always_inline)) void gblock(const int NV, int mi, int j0, int nj, const float *AT,
                                                           ptrdiff_t ldat, const int32_t *idx, const float *val,
                                                           ptrdiff_t ls, const int32_t *bs, int nblk, float beta,
                                                           float *C, ptrdiff_t ldc) {
     __attribute__((aligned(64))) float T[16][128];
-    const __mmask16 cm = head(nj);
+    const __mmask16 cm = head(nj), lm = head(mi - 16 * (NV - 1)); /* the last vector's rows */
     const __m512 one = _mm512_set1_ps(1.0f);
     for (int b = 0; b < nblk; b++) {
         for (int jj = 0; jj < 16; jj++) {
@@ -145,7 +145,9 @@ static inline __attribute__((always_inline)) void gblock(const int NV, int mi, i
                     const float *a = AT + (ptrdiff_t)ix[t] * ldat;
                     const __m512 bv = _mm512_set1_ps(vv[t]);
 #pragma GCC unroll 8
-                    for (int v = 0; v < NV; v++) acc[v] = _mm512_fmadd_ps(_mm512_load_ps(a + 16 * v), bv, acc[v]);
+                    for (int v = 0; v < NV; v++)
+                        acc[v] = _mm512_fmadd_ps(v < NV - 1 ? _mm512_loadu_ps(a + 16 * v) : _mm512_maskz_loadu_ps(lm, a + 16 * v),
+                                                 bv, acc[v]);
                 }
             }
 #pragma GCC unroll 8
@@ -189,8 +191,7 @@ typedef void (*gb_fn)(int, int, int, const float *, ptrdiff_t, const int32_t *, 
 static const gb_fn gbs[8] = {gb1, gb2, gb3, gb4, gb5, gb6, gb7, gb8};
 
 /* Rows [i0, i0 + min(16*nv, mi)) x columns [j0, j0 + nj) of C (nv 1..8, nj
- * <= 16): AT at column i0 (64-byte aligned, ldat a multiple of 16), C at
- * row i0. */
+ * <= 16): AT (row k = column k of A) at column i0, C at row i0. */
 void et_spwg_block_avx512(int nv, int mi, int j0, int nj, const float *AT, ptrdiff_t ldat, const int32_t *idx,
                           const float *val, ptrdiff_t ls, const int32_t *bs, int nblk, float beta, float *C,
                           ptrdiff_t ldc) {
