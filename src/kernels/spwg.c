@@ -8,7 +8,8 @@
  *   2. list each row of B: its non-zero k ascending, values, where each KC
  *      block starts; mark the 16-column groups of k with any non-zero;
  *   3. transpose those groups of A into AT (K x Mp, Mp = M rounded up to 16):
- *      the listed k's column of A becomes one contiguous row;
+ *      the listed k's column of A becomes one contiguous row (ta: A stored
+ *      K x M is AT already, nothing to do);
  *   4. per tile of 16..128 rows i x 16 columns j of C and per KC block: sum
  *      AT[k][i..] * B[j][k] over column j's listed k in registers, transpose
  *      the tile's sums 16 x 16 in registers and add them to C's rows as the

@@ -31,7 +31,9 @@
  * time over et_sgemm's fits a + b * density with b = 1.9..2.3 and a fixed
  * part a = 0.26..0.50 (the transpose of A and the lists; a * N = 16..37),
  * break-even at density 0.24 (N = 32), 0.30..0.33 (N = 64), 0.33 (N = 128);
- * the rule stays below each (0.22, 0.25, 0.26) for a margin. */
+ * the rule stays below each (0.22, 0.25, 0.26) for a margin. Those runs
+ * include the transpose; with A given transposed (ta = 1, conv's colᵀ) the
+ * fixed part is smaller and the rule more conservative still. */
 #define ET_SPWG_DMAX 0.28
 #define ET_SPWG_DMAX_N 2.0
 int et_spwg_pays(int N, double density);
