@@ -159,7 +159,7 @@ int et_sgemm_spwg_isa(et_isa isa, int ta, int M, int N, int K, const float *A, i
     const int nq = (N + 15) / 16;
 #pragma omp parallel num_threads(T) if (par)
     {
-        /* 2. lists (grp: every writer stores 1, read after the barrier) */
+        /* 2. lists (grp: marked with relaxed atomic stores, read after the barrier) */
 #pragma omp for schedule(static)
         for (int q = 0; q < nq; q++)
             et_spwg_lists_avx512(q * 16, N - q * 16 < 16 ? N : q * 16 + 16, K, B, ldb, kc, nblk, idx, val, ls, bs,

@@ -88,7 +88,7 @@ void et_spwg_lists_avx512(int j0, int j1, int K, const float *B, ptrdiff_t ldb, 
             _mm512_storeu_si512(ix + c, _mm512_maskz_compress_epi32(nz, _mm512_add_epi32(iota, _mm512_set1_epi32(k))));
             _mm512_storeu_ps(vv + c, _mm512_maskz_compress_ps(nz, x));
             c += __builtin_popcount(nz);
-            grp[k >> 4] = 1;
+            __atomic_store_n(&grp[k >> 4], (uint8_t)1, __ATOMIC_RELAXED); /* rows of other threads mark it too */
         }
         st[nblk] = c;
     }
