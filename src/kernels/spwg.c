@@ -100,12 +100,17 @@ double et_spwg_density(int N, int K, const float *B, int ldb) {
 
 /* ------------------------------------------------------------------ driver */
 
+static int applies(const et_gemm_kinfo *ki, int ta, int M, int N, int K) {
+    /* AVX2's micro-kernel is not reproduced here; the dot path sums in another order */
+    return M > 0 && N > 0 && K > 0 && ki->isa != ET_ISA_AVX2 && !et_gemm_dot_fits(ta, 1, M, N, K) && ki->kc % 16 == 0;
+}
+
+int et_spwg_applies(int ta, int M, int N, int K) { return applies(et_gemm_kinfo_for(et_cpu_isa()), ta, M, N, K); }
+
 int et_sgemm_spwg_isa(et_isa isa, int ta, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta,
                       float *C, int ldc, double dmax, uint64_t *macs_cpu) {
-    if (M <= 0 || N <= 0 || K <= 0 || !A || !B || !C) return 0;
     const et_gemm_kinfo *ki = et_gemm_kinfo_for(isa);
-    /* AVX2's micro-kernel is not reproduced here; the dot path sums in another order */
-    if (ki->isa == ET_ISA_AVX2 || et_gemm_dot_fits(ta, 1, M, N, K) || ki->kc % 16) return 0;
+    if (!applies(ki, ta, M, N, K) || !A || !B || !C) return 0;
     const int avx512 = ki->isa == ET_ISA_AVX512;
 #if !ET_GEMM_HAVE_X86
     if (avx512) return 0;

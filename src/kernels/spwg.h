@@ -37,6 +37,9 @@
 #define ET_SPWG_DMAX 0.28
 #define ET_SPWG_DMAX_N 2.0
 int et_spwg_pays(int N, double density);
+/* Whether the kernel exists for this shape on this CPU (its ISA, not the
+ * dot path): the density is worth measuring. */
+int et_spwg_applies(int ta, int M, int N, int K);
 /* nnz(B) / (N*K) of a row-major N x K matrix (the density the rule takes). */
 double et_spwg_density(int N, int K, const float *B, int ldb);
 

@@ -808,7 +808,8 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
      * this chunk's dY (et_spwg_pays); the matmul call measures again and
      * chooses the kernel; every combination gives et_sgemm's bits. */
     et_conv_geom geom;
-    const int rows_t = tr && skip && !conv_direct(&l->cfg.conv) && conv_rows_fast(l, &geom);
+    const int rows_t = tr && skip && !conv_direct(&l->cfg.conv) && conv_rows_fast(l, &geom) &&
+                       et_spwg_applies(0, CK, Cout, j->nbmax * HWo);
     for (int c = c0; c < c1; c++) {
         int n0, nb = chunk_images(j, c, &n0), ldb;
         const int8_t *colq = NULL, *dyq = l->int_codes[ET_IS_E];
