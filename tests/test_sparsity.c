@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "edgetrain.h"
+#include "kernels/gemm_internal.h"
 #include "kernels/matmul.h"
 #include "nn/layer.h"
 #include "sparsity/sparsity.h"
@@ -117,6 +118,12 @@ static void assert_close(const float *a, const float *b, int64_t n, const char *
         if (!(fabsf(a[i] - b[i]) <= 1e-5f + 1e-5f * fabsf(b[i]))) fail_msg("%s[%lld]: %g vs %g", what, (long long)i, a[i], b[i]);
 }
 
+/* dY's zeros: |sin| below this (0.5: a third; 0.995: 94 %, so that conv WG
+ * takes the zero-skipping kernel, kernels/spwg.h) */
+static float dy_zf = 0.5f;
+/* when set (and the CPU's kernels have it), WG must have run the skipping kernel */
+static int want_spwg;
+
 /* Runs one layer dense and with skip (ff_skip, ep_mask, bw_skip): FF, WG
  * equal; EP equals where x != 0 and is 0 where x == 0 (the ReLU's EP zeroes
  * those anyway); executed MACs equal the independent count. */
@@ -125,7 +132,7 @@ static void check_layer_w(et_layer_type t, const void *cfg, size_t cfg_size, et_
     assert_int_equal(lh_init(&d, t, cfg, cfg_size, in, N), ET_OK);
     assert_int_equal(lh_init(&s, t, cfg, cfg_size, in, N), ET_OK);
     make_relu_input(&d), make_relu_input(&s);
-    sparsify(d.dy, d.ny, 3, 0.5f), sparsify(s.dy, s.ny, 3, 0.5f);
+    sparsify(d.dy, d.ny, 3, dy_zf), sparsify(s.dy, s.ny, 3, dy_zf);
     for (int64_t i = 0; i < d.ny; i++) d.dy[i] = s.dy[i] = (i % 3 ? 1.0f : -1.0f) * d.dy[i];
     /* some zero weights too (without: conv EP applies its mask after col2im) */
     for (int64_t i = 0; zero_w && i < d.l.params[0].n; i += 5) d.l.params[0].data[i] = s.l.params[0].data[i] = 0.0f;
@@ -166,6 +173,8 @@ static void check_layer_w(et_layer_type t, const void *cfg, size_t cfg_size, et_
         assert_int_equal(d.eng.total.macs_cpu[st], d.eng.total.macs_dense[st]);
     }
     assert_true(c->macs_executed[ET_FF] < c->macs_dense[ET_FF]);
+    if (want_spwg && et_gemm_kinfo_for(et_cpu_isa())->isa != ET_ISA_AVX2)
+        assert_true(c->macs_cpu[ET_WG] < c->macs_dense[ET_WG] / 4);
     free(mb);
     lh_free(&d), lh_free(&s);
 }
@@ -191,6 +200,31 @@ static void test_layers_skip_lanes(void **state) {
         for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
             check_layer(ET_L_CONV, &convs[i], sizeof convs[i], (et_shape){40, 26, 27, 1}, 5);
     }
+    et_set_threads(threads);
+}
+
+/* Conv WG on a very sparse dY (6 %) takes the zero-skipping kernel
+ * (kernels/spwg.h; its CPU count shows it) and still gives dense's bits:
+ * VGG8's second convolution (K = 784 positions per chunk: across KC, four
+ * chunks in two lanes), one with odd CK and Cout (both on colᵀ from
+ * et_im2row_avx512 where the CPU has it), a strided one (col, transposed in
+ * the kernel), at 1 and 2 threads. */
+static void test_layers_skip_spwg(void **state) {
+    (void)state;
+    et_conv_cfg convs[] = {
+        {32, 3, 3, 1, 1, 1, 1, 1}, /* VGG8's convolutions */
+        {21, 3, 3, 1, 1, 1, 1, 0}, /* Cout, CK = 117 not multiples of 16, no bias */
+        {24, 3, 3, 2, 2, 1, 1, 1}, /* stride 2: col itself (no im2row), transposed by the kernel */
+    };
+    et_shape ins[] = {{32, 28, 28, 1}, {13, 20, 19, 1}, {16, 30, 30, 1}};
+    const int threads = et_get_threads();
+    dy_zf = 0.995f, want_spwg = 1;
+    for (int T = 1; T <= 2; T++) {
+        et_set_threads(T);
+        for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
+            check_layer_w(ET_L_CONV, &convs[i], sizeof convs[i], ins[i], 4, 0);
+    }
+    dy_zf = 0.5f, want_spwg = 0;
     et_set_threads(threads);
 }
 
@@ -809,6 +843,7 @@ static void test_cli_json(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse),           cmocka_unit_test(test_layers_skip),
+        cmocka_unit_test(test_layers_skip_spwg),
         cmocka_unit_test(test_layers_skip_lanes),
         cmocka_unit_test(test_emulated),
         cmocka_unit_test(test_spec_predictor),  cmocka_unit_test(test_spec_conv),

@@ -4,6 +4,7 @@
 #include "kernels/igemm.h"
 #include "kernels/qgemm.h"
 #include "kernels/spgemm.h"
+#include "kernels/spwg.h"
 #include "sparsity/sparsity.h"
 
 #include <string.h>
@@ -157,12 +158,22 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
         else if (sparse)
             w.executed = mask_and_count(mm, mask, ldm, &kept);
     } else if (known && (mm->post_mask_cols || (double)kelem >= ET_KNOWN_SPARSE_MAX * (double)macs)) {
-        /* counted from what the caller knows; the column-sparse kernel where
-         * B's zeros make it pay (conv EP), else the dense one (the mask, if
-         * any, is the caller's to apply) */
-        if (!(mm->skip_zeros && !mask &&
-              et_sgemm_cols_known(mm->ta, mm->tb, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->B, mm->ldb, mm->beta,
-                                  mm->C, mm->ldc, &w.cpu)))
+        /* counted from what the caller knows; a kernel that skips B's zeros
+         * where it applies and B is sparse enough to pay: the column-sparse
+         * one for op(B) = B (conv EP: dcol = Wᵀ·dY; spcols_avx512.c) or the
+         * row-listing one for op(B) = Bᵀ (conv WG: dWᵀ = col·dYᵀ, col given
+         * as it is or transposed; spwg.h), else the dense one. A mask, if
+         * any, is the caller's to apply. */
+        int done = 0;
+        if (mm->skip_zeros && !mask) {
+            if (!mm->tb)
+                done = et_sgemm_cols_known(mm->ta, mm->tb, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->B, mm->ldb,
+                                           mm->beta, mm->C, mm->ldc, &w.cpu);
+            else if (!mm->post_mask_cols)
+                done = et_sgemm_spwg(mm->ta, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
+                                     mm->ldc, &w.cpu);
+        }
+        if (!done)
             et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
                      mm->ldc);
         w.executed = kelem, kept = kkept;

@@ -20,6 +20,7 @@
 #include "kernels/igemm.h"
 #include "kernels/matmul.h"
 #include "kernels/spgemm.h"
+#include "kernels/spwg.h"
 #include "sparsity/sparsity.h"
 #include "sparsity/speculate_amx.h"
 #include "nn/conv_rows.h"
@@ -831,13 +832,32 @@ static int wg_transposed(const et_layer *l, const et_lctx *cx) {
 static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
     et_layer *l = j->l;
     const int N = j->cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c, CK = (int)conv_ck(l);
-    const int tr = j->wg_tr;
+    const int tr = j->wg_tr, skip = j->cx->sp && j->cx->sp->bw_skip;
     float *dst = tr || lane ? lane_grad(l, j->cx, lane) : l->params[0].grad;
+    /* Under backward skipping the transposed form may get col transposed
+     * (colᵀ[P, CK], made from x by et_im2row_avx512, no col matrix) for the
+     * matmul path's zero-skipping WG kernel, which then needs no transpose of
+     * its own. Only the layout is chosen here, by the kernel's own rule on
+     * this chunk's dY (et_spwg_pays); the matmul call measures again and
+     * chooses the kernel; every combination gives et_sgemm's bits. */
+    et_conv_geom geom;
+    const int rows_t = tr && skip && !conv_direct(&l->cfg.conv) && conv_rows_fast(l, &geom) &&
+                       et_spwg_applies(0, CK, Cout, j->nbmax * HWo);
     for (int c = c0; c < c1; c++) {
         int n0, nb = chunk_images(j, c, &n0), ldb;
-        const int8_t *colq, *dyq = l->int_codes[ET_IS_E];
-        const float *col = chunk_cols(j, lane, n0, nb, &ldb, NULL, &colq, tr ? 0.0f : l->int_scale[ET_IS_E], nb * HWo);
-        const float *dyc = j->dy + (int64_t)n0 * HWo;
+        const int8_t *colq = NULL, *dyq = l->int_codes[ET_IS_E];
+        const float *dyc = j->dy + (int64_t)n0 * HWo, *col = NULL;
+        const int colt = rows_t && et_spwg_pays(Cout, et_spwg_density(Cout, nb * HWo, dyc, N * HWo));
+        if (colt) {
+#if defined(__x86_64__) || defined(_M_X64)
+            float *ct = lane_cols(j, lane);
+            et_im2row_avx512(&geom, l->in.c, j->x + (int64_t)n0 * l->in.h * l->in.w, (int64_t)N * l->in.h * l->in.w, nb,
+                             ct, CK);
+            col = ct, ldb = CK;
+#endif
+        } else {
+            col = chunk_cols(j, lane, n0, nb, &ldb, NULL, &colq, tr ? 0.0f : l->int_scale[ET_IS_E], nb * HWo);
+        }
         const float beta = c == c0 ? 0.0f : 1.0f;
         et_matmul mm = {ET_WG, l->index, 0, 1, Cout, CK, nb * HWo, dyc, N * HWo, col, ldb, dst, CK, beta,
                         j->cx->sp && j->cx->sp->bw_skip, l->params[0].mask, CK, NULL,
@@ -846,6 +866,7 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
         mm.lane = lane;
         if (tr) { /* fp32 only (wg_transposed) */
             mm.M = CK, mm.N = Cout;
+            mm.ta = colt; /* colᵀ stored P x CK */
             mm.A = col, mm.lda = ldb, mm.B = dyc, mm.ldb = N * HWo, mm.ldc = Cout;
             mm.a_scale = l->int_scale[ET_IS_A], mm.b_scale = l->int_scale[ET_IS_E];
             mm.a_codes = mm.b_codes = NULL;

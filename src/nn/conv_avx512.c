@@ -139,3 +139,81 @@ void et_bias_masked_avx512(float *y, const uint8_t *m, int64_t n, float b, int a
             _mm512_mask_storeu_ps(y + i, k, v);
     }
 }
+
+/* 16 x 16 transpose in registers, in place (four butterfly stages: stage h
+ * swaps bit h of the row index with bit h of the column index). */
+static inline __attribute__((always_inline)) void tr16(__m512 r[16]) {
+    const __m512i h8a = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+    const __m512i h8b = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    const __m512i h4a = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+    const __m512i h4b = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+    for (int i = 0; i < 8; i++) {
+        const __m512 a = r[i], b = r[i + 8];
+        r[i] = _mm512_permutex2var_ps(a, h8a, b);
+        r[i + 8] = _mm512_permutex2var_ps(a, h8b, b);
+    }
+    for (int i = 0; i < 16; i++) {
+        if (i & 4) continue;
+        const __m512 a = r[i], b = r[i + 4];
+        r[i] = _mm512_permutex2var_ps(a, h4a, b);
+        r[i + 4] = _mm512_permutex2var_ps(a, h4b, b);
+    }
+    for (int i = 0; i < 16; i++) {
+        if (i & 2) continue;
+        const __m512 a = r[i], b = r[i + 2];
+        r[i] = _mm512_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 2] = _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 16; i += 2) {
+        const __m512 a = r[i], b = r[i + 1];
+        r[i] = _mm512_mask_moveldup_ps(a, 0xaaaa, b);
+        r[i + 1] = _mm512_mask_movehdup_ps(b, 0x5555, a);
+    }
+}
+
+void et_im2row_avx512(const et_conv_geom *g, int C, const float *x, int64_t cstride, int nb, float *dst,
+                      int64_t ldd) {
+    const int H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, KK = g->KH * g->KW, CK = C * KK;
+    const int nseg = (Wo + 15) / 16;
+    for (int r0 = 0; r0 < CK; r0 += 16) {
+        /* the 16 rows' taps: where they read (relative to the output pixel's
+         * (oy, ox0) in the image), their ky offset, and per 16-pixel segment
+         * of an output row the lanes inside the input row (rows past CK: none) */
+        const int nr = CK - r0 < 16 ? CK - r0 : 16;
+        int64_t base[16];
+        int ky[16], kymin = 1 << 30, kymax = -(1 << 30);
+        __mmask16 seg[2][16];
+        for (int q = 0; q < 16; q++) {
+            const int r = r0 + q < CK ? r0 + q : CK - 1, t = r % KK, dy = t / g->KW - g->PH, dx = t % g->KW - g->PW;
+            base[q] = (int64_t)(r / KK) * cstride + (int64_t)dy * W + dx;
+            ky[q] = dy;
+            if (q < nr) kymin = dy < kymin ? dy : kymin, kymax = dy > kymax ? dy : kymax;
+            for (int sg = 0; sg < 2; sg++) {
+                const int ox0 = 16 * sg, np = Wo - ox0 < 16 ? Wo - ox0 : 16, ix0 = ox0 + dx;
+                seg[sg][q] = q < nr && np > 0 ? range_mask(-ix0, W - ix0, 0) & range_mask(0, np, 0) : 0;
+            }
+        }
+        const __mmask16 sm = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
+        for (int n = 0; n < nb; n++) {
+            const float *img = x + (int64_t)n * H * W;
+            for (int oy = 0; oy < Ho; oy++) {
+                const int inside = oy + kymin >= 0 && oy + kymax < H; /* every tap's row in the image */
+                for (int sg = 0; sg < nseg; sg++) {
+                    const int ox0 = 16 * sg, np = Wo - ox0 < 16 ? Wo - ox0 : 16;
+                    const float *src = img + (int64_t)oy * W + ox0;
+                    float *d = dst + ((int64_t)n * Ho * Wo + (int64_t)oy * Wo + ox0) * ldd + r0;
+                    __m512 v[16];
+#pragma GCC unroll 16
+                    for (int q = 0; q < 16; q++) {
+                        const __mmask16 m = inside || (unsigned)(oy + ky[q]) < (unsigned)H ? seg[sg][q] : 0;
+                        v[q] = _mm512_maskz_loadu_ps(m, src + base[q]);
+                    }
+                    tr16(v);
+#pragma GCC unroll 16
+                    for (int q = 0; q < 16; q++)
+                        if (q < np) _mm512_mask_storeu_ps(d + (int64_t)q * ldd, sm, v[q]);
+                }
+            }
+        }
+    }
+}

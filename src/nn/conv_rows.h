@@ -19,6 +19,13 @@ typedef struct et_conv_geom {
  * planes H*W apart. */
 void et_im2col_row_avx512(const et_conv_geom *g, int ky, int kx, const float *src, int nb,
                           float *dst, int32_t *cnt); /* cnt (NULL: none) = the row's non-zeros */
+/* The column matrix transposed (conv WG under backward skipping, kernels/spwg.h):
+ * dst[p*ldd + r] = col[r][p] for the C*KH*KW rows r = (ci*KH+ky)*KW+kx and the
+ * nb*Ho*Wo positions p = n*Ho*Wo + oy*Wo + ox; x = channel 0's plane of image 0,
+ * channels cstride apart, images H*W apart. 16 x 16 blocks (16 rows r, 16
+ * positions of an output row) loaded from x and transposed in registers. */
+void et_im2row_avx512(const et_conv_geom *g, int C, const float *x, int64_t cstride, int nb, float *dst,
+                      int64_t ldd);
 /* The same for int8 codes (speculation), 32 bytes per row. */
 void et_im2col_row_i8_avx512(const et_conv_geom *g, int ky, int kx, const int8_t *src, int nb, int8_t *dst);
 /* Gather form of col2im for one channel and nb images: every dx element is
