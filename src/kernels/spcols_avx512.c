@@ -11,33 +11,12 @@
  * blocks are transposed in registers and stored as the micro-kernel stores
  * (beta == 0: 1 * acc; else fma(1, acc, beta * C)), through the mask. */
 #include <immintrin.h>
+
+#include "kernels/transpose_avx512.h"
 #include <stddef.h>
 #include <stdint.h>
 
 #define ET_SPCOLS_KMAX 384
-
-static inline void tr16(__m512 r[16]) {
-    __m512 t[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int i = 0; i < 2; i++)
-        for (int u = 0; u < 4; u++) {
-            t[8 * i + u] = _mm512_shuffle_f32x4(r[8 * i + u], r[8 * i + u + 4], 0x88);
-            t[8 * i + u + 4] = _mm512_shuffle_f32x4(r[8 * i + u], r[8 * i + u + 4], 0xdd);
-        }
-    for (int i = 0; i < 8; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
-    }
-}
 
 /* The non-zeros of columns [j0, j0 + nc) (nc <= 16) of B (K x N, K <=
  * ET_SPCOLS_KMAX): column jj's k (ascending) in lk[jj*K ..], its values in
@@ -110,7 +89,7 @@ void et_spcols_tile_avx512(int r0, int r1, int K, const float *A, ptrdiff_t lda,
         for (int q = 0; q < 4 && rm[q]; q++) {
             __m512 x[16];
             for (int jj = 0; jj < 16; jj++) x[jj] = _mm512_load_ps(T[jj] + 16 * q);
-            tr16(x);
+            et_tr16_avx512(x);
             for (int rr = 0; rr < 16 && (rm[q] >> rr & 1); rr++) {
                 const int r = q0 + 16 * q + rr;
                 float *cp = C + (ptrdiff_t)r * ldc + j0;

@@ -13,39 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-
-/* 16 x 16 transpose in registers, in place: four butterfly stages, stage h
- * swapping bit h of the row index with bit h of the column index (row i
- * with row i + h), so that no more than two vectors are live beyond the 16
- * (a copy of tr16 in spcols_avx512.c with 32 live vectors spilled here). */
-static inline __attribute__((always_inline)) void tr16(__m512 r[16]) {
-    const __m512i h8a = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
-    const __m512i h8b = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-    const __m512i h4a = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
-    const __m512i h4b = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
-    for (int i = 0; i < 8; i++) {
-        const __m512 a = r[i], b = r[i + 8];
-        r[i] = _mm512_permutex2var_ps(a, h8a, b);
-        r[i + 8] = _mm512_permutex2var_ps(a, h8b, b);
-    }
-    for (int i = 0; i < 16; i++) {
-        if (i & 4) continue;
-        const __m512 a = r[i], b = r[i + 4];
-        r[i] = _mm512_permutex2var_ps(a, h4a, b);
-        r[i + 4] = _mm512_permutex2var_ps(a, h4b, b);
-    }
-    for (int i = 0; i < 16; i++) {
-        if (i & 2) continue;
-        const __m512 a = r[i], b = r[i + 2];
-        r[i] = _mm512_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0));
-        r[i + 2] = _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int i = 0; i < 16; i += 2) {
-        const __m512 a = r[i], b = r[i + 1];
-        r[i] = _mm512_mask_moveldup_ps(a, 0xaaaa, b);
-        r[i + 1] = _mm512_mask_movehdup_ps(b, 0x5555, a);
-    }
-}
+#include "kernels/transpose_avx512.h"
 
 static inline __mmask16 head(int n) { return n >= 16 ? (__mmask16)0xffff : n > 0 ? (__mmask16)((1u << n) - 1) : 0; }
 
@@ -111,7 +79,7 @@ void et_spwg_transpose_avx512(int M, int Mp, int K, const float *A, ptrdiff_t ld
             /* rows past M: masked off (no fault, zeros) */
 #pragma GCC unroll 16
             for (int q = 0; q < 16; q++) r[q] = _mm512_maskz_loadu_ps(q < mr ? m : 0, a + (ptrdiff_t)q * lda + k0);
-            tr16(r);
+            et_tr16_avx512(r);
 #pragma GCC unroll 16
             for (int q = 0; q < 16; q++) /* constant bounds: r stays in registers */
                 if (q < nk) _mm512_store_ps(AT + (ptrdiff_t)(k0 + q) * ldat + i0, r[q]);
@@ -159,7 +127,7 @@ static inline __attribute__((always_inline)) void gblock(const int NV, int mi, i
             __m512 x[16];
 #pragma GCC unroll 16
             for (int q = 0; q < 16; q++) x[q] = _mm512_load_ps(&T[q][16 * v]);
-            tr16(x);
+            et_tr16_avx512(x);
 #pragma GCC unroll 16
             for (int q = 0; q < 16; q++) {
                 if (16 * v + q >= mi) break;

@@ -1,5 +1,6 @@
 /* AVX-512 row kernels of conv.c's im2col / col2im (see conv_rows.h). */
 #include <immintrin.h>
+#include "kernels/transpose_avx512.h"
 
 #include "nn/conv_rows.h"
 
@@ -140,37 +141,6 @@ void et_bias_masked_avx512(float *y, const uint8_t *m, int64_t n, float b, int a
     }
 }
 
-/* 16 x 16 transpose in registers, in place (four butterfly stages: stage h
- * swaps bit h of the row index with bit h of the column index). */
-static inline __attribute__((always_inline)) void tr16(__m512 r[16]) {
-    const __m512i h8a = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
-    const __m512i h8b = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-    const __m512i h4a = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
-    const __m512i h4b = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
-    for (int i = 0; i < 8; i++) {
-        const __m512 a = r[i], b = r[i + 8];
-        r[i] = _mm512_permutex2var_ps(a, h8a, b);
-        r[i + 8] = _mm512_permutex2var_ps(a, h8b, b);
-    }
-    for (int i = 0; i < 16; i++) {
-        if (i & 4) continue;
-        const __m512 a = r[i], b = r[i + 4];
-        r[i] = _mm512_permutex2var_ps(a, h4a, b);
-        r[i + 4] = _mm512_permutex2var_ps(a, h4b, b);
-    }
-    for (int i = 0; i < 16; i++) {
-        if (i & 2) continue;
-        const __m512 a = r[i], b = r[i + 2];
-        r[i] = _mm512_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0));
-        r[i + 2] = _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int i = 0; i < 16; i += 2) {
-        const __m512 a = r[i], b = r[i + 1];
-        r[i] = _mm512_mask_moveldup_ps(a, 0xaaaa, b);
-        r[i + 1] = _mm512_mask_movehdup_ps(b, 0x5555, a);
-    }
-}
-
 void et_im2row_avx512(const et_conv_geom *g, int C, const float *x, int64_t cstride, int nb, float *dst,
                       int64_t ldd) {
     const int H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, KK = g->KH * g->KW, CK = C * KK;
@@ -208,7 +178,7 @@ void et_im2row_avx512(const et_conv_geom *g, int C, const float *x, int64_t cstr
                         const __mmask16 m = inside || (unsigned)(oy + ky[q]) < (unsigned)H ? seg[sg][q] : 0;
                         v[q] = _mm512_maskz_loadu_ps(m, src + base[q]);
                     }
-                    tr16(v);
+                    et_tr16_avx512(v);
 #pragma GCC unroll 16
                     for (int q = 0; q < 16; q++)
                         if (q < np) _mm512_mask_storeu_ps(d + (int64_t)q * ldd, sm, v[q]);
