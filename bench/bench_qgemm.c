@@ -53,7 +53,8 @@ int main(int argc, char **argv) {
     et_set_threads(threads);
     static const int shapes[][3] = {{32, 3136, 288}, {100, 256, 784}, {64, 784, 576}, {100, 10, 256}};
     static const char *const cfg[][2] = {{NULL, "fp16"}, {NULL, "bf16"}, {NULL, "e6m5/sr13"},
-                                         {"e5m2", "fp16"}, {NULL, "fp16/sr"}, {"e5m2/sr", "fp16/sr"}};
+                                         {"e5m2", "fp16"}, {NULL, "fp16/sr"}, {"e5m2/sr", "fp16/sr"},
+                                         {"e6m5/sr13", "e6m5/sr13"}};
     printf("threads %d, qgemm path %s, igemm path %s, best of %d (%s time)\n", threads, et_isa_name(et_qgemm_isa()),
            et_isa_name(et_igemm_isa()), reps, threads == 1 ? "thread CPU" : "wall");
     printf("%-16s %10s | %-22s %10s %7s\n", "shape MxNxK", "sgemm ms", "qgemm mul x acc", "ms", "ratio");

@@ -46,12 +46,17 @@ static float *mat(size_t n, int nan_fill) {
 
 /* ------------------------------------------------- qgemm: fast == ref */
 
+/* poke_k >= 0: op(A)[1, poke_k] = poke_value (one product out of the range) */
+static int poke_k = -1;
+static float poke_value;
+
 static void one_case(int ta, int tb, int M, int N, int K, float beta, const char *mul, const char *acc, int threads,
                      float range) {
     int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
     int lda = ac + 3, ldb = bc + 1, ldc = N + 2;
     float *A = mat((size_t)ar * lda, 0), *B = mat((size_t)br * ldb, 0);
     for (size_t i = 0; i < (size_t)ar * lda; i++) A[i] *= range;
+    if (poke_k >= 0 && M > 1 && poke_k < K) A[ta ? (size_t)poke_k * lda + 1 : (size_t)lda + poke_k] = poke_value;
     float *C0 = mat((size_t)M * ldc, beta == 0.0f);
     float *C1 = malloc(((size_t)M * ldc + 1) * sizeof(float)), *C2 = malloc(((size_t)M * ldc + 1) * sizeof(float));
     assert_non_null(C1);
@@ -112,6 +117,87 @@ static void test_fast_equals_ref_extremes(void **st) {
     assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
     assert_true(isinf(C1[1]) && isinf(C1[5]) && isnan(C1[30]));
     free(A), free(B), free(C1), free(C2);
+    /* one value out of the range late in a long sum: the AVX-512 kernel's
+     * chunk that holds it is redone checked, from the sums and generator
+     * states its start had */
+    static const float pokes[] = {1e-30f, 3e38f, INFINITY, NAN};
+    for (int i = 0; i < 4; i++) {
+        poke_k = 70, poke_value = pokes[i];
+        one_case(i & 1, 0, 9, 37, 100, 0.0f, "e6m5/sr13", "e6m5/sr13", 1 + (i & 1), 1.0f);
+        one_case(0, i & 1, 5, 20, 130, 1.0f, "e5m2/sr", "fp16/sr", 2 - (i & 1), 1.0f);
+    }
+    poke_k = -1;
+}
+
+/* Sums that cancel to below the accumulator's normal range while every
+ * product is in range: operands are format values near the least normal
+ * (2^emin .. 2^(emin+2)), B is +-1 or +-2, so products are exact and sums
+ * of neighbours land on the format's subnormal grid. The AVX-512 kernel skips
+ * the sums' range check there unless :nosub (qgemm_avx512.c, acc_check). */
+static void tiny_case(const char *mul, const char *acc, int emin, int threads) {
+    enum { M = 9, N = 37, K = 150 };
+    float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N), *C1 = malloc(sizeof(float) * M * N),
+          *C2 = malloc(sizeof(float) * M * N);
+    assert_true(A && B && C1 && C2);
+    et_format fm = fmt(mul), fa = fmt(acc), f3 = fmt("e8m3");
+    et_qparams q3;
+    et_qparams_init(&q3, &f3, 1.0f, NULL);
+    for (int i = 0; i < M * K; i++) /* 4 significant bits: on every grid here */
+        A[i] = et_quantize_one(&q3, ldexpf(1.0f + (float)(urand() % 3000) / 1000.0f, emin), 0) * (urand() & 1 ? 1 : -1);
+    for (int i = 0; i < K * N; i++) B[i] = (float)(1 + (urand() & 1)) * (urand() & 1 ? 1 : -1);
+    et_qkey key = {3, 1, 4};
+    et_set_threads(threads);
+    assert_int_equal(et_qgemm_ref(0, 0, M, N, K, A, K, B, N, 0.0f, C1, N, &fm, &fa, &key), ET_OK);
+    assert_int_equal(et_qgemm(0, 0, M, N, K, A, K, B, N, 0.0f, C2, N, &fm, &fa, &key), ET_OK);
+    int tiny = 0;
+    for (int e = 0; e < M * N; e++) {
+        if (memcmp(&C1[e], &C2[e], 4)) fail_msg("%s x %s: C[%d] ref %a fast %a", mul, acc, e, C1[e], C2[e]);
+        tiny += C1[e] != 0 && fabsf(C1[e]) < ldexpf(1.0f, emin);
+    }
+    if (!strstr(acc, "nosub") && tiny == 0) fail_msg("%s x %s: no sum ended below the normal range", mul, acc);
+    free(A), free(B), free(C1), free(C2);
+}
+
+/* Products in range whose sums overflow the accumulator (e5m2 products of
+ * about +-1000, fp16 sums past 65504), with signs that make some sums come
+ * back below max finite afterwards: the kernel's overflow check, and its
+ * bound that skips it, against the reference. */
+static void over_case(const char *mul, const char *acc, int drift, int threads) {
+    enum { M = 6, N = 21, K = 200 };
+    float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N), *C1 = malloc(sizeof(float) * M * N),
+          *C2 = malloc(sizeof(float) * M * N);
+    assert_true(A && B && C1 && C2);
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++) /* rows 0, 2, 4 climb then fall back; rows 1, 3, 5 wander */
+            A[i * K + k] = (float)(768 + 256 * (int)(urand() % 4)) * (i % 2 ? (urand() & 1 ? 1 : -1) : k < K / 2 ? 1 : -1);
+    for (int i = 0; i < K * N; i++) B[i] = drift ? 1.0f : (urand() & 1 ? 1.0f : -1.0f);
+    et_format fm = fmt(mul), fa = fmt(acc);
+    et_qkey key = {8, 8, 8};
+    et_set_threads(threads);
+    assert_int_equal(et_qgemm_ref(0, 0, M, N, K, A, K, B, N, 0.0f, C1, N, &fm, &fa, &key), ET_OK);
+    assert_int_equal(et_qgemm(0, 0, M, N, K, A, K, B, N, 0.0f, C2, N, &fm, &fa, &key), ET_OK);
+    for (int e = 0; e < M * N; e++)
+        if (memcmp(&C1[e], &C2[e], 4)) fail_msg("%s x %s: C[%d] ref %a fast %a", mul, acc, e, C1[e], C2[e]);
+    free(A), free(B), free(C1), free(C2);
+}
+
+static void test_overflowing_sums(void **st) {
+    (void)st;
+    over_case("e5m2", "fp16", 1, 1);
+    over_case("e5m2", "fp16:sat", 1, 2);
+    over_case("e5m2/sr", "fp16/sr13", 1, 2);
+    over_case("e5m2", "fp16", 0, 2);
+    over_case("e5m2/sr4", "e5m10:sat/sr9", 0, 1);
+}
+
+static void test_tiny_sums(void **st) {
+    (void)st;
+    tiny_case("fp16", "fp16", -14, 1);
+    tiny_case("fp16/sr", "fp16/sr", -14, 2);
+    tiny_case("e6m5/sr13", "e6m5/sr13", -30, 2);
+    tiny_case("e6m5/sr13", "e5m10/sr11", -14, 1); /* a finer accumulator grid */
+    tiny_case("fp16", "fp16:nosub/sr13", -14, 2);  /* flushed: the full check */
+    tiny_case("e6m5", "e6m5:nosub", -30, 1);
 }
 
 /* ---------------------------------------------------------- hand cases */
@@ -208,13 +294,17 @@ static void test_rejects(void **st) {
 
 /* ------------------------------------------- random bits: statistics */
 
-/* The documented generator, written out here: SplitMix64's output function
- * on key_e + t * gamma, key_e = et_rand64(et_rand64(seed, 0x5352, tensor), step, e). */
-static uint64_t splitmix_out(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+/* The documented generator, written out here: key_e = et_rand64(et_rand64(seed,
+ * 0x5352, tensor), step, e); x_0 = hi32(key_e) (1 if 0); x_t = xorshift32
+ * (13, 17, 5) of x_{t-1}; word 0 is lo32(key_e). */
+static uint32_t xs32_doc(uint32_t x) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return x;
 }
+
+static uint32_t rotl_doc(uint32_t x, int r) { return r % 32 ? (x << (r % 32)) | (x >> (32 - r % 32)) : x; }
 
 static void test_word_definition(void **st) {
     (void)st;
@@ -223,10 +313,76 @@ static void test_word_definition(void **st) {
     et_qparams p;
     et_qparams_init(&p, &f, 1.0f, &key);
     uint64_t sub = et_rand64(77, 0x5352, 5);
-    for (uint64_t e = 0; e < 50; e += 7)
-        for (uint64_t t = 0; t < 5; t++)
-            assert_true(et_qgemm_word(&p, e * 1000003u, t) ==
-                        splitmix_out(et_rand64(sub, 9, e * 1000003u) + t * 0x9e3779b97f4a7c15ULL));
+    for (uint64_t e = 0; e < 50; e += 7) {
+        uint64_t k = et_rand64(sub, 9, e * 1000003u);
+        uint32_t x = (uint32_t)(k >> 32) ? (uint32_t)(k >> 32) : 1u;
+        assert_true(et_qgemm_word(&p, e * 1000003u, 0) == (uint32_t)k);
+        for (uint64_t t = 1; t < 6; t++) {
+            x = xs32_doc(x);
+            assert_true(et_qgemm_word(&p, e * 1000003u, t) == x);
+        }
+    }
+    /* xorshift32 (13, 17, 5) from 1: the first words, worked by hand */
+    assert_true(et_qgemm_xs32(1) == 270369u);
+    assert_true(et_qgemm_xs32(270369u) == 67634689u);
+}
+
+/* One element's sum written out from the documented order and bit layout,
+ * rounding with et_quantize (elementwise, key {seed, tensor, step} does not
+ * matter there: the random bits are passed in), for both field layouts, with
+ * beta, against et_qgemm and et_qgemm_ref. */
+static float doc_round(const char *fs, float v, uint32_t rnd) {
+    et_format f = fmt(fs);
+    et_qparams q;
+    et_qparams_init(&q, &f, 1.0f, NULL);
+    return et_quantize_one(&q, v, rnd);
+}
+
+static void doc_case(const char *mul, const char *acc, int S_m, int S_a, int f16, int srm, int sra) {
+    enum { M = 3, N = 19, K = 40 };
+    float A[M * K], B[K * N], C[M * N], Cr[M * N], C0[M * N];
+    for (int i = 0; i < M * K; i++) A[i] = frand() * 3;
+    for (int i = 0; i < K * N; i++) B[i] = frand();
+    for (int i = 0; i < M * N; i++) C0[i] = frand();
+    et_format fm = fmt(mul), fa = fmt(acc);
+    et_qkey key = {5, 6, 7};
+    et_qparams p;
+    et_qparams_init(&p, &fa, 1.0f, &key);
+    const float beta = 0.5f;
+    memcpy(C, C0, sizeof C), memcpy(Cr, C0, sizeof C);
+    et_set_threads(2);
+    assert_int_equal(et_qgemm(0, 0, M, N, K, A, K, B, N, beta, C, N, &fm, &fa, &key), ET_OK);
+    assert_int_equal(et_qgemm_ref(0, 0, M, N, K, A, K, B, N, beta, Cr, N, &fm, &fa, &key), ET_OK);
+    int rot = srm ? (16 + S_a - S_m) & 31 : 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            uint64_t e = (uint64_t)i * N + (uint64_t)j;
+            uint64_t t = 1;
+            float s = doc_round(acc, beta * C0[e], ~rotl_doc(et_qgemm_word(&p, e, 0), 32 - S_a));
+            for (int k = 0; k < K; k++) {
+                uint32_t rm = 0, ra = 0;
+                if (f16) {
+                    uint32_t w = et_qgemm_word(&p, e, t++);
+                    rm = ~rotl_doc(w, 32 - S_m), ra = ~rotl_doc(rotl_doc(w, rot), 32 - S_a);
+                } else {
+                    if (srm) rm = ~rotl_doc(et_qgemm_word(&p, e, t++), 32 - S_m);
+                    if (sra) ra = ~rotl_doc(et_qgemm_word(&p, e, t++), 32 - S_a);
+                }
+                float pr = doc_round(mul, A[i * K + k] * B[k * N + j], rm);
+                s = doc_round(acc, s + pr, ra);
+            }
+            if (!(memcmp(&s, &C[e], 4) == 0 && memcmp(&s, &Cr[e], 4) == 0))
+                fail_msg("%s x %s (%d,%d): doc %a, et_qgemm %a, ref %a", mul, acc, i, j, s, C[e], Cr[e]);
+        }
+}
+
+static void test_documented_sum(void **st) {
+    (void)st;
+    doc_case("e6m5/sr13", "e6m5/sr13", 18, 18, 1, 1, 1); /* LeanAI: one word per product */
+    doc_case("e4m3/sr7", "e5m7/sr11", 20, 16, 1, 1, 1);  /* different S: rot = 20 */
+    doc_case("fp16", "e6m5/sr9", 13, 18, 1, 0, 1);       /* only the accumulator random */
+    doc_case("bf16/sr", "e5m2/sr20", 16, 21, 0, 1, 1);   /* R > 16: one word per rounding */
+    doc_case("e5m2/sr", "fp16", 21, 13, 0, 1, 0);
 }
 
 /* Rows of A are x at one k (k0 = i % K) and 0 elsewhere, B is all ones, so
@@ -519,6 +675,8 @@ int main(void) {
         cmocka_unit_test(test_fast_equals_ref),   cmocka_unit_test(test_fast_equals_ref_extremes),
         cmocka_unit_test(test_fp16_stagnation),   cmocka_unit_test(test_fp32_plain_loop),
         cmocka_unit_test(test_rejects),           cmocka_unit_test(test_word_definition),
+        cmocka_unit_test(test_documented_sum),    cmocka_unit_test(test_tiny_sums),
+        cmocka_unit_test(test_overflowing_sums),
         cmocka_unit_test(test_sr_statistics),     cmocka_unit_test(test_igemm_exact),
         cmocka_unit_test(test_igemm_float),       cmocka_unit_test(test_igemm_im2col),
     };

@@ -6,6 +6,7 @@
 #include "core/rng.h"
 #include "core/tlbuf.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -54,6 +55,7 @@ static et_status setup(et_qgemm_args *g, int ta, int tb, int M, int N, int K, co
     et_qparams_init(&g->acc, acc ? acc : &fp32, 1.0f, key);
     g->mul_ident = !mul || is_fp32_ident(mul);
     g->acc_ident = !acc || is_fp32_ident(acc);
+    g->sum_limit = et_qgemm_sum_limit(g);
     return ET_OK;
 }
 
@@ -61,8 +63,32 @@ static float q1(const et_qparams *p, int ident, float x, uint32_t rnd) {
     return ident ? x : et_quantize_one(p, x, rnd);
 }
 
-uint64_t et_qgemm_word(const et_qparams *p, uint64_t e, uint64_t t) {
-    return et_mix64(et_rand_at(p->prefix, e) + t * ET_GOLDEN64);
+/* ---- random bits (qgemm.h, docs/formats.md "Random bits") ---- */
+
+static uint32_t rotl32(uint32_t x, unsigned r) {
+    r &= 31u;
+    return r ? (x << r) | (x >> (32u - r)) : x;
+}
+
+uint32_t et_qgemm_xs32(uint32_t x) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    return x ^ (x << 5);
+}
+
+uint64_t et_qgemm_key(const et_qparams *p, uint64_t e) { return et_rand_at(p->prefix, e); }
+
+uint32_t et_qgemm_state0(uint64_t key) {
+    uint32_t x = (uint32_t)(key >> 32);
+    return x ? x : 1u; /* xorshift's state is never 0 */
+}
+
+uint32_t et_qgemm_word(const et_qparams *p, uint64_t e, uint64_t t) {
+    uint64_t key = et_qgemm_key(p, e);
+    if (t == 0) return (uint32_t)key;
+    uint32_t x = et_qgemm_state0(key);
+    for (uint64_t i = 0; i < t; i++) x = et_qgemm_xs32(x);
+    return x;
 }
 
 static int sr_bits(const et_qparams *p, int ident) { return !ident && p->mode == ET_ROUND_SR ? p->rbits : 0; }
@@ -71,31 +97,54 @@ int et_qgemm_fields16(const et_qgemm_args *g) {
     return sr_bits(&g->mul, g->mul_ident) <= 16 && sr_bits(&g->acc, g->acc_ident) <= 16;
 }
 
+double et_qgemm_sum_limit(const et_qgemm_args *g) {
+    union {
+        uint32_t u;
+        float f;
+    } mx = {g->acc.maxbits};
+    double gg = (1.0 + ldexp(1.0, -24)) * (1.0 + ldexp(1.0, -g->acc.mant));
+    return (double)mx.f / (pow(gg, QG_KCH) * (1.0 + 1e-9));
+}
+
+/* S = 23 - mant: a normal value's quantum is 2^S float ulps. */
+static unsigned qshift(const et_qparams *p) { return (unsigned)(23 - p->mant); }
+
+unsigned et_qgemm_acc_rot(const et_qgemm_args *g) {
+    if (!sr_bits(&g->mul, g->mul_ident)) return 0; /* the accumulator has the word to itself */
+    return (16u + qshift(&g->acc) - qshift(&g->mul)) & 31u;
+}
+
+/* The 32 random bits a rounding to `p` takes from the word w as it sees it:
+ * the complement of w rotated so that its bits [S - R, S) are the top R. */
+static uint32_t rnd_of(const et_qparams *p, uint32_t w) { return ~rotl32(w, 32u - qshift(p)); }
+
 /* The reference loop on rows [i0, i1). */
 static void ref_rows(const et_qgemm_args *g, int i0, int i1) {
     const int N = g->N, K = g->K;
-    const int sr = sr_bits(&g->mul, g->mul_ident) || sr_bits(&g->acc, g->acc_ident), f16 = et_qgemm_fields16(g);
+    const int srm = sr_bits(&g->mul, g->mul_ident) > 0, sra = sr_bits(&g->acc, g->acc_ident) > 0;
+    const int f16 = et_qgemm_fields16(g);
+    const unsigned rot = et_qgemm_acc_rot(g);
     for (int i = i0; i < i1; i++)
         for (int j = 0; j < N; j++) {
             float *c = g->C + (size_t)i * g->ldc + j;
             uint64_t e = (uint64_t)i * (uint64_t)N + (uint64_t)j;
-            uint64_t key = sr ? et_rand_at(g->acc.prefix, e) : 0; /* mul and acc share the key */
+            uint64_t key = srm || sra ? et_qgemm_key(&g->acc, e) : 0; /* mul and acc share the key */
+            uint32_t x = et_qgemm_state0(key);
             float s = 0.0f;
             if (g->beta != 0.0f) {
                 float bc = g->beta * *c;
-                s = q1(&g->acc, g->acc_ident, bc, sr ? (uint32_t)et_mix64(key) : 0);
+                s = q1(&g->acc, g->acc_ident, bc, sra ? rnd_of(&g->acc, (uint32_t)key) : 0);
             }
             for (int k = 0; k < K; k++) {
                 float a = g->ta ? g->A[(size_t)k * g->lda + i] : g->A[(size_t)i * g->lda + k];
                 float b = g->tb ? g->B[(size_t)j * g->ldb + k] : g->B[(size_t)k * g->ldb + j];
                 uint32_t rm = 0, ra = 0;
-                if (sr && f16) { /* W(e, k/2 + 1): high half for even k, low half for odd k */
-                    uint64_t w = et_mix64(key + (uint64_t)(k / 2 + 1) * ET_GOLDEN64);
-                    uint32_t h = k % 2 ? (uint32_t)w : (uint32_t)(w >> 32);
-                    rm = h, ra = h << 16;
-                } else if (sr) {
-                    uint64_t w = et_mix64(key + (uint64_t)(k + 1) * ET_GOLDEN64);
-                    rm = (uint32_t)(w >> 32), ra = (uint32_t)w;
+                if (f16 && (srm || sra)) { /* one word per product */
+                    x = et_qgemm_xs32(x);
+                    rm = rnd_of(&g->mul, x), ra = rnd_of(&g->acc, rotl32(x, rot));
+                } else { /* one word per stochastic rounding, the multiplier's first */
+                    if (srm) x = et_qgemm_xs32(x), rm = rnd_of(&g->mul, x);
+                    if (sra) x = et_qgemm_xs32(x), ra = rnd_of(&g->acc, x);
                 }
                 float p = a * b;
                 p = q1(&g->mul, g->mul_ident, p, rm);
@@ -130,7 +179,12 @@ et_isa et_qgemm_isa(void) {
  * allocates. */
 static et_tlbuf panels; /* core/tlbuf.h: freed when the thread exits */
 
-static size_t panel_bytes(int K) { return ((size_t)(K > 0 ? K : 1) * 16 * sizeof(float) + 63) & ~(size_t)63; }
+/* A panel of op(B) (K x 16 floats) and the magnitudes of its chunks of
+ * QG_KCH rows (et_qgemm_avx512_block). */
+static size_t panel_bytes(int K) {
+    size_t k = (size_t)(K > 0 ? K : 1);
+    return ((k * 16 * sizeof(float) + 63) & ~(size_t)63) + ((((k + QG_KCH - 1) / QG_KCH) * 8 + 63) & ~(size_t)63);
+}
 
 /* Grows the calling thread's panels. */
 static et_status grow_panels(size_t bytes) {

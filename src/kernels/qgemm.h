@@ -6,22 +6,29 @@
  *
  * Order of operations, for each element (i,j), e = i*N + j, with
  * round_f(x, r) = et_quantize of the single float x to format f with the 32
- * random bits r (stochastic rounding uses their top R bits):
- *   s = beta != 0 ? round_acc(beta * C[i,j], lo32(W(e, 0))) : 0
+ * random bits r (stochastic rounding uses their top R bits; the r's are
+ * defined below):
+ *   s = beta != 0 ? round_acc(beta * C[i,j], r0(e)) : 0
  *   for k = 0 .. K-1 ascending:
  *       p = round_mul(a_ik * b_kj, rm(e, k))   (a*b is the fp32 product; mul == NULL: p = a*b)
  *       s = round_acc(s + p, ra(e, k))         (s + p is the fp32 sum)
  *   C[i,j] = s
- * Random bits (docs/formats.md, "Random bits"): element e's 64-bit words are
- * the SplitMix64 sequence started from its key,
- *   W(e, t) = et_mix64(key_e + t * ET_GOLDEN64),   key_e = et_rand64(sub, step, e),
- *   sub = et_rand64(seed, 0x5352, tensor)          (et_qgemm_word),
- * and one word feeds both roundings of one product, or of two:
- *   some stochastic rounding of the call uses R > 16 bits (32-bit fields):
- *       rm(e, k) = hi32(W(e, k+1)),  ra(e, k) = lo32(W(e, k+1));
- *   every one uses R <= 16 (16-bit fields): products 2m and 2m+1 share
- *   W(e, m+1), h = hi32 for the even one, lo32 for the odd one, and
- *       rm(e, k) = h (its top 16 bits),  ra(e, k) = h << 16 (its low 16 bits).
+ * Random bits (docs/formats.md, "Random bits"): element e has the key
+ *   key_e = et_rand64(sub, step, e),  sub = et_rand64(seed, 0x5352, tensor),
+ * and a xorshift32 sequence (Marsaglia's 13/17/5, period 2^32 - 1) started
+ * from its high half: x_0 = hi32(key_e) (1 if that is 0), x_t = xs32(x_{t-1}).
+ * A rounding to a format with S = 23 - mant that sees the word w takes the
+ * 32 random bits rnd(w) = ~rotl(w, 32 - S) (stochastic rounding uses their
+ * top R: the complement of w's bits [S - R, S), which is what the vector
+ * kernel adds below the cut directly). Which words:
+ *   beta * C: w = lo32(key_e);
+ *   every stochastic rounding of the call uses R <= 16 (16-bit fields): one
+ *       word x_{k+1} per product k, seen as w = x_{k+1} by the multiplier and
+ *       as w = rotl(x_{k+1}, rot) by the accumulator, rot = 16 + S_acc - S_mul
+ *       (0 when the multiplier does not round stochastically): the two take
+ *       disjoint 16-bit windows of the word;
+ *   otherwise: one word per stochastic rounding, in order, the multiplier's
+ *       first (x_{2k+1}, x_{2k+2} when both are stochastic).
  * So C does not depend on the thread count, the SIMD width or the tiling.
  * No FMA is used anywhere (products and sums are rounded to fp32 separately).
  * The two fp32 roundings before the format roundings are part of the
@@ -50,8 +57,13 @@ et_status et_qgemm_ref(int ta, int tb, int M, int N, int K, const float *A, int 
                        float beta, float *C, int ldc, const et_format *mul, const et_format *acc,
                        const et_qkey *key);
 
-/* W(e, t) above, for the key of `p` (its prefix; et_qparams_init). */
-uint64_t et_qgemm_word(const et_qparams *p, uint64_t e, uint64_t t);
+/* The generator above: xs32 (one xorshift32 step), key_e for the key of `p`
+ * (its prefix; et_qparams_init), x_0 from a key, and element e's word t
+ * (t = 0: lo32(key_e), the beta word; t >= 1: x_t). */
+uint32_t et_qgemm_xs32(uint32_t x);
+uint64_t et_qgemm_key(const et_qparams *p, uint64_t e);
+uint32_t et_qgemm_state0(uint64_t key);
+uint32_t et_qgemm_word(const et_qparams *p, uint64_t e, uint64_t t);
 
 /* Grows the calling thread's panel buffer to what products with K terms need
  * on `threads` threads (the model's memory plan does this for every product of
@@ -75,12 +87,25 @@ typedef struct et_qgemm_args {
     int has_mul;         /* 0: products are plain fp32 */
     et_qparams mul, acc; /* from et_qparams_init (scale 1, the key) */
     int mul_ident, acc_ident; /* the format is fp32 (no :sat/:nosub): rounding is the identity */
+    double sum_limit;         /* the AVX-512 kernel's bound on its chunks' sums (et_qgemm_sum_limit) */
 } et_qgemm_args;
 
 /* 1: every stochastic rounding of the call uses <= 16 random bits (16-bit fields). */
 int et_qgemm_fields16(const et_qgemm_args *g);
+/* The greatest s0 + QG_KCH * pmax * (1 + 2^-mant_mul) for which QG_KCH
+ * products of magnitude <= pmax added to a sum of magnitude <= s0, each
+ * rounded (multiplier, fp32, accumulator), cannot pass the accumulator's max
+ * finite: max finite / (g^QG_KCH (1 + 1e-9)), g = (1 + 2^-24)(1 + 2^-mant_acc). */
+double et_qgemm_sum_limit(const et_qgemm_args *g);
+/* rot above (16-bit fields). */
+unsigned et_qgemm_acc_rot(const et_qgemm_args *g);
 
-/* Rows [i0, i1) x columns [j0, j1) of C, j0 a multiple of 16; Bp is K*16
- * floats of scratch. AVX-512F/DQ only. */
+/* Products per chunk of the AVX-512 kernel (its range checks and its
+ * recomputation work chunk by chunk). */
+#define QG_KCH 32
+
+/* Rows [i0, i1) x columns [j0, j1) of C, j0 a multiple of 16; Bp is scratch:
+ * K*16 floats (64-byte aligned, rounded up to 64 bytes), then 8 bytes per
+ * chunk of QG_KCH products. AVX-512F/DQ only. */
 void et_qgemm_avx512_block(const et_qgemm_args *g, int i0, int i1, int j0, int j1, float *Bp);
 #endif
