@@ -93,14 +93,15 @@ def main():
         pf = os.path.join(out, "precision-%s.json" % name)
         if os.path.exists(pf):
             prec.append((label, load(pf)["train_images_per_second"]))
+    prec_runs = len(glob.glob(os.path.join(out, "precision-fp32.run*.json"))) or 1
     if prec:
         base = dict((l.split()[0], ips) for l, ips in prec if l.endswith(" fp32"))
         with open(md, "a") as f:
             f.write("\n## Number formats: cost per training step\n\nLeNet 10000 images, VGG8 2000 images, batch 100, "
-                    "%d threads, run back to back (`--precision`; rounding of weights, activations, errors and "
+                    "%d threads, each policy run %d times with the policies taking turns, the median run reported (`--precision`; rounding of weights, activations, errors and "
                     "gradients, emulated accumulation where the policy sets `acc` to a float format, the exact "
                     "INT8 GEMM where it sets `acc=int32`). Time per step relative to the same model in fp32 "
-                    "(< 1: faster):\n\n| policy | images/s | time vs fp32 |\n|---|---|---|\n" % peak["threads"])
+                    "(< 1: faster):\n\n| policy | images/s | time vs fp32 |\n|---|---|---|\n" % (peak["threads"], prec_runs))
             for label, ips in prec:
                 b = base.get(label.split()[0])
                 f.write("| %s | %.0f | %s |\n" % (label, ips, "%.2fx" % (b / ips) if b else "-"))

@@ -65,16 +65,23 @@ for m in ${BENCH_MODELS:-mlp lenet vgg8}; do
 done
 # Number formats: emulated accumulation and integer policies against FP32, per
 # training step (LeNet, 10000 images; VGG8 fp32 vs the int8 path, 2000 images)
-# and per GEMM (bench_qgemm).
+# and per GEMM (bench_qgemm). Every policy runs R times, the policies taking
+# turns, and the run with the median images/s is the one reported.
 if [ -z "${BENCH_MODELS:-}" ] || [ "$BENCH_MODELS" = none ]; then
-    for p in fp32 "w=int8,a=int8,e=int8,g=int16" int8 fp16 e6m5-sr13 vgg8:fp32 vgg8:int8; do
-        m=lenet lim=10000
-        case $p in vgg8:*) m=vgg8 lim=2000 p=${p#vgg8:} ;; esac
-        f=$OUT/precision-$([ $m = vgg8 ] && echo vgg8-)$(printf %s "$p" | tr -c 'a-zA-Z0-9_-' _).json
-        if [ "$p" = fp32 ]; then pp=""; else pp="--precision $p"; fi
-        echo "== $m precision $p" >&2
-        ./build/edgetrain train --model models/$m.et --data fmnist --train-limit $lim --lr 0.05 --threads $T \
-            --quiet --test-limit 0 --traffic-every 0 $pp --json "$f" >&2
+    rm -f $OUT/precision-*.run*.json
+    i=1
+    while [ $i -le $R ]; do
+        for p in fp32 "w=int8,a=int8,e=int8,g=int16" int8 fp16 e6m5-sr13 vgg8:fp32 vgg8:int8; do
+            m=lenet lim=10000
+            case $p in vgg8:*) m=vgg8 lim=2000 p=${p#vgg8:} ;; esac
+            f=$OUT/precision-$([ $m = vgg8 ] && echo vgg8-)$(printf %s "$p" | tr -c 'a-zA-Z0-9_-' _)
+            if [ "$p" = fp32 ]; then pp=""; else pp="--precision $p"; fi
+            echo "== $m precision $p (run $i of $R)" >&2
+            ./build/edgetrain train --model models/$m.et --data fmnist --train-limit $lim --lr 0.05 --threads $T \
+                --quiet --test-limit 0 --traffic-every 0 $pp --json "$f.run$i.json" >&2
+            [ $i -lt $R ] || median_json "$f.json" "$f".run*.json
+        done
+        i=$((i + 1))
     done
     ./build/bench/bench_qgemm --threads 1 > $OUT/qgemm.txt
 fi
