@@ -249,6 +249,7 @@ et_status et_qgemm(int ta, int tb, int M, int N, int K, const float *A, int lda,
         tid = omp_get_thread_num();
 #endif
         float *Bp = buf + bsz / sizeof(float) * (size_t)tid;
+        int have = -1; /* the panel this thread's buffer holds */
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
@@ -256,7 +257,8 @@ et_status et_qgemm(int ta, int tb, int M, int N, int K, const float *A, int lda,
             int jb = t / ni, ib = t % ni; /* consecutive tasks share a panel */
             int i0 = ib * rows, i1 = i0 + rows < M ? i0 + rows : M;
             int j0 = jb * 16, j1 = j0 + 16 < N ? j0 + 16 : N;
-            et_qgemm_avx512_block(&g, i0, i1, j0, j1, Bp);
+            et_qgemm_avx512_block(&g, i0, i1, j0, j1, Bp, have != jb);
+            have = jb;
         }
     }
 #endif

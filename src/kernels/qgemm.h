@@ -106,6 +106,7 @@ unsigned et_qgemm_acc_rot(const et_qgemm_args *g);
 
 /* Rows [i0, i1) x columns [j0, j1) of C, j0 a multiple of 16; Bp is scratch:
  * K*16 floats (64-byte aligned, rounded up to 64 bytes), then 8 bytes per
- * chunk of QG_KCH products. AVX-512F/DQ only. */
-void et_qgemm_avx512_block(const et_qgemm_args *g, int i0, int i1, int j0, int j1, float *Bp);
+ * chunk of QG_KCH products; pack = 0: Bp already holds this panel (the
+ * same call's previous block on this thread had the same columns). AVX-512F/DQ only. */
+void et_qgemm_avx512_block(const et_qgemm_args *g, int i0, int i1, int j0, int j1, float *Bp, int pack);
 #endif

@@ -349,29 +349,31 @@ static int kind_of(const et_qparams *p, int ident) {
     return p->mode == ET_ROUND_RN ? K_RN : p->mode == ET_ROUND_RZ ? K_RZ : K_SR;
 }
 
-void et_qgemm_avx512_block(const et_qgemm_args *g, int i0, int i1, int j0, int j1, float *Bp) {
+void et_qgemm_avx512_block(const et_qgemm_args *g, int i0, int i1, int j0, int j1, float *Bp, int pack) {
     const int K = g->K, nc = j1 - j0;
-    if (!g->tb) { /* row k of op(B): 16 contiguous floats, zero past N */
-        const __mmask16 m = (__mmask16)(nc >= 16 ? 0xffff : (1u << nc) - 1);
-        for (int k = 0; k < K; k++)
-            _mm512_store_ps(Bp + (size_t)k * 16, _mm512_maskz_loadu_ps(m, g->B + (size_t)k * g->ldb + j0));
-    } else { /* column l of the panel is row j0 + l of B: 16 k's of each row, transposed */
-        for (int k0 = 0; k0 < K; k0 += 16) {
-            const __mmask16 mk = (__mmask16)(K - k0 >= 16 ? 0xffff : (1u << (K - k0)) - 1);
-            __m512 r[16];
-            for (int l = 0; l < 16; l++)
-                r[l] = l < nc ? _mm512_maskz_loadu_ps(mk, g->B + (size_t)(j0 + l) * g->ldb + k0) : _mm512_setzero_ps();
-            et_tr16_avx512(r);
-            for (int kk = 0; kk < 16 && k0 + kk < K; kk++) _mm512_store_ps(Bp + (size_t)(k0 + kk) * 16, r[kk]);
-        }
-    }
     int mk = kind_of(&g->mul, g->mul_ident), ak = kind_of(&g->acc, g->acc_ident);
     const int f16 = et_qgemm_fields16(g);
     /* magnitudes of the panel's chunks (0 past N), after the panel */
-    mags *bch = (mags *)(Bp + (((size_t)K * 16 + 15) & ~(size_t)15));
-    if (mk != K_IDENT)
-        for (int k0 = 0; k0 < K; k0 += QG_KCH)
-            bch[k0 / QG_KCH] = mags_of(Bp + (size_t)k0 * 16, (size_t)((K - k0 < QG_KCH ? K - k0 : QG_KCH) * 16), 1);
+    mags *bch = (mags *)(Bp + (size_t)K * 16);
+    if (pack) { /* columns j0 .. j1 of op(B) into Bp, then its chunks' magnitudes */
+        if (!g->tb) { /* row k of op(B): 16 contiguous floats, zero past N */
+            const __mmask16 m = (__mmask16)(nc >= 16 ? 0xffff : (1u << nc) - 1);
+            for (int k = 0; k < K; k++)
+                _mm512_store_ps(Bp + (size_t)k * 16, _mm512_maskz_loadu_ps(m, g->B + (size_t)k * g->ldb + j0));
+        } else { /* column l of the panel is row j0 + l of B: 16 k's of each row, transposed */
+            for (int k0 = 0; k0 < K; k0 += 16) {
+                const __mmask16 km = (__mmask16)(K - k0 >= 16 ? 0xffff : (1u << (K - k0)) - 1);
+                __m512 r[16];
+                for (int l = 0; l < 16; l++)
+                    r[l] = l < nc ? _mm512_maskz_loadu_ps(km, g->B + (size_t)(j0 + l) * g->ldb + k0) : _mm512_setzero_ps();
+                et_tr16_avx512(r);
+                for (int kk = 0; kk < 16 && k0 + kk < K; kk++) _mm512_store_ps(Bp + (size_t)(k0 + kk) * 16, r[kk]);
+            }
+        }
+        if (mk != K_IDENT)
+            for (int k0 = 0; k0 < K; k0 += QG_KCH)
+                bch[k0 / QG_KCH] = mags_of(Bp + (size_t)k0 * 16, (size_t)((K - k0 < QG_KCH ? K - k0 : QG_KCH) * 16), 1);
+    }
     switch (mk * 4 + ak) {
         CASE(0, 0) CASE(0, 1) CASE(0, 2) CASE(0, 3)
         CASE(1, 0) CASE(1, 1) CASE(1, 2) CASE(1, 3)
