@@ -495,6 +495,7 @@ typedef struct cjob {
     int8_t *xcodes; /* FF under speculation: the input's codes (then the lanes' col codes) */
     const int32_t *wcnt; /* FF with skip_zeros: nnz of the weights' columns */
     const uint32_t *a_vnni; /* FF under speculation: the weights' packed codes, NULL: none */
+    int epi;     /* FF: the products add the bias and apply relu_out themselves (conv_ff) */
 } cjob;
 
 static float *lane_cols(const cjob *j, int lane) {
@@ -637,13 +638,17 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
         et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK,
                         B, ldb, j->y + (int64_t)n0 * HWo, N * HWo, 0.0f,
                         (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, NULL,
-                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W], Bq};
+                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W], Bq, NULL, 0};
         if (cnt) {
             int32_t *rc = lane_rowcnt(j, lane);
             if (conv_direct(&l->cfg.conv)) conv_xstats(l, j->x, N, n0, nb, rc, NULL);
             mm.knnz_b = rc, mm.knnz_a = j->wcnt;
         }
         mm.lane = lane;
+        if (j->epi) { /* bias (and the relu) as each tile of the product is stored */
+            mm.bias_rows = l->cfg.conv.bias ? l->params[1].data : NULL;
+            mm.relu = j->cx->relu_out;
+        }
         et_spec chunk;
         if (spec) { /* this chunk's columns of the whole output's mask */
             chunk = *spec;
@@ -679,7 +684,7 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const et_spec *spec = cx->sp ? cx->sp->spec : NULL;
-    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL, NULL};
+    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL, NULL, 0};
     if (!spec && ((cx->sp && cx->sp->ff_skip) || l->params[0].mask)) { /* the same for every chunk */
         int32_t *wc = weight_colcnt(&j);
         et_spgemm_linecount(0, Cout, (int)conv_ck(l), l->params[0].use, (int)conv_ck(l), wc);
@@ -711,8 +716,14 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
         uint32_t *ap = (uint32_t *)(void *)lane_codes(&j, 2);
         if (et_spec_pack_a(l->params[0].use, Cout, (int)conv_ck(l), (int)conv_ck(l), spec->absmax_a, spec->bits, ap)) j.a_vnni = ap;
     }
+    /* Without speculation and with nothing watching the products (a sink),
+     * the matmul call adds the bias, and applies the ReLU the executor fused
+     * here (relu_out), as it stores the output: the same float operations as
+     * the passes below (kernels/gemm_internal.h, et_gemm_epi). */
+    j.epi = !spec && et_matmul_plain(cx->eng, l->index);
     et_status st = run_lanes(&j, (nch + 1) / 2, ff_lane);
     if (st) return st;
+    if (j.epi) return ET_OK;
     /* the bias add; under speculation predicted zeros stay exactly 0. The
      * AMX path's products leave the mask to this pass (et_spec.pre_kept):
      * y = mask ? y + b : 0, which is what masking and then adding gives */
@@ -747,6 +758,11 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
             }
         }
     }
+    if (cx->relu_out) { /* the executor fuses only where the products can (j.epi); kept correct anyway */
+        const int64_t n = (int64_t)Cout * N * HWo;
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+    }
     return ET_OK;
 }
 
@@ -763,7 +779,7 @@ static et_status ep_lane(const cjob *j, int lane, int c0, int c1) {
                         j->dy + (int64_t)n0 * HWo, N * HWo, dcol, nb * HWo, 0.0f,
                         skip || l->params[0].mask != NULL, NULL, 0, NULL,
                         l->int_scale[ET_IS_W], l->int_scale[ET_IS_E], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W],
-                        dyq ? dyq + (int64_t)n0 * HWo : NULL};
+                        dyq ? dyq + (int64_t)n0 * HWo : NULL, NULL, 0};
         mm.lane = lane;
         if (masked && j->ep_post) { /* the mask after col2im; its counts from x */
             int32_t *cc = lane_colcnt(j, lane);
@@ -776,7 +792,9 @@ static et_status ep_lane(const cjob *j, int lane, int c0, int c1) {
         }
         et_status st = et_matmul_run(j->cx->eng, &mm);
         if (st) return st;
-        col2im(l, dcol, N, n0, nb, j->dx, masked && j->ep_post ? j->x : NULL);
+        /* dx = 0 where x == 0: the sparsity mask after col2im, or the EP of the
+         * ReLU whose output x is (relu_in: x > 0 exactly where relu(x) != 0) */
+        col2im(l, dcol, N, n0, nb, j->dx, (masked && j->ep_post) || j->cx->relu_in ? j->x : NULL);
     }
     return ET_OK;
 }
@@ -793,12 +811,14 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, N * HWo, Cout, l->params[0].use, CK,
                         dy, N * HWo, dx, N * HWo, 0.0f, skip || l->params[0].mask != NULL, NULL, 0, NULL,
                         l->int_scale[ET_IS_W], l->int_scale[ET_IS_E], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W],
-                        l->int_codes[ET_IS_E]};
+                        l->int_codes[ET_IS_E], NULL, 0};
         if (masked) {
             nonzero_mask(x, (int64_t)CK * N * HWo, sp->ep_maskbuf);
             mm.mask = sp->ep_maskbuf, mm.ldmask = N * HWo;
         }
-        return et_matmul_run(cx->eng, &mm);
+        et_status st = et_matmul_run(cx->eng, &mm);
+        if (!st && cx->relu_in) zero_where_zero(l, x, N, 0, N, dx); /* the fused ReLU's EP */
+        return st;
     }
     et_conv_geom g;
     if (!conv_rows_fast(l, &g)) memset(dx, 0, sizeof(float) * (size_t)(et_shape_numel(l->in) * N));
@@ -806,7 +826,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
      * sink) and the exact count needs no pattern of W (no zero in W) */
     const int post = masked && et_matmul_plain(cx->eng, l->index) && !l->params[0].mask &&
                      !et_spgemm_any_zero(l->params[0].use, Cout, CK, CK);
-    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL, NULL};
+    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL, NULL, 0};
     return run_lanes(&j, (nch + 1) / 2, ep_lane);
 }
 
@@ -862,7 +882,7 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
         et_matmul mm = {ET_WG, l->index, 0, 1, Cout, CK, nb * HWo, dyc, N * HWo, col, ldb, dst, CK, beta,
                         j->cx->sp && j->cx->sp->bw_skip, l->params[0].mask, CK, NULL,
                         l->int_scale[ET_IS_E], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0,
-                        dyq ? dyq + (int64_t)n0 * HWo : NULL, colq};
+                        dyq ? dyq + (int64_t)n0 * HWo : NULL, colq, NULL, 0};
         mm.lane = lane;
         if (tr) { /* fp32 only (wg_transposed) */
             mm.M = CK, mm.N = Cout;
@@ -890,7 +910,7 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const int h = et_matmul_emulated(cx->eng, l->index) ? nch : (nch + 1) / 2;
     const int tr = wg_transposed(l, cx);
-    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL};
+    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL, 0};
     et_status st = run_lanes(&j, h, wg_lane);
     if (st) return st;
     float *dw = l->params[0].grad;
