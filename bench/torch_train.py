@@ -72,8 +72,8 @@ def parse_args(argv=None):
     ap.add_argument("--data", default=DEFAULT_DATA, help="Fashion-MNIST directory")
     ap.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up step")
     ap.add_argument("--init-from", metavar="F",
-                    help="initial weights from a safetensors state dict (e.g. edgetrain's "
-                         "`train --steps 0 --save F`) instead of He init")
+                    help="initial weights from a safetensors state dict (a PyTorch-named "
+                         "checkpoint, e.g. another run's --save-init) instead of He init")
     ap.add_argument("--save-init", metavar="F", help="write the initial weights to F (safetensors)")
     ap.add_argument("--order", choices=("torch", "edgetrain"), default="torch",
                     help="image order per epoch: a torch.randperm seeded with --seed, or "
