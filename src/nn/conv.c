@@ -816,9 +816,7 @@ static et_status ep_lane(const cjob *j, int lane, int c0, int c1) {
         }
         et_status st = et_matmul_run(j->cx->eng, &mm);
         if (st) return st;
-        /* dx = 0 where x == 0: the sparsity mask after col2im, or the EP of the
-         * ReLU whose output x is (relu_in: x > 0 exactly where relu(x) != 0) */
-        col2im(l, dcol, N, n0, nb, j->dx, (masked && j->ep_post) || j->cx->relu_in ? j->x : NULL);
+        col2im(l, dcol, N, n0, nb, j->dx, masked && j->ep_post ? j->x : NULL);
     }
     return ET_OK;
 }
@@ -840,9 +838,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
             nonzero_mask(x, (int64_t)CK * N * HWo, sp->ep_maskbuf);
             mm.mask = sp->ep_maskbuf, mm.ldmask = N * HWo;
         }
-        et_status st = et_matmul_run(cx->eng, &mm);
-        if (!st && cx->relu_in) zero_where_zero(l, x, N, 0, N, dx); /* the fused ReLU's EP */
-        return st;
+        return et_matmul_run(cx->eng, &mm);
     }
     et_conv_geom g;
     if (!conv_rows_fast(l, &g)) memset(dx, 0, sizeof(float) * (size_t)(et_shape_numel(l->in) * N));
