@@ -17,7 +17,10 @@ loading, model construction and the test-set evaluation are not timed.
 
 Pixels are scaled by 1/255, nothing else.  The training set (the first
 --train-limit images, all 60000 by default) is shuffled every epoch with a
-permutation drawn from a torch.Generator seeded with --seed; the last,
+permutation drawn from a torch.Generator seeded with --seed (--order
+edgetrain: edgetrain's permutation for that seed; with --init-from the same
+initial weights as an edgetrain run, a paired run that differs from it only
+in floating-point summation order); the last,
 smaller batch of an epoch is kept.  "final_loss" is the mean training loss
 over the last epoch (weighted by batch size).
 
@@ -68,6 +71,13 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="init and shuffle seed")
     ap.add_argument("--data", default=DEFAULT_DATA, help="Fashion-MNIST directory")
     ap.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up step")
+    ap.add_argument("--init-from", metavar="F",
+                    help="initial weights from a safetensors state dict (a PyTorch-named "
+                         "checkpoint, e.g. another run's --save-init) instead of He init")
+    ap.add_argument("--save-init", metavar="F", help="write the initial weights to F (safetensors)")
+    ap.add_argument("--order", choices=("torch", "edgetrain"), default="torch",
+                    help="image order per epoch: a torch.randperm seeded with --seed, or "
+                         "edgetrain's permutation for the same --seed (paired runs)")
     a = ap.parse_args(argv)
     if a.epochs < 1 or a.batch < 1 or a.threads < 1 or a.train_limit < 0:
         ap.error("epochs, batch and threads must be >= 1, train-limit >= 0")
@@ -116,6 +126,12 @@ def main(argv=None):
 
     model = et_torch.parse_spec(a.model)
     et_torch.he_init_(model, torch.Generator().manual_seed(a.seed))
+    if a.init_from:
+        tensors, _ = et_torch.load_safetensors(a.init_from)
+        sd = model.state_dict()
+        model.load_state_dict({k: tensors[k].to(sd[k].dtype).reshape(sd[k].shape) for k in sd})
+    if a.save_init:
+        et_torch.save_safetensors(a.save_init, {k: v.contiguous() for k, v in model.state_dict().items()})
     shape = model.input_shape
 
     def load(split, limit):
@@ -144,7 +160,10 @@ def main(argv=None):
     final_loss = float("nan")
     t0 = time.perf_counter()
     for _epoch in range(a.epochs):
-        perm = torch.randperm(n, generator=gen)
+        if a.order == "edgetrain":
+            perm = torch.tensor(et_torch.et_shuffle(a.seed, _epoch, n), dtype=torch.int64)
+        else:
+            perm = torch.randperm(n, generator=gen)
         tot, cnt = 0.0, 0
         for i in range(0, n, a.batch):
             idx = perm[i:i + a.batch]
@@ -185,6 +204,8 @@ def main(argv=None):
         "train_images": n,
         "seed": a.seed,
         "warmup_steps": 0 if a.no_warmup else 1,
+        "init_from": a.init_from,
+        "order": a.order,
     }
     print(json.dumps(out))
 

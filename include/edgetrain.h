@@ -193,6 +193,13 @@ typedef struct et_matmul {
      * integer path (both scales > 0, K <= 131072) and is plain: no mask,
      * skip_zeros or spec, no sink. NULL: none. */
     const int8_t *a_codes, *b_codes;
+    /* Output epilogue (NULL / 0: none): after the product, C[i][j] += bias_rows[i],
+     * then with relu C[i][j] = C[i][j] > 0 ? C[i][j] : 0 (one rounding each: the
+     * values of a bias pass and a ReLU pass after the call). The plain FP32
+     * kernel applies it to each tile as it finishes; the other paths after the
+     * product. Not with spec; a sink sees C after it. */
+    const float *bias_rows;
+    int relu;
 } et_matmul;
 
 typedef struct et_engine et_engine; /* the matmul path's state: counters, hooks */

@@ -10,6 +10,7 @@ package: the format is implemented here in pure Python).
     save_safetensors(path, tensors, metadata=None)
     load_safetensors(path)      -> (dict name -> torch.Tensor, metadata dict)
     load_idx(path)              -> numpy array (IDX file, gzipped or plain)
+    et_shuffle(seed, epoch, n)  -> the image order of edgetrain's train --seed
 
 The model returned by parse_spec has three extra attributes:
 `input_shape` (tuple, per image: (C, H, W) or (F,)), `output_shape` (tuple)
@@ -488,6 +489,29 @@ def load_safetensors(path):
 # --------------------------------------------------------------------------
 
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+# edgetrain's shuffle (src/core/rng.c): SplitMix64's finaliser over counters
+_M64 = (1 << 64) - 1
+
+
+def _mix64(z):
+    z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & _M64
+    return z ^ (z >> 31)
+
+
+def et_shuffle(seed, epoch, n):
+    """The permutation edgetrain's `train --seed SEED` uses in epoch `epoch`
+    (0-based) of n images: et_shuffle(seed, epoch, n, perm), a Fisher-Yates
+    shuffle drawing et_rand64(seed, (ET_STREAM_SHUFFLE << 48) ^ epoch, i)."""
+    stream = (2 << 48) ^ epoch
+    prefix = _mix64(_mix64((seed + 0x9e3779b97f4a7c15) & _M64) ^ ((stream * 0xd1b54a32d192ed03) & _M64))
+    perm = list(range(n))
+    for i in range(n - 1, 0, -1):
+        j = _mix64(prefix ^ ((i + 0x632be59bd9b4e019) & _M64)) % (i + 1)
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm
 
 
 def load_idx(path):

@@ -346,6 +346,84 @@ static void test_dot_path_bits(void **state) {
     et_set_threads(saved);
 }
 
+/* The epilogue (et_sgemm_epi): bit for bit et_sgemm's product followed by a
+ * scalar bias pass and a scalar ReLU pass, on every ISA, for tiles cut by
+ * several K blocks (K > KC), partial tiles, the dot path, K == 0, beta 1,
+ * 1-3 threads and nested calls; C's padding untouched. Row 1 of A holds a
+ * NaN (ReLU gives +0 for it, as for -0 and negatives). */
+static void test_epilogue(void **state) {
+    (void)state;
+    static const int shp[][5] = {/* ta, tb, M, N, K */
+                                 {0, 0, 32, 3136, 9},  {0, 0, 64, 392, 576}, {0, 0, 13, 101, 1000},
+                                 {1, 0, 9, 50, 7},     {0, 1, 17, 33, 130},  {1, 1, 8, 48, 384},
+                                 {0, 1, 5, 7, 3000},   {0, 0, 6, 20, 0}};
+    int saved = et_get_threads();
+    for (size_t si = 0; si < sizeof shp / sizeof shp[0]; si++) {
+        const int ta = shp[si][0], tb = shp[si][1], M = shp[si][2], N = shp[si][3], K = shp[si][4];
+        const int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+        const int lda = ac + 1, ldb = bc + 3, ldc = N + 5;
+        float *A = make_mat(ar, ac, lda, 0), *B = make_mat(br, bc, ldb, 0), *bias = make_mat(1, M, M, 0);
+        if (K > 0 && M > 1) A[ta ? 1 : (size_t)lda] = NAN;
+        float *C0 = make_mat(M, N, ldc, 0), *C = malloc(sizeof(float) * (size_t)M * ldc),
+              *R = malloc(sizeof(float) * (size_t)M * ldc);
+        assert_non_null(C);
+        assert_non_null(R);
+        for (int isa = 0; isa <= ET_ISA_AVX512; isa++) {
+            if (!isa_ok((et_isa)isa)) continue;
+            for (int q = 0; q < 6; q++) { /* bias only / relu only / both, beta 0 and 1 */
+                const et_gemm_epi epi = {q % 3 != 1 ? bias : NULL, q % 3 != 0};
+                const float beta = q < 3 ? 0.0f : 1.0f;
+                et_set_threads(1);
+                memcpy(R, C0, sizeof(float) * (size_t)M * ldc);
+                et_sgemm_isa((et_isa)isa, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, R, ldc);
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) {
+                        volatile float v = R[(size_t)i * ldc + j]; /* one rounding per operation */
+                        if (epi.row_bias) v = v + bias[i];
+                        if (epi.relu) v = v > 0.0f ? v : 0.0f;
+                        R[(size_t)i * ldc + j] = v;
+                    }
+                for (int T = 0; T <= 3; T++) { /* T == 0: nested inside a parallel region */
+                    memcpy(C, C0, sizeof(float) * (size_t)M * ldc);
+                    if (T) {
+                        et_set_threads(T);
+                        et_sgemm_epi_isa((et_isa)isa, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc, &epi);
+                    } else {
+                        et_set_threads(2);
+#pragma omp parallel num_threads(2)
+                        {
+#pragma omp single
+                            et_sgemm_epi_isa((et_isa)isa, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc,
+                                             &epi);
+                        }
+                    }
+                    for (int i = 0; i < M; i++)
+                        for (int j = 0; j < ldc; j++) {
+                            float got = C[(size_t)i * ldc + j], want = R[(size_t)i * ldc + j];
+                            if (j >= N) {
+                                if (memcmp(&got, &C0[(size_t)i * ldc + j], sizeof got))
+                                    fail_msg("epilogue wrote C's padding");
+                                continue;
+                            }
+                            if (memcmp(&got, &want, sizeof got))
+                                fail_msg("%s T=%d ta=%d tb=%d M=%d N=%d K=%d bias=%d relu=%d beta=%g: C[%d,%d] = %a, "
+                                         "want %a",
+                                         et_isa_name((et_isa)isa), T, ta, tb, M, N, K, epi.row_bias != NULL, epi.relu,
+                                         beta, i, j, got, want);
+                        }
+                }
+            }
+        }
+        free(A);
+        free(B);
+        free(bias);
+        free(C0);
+        free(C);
+        free(R);
+    }
+    et_set_threads(saved);
+}
+
 /* The shape rule: long K with a narrow output takes the dot path, wide
  * outputs and short K the packed one; only ta == 0, tb == 1 qualifies; and
  * et_sgemm on a qualifying shape equals et_gemm_dot bit for bit. */
@@ -439,6 +517,7 @@ int main(void) {
         cmocka_unit_test(test_thread_determinism),
         cmocka_unit_test(test_dot_path_bits),
         cmocka_unit_test(test_dot_path_choice),
+        cmocka_unit_test(test_epilogue),
         cmocka_unit_test(test_transpose_symmetry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -122,6 +122,7 @@ typedef struct args {
     ptrdiff_t ldb;
     float *C;
     ptrdiff_t ldc;
+    const et_gemm_epi *epi; /* NULL: none */
 } args;
 
 /* op(A)[i0 .. i0+mb, p0 .. p0+kb] -> ceil(mb/mr) panels of kb x mr (zero-padded). */
@@ -192,14 +193,31 @@ static void pack_b(const args *g, const kinfo *ki, int p0, int kb, int j0, int n
 
 void et_gemm_pack_a(const et_gemm_kinfo *ki, int ta, const float *A, ptrdiff_t lda, int i0,
                     int mb, int p0, int kb, float *dst) {
-    args g = {ta != 0, 0, 0, 0, 0, 1.0f, 0.0f, A, lda, NULL, 0, NULL, 0};
+    args g = {ta != 0, 0, 0, 0, 0, 1.0f, 0.0f, A, lda, NULL, 0, NULL, 0, NULL};
     pack_a(&g, ki, i0, mb, p0, kb, dst);
 }
 
 void et_gemm_pack_b(const et_gemm_kinfo *ki, int tb, const float *B, ptrdiff_t ldb, int p0,
                     int kb, int j0, int nb, float *dst) {
-    args g = {0, tb != 0, 0, 0, 0, 1.0f, 0.0f, NULL, 0, B, ldb, NULL, 0};
+    args g = {0, tb != 0, 0, 0, 0, 1.0f, 0.0f, NULL, 0, B, ldb, NULL, 0, NULL};
     pack_b(&g, ki, p0, kb, j0, nb, dst);
+}
+
+/* ------------------------------------------------------------ epilogue */
+
+/* Written as the separate passes would be (an add, then a select), so the
+ * compiler's vectorised code computes the same values. */
+void et_gemm_epi_apply(const et_gemm_epi *epi, int r0, int M, int N, float *C, ptrdiff_t ldc) {
+    if (!epi) return;
+    for (int r = 0; r < M; r++) {
+        float *restrict c = C + (ptrdiff_t)r * ldc;
+        if (epi->row_bias) {
+            const float b = epi->row_bias[r0 + r];
+            for (int j = 0; j < N; j++) c[j] += b;
+        }
+        if (epi->relu)
+            for (int j = 0; j < N; j++) c[j] = c[j] > 0.0f ? c[j] : 0.0f;
+    }
 }
 
 /* ------------------------------------------------------------ the driver */
@@ -258,9 +276,10 @@ static void gemm_region(const args *g, const kinfo *ki, int mc, int nc, int m0, 
                     }
                     for (int ir = 0; ir < mb; ir += mr) {
                         int m = mb - ir < mr ? mb - ir : mr;
-                        ki->kern(m, n, kb, ap + ir * ap_step, ars, as, bp, bs,
-                                 g->C + (ptrdiff_t)(ic + ir) * g->ldc + jc + jr, g->ldc, g->alpha,
-                                 beta);
+                        float *ct = g->C + (ptrdiff_t)(ic + ir) * g->ldc + jc + jr;
+                        ki->kern(m, n, kb, ap + ir * ap_step, ars, as, bp, bs, ct, g->ldc, g->alpha, beta);
+                        /* the tile is final after the last K block: its epilogue while in L1 */
+                        if (g->epi && pc + kb == g->K) et_gemm_epi_apply(g->epi, ic + ir, m, n, ct, g->ldc);
                     }
                 }
             }
@@ -392,7 +411,7 @@ static part choose_part(const args *g, const kinfo *ki, int T) {
 }
 
 void et_gemm_partition(const et_gemm_kinfo *ki, int M, int N, int K, int T, int *tm, int *tn) {
-    args g = {0, 0, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, 0, NULL, 0};
+    args g = {0, 0, M, N, K, 1.0f, 0.0f, NULL, 0, NULL, 0, NULL, 0, NULL};
     part p = choose_part(&g, ki, T);
     *tm = p.tm;
     *tn = p.tn;
@@ -409,6 +428,7 @@ static void run(const args *g, const kinfo *ki) {
     if (g->M <= 0 || g->N <= 0) return;
     if (g->K <= 0 || g->alpha == 0.0f) {
         scale_c(g);
+        et_gemm_epi_apply(g->epi, 0, g->M, g->N, g->C, g->ldc);
         return;
     }
     int nested = 0;
@@ -476,21 +496,34 @@ static void run(const args *g, const kinfo *ki) {
 
 static void sgemm(const kinfo *ki, int ta, int tb, int M, int N, int K, float alpha,
                   const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                  int ldc) {
+                  int ldc, const et_gemm_epi *epi) {
+    if (epi && !epi->row_bias && !epi->relu) epi = NULL;
     if (K > 0 && alpha != 0.0f && et_gemm_dot_fits(ta, tb, M, N, K)) {
         et_gemm_dot(ki->isa, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, et_get_threads());
+        if (M > 0 && N > 0) et_gemm_epi_apply(epi, 0, M, N, C, ldc);
         return;
     }
-    args g = {ta != 0, tb != 0, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc};
+    args g = {ta != 0, tb != 0, M, N, K, alpha, beta, A, lda, B, ldb, C, ldc, epi};
     run(&g, ki);
 }
 
 void et_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc) {
-    sgemm(pick(et_cpu_isa()), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    sgemm(pick(et_cpu_isa()), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL);
 }
 
 void et_sgemm_isa(et_isa isa, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                   int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    sgemm(pick(isa), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    sgemm(pick(isa), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL);
+}
+
+void et_sgemm_epi(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc, const et_gemm_epi *epi) {
+    sgemm(pick(et_cpu_isa()), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, epi);
+}
+
+void et_sgemm_epi_isa(et_isa isa, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                      int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                      const et_gemm_epi *epi) {
+    sgemm(pick(isa), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, epi);
 }

@@ -91,4 +91,26 @@ void et_gemm_partition(const et_gemm_kinfo *ki, int M, int N, int K, int T, int 
 void et_sgemm_isa(et_isa isa, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                   int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
+/* An output epilogue: once C[i][j] holds its product (alpha·sum + beta·C),
+ *   C[i][j] = C[i][j] + row_bias[i]                (row_bias NULL: skipped)
+ *   C[i][j] = C[i][j] > 0 ? C[i][j] : 0            (relu != 0)
+ * one rounding each, in this order: exactly what a bias pass and a ReLU pass
+ * over C after et_sgemm compute, so the bits are the same. */
+typedef struct et_gemm_epi {
+    const float *row_bias;
+    int relu;
+} et_gemm_epi;
+
+/* et_sgemm with an epilogue (NULL: none), applied to each micro-tile of C
+ * right after its last K block, while the tile is in L1 (the dot path, and a
+ * product with K == 0, apply it in a pass after). */
+void et_sgemm_epi(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc, const et_gemm_epi *epi);
+void et_sgemm_epi_isa(et_isa isa, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                      int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                      const et_gemm_epi *epi);
+/* The epilogue alone over rows [0, M) x columns [0, N) of C (row i0 of C is
+ * row i0 + r0 of the bias). */
+void et_gemm_epi_apply(const et_gemm_epi *epi, int r0, int M, int N, float *C, ptrdiff_t ldc);
+
 #endif /* ET_GEMM_INTERNAL_H */

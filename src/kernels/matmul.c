@@ -1,6 +1,7 @@
 /* The one matmul call: see docs/architecture.md and docs/sparsity.md. */
 #include "kernels/matmul.h"
 
+#include "kernels/gemm_internal.h"
 #include "kernels/igemm.h"
 #include "kernels/qgemm.h"
 #include "kernels/spgemm.h"
@@ -101,10 +102,18 @@ static int known_count(const et_matmul *mm, uint64_t *elem, uint64_t *kept) {
     return 1;
 }
 
+/* An epilogue over all of C, rows split over the threads. */
+static void apply_epi(const et_gemm_epi *epi, int M, int N, float *C, int ldc) {
+#pragma omp parallel for schedule(static) if ((int64_t)M * N > 65536)
+    for (int i = 0; i < M; i++) et_gemm_epi_apply(epi, i, 1, N, C + (int64_t)i * ldc, ldc);
+}
+
 et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     if (mm->M < 0 || mm->N < 0 || mm->K < 0 || (unsigned)mm->stage >= ET_NSTAGES)
         return et_set_error(ET_ERR_INVALID, "matmul: bad shape %dx%dx%d", mm->M, mm->N, mm->K);
     if (mm->spec && mm->mask) return et_set_error(ET_ERR_INVALID, "matmul: give a mask or a speculation, not both");
+    if (mm->spec && (mm->bias_rows || mm->relu))
+        return et_set_error(ET_ERR_INVALID, "matmul: an epilogue with a speculation");
     if (mm->mask && mm->ldmask < mm->N) return et_set_error(ET_ERR_INVALID, "matmul: mask stride %d < N %d", mm->ldmask, mm->N);
     uint64_t macs = (uint64_t)mm->M * (uint64_t)mm->N * (uint64_t)mm->K;
     const uint8_t *mask = mm->mask;
@@ -123,6 +132,8 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     if (mm->K > 0 && (!mm->A || !mm->B) &&
         !(integer && !sparse && !mm->spec && !(eng && eng->sink) && (mm->A || mm->a_codes) && (mm->B || mm->b_codes)))
         return et_set_error(ET_ERR_INVALID, "matmul: NULL operand (codes alone serve only a plain integer product)");
+    const et_gemm_epi epi = {mm->bias_rows, mm->relu};
+    int epi_done = 0;
     work w = {macs, macs, macs, (uint64_t)mm->M * (uint64_t)mm->N, 0};
     uint64_t kept = w.outputs, kelem = 0, kkept = 0;
     const int known = sparse && known_count(mm, &kelem, &kkept);
@@ -208,9 +219,12 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
                              mm->ldc, mm->skip_zeros, mask, ldm, &ss, &cnt);
         w.executed = ss.macs_elem, w.cpu = ss.macs_cpu, kept = cnt.kept;
     } else {
-        et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
-                 mm->ldc);
+        et_sgemm_epi(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
+                     mm->ldc, epi.row_bias || epi.relu ? &epi : NULL);
+        epi_done = 1;
     }
+    if (!epi_done && (epi.row_bias || epi.relu)) /* the other paths: a pass after the product */
+        apply_epi(&epi, mm->M, mm->N, mm->C, mm->ldc);
     if (mask || mm->post_mask_cols) w.masked = w.outputs - kept;
     if (eng && eng->sink) {
         et_status st = eng->sink(eng->sink_ctx, mm, w.executed);

@@ -495,6 +495,8 @@ typedef struct cjob {
     int8_t *xcodes; /* FF under speculation: the input's codes (then the lanes' col codes) */
     const int32_t *wcnt; /* FF with skip_zeros: nnz of the weights' columns */
     const uint32_t *a_vnni; /* FF under speculation: the weights' packed codes, NULL: none */
+    int epi;     /* FF: the products add the bias and apply relu_out themselves (conv_ff) */
+    int cpl;     /* > 0: FF/EP's chunks by lane (balance_lanes), cpl chunks per lane */
 } cjob;
 
 static float *lane_cols(const cjob *j, int lane) {
@@ -614,8 +616,29 @@ static et_status run_lanes(const cjob *j, int h, lane_fn fn) {
 }
 
 static int chunk_images(const cjob *j, int c, int *n0) {
+    if (j->cpl > 0) { /* lane c / cpl's half of the images, in cpl near-equal chunks */
+        const int N = j->cx->batch, half = (N + 1) / 2, lane = c / j->cpl, q = c % j->cpl;
+        const int b0 = lane ? half : 0, nl = lane ? N - half : half;
+        *n0 = b0 + (int)((int64_t)q * nl / j->cpl);
+        return b0 + (int)((int64_t)(q + 1) * nl / j->cpl) - *n0;
+    }
     *n0 = c * j->nbmax;
     return j->cx->batch - *n0 < j->nbmax ? j->cx->batch - *n0 : j->nbmax;
+}
+
+/* FF and EP: each output column (FF) and each image's dX (EP) is computed
+ * the same way whatever chunk holds it, so their chunks may be cut anywhere
+ * between images. When the lanes run side by side, each lane takes half of
+ * the images in equal chunks of at most nbmax (VGG8's first conv: 50 + 50
+ * images instead of chunks 0-1 vs 2, 74 vs 26). WG keeps the shape-only
+ * chunks: its sums run over them, so they fix its bits. Returns h for
+ * run_lanes. */
+static int balance_lanes(cjob *j) {
+    const int N = j->cx->batch;
+    if (!conv_two_lanes(j) || N < 2) return (j->nch + 1) / 2;
+    j->cpl = ((N + 1) / 2 + j->nbmax - 1) / j->nbmax;
+    j->nch = 2 * j->cpl;
+    return j->cpl;
 }
 
 static int mm_skip_ff(const cjob *j) {
@@ -629,6 +652,7 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
     const et_spec *spec = sp ? sp->spec : NULL;
     for (int c = c0; c < c1; c++) {
         int n0, nb = chunk_images(j, c, &n0), ldb;
+        if (nb <= 0) continue; /* an empty chunk of a short lane (odd batch) */
         /* FF skipping zeros: nnz of col's rows, counted by im2col (direct: from x) */
         const int cnt = mm_skip_ff(j) && !spec;
         const int8_t *Bq;
@@ -637,13 +661,17 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
         et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK,
                         B, ldb, j->y + (int64_t)n0 * HWo, N * HWo, 0.0f,
                         (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, NULL,
-                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W], Bq};
+                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W], Bq, NULL, 0};
         if (cnt) {
             int32_t *rc = lane_rowcnt(j, lane);
             if (conv_direct(&l->cfg.conv)) conv_xstats(l, j->x, N, n0, nb, rc, NULL);
             mm.knnz_b = rc, mm.knnz_a = j->wcnt;
         }
         mm.lane = lane;
+        if (j->epi) { /* bias (and the relu) as each tile of the product is stored */
+            mm.bias_rows = l->cfg.conv.bias ? l->params[1].data : NULL;
+            mm.relu = j->cx->relu_out;
+        }
         et_spec chunk;
         if (spec) { /* this chunk's columns of the whole output's mask */
             chunk = *spec;
@@ -679,7 +707,7 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const et_spec *spec = cx->sp ? cx->sp->spec : NULL;
-    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL, NULL};
+    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL, NULL, 0, 0};
     if (!spec && ((cx->sp && cx->sp->ff_skip) || l->params[0].mask)) { /* the same for every chunk */
         int32_t *wc = weight_colcnt(&j);
         et_spgemm_linecount(0, Cout, (int)conv_ck(l), l->params[0].use, (int)conv_ck(l), wc);
@@ -711,8 +739,14 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
         uint32_t *ap = (uint32_t *)(void *)lane_codes(&j, 2);
         if (et_spec_pack_a(l->params[0].use, Cout, (int)conv_ck(l), (int)conv_ck(l), spec->absmax_a, spec->bits, ap)) j.a_vnni = ap;
     }
-    et_status st = run_lanes(&j, (nch + 1) / 2, ff_lane);
+    /* Without speculation and with nothing watching the products (a sink),
+     * the matmul call adds the bias, and applies the ReLU the executor fused
+     * here (relu_out), as it stores the output: the same float operations as
+     * the passes below (kernels/gemm_internal.h, et_gemm_epi). */
+    j.epi = !spec && et_matmul_plain(cx->eng, l->index);
+    et_status st = run_lanes(&j, balance_lanes(&j), ff_lane);
     if (st) return st;
+    if (j.epi) return ET_OK;
     /* the bias add; under speculation predicted zeros stay exactly 0. The
      * AMX path's products leave the mask to this pass (et_spec.pre_kept):
      * y = mask ? y + b : 0, which is what masking and then adding gives */
@@ -747,6 +781,11 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
             }
         }
     }
+    if (cx->relu_out) { /* the executor fuses only where the products can (j.epi); kept correct anyway */
+        const int64_t n = (int64_t)Cout * N * HWo;
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+    }
     return ET_OK;
 }
 
@@ -758,12 +797,13 @@ static et_status ep_lane(const cjob *j, int lane, int c0, int c1) {
     float *dcol = lane_cols(j, lane);
     for (int c = c0; c < c1; c++) {
         int n0, nb = chunk_images(j, c, &n0);
+        if (nb <= 0) continue;
         const int8_t *dyq = l->int_codes[ET_IS_E];
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, nb * HWo, Cout, l->params[0].use, CK,
                         j->dy + (int64_t)n0 * HWo, N * HWo, dcol, nb * HWo, 0.0f,
                         skip || l->params[0].mask != NULL, NULL, 0, NULL,
                         l->int_scale[ET_IS_W], l->int_scale[ET_IS_E], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W],
-                        dyq ? dyq + (int64_t)n0 * HWo : NULL};
+                        dyq ? dyq + (int64_t)n0 * HWo : NULL, NULL, 0};
         mm.lane = lane;
         if (masked && j->ep_post) { /* the mask after col2im; its counts from x */
             int32_t *cc = lane_colcnt(j, lane);
@@ -793,7 +833,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, N * HWo, Cout, l->params[0].use, CK,
                         dy, N * HWo, dx, N * HWo, 0.0f, skip || l->params[0].mask != NULL, NULL, 0, NULL,
                         l->int_scale[ET_IS_W], l->int_scale[ET_IS_E], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W],
-                        l->int_codes[ET_IS_E]};
+                        l->int_codes[ET_IS_E], NULL, 0};
         if (masked) {
             nonzero_mask(x, (int64_t)CK * N * HWo, sp->ep_maskbuf);
             mm.mask = sp->ep_maskbuf, mm.ldmask = N * HWo;
@@ -806,8 +846,8 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
      * sink) and the exact count needs no pattern of W (no zero in W) */
     const int post = masked && et_matmul_plain(cx->eng, l->index) && !l->params[0].mask &&
                      !et_spgemm_any_zero(l->params[0].use, Cout, CK, CK);
-    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL, NULL};
-    return run_lanes(&j, (nch + 1) / 2, ep_lane);
+    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL, NULL, 0, 0};
+    return run_lanes(&j, balance_lanes(&j), ep_lane);
 }
 
 /* WG's lane gradient buffers in the scratch, after the two column buffers */
@@ -862,7 +902,7 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
         et_matmul mm = {ET_WG, l->index, 0, 1, Cout, CK, nb * HWo, dyc, N * HWo, col, ldb, dst, CK, beta,
                         j->cx->sp && j->cx->sp->bw_skip, l->params[0].mask, CK, NULL,
                         l->int_scale[ET_IS_E], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0,
-                        dyq ? dyq + (int64_t)n0 * HWo : NULL, colq};
+                        dyq ? dyq + (int64_t)n0 * HWo : NULL, colq, NULL, 0};
         mm.lane = lane;
         if (tr) { /* fp32 only (wg_transposed) */
             mm.M = CK, mm.N = Cout;
@@ -890,7 +930,7 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const int h = et_matmul_emulated(cx->eng, l->index) ? nch : (nch + 1) / 2;
     const int tr = wg_transposed(l, cx);
-    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL};
+    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL, 0, 0};
     et_status st = run_lanes(&j, h, wg_lane);
     if (st) return st;
     float *dw = l->params[0].grad;

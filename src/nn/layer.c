@@ -39,6 +39,7 @@ float et_sum_f32(const float *x, int64_t n) {
 }
 
 int et_layer_fuses_relu_ep(et_layer_type t) { return t == ET_L_MAXPOOL; }
+int et_layer_fuses_relu_ff(et_layer_type t) { return t == ET_L_CONV; }
 
 void et_layer_ff_dims(const et_layer *l, int batch, int *M, int *N, int *K) {
     *M = *N = *K = 0;

@@ -106,6 +106,9 @@ typedef struct et_lctx {
                               this EP (dx must be 0 where x <= 0); see
                               et_layer_fuses_relu_ep */
     const et_layer_sparsity *sp; /* run-time sparsity of this call, NULL: dense */
+    int relu_out;          /* FF only (conv): y is the input of an in-place ReLU whose FF
+                              is fused into this FF (y = max(conv + bias, 0)); see
+                              et_layer_fuses_relu_ff */
 } et_lctx;
 
 typedef struct et_layer_ops {
@@ -133,6 +136,9 @@ et_status et_add_ff(const et_lctx *c, et_shape s, const float *a, const float *b
 /* Whether a layer's EP can apply the mask of the ReLU that produced its input
  * (et_lctx.relu_in), so the executor skips that ReLU's own EP pass. */
 int et_layer_fuses_relu_ep(et_layer_type t);
+/* Whether a layer's FF can apply the ReLU that consumes its output in place
+ * (et_lctx.relu_out), so the executor skips that ReLU's own FF pass. */
+int et_layer_fuses_relu_ff(et_layer_type t);
 /* Shapes of a conv/linear layer's largest FF product at `batch` images
  * (conv: one chunk of images), for planning sparsity buffers; 0 for others. */
 void et_layer_ff_dims(const et_layer *l, int batch, int *M, int *N, int *K);

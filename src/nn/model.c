@@ -55,6 +55,7 @@ static et_node *new_node(et_model *m) {
     et_node *n = &m->nodes[m->nnodes];
     memset(n, 0, sizeof *n);
     n->in2 = -1;
+    n->ff_relu_node = -1;
     n->layer.index = m->nnodes++;
     return n;
 }
@@ -209,6 +210,19 @@ static int plan_tensors(et_model *m) {
                 n->relu_ep_fused = c->ep_relu_in = 1;
             break;
         }
+    }
+    /* A relu working in place on the output of a layer that can apply it in
+     * its own FF (conv), which nothing else reads: that layer may do the
+     * relu's FF (decided per call in et_model_forward). */
+    for (int i = 0; i < m->nnodes; i++) m->nodes[i].ff_relu_node = -1, m->nodes[i].ff_done = 0;
+    for (int i = 0; i < m->nnodes; i++) {
+        et_node *n = &m->nodes[i];
+        const et_tensor *in = &m->tensors[n->in];
+        if (n->layer.type != ET_L_RELU || m->tensors[n->out].alias_of < 0 || in->producer < 0 ||
+            in->consumers != 1)
+            continue;
+        et_node *p = &m->nodes[in->producer];
+        if (p->out == n->in && et_layer_fuses_relu_ff(p->layer.type)) p->ff_relu_node = i;
     }
     /* Gradient slots by liveness, walking the nodes backwards. */
     int nslots = 0, free_list[64], nfree = 0;
@@ -576,14 +590,23 @@ et_status et_model_forward(et_model *m, int n, int train, const float **logits) 
             et_traffic_input(m, i, m->tensors[nd->in].val, n);
             add_phase(m, ET_PHASE_TRAFFIC, t0);
         }
+        if (nd->ff_done) { /* a relu its producer's FF applied (in place) */
+            nd->ff_done = 0;
+            continue;
+        }
         const float *x = m->tensors[nd->in].val;
         float *y = m->tensors[nd->out].val;
         c.sp = et_sparsity_node(m, i, x, n, train);
+        /* the in-place relu after this layer, in its FF: for plain FP32
+         * products (no sink to see the outputs before the relu) without
+         * speculation (whose predicted zeros skip the bias) */
+        c.relu_out = nd->ff_relu_node >= 0 && !(c.sp && c.sp->spec) && et_matmul_plain(&m->eng, i);
         t0 = now_seconds();
         if (nd->layer.type == ET_L_ADD) st = et_add_ff(&c, nd->layer.out, x, m->tensors[nd->in2].val, y);
         else st = et_layer_table[nd->layer.type]->ff(&nd->layer, &c, x, y);
         add_seconds(m, i, ET_FF, t0);
         if (st) return st;
+        if (c.relu_out) m->nodes[nd->ff_relu_node].ff_done = 1;
     }
     m->last_batch = n;
     m->last_train = train;

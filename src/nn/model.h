@@ -24,6 +24,11 @@ typedef struct et_node {
      * consumer, which gets ep_relu_in (et_lctx.relu_in) and writes straight
      * into the relu input's gradient slot. */
     int relu_ep_fused, ep_relu_in;
+    /* ReLU FF fusion (plan_tensors): ff_relu_node >= 0 on a conv whose output
+     * only an in-place relu reads (that relu's index); the executor hands the
+     * conv relu_out (et_lctx) when its products are plain FP32, and sets
+     * ff_done on the relu, whose FF is then skipped for that call. */
+    int ff_relu_node, ff_done;
 } et_node;
 
 struct et_model {
