@@ -51,7 +51,7 @@ write_doc() { # done | partial: the doc is rewritten after every row
         echo "test images (the first ones of Fashion-MNIST's sets) were used. Policies in policies/ and"
         echo "docs/precision.md. E6M5 rows round every product and every addition of the accumulator to E6M5"
         echo "(emulated accumulation), with r random bits for stochastic rounding (docs/formats.md); hfp8 sums"
-        echo "in FP16 the same way. Emulated accumulation costs about 6-7x an FP32 step, so rows with it may"
+        echo "in FP16 the same way. Emulated accumulation costs about 7-8x an FP32 step, so rows with it may"
         echo "run on a smaller budget (above: LeNet $LE images, VGG8 $VE images tested on $VT), each next to"
         echo "an fp32 row with the same budget: compare accuracies within a budget. images/s is the"
         echo "training throughput of that run on a shared 2-core machine with other jobs running: a rough"
