@@ -76,17 +76,17 @@ uint32_t et_qgemm_xs32(uint32_t x) {
     return x ^ (x << 5);
 }
 
-uint64_t et_qgemm_key(const et_qparams *p, uint64_t e) { return et_rand_at(p->prefix, e); }
+static uint64_t qkey(const et_qparams *p, uint64_t e) { return et_rand_at(p->prefix, e); }
 
-uint32_t et_qgemm_state0(uint64_t key) {
+static uint32_t state0(uint64_t key) {
     uint32_t x = (uint32_t)(key >> 32);
     return x ? x : 1u; /* xorshift's state is never 0 */
 }
 
 uint32_t et_qgemm_word(const et_qparams *p, uint64_t e, uint64_t t) {
-    uint64_t key = et_qgemm_key(p, e);
+    uint64_t key = qkey(p, e);
     if (t == 0) return (uint32_t)key;
-    uint32_t x = et_qgemm_state0(key);
+    uint32_t x = state0(key);
     for (uint64_t i = 0; i < t; i++) x = et_qgemm_xs32(x);
     return x;
 }
@@ -128,8 +128,8 @@ static void ref_rows(const et_qgemm_args *g, int i0, int i1) {
         for (int j = 0; j < N; j++) {
             float *c = g->C + (size_t)i * g->ldc + j;
             uint64_t e = (uint64_t)i * (uint64_t)N + (uint64_t)j;
-            uint64_t key = srm || sra ? et_qgemm_key(&g->acc, e) : 0; /* mul and acc share the key */
-            uint32_t x = et_qgemm_state0(key);
+            uint64_t key = srm || sra ? qkey(&g->acc, e) : 0; /* mul and acc share the key */
+            uint32_t x = state0(key);
             float s = 0.0f;
             if (g->beta != 0.0f) {
                 float bc = g->beta * *c;

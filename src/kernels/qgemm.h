@@ -57,12 +57,10 @@ et_status et_qgemm_ref(int ta, int tb, int M, int N, int K, const float *A, int 
                        float beta, float *C, int ldc, const et_format *mul, const et_format *acc,
                        const et_qkey *key);
 
-/* The generator above: xs32 (one xorshift32 step), key_e for the key of `p`
- * (its prefix; et_qparams_init), x_0 from a key, and element e's word t
- * (t = 0: lo32(key_e), the beta word; t >= 1: x_t). */
+/* The generator above: xs32 (one xorshift32 step), and element e's word t
+ * for the key of `p` (its prefix; et_qparams_init): t = 0: lo32(key_e), the
+ * beta word; t >= 1: x_t. */
 uint32_t et_qgemm_xs32(uint32_t x);
-uint64_t et_qgemm_key(const et_qparams *p, uint64_t e);
-uint32_t et_qgemm_state0(uint64_t key);
 uint32_t et_qgemm_word(const et_qparams *p, uint64_t e, uint64_t t);
 
 /* Grows the calling thread's panel buffer to what products with K terms need

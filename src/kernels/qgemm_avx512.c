@@ -121,34 +121,25 @@ typedef struct mags {
     uint32_t mn1, mx;
 } mags;
 
-static inline mags mags_of(const float *x, size_t n, size_t stride) {
-    __m512i mn = V(0xffffffffu), mx = _mm512_setzero_si512();
+/* Folds the magnitudes of x[0 .. n) into mn (least nonzero minus 1) and mx. */
+static inline void mags_acc(const float *x, size_t n, __m512i *mn, __m512i *mx) {
     const __m512i abs = V(0x7fffffff), m1 = V(0xffffffffu);
-    size_t i = 0;
-    if (stride == 1) {
-        for (; i + 16 <= n; i += 16) {
-            __m512i a = _mm512_and_si512(_mm512_loadu_si512(x + i), abs);
-            mx = _mm512_max_epu32(mx, a), mn = _mm512_min_epu32(mn, _mm512_add_epi32(a, m1));
-        }
-        if (i < n) {
-            __m512i a = _mm512_and_si512(_mm512_maskz_loadu_epi32((__mmask16)((1u << (n - i)) - 1), x + i), abs);
-            mx = _mm512_max_epu32(mx, a), mn = _mm512_min_epu32(mn, _mm512_add_epi32(a, m1));
-        }
-        return (mags){_mm512_reduce_min_epu32(mn), _mm512_reduce_max_epu32(mx)};
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 m = (__mmask16)(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
+        __m512i a = _mm512_and_si512(_mm512_maskz_loadu_epi32(m, x + i), abs);
+        *mx = _mm512_max_epu32(*mx, a), *mn = _mm512_mask_min_epu32(*mn, m, *mn, _mm512_add_epi32(a, m1));
     }
-    mags r = {0xffffffffu, 0};
-    for (; i < n; i++) {
-        uint32_t a;
-        memcpy(&a, x + i * stride, 4);
-        a &= 0x7fffffffu;
-        if (a > r.mx) r.mx = a;
-        if (a - 1u < r.mn1) r.mn1 = a - 1u;
-    }
-    return r;
 }
 
-static inline mags mags_join(mags a, mags b) {
-    return (mags){a.mn1 < b.mn1 ? a.mn1 : b.mn1, a.mx > b.mx ? a.mx : b.mx};
+static inline mags mags_reduce(__m512i mn, __m512i mx) {
+    return (mags){_mm512_reduce_min_epu32(mn), _mm512_reduce_max_epu32(mx)};
+}
+
+/* Magnitudes of n contiguous floats. */
+static inline mags mags_of(const float *x, size_t n) {
+    __m512i mn = V(0xffffffffu), mx = _mm512_setzero_si512();
+    mags_acc(x, n, &mn, &mx);
+    return mags_reduce(mn, mx);
 }
 
 static inline float bits_f(uint32_t u) {
@@ -236,24 +227,12 @@ static inline int chunk_bounded(const et_qgemm_args *g, float s0, float pmax) {
 /* Magnitudes of op(A) at rows row[0..RM) (ta = 1: consecutive, from row[0]),
  * products k0 .. k1 - 1. */
 static inline mags mags_rows(const et_qgemm_args *g, const blk *c, const int row[RM], int nrows, int k0, int k1) {
-    const __m512i abs = V(0x7fffffff), m1 = V(0xffffffffu);
-    __m512i mn = m1, mx = _mm512_setzero_si512();
-    if (!g->ta) {
-        for (int r = 0; r < nrows; r++)
-            for (int k = k0; k < k1; k += 16) {
-                __mmask16 m = (__mmask16)(k1 - k >= 16 ? 0xffff : (1u << (k1 - k)) - 1);
-                __m512i a = _mm512_and_si512(_mm512_maskz_loadu_epi32(m, c->ap[r] + k), abs);
-                mx = _mm512_max_epu32(mx, a), mn = _mm512_mask_min_epu32(mn, m, mn, _mm512_add_epi32(a, m1));
-            }
-    } else { /* A[k * lda + row]: the rows' values at one k are contiguous */
-        const __mmask16 m = (__mmask16)((1u << nrows) - 1);
-        const float *a0 = g->A + row[0];
-        for (int k = k0; k < k1; k++) {
-            __m512i a = _mm512_and_si512(_mm512_maskz_loadu_epi32(m, a0 + (size_t)k * g->lda), abs);
-            mx = _mm512_max_epu32(mx, a), mn = _mm512_mask_min_epu32(mn, m, mn, _mm512_add_epi32(a, m1));
-        }
-    }
-    return (mags){_mm512_reduce_min_epu32(mn), _mm512_reduce_max_epu32(mx)};
+    __m512i mn = V(0xffffffffu), mx = _mm512_setzero_si512();
+    if (!g->ta)
+        for (int r = 0; r < nrows; r++) mags_acc(c->ap[r] + k0, (size_t)(k1 - k0), &mn, &mx);
+    else /* A[k * lda + row]: the rows' values at one k are contiguous */
+        for (int k = k0; k < k1; k++) mags_acc(g->A + row[0] + (size_t)k * g->lda, (size_t)nrows, &mn, &mx);
+    return mags_reduce(mn, mx);
 }
 
 INLINE void block(const et_qgemm_args *g, int i0, int i1, int j0, int j1, const float *Bp, const mags *bch, int mk,
@@ -372,7 +351,7 @@ void et_qgemm_avx512_block(const et_qgemm_args *g, int i0, int i1, int j0, int j
         }
         if (mk != K_IDENT)
             for (int k0 = 0; k0 < K; k0 += QG_KCH)
-                bch[k0 / QG_KCH] = mags_of(Bp + (size_t)k0 * 16, (size_t)((K - k0 < QG_KCH ? K - k0 : QG_KCH) * 16), 1);
+                bch[k0 / QG_KCH] = mags_of(Bp + (size_t)k0 * 16, (size_t)((K - k0 < QG_KCH ? K - k0 : QG_KCH) * 16));
     }
     switch (mk * 4 + ak) {
         CASE(0, 0) CASE(0, 1) CASE(0, 2) CASE(0, 3)
