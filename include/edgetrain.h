@@ -200,6 +200,14 @@ typedef struct et_matmul {
      * product. Not with spec; a sink sees C after it. */
     const float *bias_rows;
     int relu;
+    /* Implicit convolution (NULL: none; src/kernels/spconv.h): conv EP / WG of
+     * a stride-1 convolution whose column matrix is not formed. The record
+     * still describes the GEMM (EP: dcol = Wᵀ·dY, WG: dWᵀ = col·dYᵀ, for the
+     * counts), but the call reads the input and writes dx (EP, col2im done)
+     * or the gradient in the kernel's layout (WG); col (WG's A)
+     * and dcol (EP's C) may be NULL. Only with skip_zeros and counts from the
+     * layer, on plain FP32 products. */
+    const struct et_conv_implicit *conv;
 } et_matmul;
 
 typedef struct et_engine et_engine; /* the matmul path's state: counters, hooks */

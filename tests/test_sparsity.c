@@ -527,7 +527,7 @@ static void test_spec_product(void **state) {
                     eng.spec_ws = ws, eng.spec_ws_bytes = wsb;
                     memset(mask, 7, (size_t)M * ldm);
                     for (int i = 0; i < M * ldc; i++) C[i] = NAN;
-                    et_matmul mm = {ET_FF, -1, 0, 0, M, N, K, A, lda, B, ldb, C, ldc, 0.0f, 1, NULL, 0, &spec, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0};
+                    et_matmul mm = {ET_FF, -1, 0, 0, M, N, K, A, lda, B, ldb, C, ldc, 0.0f, 1, NULL, 0, &spec, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL};
                     et_set_threads(T);
                     assert_int_equal(et_matmul_run(&eng, &mm), ET_OK);
                     et_set_threads(1);

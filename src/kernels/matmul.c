@@ -4,6 +4,7 @@
 #include "kernels/gemm_internal.h"
 #include "kernels/igemm.h"
 #include "kernels/qgemm.h"
+#include "kernels/spconv.h"
 #include "kernels/spgemm.h"
 #include "kernels/spwg.h"
 #include "sparsity/sparsity.h"
@@ -129,7 +130,7 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     }
     const int sparse = mm->skip_zeros || mask || mm->post_mask_cols;
     const int integer = mm->a_scale > 0 && mm->b_scale > 0 && mm->K <= 131072;
-    if (mm->K > 0 && (!mm->A || !mm->B) &&
+    if (mm->K > 0 && (!mm->A || !mm->B) && !(mm->conv && mm->B) &&
         !(integer && !sparse && !mm->spec && !(eng && eng->sink) && (mm->A || mm->a_codes) && (mm->B || mm->b_codes)))
         return et_set_error(ET_ERR_INVALID, "matmul: NULL operand (codes alone serve only a plain integer product)");
     const et_gemm_epi epi = {mm->bias_rows, mm->relu};
@@ -137,6 +138,10 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     work w = {macs, macs, macs, (uint64_t)mm->M * (uint64_t)mm->N, 0};
     uint64_t kept = w.outputs, kelem = 0, kkept = 0;
     const int known = sparse && known_count(mm, &kelem, &kkept);
+    if (mm->conv && (mm->stage == ET_FF || !mm->skip_zeros || mask || integer || !et_matmul_plain(eng, mm->layer) ||
+                     !known))
+        return et_set_error(ET_ERR_INVALID, "matmul: an implicit convolution is only conv EP/WG with skip_zeros, "
+                                            "counts from the layer and plain FP32");
     int in_range = eng && mm->layer >= 0 && mm->layer < eng->nlayers;
     const et_format *mul = in_range && eng->mul ? eng->mul[mm->layer] : NULL;
     const et_format *acc = in_range && eng->acc ? eng->acc[mm->layer] : NULL;
@@ -168,6 +173,14 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
             w.executed = kelem, kept = kkept;
         else if (sparse)
             w.executed = mask_and_count(mm, mask, ldm, &kept);
+    } else if (mm->conv) {
+        /* the column matrix never formed (spconv.h): EP writes dx, col2im
+         * included, WG the gradient in the kernel's layout; the caller chose
+         * it (the kernel applies and pays) and gives the work space */
+        const int ran = mm->stage == ET_EP ? et_spconv_ep(mm->conv, mm->B, mm->ldb, &w.cpu)
+                                           : et_spconv_wg(mm->conv, mm->B, mm->ldb, mm->beta, mm->C, &w.cpu);
+        if (!ran) return et_set_error(ET_ERR_INVALID, "matmul: the implicit convolution does not apply here");
+        w.executed = kelem, kept = kkept;
     } else if (known && (mm->post_mask_cols || (double)kelem >= ET_KNOWN_SPARSE_MAX * (double)macs)) {
         /* counted from what the caller knows; a kernel that skips B's zeros
          * where it applies and B is sparse enough to pay: the column-sparse

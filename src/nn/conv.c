@@ -19,6 +19,7 @@
 
 #include "kernels/igemm.h"
 #include "kernels/matmul.h"
+#include "kernels/spconv.h"
 #include "kernels/spgemm.h"
 #include "kernels/spwg.h"
 #include "sparsity/sparsity.h"
@@ -497,7 +498,10 @@ typedef struct cjob {
     const uint32_t *a_vnni; /* FF under speculation: the weights' packed codes, NULL: none */
     int epi;     /* FF: the products add the bias and apply relu_out themselves (conv_ff) */
     int cpl;     /* > 0: FF/EP's chunks by lane (balance_lanes), cpl chunks per lane */
+    const et_conv_implicit *imp; /* EP/WG without the column matrix (conv_implicit), NULL: with */
 } cjob;
+
+static float *lane_grad(const et_layer *l, const et_lctx *cx, int lane);
 
 static float *lane_cols(const cjob *j, int lane) {
     return j->cx->scratch + (size_t)lane * chunk_floats(j->l, j->cx->batch);
@@ -661,7 +665,7 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
         et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK,
                         B, ldb, j->y + (int64_t)n0 * HWo, N * HWo, 0.0f,
                         (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, NULL,
-                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W], Bq, NULL, 0};
+                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W], Bq, NULL, 0, NULL};
         if (cnt) {
             int32_t *rc = lane_rowcnt(j, lane);
             if (conv_direct(&l->cfg.conv)) conv_xstats(l, j->x, N, n0, nb, rc, NULL);
@@ -707,7 +711,7 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const et_spec *spec = cx->sp ? cx->sp->spec : NULL;
-    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL, NULL, 0, 0};
+    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL, NULL, 0, 0, NULL};
     if (!spec && ((cx->sp && cx->sp->ff_skip) || l->params[0].mask)) { /* the same for every chunk */
         int32_t *wc = weight_colcnt(&j);
         et_spgemm_linecount(0, Cout, (int)conv_ck(l), l->params[0].use, (int)conv_ck(l), wc);
@@ -789,6 +793,30 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     return ET_OK;
 }
 
+/* EP and WG without the column matrix (kernels/spconv.h): a stride-1
+ * convolution under backward skipping whose products are plain FP32 (no
+ * sink: it would want dcol; no emulated arithmetic), on a CPU where the
+ * kernels run, with dY sparse enough for them to pay (measured per call,
+ * one read of dY). EP also needs its mask applied after col2im (ep_post:
+ * the counts come from x and W has no zero). The template g gets the
+ * geometry and the largest chunk; each lane's product fills in its chunk
+ * and work space (its column buffer, which must hold the kernel's). */
+static int conv_implicit(const et_layer *l, const et_lctx *cx, et_stage st, const float *x, const float *dy,
+                         et_conv_implicit *g) {
+    const et_conv_cfg *c = &l->cfg.conv;
+    const int N = cx->batch;
+    if (!(cx->sp && cx->sp->bw_skip) || c->sh != 1 || c->sw != 1 || conv_direct(c) || l->params[0].mask ||
+        !et_matmul_plain(cx->eng, l->index) || et_cpu_isa() < ET_ISA_AVX512)
+        return 0;
+    *g = (et_conv_implicit){l->in.c, N, l->in.h, l->in.w, l->out.c, c->kh, c->kw, c->ph, c->pw, l->out.h, l->out.w,
+                            0, conv_chunk(l, N), x, NULL, 0, NULL, NULL, 0};
+    size_t need = 0;
+    const int ok = st == ET_EP ? et_spconv_ep_applies(g, &need) : et_spconv_wg_applies(g, &need);
+    if (!ok || need > chunk_floats(l, N)) return 0;
+    const double d = et_spwg_density(l->out.c, N * l->out.h * l->out.w, dy, N * l->out.h * l->out.w);
+    return st == ET_EP ? et_spconv_ep_pays(g, d) : et_spconv_wg_pays(g, d);
+}
+
 static et_status ep_lane(const cjob *j, int lane, int c0, int c1) {
     et_layer *l = j->l;
     const int N = j->cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c, CK = (int)conv_ck(l);
@@ -803,8 +831,15 @@ static et_status ep_lane(const cjob *j, int lane, int c0, int c1) {
                         j->dy + (int64_t)n0 * HWo, N * HWo, dcol, nb * HWo, 0.0f,
                         skip || l->params[0].mask != NULL, NULL, 0, NULL,
                         l->int_scale[ET_IS_W], l->int_scale[ET_IS_E], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W],
-                        dyq ? dyq + (int64_t)n0 * HWo : NULL, NULL, 0};
+                        dyq ? dyq + (int64_t)n0 * HWo : NULL, NULL, 0, NULL};
         mm.lane = lane;
+        et_conv_implicit g;
+        if (j->imp) { /* dx written by the product itself, col2im included */
+            g = *j->imp;
+            g.n0 = n0, g.nb = nb, g.dx = j->dx;
+            g.ws = lane_cols(j, lane), g.ws_floats = chunk_floats(l, N);
+            mm.conv = &g, mm.C = NULL;
+        }
         if (masked && j->ep_post) { /* the mask after col2im; its counts from x */
             int32_t *cc = lane_colcnt(j, lane);
             conv_xstats(l, j->x, N, n0, nb, NULL, cc);
@@ -816,7 +851,7 @@ static et_status ep_lane(const cjob *j, int lane, int c0, int c1) {
         }
         et_status st = et_matmul_run(j->cx->eng, &mm);
         if (st) return st;
-        col2im(l, dcol, N, n0, nb, j->dx, masked && j->ep_post ? j->x : NULL);
+        if (!j->imp) col2im(l, dcol, N, n0, nb, j->dx, masked && j->ep_post ? j->x : NULL);
     }
     return ET_OK;
 }
@@ -833,7 +868,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, N * HWo, Cout, l->params[0].use, CK,
                         dy, N * HWo, dx, N * HWo, 0.0f, skip || l->params[0].mask != NULL, NULL, 0, NULL,
                         l->int_scale[ET_IS_W], l->int_scale[ET_IS_E], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W],
-                        l->int_codes[ET_IS_E], NULL, 0};
+                        l->int_codes[ET_IS_E], NULL, 0, NULL};
         if (masked) {
             nonzero_mask(x, (int64_t)CK * N * HWo, sp->ep_maskbuf);
             mm.mask = sp->ep_maskbuf, mm.ldmask = N * HWo;
@@ -846,7 +881,18 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
      * sink) and the exact count needs no pattern of W (no zero in W) */
     const int post = masked && et_matmul_plain(cx->eng, l->index) && !l->params[0].mask &&
                      !et_spgemm_any_zero(l->params[0].use, Cout, CK, CK);
-    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL, NULL, 0, 0};
+    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL, NULL, 0, 0, NULL};
+    /* without col: the weights by tap go where WG's lane gradients live (free
+     * during EP; both together hold them when Cin is a multiple of 8) */
+    et_conv_implicit imp;
+    const int KK = l->cfg.conv.kh * l->cfg.conv.kw;
+    if (post && (size_t)KK * Cout * et_spconv_cp(l->in.c) <= 2 * (((size_t)CK * Cout + 15) & ~(size_t)15) &&
+        conv_implicit(l, cx, ET_EP, x, dy, &imp)) {
+        float *wt = lane_grad(l, cx, 0);
+        et_spconv_ep_weights(l->params[0].use, Cout, l->in.c, l->cfg.conv.kh, l->cfg.conv.kw, wt);
+        imp.wt = wt, imp.keep = 1;
+        j.imp = &imp;
+    }
     return run_lanes(&j, balance_lanes(&j), ep_lane);
 }
 
@@ -887,8 +933,14 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
         int n0, nb = chunk_images(j, c, &n0), ldb;
         const int8_t *colq = NULL, *dyq = l->int_codes[ET_IS_E];
         const float *dyc = j->dy + (int64_t)n0 * HWo, *col = NULL;
-        const int colt = rows_t && et_spwg_pays(Cout, et_spwg_density(Cout, nb * HWo, dyc, N * HWo));
-        if (colt) {
+        const int colt = !j->imp && rows_t && et_spwg_pays(Cout, et_spwg_density(Cout, nb * HWo, dyc, N * HWo));
+        et_conv_implicit g;
+        if (j->imp) { /* no col: the product reads x */
+            g = *j->imp;
+            g.n0 = n0, g.nb = nb;
+            g.ws = lane_cols(j, lane), g.ws_floats = chunk_floats(l, N);
+            ldb = CK;
+        } else if (colt) {
 #if defined(__x86_64__) || defined(_M_X64)
             float *ct = lane_cols(j, lane);
             et_im2row_avx512(&geom, l->in.c, j->x + (int64_t)n0 * l->in.h * l->in.w, (int64_t)N * l->in.h * l->in.w, nb,
@@ -902,7 +954,7 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
         et_matmul mm = {ET_WG, l->index, 0, 1, Cout, CK, nb * HWo, dyc, N * HWo, col, ldb, dst, CK, beta,
                         j->cx->sp && j->cx->sp->bw_skip, l->params[0].mask, CK, NULL,
                         l->int_scale[ET_IS_E], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0,
-                        dyq ? dyq + (int64_t)n0 * HWo : NULL, colq, NULL, 0};
+                        dyq ? dyq + (int64_t)n0 * HWo : NULL, colq, NULL, 0, NULL};
         mm.lane = lane;
         if (tr) { /* fp32 only (wg_transposed) */
             mm.M = CK, mm.N = Cout;
@@ -910,6 +962,7 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
             mm.A = col, mm.lda = ldb, mm.B = dyc, mm.ldb = N * HWo, mm.ldc = Cout;
             mm.a_scale = l->int_scale[ET_IS_A], mm.b_scale = l->int_scale[ET_IS_E];
             mm.a_codes = mm.b_codes = NULL;
+            if (j->imp) mm.A = NULL, mm.conv = &g; /* C: dst in the kernel's layout */
         }
         if (mm.skip_zeros && !mm.mask) { /* nnz of col's columns (the K of WG), from x */
             int32_t *cc = lane_colcnt(j, lane);
@@ -930,12 +983,25 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const int h = et_matmul_emulated(cx->eng, l->index) ? nch : (nch + 1) / 2;
     const int tr = wg_transposed(l, cx);
-    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL, 0, 0};
+    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL, 0, 0, NULL};
+    /* without col: each lane's gradient in the kernel's layout, which fits the
+     * lane's buffer when Cin is a multiple of 16 */
+    et_conv_implicit imp;
+    if (tr && l->in.c % 16 == 0 && conv_implicit(l, cx, ET_WG, x, dy, &imp)) j.imp = &imp;
     et_status st = run_lanes(&j, h, wg_lane);
     if (st) return st;
     float *dw = l->params[0].grad;
     const float *g0 = lane_grad(l, cx, 0), *g1 = lane_grad(l, cx, 1);
-    if (tr) { /* dW = lane 0's dWᵀ (+ lane 1's), transposed back */
+    if (j.imp) { /* dW[o][ci][t] = lane 0's G[o][t][ci] (+ lane 1's) */
+        const int KK = l->cfg.conv.kh * l->cfg.conv.kw, C = l->in.c;
+#pragma omp parallel for schedule(static) if ((int64_t)Cout * CK > 65536)
+        for (int o = 0; o < Cout; o++)
+            for (int t = 0; t < KK; t++)
+                for (int ci = 0; ci < C; ci++) {
+                    const int64_t s = ((int64_t)o * KK + t) * C + ci;
+                    dw[((int64_t)o * C + ci) * KK + t] = h < nch ? g0[s] + g1[s] : g0[s];
+                }
+    } else if (tr) { /* dW = lane 0's dWᵀ (+ lane 1's), transposed back */
 #pragma omp parallel for schedule(static) if ((int64_t)Cout * CK > 65536)
         for (int o = 0; o < Cout; o++)
             for (int k = 0; k < CK; k++)
