@@ -702,6 +702,44 @@ static void test_model_skip_cols(void **state) {
     et_model_free(m[0]), et_model_free(m[1]);
 }
 
+/* Conv EP and WG without the column matrix (kernels/spconv.h): a model whose
+ * convolutions have 16 and 32 input channels trains under skip with none's
+ * bits at 1 and 2 threads; the 16 -> 32 conv's EP (K = Cout = 32, below the
+ * column-sparse kernel's K) runs fewer CPU MACs than dense only through the
+ * column-free kernel, on AVX-512. */
+static void test_model_skip_implicit(void **state) {
+    (void)state;
+    const char *spec = "input 1 12 12\nconv 16 k=3 p=1\nrelu\nconv 32 k=3 p=1\nrelu\nmaxpool k=3\n"
+                       "conv 32 k=3 p=1\nrelu\nmaxpool k=2\nflatten\nlinear 3\n";
+    const int B = 6, S = 3;
+    for (int t = 1; t <= 2; t++) {
+        et_set_threads(t);
+        et_sparsity sp[2];
+        et_sparsity_parse("none", NULL, &sp[0]);
+        et_sparsity_parse("skip", NULL, &sp[1]);
+        et_model *m[2];
+        float loss[2][3];
+        for (int v = 0; v < 2; v++) {
+            assert_int_equal(et_model_parse(spec, "imp", &m[v]), ET_OK);
+            assert_int_equal(et_model_set_sparsity(m[v], &sp[v]), ET_OK);
+            et_optim o = et_optim_default(ET_OPT_SGD);
+            o.momentum = 0.9f;
+            assert_int_equal(et_model_plan(m[v], B, &o), ET_OK);
+            assert_int_equal(et_model_init_he(m[v], 7), ET_OK);
+            run_steps(m[v], B, S, loss[v]);
+        }
+        compare_models(m[0], m[1], loss[0], loss[1], S);
+        const et_counters *c;
+        const char *kind;
+        et_model_node_info(m[1], 2, NULL, &kind, &c);
+        assert_string_equal(kind, "conv");
+        if (et_cpu_isa() >= ET_ISA_AVX512 && !getenv("ET_ISA"))
+            assert_true(c->macs_cpu[ET_EP] < c->macs_dense[ET_EP] / 2);
+        et_model_free(m[0]), et_model_free(m[1]);
+    }
+    et_set_threads(0);
+}
+
 static void test_model_speculate(void **state) {
     (void)state;
     const int B = 5, S = 3;
@@ -850,6 +888,7 @@ int main(void) {
         cmocka_unit_test(test_spec_product),
         cmocka_unit_test(test_spec_codes_avx512),
         cmocka_unit_test(test_model_skip),      cmocka_unit_test(test_model_skip_cols),
+        cmocka_unit_test(test_model_skip_implicit),
         cmocka_unit_test(test_model_speculate),
         cmocka_unit_test(test_cli),             cmocka_unit_test(test_cli_json),
     };
