@@ -73,6 +73,11 @@ typedef struct et_layer {
      * policy with acc=int32 keeps them on int8-sized grids (nn/precision.c);
      * 0 otherwise. They go into the matmul records (et_matmul.a_scale/b_scale). */
     float int_scale[3];
+    /* conv under backward skipping: the density of dY measured for EP and
+     * reused by WG of the same step (the same dY; conv.c, conv_implicit) */
+    const float *dy_seen;
+    int64_t dy_step;
+    double dy_density;
     /* Their int8 codes when the rounding wrote them (same layout as the
      * tensor; NULL: none): conv/linear hand them to the records' a_codes/b_codes. */
     const int8_t *int_codes[3];
