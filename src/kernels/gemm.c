@@ -527,3 +527,194 @@ void et_sgemm_epi_isa(et_isa isa, int ta, int tb, int M, int N, int K, float alp
                       const et_gemm_epi *epi) {
     sgemm(pick(isa), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, epi);
 }
+
+/* ------------------------------------------------- implicit im2col (conv FF)
+ *
+ * et_sgemm_convb (gemm_internal.h): gemm_region's loop nest for a row-major
+ * B read in place (conv FF's M = Cout <= MC puts every call there), with
+ * B's panels read from x by et_convb_ukernel_avx512: per K block a table of
+ * the steps' offsets and taps, per panel of NR columns the taps' masks. */
+
+int et_sgemm_convb_ok(const et_gemm_convb *cb) {
+#if ET_GEMM_HAVE_X86
+    return pick(et_cpu_isa())->isa == ET_ISA_AVX512 && cb->KH % 2 && cb->KW % 2 && cb->KH <= cb->H &&
+           cb->KW <= cb->W && cb->KH * cb->KW <= ET_CONVB_MAXTAPS && (int64_t)cb->H * cb->W < (1 << 24);
+#else
+    (void)cb;
+    return 0;
+#endif
+}
+
+#if ET_GEMM_HAVE_X86
+typedef struct cargs {
+    int M, N, K;
+    const float *A;
+    ptrdiff_t lda;
+    const et_gemm_convb *cb;
+    float beta;
+    float *C;
+    ptrdiff_t ldc;
+    const et_gemm_epi *epi;
+} cargs;
+
+/* masks of the taps for columns [j0, j0 + n) (n <= NR): tm[3*t + v] has bit l
+ * set where column j0 + 16v + l < N reads inside its image at tap t. Built
+ * per run of columns in one image row: the rows a ky reads inside and the
+ * columns a kx reads inside, then tap = ky's & kx's. */
+static void convb_masks(const et_gemm_convb *cb, int N, int j0, int n, uint16_t *tm) {
+    const int H = cb->H, W = cb->W, HW = H * W, PH = cb->KH / 2, PW = cb->KW / 2;
+    uint64_t rows[ET_CONVB_MAXTAPS] = {0}, cols[ET_CONVB_MAXTAPS] = {0};
+    const int lim = N - j0 < n ? N - j0 : n;
+    int pix = j0 % HW, y = pix / W, xx = pix % W;
+    for (int l = 0; l < lim;) {
+        const int len = W - xx < lim - l ? W - xx : lim - l; /* <= 48 */
+        const uint64_t run = (((uint64_t)1 << len) - 1) << l;
+        for (int ky = 0; ky < cb->KH; ky++)
+            if ((unsigned)(y + ky - PH) < (unsigned)H) rows[ky] |= run;
+        for (int kx = 0; kx < cb->KW; kx++) { /* inside: PW - kx <= xx' < W + PW - kx */
+            int a = PW - kx > xx ? PW - kx : xx, e = W + PW - kx < xx + len ? W + PW - kx : xx + len;
+            if (e > a) cols[kx] |= (((uint64_t)1 << (e - a)) - 1) << (l + a - xx);
+        }
+        l += len, xx = 0;
+        if (++y == H) y = 0;
+    }
+    for (int ky = 0, t = 0; ky < cb->KH; ky++)
+        for (int kx = 0; kx < cb->KW; kx++, t++) {
+            const uint64_t b = rows[ky] & cols[kx];
+            tm[3 * t] = (uint16_t)b, tm[3 * t + 1] = (uint16_t)(b >> 16), tm[3 * t + 2] = (uint16_t)(b >> 32);
+        }
+}
+
+/* floats of a region's buffer: all of A packed (MR-row panels per K block),
+ * then per K step its offset in x and its tap */
+static size_t convb_floats(const cargs *g, const kinfo *ki) {
+    return (size_t)((g->M + ki->mr - 1) / ki->mr * ki->mr) * (size_t)g->K + 2 * (size_t)g->K + 16;
+}
+
+/* Columns [n0, n1): A packed once, then per panel of NR columns its masks
+ * and its K blocks, each over all row panels (the order of K blocks per
+ * element is et_sgemm's: first beta, then += each block). */
+static void convb_region(const cargs *g, const kinfo *ki, int n0, int n1, float *buf) {
+    const int mr = ki->mr, nr = ki->nr, kc = ki->kc, M = g->M, K = g->K;
+    const size_t mp = (size_t)(M + mr - 1) / mr * mr;
+    const et_gemm_convb *cb = g->cb;
+    const int taps = cb->KH * cb->KW, W = cb->W, PH = cb->KH / 2, PW = cb->KW / 2;
+    int32_t *koff = (int32_t *)(void *)(buf + mp * (size_t)K), *ktap = koff + K;
+    uint16_t tm[3 * ET_CONVB_MAXTAPS];
+    et_convb_step ks[MAX_KC];
+    for (int pc = 0; pc < K; pc += kc) {
+        const int kb = K - pc < kc ? K - pc : kc;
+        et_gemm_pack_a(ki, 0, g->A, g->lda, 0, M, pc, kb, buf + mp * (size_t)pc);
+    }
+    for (int k = 0; k < K; k++) {
+        const int ci = k / taps, t = k % taps, ky = t / cb->KW, kx = t % cb->KW;
+        koff[k] = (int32_t)(ci * cb->cstride + (ptrdiff_t)(ky - PH) * W + (kx - PW));
+        ktap[k] = 3 * t;
+    }
+    for (int jr = n0; jr < n1; jr += nr) {
+        const int n = n1 - jr < nr ? n1 - jr : nr;
+        convb_masks(cb, g->N, jr, n, tm);
+        for (int pc = 0; pc < K; pc += kc) {
+            const int kb = K - pc < kc ? K - pc : kc;
+            const float beta = pc == 0 ? g->beta : 1.0f;
+            const float *ap = buf + mp * (size_t)pc;
+            for (int p = 0; p < kb; p++) {
+                const uint16_t *mk = tm + ktap[pc + p];
+                ks[p].src = cb->x + jr + koff[pc + p];
+                ks[p].mask[0] = mk[0], ks[p].mask[1] = mk[1], ks[p].mask[2] = mk[2];
+            }
+            for (int ir = 0; ir < M; ir += mr) {
+                const int m = M - ir < mr ? M - ir : mr;
+                float *ct = g->C + (ptrdiff_t)ir * g->ldc + jr;
+                et_convb_ukernel_avx512(m, n, kb, ap + (size_t)ir * kb, ks, ct, g->ldc, beta);
+                if (g->epi && pc + kb == K) et_gemm_epi_apply(g->epi, ir, m, n, ct, g->ldc);
+            }
+        }
+    }
+}
+
+/* without a large enough workspace of the calling thread: a buffer of its own */
+static void convb_alone(const cargs *g, const kinfo *ki, int n0, int n1) {
+    float *buf = malloc(sizeof(float) * convb_floats(g, ki));
+    if (!buf) return; /* cannot happen for the sizes conv asks; C left as it was */
+    convb_region(g, ki, n0, n1, buf);
+    free(buf);
+}
+#endif
+
+void et_sgemm_convb(int M, int N, int K, const float *A, int lda, const et_gemm_convb *cb, float beta, float *C,
+                    int ldc, const et_gemm_epi *epi) {
+#if ET_GEMM_HAVE_X86
+    const kinfo *ki = pick(et_cpu_isa());
+    if (epi && !epi->row_bias && !epi->relu) epi = NULL;
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || ki->isa != ET_ISA_AVX512 || (int64_t)K * cb->cstride >= ((int64_t)1 << 31)) {
+        /* never for the convolutions it serves; kept correct: the column
+         * matrix is only needed then */
+        float *col = malloc(sizeof(float) * ((size_t)K * N + 1));
+        if (!col) return;
+        const int taps = cb->KH * cb->KW, HW = cb->H * cb->W;
+        for (int k = 0; k < K; k++) {
+            int ci = k / taps, t = k % taps, dy = t / cb->KW - cb->KH / 2, dx = t % cb->KW - cb->KW / 2;
+            for (int j = 0; j < N; j++) {
+                int pix = j % HW, y = pix / cb->W + dy, xx = pix % cb->W + dx;
+                col[(size_t)k * N + j] = (unsigned)y < (unsigned)cb->H && (unsigned)xx < (unsigned)cb->W
+                                             ? cb->x[ci * cb->cstride + j + (ptrdiff_t)dy * cb->W + dx]
+                                             : 0.0f;
+            }
+        }
+        sgemm(ki, 0, 0, M, N, K, 1.0f, A, lda, col, N, beta, C, ldc, epi);
+        free(col);
+        return;
+    }
+    cargs g = {M, N, K, A, lda, cb, beta, C, ldc, epi};
+    const size_t need = convb_floats(&g, ki);
+    int nested = 0;
+#ifdef _OPENMP
+    nested = omp_in_parallel();
+#endif
+    if (nested) {
+        size_t have = 0;
+        float *tb = et_tlbuf_peek(&tl_buf, &have);
+        if (tb && have >= need * sizeof(float))
+            convb_region(&g, ki, 0, N, tb);
+        else
+            convb_alone(&g, ki, 0, N);
+        return;
+    }
+    if (atomic_flag_test_and_set_explicit(&ws_busy, memory_order_acquire)) {
+        convb_alone(&g, ki, 0, N);
+        return;
+    }
+    int T = et_get_threads();
+    if (T < 1) T = 1;
+    if ((!ws_mem || ws_threads < T) && ws_grow(T) != ET_OK) T = ws_threads;
+    if (T > ws_threads) T = ws_threads;
+    if ((double)M * N * K < (double)MIN_MACS_PER_THREAD * 2) T = 1;
+    const int tiles = (N + 15) / 16; /* columns split on multiples of 16: any split gives the same bits */
+    if (T > tiles) T = tiles;
+    const size_t per = ws_mc_kc + ws_kc_nc;
+    if (!ws_mem || per < need) {
+        unlock_ws();
+        convb_alone(&g, ki, 0, N); /* T == 1 there: a buffer larger than the workspace is rare */
+        return;
+    }
+    if (T <= 1) {
+        convb_region(&g, ki, 0, N, ws_mem);
+    } else {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(T)
+        {
+            int t = omp_get_thread_num(), nt = omp_get_num_threads(), lo, hi;
+            for (int r = t; r < T; r += nt) {
+                split(tiles, T, r, 16, N, &lo, &hi);
+                if (lo < hi) convb_region(&g, ki, lo, hi, ws_mem + per * (size_t)t);
+            }
+        }
+#endif
+    }
+    unlock_ws();
+#else
+    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)cb, (void)beta, (void)C, (void)ldc, (void)epi;
+#endif
+}

@@ -277,3 +277,70 @@ void et_gemm_packb_avx512(int tb, const float *B, ptrdiff_t ldb, int p0, int kc,
         for (int p = 0; p < kc; p++)
             for (int j = used % NR; j < NR; j++) dst[(used / NR) * panel + (ptrdiff_t)p * NR + j] = 0.0f;
 }
+
+/* ------------------------------------------- implicit im2col (et_sgemm_convb)
+ *
+ * The 8 x (NVv*16) tile of tile() with op(B) read from the convolution's
+ * input instead of a column matrix: step p of B is the masked load of
+ * ks[p].src (lanes outside the image or past the columns load 0, as
+ * im2col's padding). Packed A (ars = 1, as = MR). The same
+ * fused multiply-adds in the same order as tile(), and the same stores. */
+static inline __attribute__((always_inline)) void ctile(const int NVv, int m, int n, int k, const float *a,
+                                                        const et_convb_step *ks, float *c, ptrdiff_t ldc,
+                                                        float beta) {
+    __m512 acc[MR][NV];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NVv; v++) acc[r][v] = _mm512_setzero_ps();
+    for (int p = 0; p < k; p++) {
+        const float *s = ks[p].src;
+        __m512 bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NVv; v++) {
+            /* kmovw from memory: a load; through a general register it
+             * would take a slot of port 5, one of the two FMA ports */
+            __mmask16 mk;
+            __asm__("kmovw %1, %0" : "=k"(mk) : "m"(ks[p].mask[v]));
+            bv[v] = _mm512_maskz_loadu_ps(mk, s + 16 * v);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) {
+            __m512 ar = _mm512_set1_ps(a[r]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NVv; v++) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
+        }
+        a += MR;
+    }
+    const __m512 va = _mm512_set1_ps(1.0f), vb = _mm512_set1_ps(beta);
+    __mmask16 st[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NVv; v++) {
+        int left = n - 16 * v;
+        st[v] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++) {
+        if (r >= m) break; /* rows past m: A's zero padding, not stored */
+#pragma GCC unroll 4
+        for (int v = 0; v < NVv; v++) {
+            float *cp = c + r * ldc + 16 * v;
+            __m512 t;
+            if (beta == 0.0f)
+                t = _mm512_mul_ps(va, acc[r][v]);
+            else
+                t = _mm512_fmadd_ps(va, acc[r][v], _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(st[v], cp)));
+            _mm512_mask_storeu_ps(cp, st[v], t);
+        }
+    }
+}
+
+void et_convb_ukernel_avx512(int m, int n, int k, const float *a, const et_convb_step *ks, float *c, ptrdiff_t ldc,
+                             float beta) {
+    if (n > 32)
+        ctile(3, m, n, k, a, ks, c, ldc, beta);
+    else if (n > 16)
+        ctile(2, m, n, k, a, ks, c, ldc, beta);
+    else
+        ctile(1, m, n, k, a, ks, c, ldc, beta);
+}

@@ -17,6 +17,7 @@
 #ifndef ET_GEMM_INTERNAL_H
 #define ET_GEMM_INTERNAL_H
 #include <stddef.h>
+#include <stdint.h>
 
 #include "edgetrain.h"
 
@@ -42,8 +43,21 @@ typedef void (*et_gemm_packa)(int ta, const float *A, ptrdiff_t lda, int i0, int
 #define ET_GEMM_AVX512_MR 8
 #define ET_GEMM_AVX512_NR 48
 
+/* One K step of a panel of et_sgemm_convb's operand: where its row of op(B)
+ * starts in x and which of its 3 x 16 columns are inside the image. */
+typedef struct et_convb_step {
+    const float *src; /* x + column + ci * cstride + (ky - PH) * W + (kx - PW) */
+    uint16_t mask[3];
+    uint16_t pad;
+} et_convb_step;
+
 #if defined(__x86_64__) || defined(_M_X64)
 #define ET_GEMM_HAVE_X86 1
+/* et_sgemm_convb's micro-kernel: an MR x n tile (n <= NR) over k steps of
+ * packed A (k x MR), op(B) step p = ks[p].src under ks[p].mask (0 outside);
+ * C = 1 * acc + beta * C as et_gemm_ukernel_avx512 (alpha 1). */
+void et_convb_ukernel_avx512(int m, int n, int k, const float *a, const et_convb_step *ks, float *c, ptrdiff_t ldc,
+                             float beta);
 void et_gemm_ukernel_avx2(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,
                           const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha,
                           float beta);
@@ -112,5 +126,28 @@ void et_sgemm_epi_isa(et_isa isa, int ta, int tb, int M, int N, int K, float alp
 /* The epilogue alone over rows [0, M) x columns [0, N) of C (row i0 of C is
  * row i0 + r0 of the bias). */
 void et_gemm_epi_apply(const et_gemm_epi *epi, int r0, int M, int N, float *C, ptrdiff_t ldc);
+
+/* Implicit im2col: conv FF's product Y = W · col for a stride-1 convolution
+ * whose output plane has the input's size (padding (KH-1)/2, (KW-1)/2), with
+ * col never made. Column j of op(B) is pixel j of the images laid end to end
+ * (j = n*H*W + y*W + x), row k = (ci*KH + ky)*KW + kx holds
+ *   x[ci*cstride + j + (ky-PH)*W + (kx-PW)]  where the tap reads inside
+ * image n, else 0: im2col's column matrix. The micro-kernel loads it from x
+ * under per-tap masks instead (AVX-512 only: et_sgemm_convb_ok). Blocks, K
+ * order and tiles are et_sgemm's, so the result has the bits of
+ *   et_sgemm_epi(0, 0, M, N, K, 1, A, lda, col, N, beta, C, ldc, epi). */
+typedef struct et_gemm_convb {
+    const float *x;    /* channel 0 plane of the first image of the columns */
+    ptrdiff_t cstride; /* floats from one channel's planes to the next's */
+    int H, W, KH, KW;
+} et_gemm_convb;
+
+#define ET_CONVB_MAXTAPS 64 /* KH * KW */
+
+/* Whether et_sgemm_convb runs here for this geometry (the CPU's ISA, capped
+ * by ET_ISA, is AVX-512; odd KH, KW with KH * KW <= ET_CONVB_MAXTAPS). */
+int et_sgemm_convb_ok(const et_gemm_convb *cb);
+void et_sgemm_convb(int M, int N, int K, const float *A, int lda, const et_gemm_convb *cb, float beta, float *C,
+                    int ldc, const et_gemm_epi *epi);
 
 #endif /* ET_GEMM_INTERNAL_H */
