@@ -5,8 +5,10 @@
  * 3x1, 1x5, 7x7; planes smaller than a panel; K across KC blocks; Cout not a
  * multiple of MR; padded leading dimensions; beta 0 and 1; bias and ReLU
  * epilogue; zeros of both signs), at 1 and 2 threads and from inside a
- * parallel region. Then a conv layer's FF (the lanes of conv.c) against the
- * same reference, implicit or not, at 1 and 2 threads. */
+ * parallel region; the same for WG's transposed product with the column
+ * matrix as A (et_sgemm_convA vs et_sgemm). Then a conv layer's FF and WG
+ * (the lanes and chunk sums of conv.c) against the same references, implicit
+ * or not, at 1 and 2 threads. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -22,8 +24,11 @@
 #endif
 
 #include "edgetrain.h"
+#include "kernels/gemm_dot.h"
 #include "kernels/gemm_internal.h"
 #include "util/layer_harness.h"
+
+int et_conv_chunk(const et_layer *l, int batch); /* src/nn/conv.c */
 
 static uint64_t rng_state = 0x243f6a8885a308d3ull;
 static float frand(void) { /* uniform in [-1, 1); some exact zeros of both signs */
@@ -113,6 +118,49 @@ static void check_geom(const geom *g, int nested) {
     free(x), free(a), free(col), free(bias), free(c0), free(c1), free(c2);
 }
 
+/* et_sgemm_convA (conv WG's dWᵀ = col · dYᵀ with col packed from x) vs
+ * et_sgemm on the reference columns, beta 0 and 1 */
+static void check_geom_wg(const geom *g, int nested) {
+    const int CK = g->C * g->KH * g->KW, HW = g->H * g->W, ncol = g->nb * HW, Co = g->M;
+    const int ldb = ncol + 7, ldc = Co + 3;
+    const ptrdiff_t cstride = (ptrdiff_t)g->nimg * HW;
+    if (et_gemm_dot_fits(0, 1, CK, Co, ncol)) return; /* conv keeps its column matrix there */
+    float *x = malloc(sizeof(float) * (size_t)g->C * cstride), *dy = malloc(sizeof(float) * (size_t)Co * ldb);
+    float *col = malloc(sizeof(float) * (size_t)CK * ncol), *c0 = malloc(sizeof(float) * (size_t)CK * ldc);
+    float *c1 = malloc(sizeof(float) * (size_t)CK * ldc), *c2 = malloc(sizeof(float) * (size_t)CK * ldc);
+    assert_true(x && dy && col && c0 && c1 && c2);
+    for (ptrdiff_t i = 0; i < g->C * cstride; i++) x[i] = frand();
+    for (int i = 0; i < Co * ldb; i++) dy[i] = frand();
+    for (int i = 0; i < CK * ldc; i++) c0[i] = frand();
+    const float *xs = x + (ptrdiff_t)g->n0 * HW;
+    ref_im2col(xs, cstride, g->C, g->H, g->W, g->KH, g->KW, ncol, col);
+    const et_gemm_convb cb = {xs, cstride, g->H, g->W, g->KH, g->KW};
+    for (int v = 0; v < 2; v++) {
+        const float beta = (float)v;
+        memcpy(c1, c0, sizeof(float) * (size_t)CK * ldc);
+        memcpy(c2, c0, sizeof(float) * (size_t)CK * ldc);
+        et_sgemm(0, 1, CK, Co, ncol, 1.0f, col, ncol, dy, ldb, beta, c1, ldc);
+        if (!nested) {
+            et_sgemm_convA(CK, Co, ncol, &cb, dy, ldb, beta, c2, ldc);
+        } else {
+#ifdef _OPENMP
+            float *c3 = malloc(sizeof(float) * (size_t)CK * ldc);
+            assert_non_null(c3);
+            memcpy(c3, c0, sizeof(float) * (size_t)CK * ldc);
+#pragma omp parallel num_threads(2)
+            et_sgemm_convA(CK, Co, ncol, &cb, dy, ldb, beta, omp_get_thread_num() ? c3 : c2, ldc);
+            assert_memory_equal(c3, c1, sizeof(float) * (size_t)CK * ldc);
+            free(c3);
+#else
+            et_sgemm_convA(CK, Co, ncol, &cb, dy, ldb, beta, c2, ldc);
+#endif
+        }
+        if (memcmp(c1, c2, sizeof(float) * (size_t)CK * ldc))
+            fail_msg("WG C=%d %dx%d k%dx%d Cout=%d: bits differ (beta %g)", g->C, g->H, g->W, g->KH, g->KW, Co, beta);
+    }
+    free(x), free(dy), free(col), free(c0), free(c1), free(c2);
+}
+
 static void test_convb_bits(void **state) {
     (void)state;
     const et_gemm_convb probe = {NULL, 0, 28, 28, 3, 3};
@@ -123,9 +171,9 @@ static void test_convb_bits(void **state) {
     const int threads = et_get_threads();
     for (int T = 1; T <= 2; T++) {
         et_set_threads(T);
-        for (size_t i = 0; i < sizeof geoms / sizeof geoms[0]; i++) check_geom(&geoms[i], 0);
+        for (size_t i = 0; i < sizeof geoms / sizeof geoms[0]; i++) check_geom(&geoms[i], 0), check_geom_wg(&geoms[i], 0);
     }
-    for (size_t i = 0; i < sizeof geoms / sizeof geoms[0]; i++) check_geom(&geoms[i], 1);
+    for (size_t i = 0; i < sizeof geoms / sizeof geoms[0]; i++) check_geom(&geoms[i], 1), check_geom_wg(&geoms[i], 1);
     et_set_threads(threads);
 }
 
@@ -138,7 +186,8 @@ static void test_convb_ok(void **state) {
 }
 
 /* A conv layer's FF (bias, no fused ReLU) against et_sgemm_epi on the
- * reference columns of the whole batch: the implicit path where it applies
+ * reference columns of the whole batch, and its WG against et_sgemm's
+ * transposed products summed over conv's chunks and lanes: the implicit path where it applies
  * and the column-matrix path elsewhere give the same bits, at 1 and 2
  * threads (two lanes), batches 1 and 5 */
 static void test_conv_layer_ff(void **state) {
@@ -180,6 +229,25 @@ static void test_conv_layer_ff(void **state) {
                 if (memcmp(h.y, yref, sizeof(float) * (size_t)c->out * ncol))
                     fail_msg("conv %d: FF bits differ from im2col + et_sgemm (T=%d, N=%d)", (int)i, T, N);
                 assert_int_equal(h.eng.total.macs_dense[ET_FF], (uint64_t)c->out * ncol * K);
+                /* WG: the transposed form per chunk, the lanes' chunk sums (src/nn/conv.c, "chunks") */
+                const int Co = c->out, HWo = Ho * Wo, nbmax = et_conv_chunk(&h.l, N), nch = (N + nbmax - 1) / nbmax;
+                const int half = (nch + 1) / 2;
+                float *g = calloc((size_t)2 * K * Co, sizeof(float)), *dw = malloc(sizeof(float) * (size_t)K * Co);
+                assert_true(g && dw);
+                for (int ch = 0; ch < nch; ch++) {
+                    const int n0 = ch * nbmax, nb = N - n0 < nbmax ? N - n0 : nbmax, lane = ch >= half;
+                    et_sgemm(0, 1, K, Co, nb * HWo, 1.0f, col + (size_t)n0 * HWo, ncol, h.dy + (size_t)n0 * HWo, ncol,
+                             ch == 0 || ch == half ? 0.0f : 1.0f, g + (size_t)lane * K * Co, Co);
+                }
+                for (int o = 0; o < Co; o++)
+                    for (int k = 0; k < K; k++)
+                        dw[(size_t)o * K + k] = half < nch ? g[(size_t)k * Co + o] + g[(size_t)K * Co + (size_t)k * Co + o]
+                                                           : g[(size_t)k * Co + o];
+                assert_int_equal(lh_wg(&h), ET_OK);
+                if (memcmp(h.l.params[0].grad, dw, sizeof(float) * (size_t)K * Co))
+                    fail_msg("conv %d: WG bits differ from im2col + et_sgemm (T=%d, N=%d)", (int)i, T, N);
+                assert_int_equal(h.eng.total.macs_dense[ET_WG], (uint64_t)c->out * ncol * K);
+                free(g), free(dw);
                 free(col), free(yref);
                 lh_free(&h);
             }

@@ -344,3 +344,21 @@ void et_convb_ukernel_avx512(int m, int n, int k, const float *a, const et_convb
     else
         ctile(1, m, n, k, a, ks, c, ldc, beta);
 }
+
+/* et_sgemm_convA's packer (gemm_internal.h): m rows of the column matrix,
+ * read from x 16 columns at a time by masked loads (0 outside the image),
+ * copied into a row-major panel that the micro-kernel reads in place. */
+void et_convA_packa_avx512(int m, int kc, const float *const *src, const uint64_t *const *bits, float *dst) {
+    for (int q = 0; q < m; q++) {
+        const float *s = src[q];
+        const uint64_t *b = bits[q];
+        float *d = dst + (ptrdiff_t)q * kc;
+        int p = 0;
+        for (; p + 16 <= kc; p += 16)
+            _mm512_storeu_ps(d + p, _mm512_maskz_loadu_ps((__mmask16)(b[p >> 6] >> (p & 63)), s + p));
+        if (p < kc) {
+            const __mmask16 st = (__mmask16)((1u << (kc - p)) - 1);
+            _mm512_mask_storeu_ps(d + p, st, _mm512_maskz_loadu_ps((__mmask16)(b[p >> 6] >> (p & 63)) & st, s + p));
+        }
+    }
+}

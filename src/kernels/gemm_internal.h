@@ -58,6 +58,11 @@ typedef struct et_convb_step {
  * C = 1 * acc + beta * C as et_gemm_ukernel_avx512 (alpha 1). */
 void et_convb_ukernel_avx512(int m, int n, int k, const float *a, const et_convb_step *ks, float *c, ptrdiff_t ldc,
                              float beta);
+/* et_sgemm_convA's packer: rows q < m (<= MR) of a panel of the column
+ * matrix, kc columns, row-major: dst[q*kc + p] = bit p of bits[q] ?
+ * src[q][p] : 0 (bits[q] has no bit set at or past kc). The micro-kernel
+ * reads it in place (ars = kc, as = 1). */
+void et_convA_packa_avx512(int m, int kc, const float *const *src, const uint64_t *const *bits, float *dst);
 void et_gemm_ukernel_avx2(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,
                           const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha,
                           float beta);
@@ -149,5 +154,14 @@ typedef struct et_gemm_convb {
 int et_sgemm_convb_ok(const et_gemm_convb *cb);
 void et_sgemm_convb(int M, int N, int K, const float *A, int lda, const et_gemm_convb *cb, float beta, float *C,
                     int ldc, const et_gemm_epi *epi);
+/* The same column matrix as the A of conv WG's transposed product,
+ * dWᵀ[CK, Cout] (+)= col · dYᵀ: C[M x N] = col[M x K] · op(B) + beta * C with
+ * op(B) = Bᵀ (B is N x K, row-major, ldb), M = CK rows of col and K columns
+ * (pixels). A's panels are packed from x (et_convA_packa_avx512), never from
+ * a col in memory: the bits of
+ *   et_sgemm(0, 1, M, N, K, 1, col, K, B, ldb, beta, C, ldc)
+ * when that call does not take the dot path (et_gemm_dot_fits(0, 1, M, N, K)). */
+void et_sgemm_convA(int M, int N, int K, const et_gemm_convb *cb, const float *B, int ldb, float beta, float *C,
+                    int ldc);
 
 #endif /* ET_GEMM_INTERNAL_H */

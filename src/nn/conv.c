@@ -17,6 +17,7 @@
 #include <omp.h>
 #endif
 
+#include "kernels/gemm_dot.h"
 #include "kernels/gemm_internal.h"
 #include "kernels/igemm.h"
 #include "kernels/matmul.h"
@@ -498,7 +499,7 @@ typedef struct cjob {
     const uint32_t *a_vnni; /* FF under speculation: the weights' packed codes, NULL: none */
     int epi;     /* FF: the products add the bias and apply relu_out themselves (conv_ff) */
     int cpl;     /* > 0: FF/EP's chunks by lane (balance_lanes), cpl chunks per lane */
-    int implicit; /* FF: the products read x itself (ff_implicit), no col matrix */
+    int implicit; /* FF, WG: the products read x itself (ff_implicit), no col matrix */
 } cjob;
 
 static float *lane_cols(const cjob *j, int lane) {
@@ -918,6 +919,16 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
         int n0, nb = chunk_images(j, c, &n0), ldb;
         const int8_t *colq = NULL, *dyq = l->int_codes[ET_IS_E];
         const float *dyc = j->dy + (int64_t)n0 * HWo, *col = NULL;
+        if (j->implicit && !et_gemm_dot_fits(0, 1, CK, Cout, nb * HWo)) { /* et_sgemm on im2col's matrix, without it */
+            const int HW = l->in.h * l->in.w;
+            const et_gemm_convb cb = {j->x + (int64_t)n0 * HW, (ptrdiff_t)N * HW, l->in.h, l->in.w, l->cfg.conv.kh,
+                                      l->cfg.conv.kw};
+            et_sgemm_convA(CK, Cout, nb * HWo, &cb, dyc, N * HWo, c == c0 ? 0.0f : 1.0f, dst, Cout);
+            const et_matmul mm = {ET_WG, l->index, 0, 1, CK, Cout, nb * HWo, NULL, CK, dyc, N * HWo, dst, Cout,
+                                  c == c0 ? 0.0f : 1.0f, 0, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0};
+            et_matmul_count_plain(j->cx->eng, &mm);
+            continue;
+        }
         const int colt = rows_t && et_spwg_pays(Cout, et_spwg_density(Cout, nb * HWo, dyc, N * HWo));
         if (colt) {
 #if defined(__x86_64__) || defined(_M_X64)
@@ -962,6 +973,7 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
     const int h = et_matmul_emulated(cx->eng, l->index) ? nch : (nch + 1) / 2;
     const int tr = wg_transposed(l, cx);
     cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL, 0, 0, 0};
+    j.implicit = tr && ff_implicit(l, cx); /* the column matrix packed from x (et_sgemm_convA) */
     et_status st = run_lanes(&j, h, wg_lane);
     if (st) return st;
     float *dw = l->params[0].grad;
