@@ -609,25 +609,25 @@ static size_t convb_floats(const cargs *g, const kinfo *ki) {
     return (size_t)((g->M + ki->mr - 1) / ki->mr * ki->mr) * (size_t)g->K + 2 * (size_t)g->K + 16;
 }
 
-/* Columns [n0, n1): A packed once, then per panel of NR columns its masks
- * and its K blocks, each over all row panels (the order of K blocks per
- * element is et_sgemm's: first beta, then += each block). */
+/* Columns [n0, n1): A packed once and the K steps' offsets and taps listed
+ * once, then per panel of NR columns its taps' masks and its K blocks, each
+ * over all row panels (the order of K blocks per element is et_sgemm's:
+ * first beta, then += each block). */
 static void convb_region(const cargs *g, const kinfo *ki, int n0, int n1, float *buf) {
     const int mr = ki->mr, nr = ki->nr, kc = ki->kc, M = g->M, K = g->K;
     const size_t mp = (size_t)(M + mr - 1) / mr * mr;
     const et_gemm_convb *cb = g->cb;
     const int taps = cb->KH * cb->KW, W = cb->W, PH = cb->KH / 2, PW = cb->KW / 2;
-    int32_t *koff = (int32_t *)(void *)(buf + mp * (size_t)K), *ktap = koff + K;
+    et_convb_step *ks = (et_convb_step *)(void *)(buf + mp * (size_t)K);
     uint16_t tm[3 * ET_CONVB_MAXTAPS];
-    et_convb_step ks[MAX_KC];
     for (int pc = 0; pc < K; pc += kc) {
         const int kb = K - pc < kc ? K - pc : kc;
         et_gemm_pack_a(ki, 0, g->A, g->lda, 0, M, pc, kb, buf + mp * (size_t)pc);
     }
     for (int k = 0; k < K; k++) {
         const int ci = k / taps, t = k % taps, ky = t / cb->KW, kx = t % cb->KW;
-        koff[k] = (int32_t)(ci * cb->cstride + (ptrdiff_t)(ky - PH) * W + (kx - PW));
-        ktap[k] = 3 * t;
+        ks[k].off = (int32_t)(ci * cb->cstride + (ptrdiff_t)(ky - PH) * W + (kx - PW));
+        ks[k].tap = 3 * t;
     }
     for (int jr = n0; jr < n1; jr += nr) {
         const int n = n1 - jr < nr ? n1 - jr : nr;
@@ -636,15 +636,10 @@ static void convb_region(const cargs *g, const kinfo *ki, int n0, int n1, float 
             const int kb = K - pc < kc ? K - pc : kc;
             const float beta = pc == 0 ? g->beta : 1.0f;
             const float *ap = buf + mp * (size_t)pc;
-            for (int p = 0; p < kb; p++) {
-                const uint16_t *mk = tm + ktap[pc + p];
-                ks[p].src = cb->x + jr + koff[pc + p];
-                ks[p].mask[0] = mk[0], ks[p].mask[1] = mk[1], ks[p].mask[2] = mk[2];
-            }
             for (int ir = 0; ir < M; ir += mr) {
                 const int m = M - ir < mr ? M - ir : mr;
                 float *ct = g->C + (ptrdiff_t)ir * g->ldc + jr;
-                et_convb_ukernel_avx512(m, n, kb, ap + (size_t)ir * kb, ks, ct, g->ldc, beta);
+                et_convb_ukernel_avx512(m, n, kb, ap + (size_t)ir * kb, cb->x + jr, ks + pc, tm, ct, g->ldc, beta);
                 if (g->epi && pc + kb == K) et_gemm_epi_apply(g->epi, ir, m, n, ct, g->ldc);
             }
         }

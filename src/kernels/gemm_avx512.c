@@ -282,11 +282,12 @@ void et_gemm_packb_avx512(int tb, const float *B, ptrdiff_t ldb, int p0, int kc,
  *
  * The 8 x (NVv*16) tile of tile() with op(B) read from the convolution's
  * input instead of a column matrix: step p of B is the masked load of
- * ks[p].src (lanes outside the image or past the columns load 0, as
- * im2col's padding). Packed A (ars = 1, as = MR). The same
+ * x + ks[p].off under the tap's masks tm + ks[p].tap (lanes outside the
+ * image or past the columns load 0, as im2col's padding). Packed A (ars = 1, as = MR). The same
  * fused multiply-adds in the same order as tile(), and the same stores. */
 static inline __attribute__((always_inline)) void ctile(const int NVv, int m, int n, int k, const float *a,
-                                                        const et_convb_step *ks, float *c, ptrdiff_t ldc,
+                                                        const float *x, const et_convb_step *ks,
+                                                        const uint16_t *tm, float *c, ptrdiff_t ldc,
                                                         float beta) {
     __m512 acc[MR][NV];
 #pragma GCC unroll 8
@@ -294,14 +295,15 @@ static inline __attribute__((always_inline)) void ctile(const int NVv, int m, in
 #pragma GCC unroll 4
         for (int v = 0; v < NVv; v++) acc[r][v] = _mm512_setzero_ps();
     for (int p = 0; p < k; p++) {
-        const float *s = ks[p].src;
+        const float *s = x + ks[p].off;
+        const uint16_t *tp = tm + ks[p].tap;
         __m512 bv[NV];
 #pragma GCC unroll 4
         for (int v = 0; v < NVv; v++) {
             /* kmovw from memory: a load; through a general register it
              * would take a slot of port 5, one of the two FMA ports */
             __mmask16 mk;
-            __asm__("kmovw %1, %0" : "=k"(mk) : "m"(ks[p].mask[v]));
+            __asm__("kmovw %1, %0" : "=k"(mk) : "m"(tp[v]));
             bv[v] = _mm512_maskz_loadu_ps(mk, s + 16 * v);
         }
 #pragma GCC unroll 8
@@ -335,14 +337,14 @@ static inline __attribute__((always_inline)) void ctile(const int NVv, int m, in
     }
 }
 
-void et_convb_ukernel_avx512(int m, int n, int k, const float *a, const et_convb_step *ks, float *c, ptrdiff_t ldc,
-                             float beta) {
+void et_convb_ukernel_avx512(int m, int n, int k, const float *a, const float *x, const et_convb_step *ks,
+                             const uint16_t *tm, float *c, ptrdiff_t ldc, float beta) {
     if (n > 32)
-        ctile(3, m, n, k, a, ks, c, ldc, beta);
+        ctile(3, m, n, k, a, x, ks, tm, c, ldc, beta);
     else if (n > 16)
-        ctile(2, m, n, k, a, ks, c, ldc, beta);
+        ctile(2, m, n, k, a, x, ks, tm, c, ldc, beta);
     else
-        ctile(1, m, n, k, a, ks, c, ldc, beta);
+        ctile(1, m, n, k, a, x, ks, tm, c, ldc, beta);
 }
 
 /* et_sgemm_convA's packer (gemm_internal.h): m rows of the column matrix,

@@ -43,21 +43,21 @@ typedef void (*et_gemm_packa)(int ta, const float *A, ptrdiff_t lda, int i0, int
 #define ET_GEMM_AVX512_MR 8
 #define ET_GEMM_AVX512_NR 48
 
-/* One K step of a panel of et_sgemm_convb's operand: where its row of op(B)
- * starts in x and which of its 3 x 16 columns are inside the image. */
+/* One K step of et_sgemm_convb's operand: where its row of op(B) starts in
+ * x (relative to the panel's first column) and its tap's row of masks. */
 typedef struct et_convb_step {
-    const float *src; /* x + column + ci * cstride + (ky - PH) * W + (kx - PW) */
-    uint16_t mask[3];
-    uint16_t pad;
+    int32_t off; /* ci * cstride + (ky - PH) * W + (kx - PW) */
+    int32_t tap; /* 3 * (ky * KW + kx): the tap's 3 masks (16 columns each) */
 } et_convb_step;
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define ET_GEMM_HAVE_X86 1
 /* et_sgemm_convb's micro-kernel: an MR x n tile (n <= NR) over k steps of
- * packed A (k x MR), op(B) step p = ks[p].src under ks[p].mask (0 outside);
- * C = 1 * acc + beta * C as et_gemm_ukernel_avx512 (alpha 1). */
-void et_convb_ukernel_avx512(int m, int n, int k, const float *a, const et_convb_step *ks, float *c, ptrdiff_t ldc,
-                             float beta);
+ * packed A (k x MR), op(B) step p = x + ks[p].off under the masks
+ * tm[ks[p].tap + v] of its 16-column groups v (0 outside); C = 1 * acc +
+ * beta * C as et_gemm_ukernel_avx512 (alpha 1). */
+void et_convb_ukernel_avx512(int m, int n, int k, const float *a, const float *x, const et_convb_step *ks,
+                             const uint16_t *tm, float *c, ptrdiff_t ldc, float beta);
 /* et_sgemm_convA's packer: rows q < m (<= MR) of a panel of the column
  * matrix, kc columns, row-major: dst[q*kc + p] = bit p of bits[q] ?
  * src[q][p] : 0 (bits[q] has no bit set at or past kc). The micro-kernel
