@@ -575,7 +575,8 @@ static void tap_bits(const et_gemm_convb *cb, int N, int j0, int n, int words, u
     enum { MAXW = (MAX_KC + 63) / 64 };
     const int H = cb->H, W = cb->W, HW = H * W, PH = cb->KH / 2, PW = cb->KW / 2;
     uint64_t rows[ET_CONVB_MAXTAPS][MAXW], cols[ET_CONVB_MAXTAPS][MAXW];
-    memset(rows, 0, sizeof rows), memset(cols, 0, sizeof cols);
+    for (int i = 0; i < cb->KH; i++) memset(rows[i], 0, sizeof(uint64_t) * (size_t)words);
+    for (int i = 0; i < cb->KW; i++) memset(cols[i], 0, sizeof(uint64_t) * (size_t)words);
     const int lim = N - j0 < n ? N - j0 : n;
     int pix = j0 % HW, y = pix / W, xx = pix % W;
     for (int l = 0; l < lim;) {
