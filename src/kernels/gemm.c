@@ -530,10 +530,10 @@ void et_sgemm_epi_isa(et_isa isa, int ta, int tb, int M, int N, int K, float alp
 
 /* ------------------------------------------------- implicit im2col (conv FF)
  *
- * et_sgemm_convb (gemm_internal.h): gemm_region's loop nest for a row-major
- * B read in place (conv FF's M = Cout <= MC puts every call there), with
- * B's panels read from x by et_convb_ukernel_avx512: per K block a table of
- * the steps' offsets and taps, per panel of NR columns the taps' masks. */
+ * et_sgemm_convb (gemm_internal.h): et_sgemm's blocks and micro-kernel,
+ * with each NR-column panel of a K block of B packed from x by
+ * et_convb_packb_avx512 (the steps' offsets and taps listed once per call,
+ * the taps' masks once per panel) and used by all row panels of A. */
 
 int et_sgemm_convb_ok(const et_gemm_convb *cb) {
 #if ET_GEMM_HAVE_X86
@@ -605,21 +605,22 @@ static void convb_masks(const et_gemm_convb *cb, int N, int j0, int n, uint16_t 
 }
 
 /* floats of a region's buffer: all of A packed (MR-row panels per K block),
- * then per K step its offset in x and its tap */
+ * then per K step its offset in x and its tap, then a B panel */
 static size_t convb_floats(const cargs *g, const kinfo *ki) {
-    return (size_t)((g->M + ki->mr - 1) / ki->mr * ki->mr) * (size_t)g->K + 2 * (size_t)g->K + 16;
+    return (size_t)((g->M + ki->mr - 1) / ki->mr * ki->mr) * (size_t)g->K + 2 * (size_t)g->K + (size_t)ki->kc * ki->nr + 32;
 }
 
 /* Columns [n0, n1): A packed once and the K steps' offsets and taps listed
  * once, then per panel of NR columns its taps' masks and its K blocks, each
- * over all row panels (the order of K blocks per element is et_sgemm's:
- * first beta, then += each block). */
+ * packed and run over all row panels (the order of K blocks per element is
+ * et_sgemm's: first beta, then += each block). */
 static void convb_region(const cargs *g, const kinfo *ki, int n0, int n1, float *buf) {
     const int mr = ki->mr, nr = ki->nr, kc = ki->kc, M = g->M, K = g->K;
     const size_t mp = (size_t)(M + mr - 1) / mr * mr;
     const et_gemm_convb *cb = g->cb;
     const int taps = cb->KH * cb->KW, W = cb->W, PH = cb->KH / 2, PW = cb->KW / 2;
     et_convb_step *ks = (et_convb_step *)(void *)(buf + mp * (size_t)K);
+    float *bp = (float *)(((uintptr_t)(buf + mp * (size_t)K + 2 * (size_t)K) + 63) & ~(uintptr_t)63);
     uint16_t tm[3 * ET_CONVB_MAXTAPS];
     for (int pc = 0; pc < K; pc += kc) {
         const int kb = K - pc < kc ? K - pc : kc;
@@ -637,10 +638,11 @@ static void convb_region(const cargs *g, const kinfo *ki, int n0, int n1, float 
             const int kb = K - pc < kc ? K - pc : kc;
             const float beta = pc == 0 ? g->beta : 1.0f;
             const float *ap = buf + mp * (size_t)pc;
+            et_convb_packb_avx512(kb, cb->x + jr, ks + pc, tm, bp);
             for (int ir = 0; ir < M; ir += mr) {
                 const int m = M - ir < mr ? M - ir : mr;
                 float *ct = g->C + (ptrdiff_t)ir * g->ldc + jr;
-                et_convb_ukernel_avx512(m, n, kb, ap + (size_t)ir * kb, cb->x + jr, ks + pc, tm, ct, g->ldc, beta);
+                ki->kern(m, n, kb, ap + (size_t)ir * kb, 1, mr, bp, nr, ct, g->ldc, 1.0f, beta);
                 if (g->epi && pc + kb == K) et_gemm_epi_apply(g->epi, ir, m, n, ct, g->ldc);
             }
         }

@@ -278,74 +278,7 @@ void et_gemm_packb_avx512(int tb, const float *B, ptrdiff_t ldb, int p0, int kc,
             for (int j = used % NR; j < NR; j++) dst[(used / NR) * panel + (ptrdiff_t)p * NR + j] = 0.0f;
 }
 
-/* ------------------------------------------- implicit im2col (et_sgemm_convb)
- *
- * The 8 x (NVv*16) tile of tile() with op(B) read from the convolution's
- * input instead of a column matrix: step p of B is the masked load of
- * x + ks[p].off under the tap's masks tm + ks[p].tap (lanes outside the
- * image or past the columns load 0, as im2col's padding). Packed A (ars = 1, as = MR). The same
- * fused multiply-adds in the same order as tile(), and the same stores. */
-static inline __attribute__((always_inline)) void ctile(const int NVv, int m, int n, int k, const float *a,
-                                                        const float *x, const et_convb_step *ks,
-                                                        const uint16_t *tm, float *c, ptrdiff_t ldc,
-                                                        float beta) {
-    __m512 acc[MR][NV];
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
-        for (int v = 0; v < NVv; v++) acc[r][v] = _mm512_setzero_ps();
-    for (int p = 0; p < k; p++) {
-        const float *s = x + ks[p].off;
-        const uint16_t *tp = tm + ks[p].tap;
-        __m512 bv[NV];
-#pragma GCC unroll 4
-        for (int v = 0; v < NVv; v++) {
-            /* kmovw from memory: a load; through a general register it
-             * would take a slot of port 5, one of the two FMA ports */
-            __mmask16 mk;
-            __asm__("kmovw %1, %0" : "=k"(mk) : "m"(tp[v]));
-            bv[v] = _mm512_maskz_loadu_ps(mk, s + 16 * v);
-        }
-#pragma GCC unroll 8
-        for (int r = 0; r < MR; r++) {
-            __m512 ar = _mm512_set1_ps(a[r]);
-#pragma GCC unroll 4
-            for (int v = 0; v < NVv; v++) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
-        }
-        a += MR;
-    }
-    const __m512 va = _mm512_set1_ps(1.0f), vb = _mm512_set1_ps(beta);
-    __mmask16 st[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NVv; v++) {
-        int left = n - 16 * v;
-        st[v] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; r++) {
-        if (r >= m) break; /* rows past m: A's zero padding, not stored */
-#pragma GCC unroll 4
-        for (int v = 0; v < NVv; v++) {
-            float *cp = c + r * ldc + 16 * v;
-            __m512 t;
-            if (beta == 0.0f)
-                t = _mm512_mul_ps(va, acc[r][v]);
-            else
-                t = _mm512_fmadd_ps(va, acc[r][v], _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(st[v], cp)));
-            _mm512_mask_storeu_ps(cp, st[v], t);
-        }
-    }
-}
-
-void et_convb_ukernel_avx512(int m, int n, int k, const float *a, const float *x, const et_convb_step *ks,
-                             const uint16_t *tm, float *c, ptrdiff_t ldc, float beta) {
-    if (n > 32)
-        ctile(3, m, n, k, a, x, ks, tm, c, ldc, beta);
-    else if (n > 16)
-        ctile(2, m, n, k, a, x, ks, tm, c, ldc, beta);
-    else
-        ctile(1, m, n, k, a, x, ks, tm, c, ldc, beta);
-}
+/* ------------------------------------------- implicit im2col (gemm.c) */
 
 /* et_sgemm_convA's packer (gemm_internal.h): m rows of the column matrix,
  * read from x 16 columns at a time by masked loads (0 outside the image),
@@ -362,5 +295,18 @@ void et_convA_packa_avx512(int m, int kc, const float *const *src, const uint64_
             const __mmask16 st = (__mmask16)((1u << (kc - p)) - 1);
             _mm512_mask_storeu_ps(d + p, st, _mm512_maskz_loadu_ps((__mmask16)(b[p >> 6] >> (p & 63)) & st, s + p));
         }
+    }
+}
+
+/* et_sgemm_convb's B panel: dst[p*NR + j] = step p of op(B) at column j,
+ * x + ks[p].off + j under the tap's masks tm + ks[p].tap (0 outside the
+ * image and past the columns, as im2col's padding), NR wide: the panel
+ * et_gemm_packb_avx512 makes from im2col's matrix */
+void et_convb_packb_avx512(int k, const float *x, const et_convb_step *ks, const uint16_t *tm, float *dst) {
+    for (int p = 0; p < k; p++, dst += NR) {
+        const float *s = x + ks[p].off;
+        const uint16_t *tp = tm + ks[p].tap;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) _mm512_storeu_ps(dst + 16 * v, _mm512_maskz_loadu_ps((__mmask16)tp[v], s + 16 * v));
     }
 }

@@ -52,16 +52,10 @@ typedef struct et_convb_step {
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define ET_GEMM_HAVE_X86 1
-/* et_sgemm_convb's micro-kernel: an MR x n tile (n <= NR) over k steps of
- * packed A (k x MR), op(B) step p = x + ks[p].off under the masks
- * tm[ks[p].tap + v] of its 16-column groups v (0 outside); C = 1 * acc +
- * beta * C as et_gemm_ukernel_avx512 (alpha 1). */
-void et_convb_ukernel_avx512(int m, int n, int k, const float *a, const float *x, const et_convb_step *ks,
-                             const uint16_t *tm, float *c, ptrdiff_t ldc, float beta);
-/* et_sgemm_convA's packer: rows q < m (<= MR) of a panel of the column
- * matrix, kc columns, row-major: dst[q*kc + p] = bit p of bits[q] ?
- * src[q][p] : 0 (bits[q] has no bit set at or past kc). The micro-kernel
- * reads it in place (ars = kc, as = 1). */
+/* et_sgemm_convb's B packer: a kc x NR panel of op(B), step p read from
+ * x + ks[p].off under the masks tm[ks[p].tap + v] of its 16-column groups v
+ * (0 where the bit is clear) */
+void et_convb_packb_avx512(int k, const float *x, const et_convb_step *ks, const uint16_t *tm, float *dst);
 void et_convA_packa_avx512(int m, int kc, const float *const *src, const uint64_t *const *bits, float *dst);
 void et_gemm_ukernel_avx2(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,
                           const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha,
@@ -137,9 +131,10 @@ void et_gemm_epi_apply(const et_gemm_epi *epi, int r0, int M, int N, float *C, p
  * col never made. Column j of op(B) is pixel j of the images laid end to end
  * (j = n*H*W + y*W + x), row k = (ci*KH + ky)*KW + kx holds
  *   x[ci*cstride + j + (ky-PH)*W + (kx-PW)]  where the tap reads inside
- * image n, else 0: im2col's column matrix. The micro-kernel loads it from x
- * under per-tap masks instead (AVX-512 only: et_sgemm_convb_ok). Blocks, K
- * order and tiles are et_sgemm's, so the result has the bits of
+ * image n, else 0: im2col's column matrix. Each NR-column panel of a K
+ * block is packed from x under per-tap masks instead (AVX-512 only:
+ * et_sgemm_convb_ok) and multiplied by et_sgemm's micro-kernel. Blocks, K
+ * order and kernel are et_sgemm's, so the result has the bits of
  *   et_sgemm_epi(0, 0, M, N, K, 1, A, lda, col, N, beta, C, ldc, epi). */
 typedef struct et_gemm_convb {
     const float *x;    /* channel 0 plane of the first image of the columns */
