@@ -7,7 +7,10 @@
  * with CK = Cin*KH*KW and the chunk's columns of Y/dY addressed in place
  * (leading dimension N*HoWo). The chunk size depends only on the shapes, so
  * WG's accumulation order never depends on the thread count. A 1x1, stride-1,
- * unpadded convolution uses its input directly as the col matrix.
+ * unpadded convolution uses its input directly as the col matrix. Dense
+ * plain FP32 FF and WG of a stride-1 "same" convolution on AVX-512 make no
+ * col matrix: the GEMM packs its col panels from x itself (ff_implicit;
+ * kernels/gemm_internal.h, et_sgemm_convb / et_sgemm_convA), same bits.
  * Pruned weights (params[0].mask, src/sparsity/prune.c): FF and EP skip zero
  * operands, WG computes only the kept weights' gradients (mask = dW's layout). */
 #include "nn/layer_impl.h"
