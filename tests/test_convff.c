@@ -183,6 +183,8 @@ static void test_convb_ok(void **state) {
     assert_false(et_sgemm_convb_ok(&even)); /* even kernels have no "same" padding */
     assert_false(et_sgemm_convb_ok(&big));  /* 81 taps */
     assert_false(et_sgemm_convb_ok(&tall)); /* kernel taller than the plane */
+    assert_false(et_sgemm_convb_fits(4096, 4096)); /* more than a thread's workspace */
+    if (et_sgemm_convb_ok(&(const et_gemm_convb){NULL, 0, 7, 7, 3, 3})) assert_true(et_sgemm_convb_fits(128, 1152));
 }
 
 /* A conv layer's FF (bias, no fused ReLU) against et_sgemm_epi on the

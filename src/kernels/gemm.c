@@ -658,6 +658,18 @@ static void convb_alone(const cargs *g, const kinfo *ki, int n0, int n1) {
 }
 #endif
 
+int et_sgemm_convb_fits(int M, int K) {
+#if ET_GEMM_HAVE_X86
+    if (!ws_mc_kc) ws_sizes();
+    const kinfo *ki = pick(et_cpu_isa());
+    const cargs g = {M, 0, K, NULL, 0, NULL, 0.0f, NULL, 0, NULL};
+    return ki->isa == ET_ISA_AVX512 && convb_floats(&g, ki) <= ws_mc_kc + ws_kc_nc;
+#else
+    (void)M, (void)K;
+    return 0;
+#endif
+}
+
 void et_sgemm_convb(int M, int N, int K, const float *A, int lda, const et_gemm_convb *cb, float beta, float *C,
                     int ldc, const et_gemm_epi *epi) {
 #if ET_GEMM_HAVE_X86
@@ -709,6 +721,9 @@ void et_sgemm_convb(int M, int N, int K, const float *A, int lda, const et_gemm_
     if ((double)M * N * K < (double)MIN_MACS_PER_THREAD * 2) T = 1;
     const int tiles = (N + 15) / 16; /* columns split on multiples of 16: any split gives the same bits */
     if (T > tiles) T = tiles;
+#ifndef _OPENMP
+    T = 1;
+#endif
     const size_t per = ws_mc_kc + ws_kc_nc;
     if (!ws_mem || per < need) {
         unlock_ws();
@@ -834,16 +849,19 @@ void et_sgemm_convA(int M, int N, int K, const et_gemm_convb *cb, const float *B
     if ((double)M * N * K < (double)MIN_MACS_PER_THREAD * 2) T = 1;
     const int tiles = (M + ki->mr - 1) / ki->mr; /* rows split on the MR grid: any split gives the same bits */
     if (T > tiles) T = tiles;
+#ifndef _OPENMP
+    T = 1;
+#endif
     if (!ws_mem) {
         unlock_ws();
         convA_alone(&g, ki, 0, M);
         return;
     }
-    const size_t per = ws_mc_kc + ws_kc_nc;
     if (T <= 1) {
         convA_region(&g, ki, 0, M, ws_mem, ws_mem + ws_mc_kc);
     } else {
 #ifdef _OPENMP
+        const size_t per = ws_mc_kc + ws_kc_nc;
 #pragma omp parallel num_threads(T)
         {
             int t = omp_get_thread_num(), nt = omp_get_num_threads(), lo, hi;

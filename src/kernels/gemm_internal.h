@@ -147,6 +147,9 @@ typedef struct et_gemm_convb {
 /* Whether et_sgemm_convb runs here for this geometry (the CPU's ISA, capped
  * by ET_ISA, is AVX-512; odd KH, KW with KH * KW <= ET_CONVB_MAXTAPS). */
 int et_sgemm_convb_ok(const et_gemm_convb *cb);
+/* Whether a call with M rows and K steps runs in the calling thread's
+ * workspace (et_gemm_init's; else it allocates a buffer per call). */
+int et_sgemm_convb_fits(int M, int K);
 void et_sgemm_convb(int M, int N, int K, const float *A, int lda, const et_gemm_convb *cb, float beta, float *C,
                     int ldc, const et_gemm_epi *epi);
 /* The same column matrix as the A of conv WG's transposed product,

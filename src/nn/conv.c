@@ -662,7 +662,8 @@ static int ff_implicit(const et_layer *l, const et_lctx *cx) {
     const et_gemm_convb cb = {NULL, 0, l->in.h, l->in.w, c->kh, c->kw};
     return conv_ck(l) >= 32 && conv_plain(l, cx) && !cx->sp && !(l->int_scale[ET_IS_W] > 0 && l->int_scale[ET_IS_A] > 0) &&
            !conv_direct(c) && c->sh == 1 && c->sw == 1 && 2 * c->ph == c->kh - 1 && 2 * c->pw == c->kw - 1 &&
-           l->out.h == l->in.h && l->out.w == l->in.w && et_sgemm_convb_ok(&cb);
+           l->out.h == l->in.h && l->out.w == l->in.w && et_sgemm_convb_ok(&cb) &&
+           et_sgemm_convb_fits(l->out.c, (int)conv_ck(l));
 }
 
 static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
