@@ -527,3 +527,354 @@ void et_sgemm_epi_isa(et_isa isa, int ta, int tb, int M, int N, int K, float alp
                       const et_gemm_epi *epi) {
     sgemm(pick(isa), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, epi);
 }
+
+/* ------------------------------------------------- implicit im2col (conv FF)
+ *
+ * et_sgemm_convb (gemm_internal.h): et_sgemm's blocks and micro-kernel,
+ * with each NR-column panel of a K block of B packed from x by
+ * et_convb_packb_avx512 (the steps' offsets and taps listed once per call,
+ * the taps' masks once per panel) and used by all row panels of A. */
+
+int et_sgemm_convb_ok(const et_gemm_convb *cb) {
+#if ET_GEMM_HAVE_X86
+    return pick(et_cpu_isa())->isa == ET_ISA_AVX512 && cb->KH % 2 && cb->KW % 2 && cb->KH <= cb->H &&
+           cb->KW <= cb->W && cb->KH * cb->KW <= ET_CONVB_MAXTAPS && (int64_t)cb->H * cb->W < (1 << 24);
+#else
+    (void)cb;
+    return 0;
+#endif
+}
+
+#if ET_GEMM_HAVE_X86
+typedef struct cargs {
+    int M, N, K;
+    const float *A;
+    ptrdiff_t lda;
+    const et_gemm_convb *cb;
+    float beta;
+    float *C;
+    ptrdiff_t ldc;
+    const et_gemm_epi *epi;
+} cargs;
+
+/* bits [lo, hi) of a multi-word bitset */
+static void set_bits(uint64_t *w, int lo, int hi) {
+    for (int i = lo; i < hi;) {
+        const int b = i & 63, e = hi - i < 64 - b ? hi - i : 64 - b;
+        w[i >> 6] |= (e == 64 ? ~(uint64_t)0 : (((uint64_t)1 << e) - 1)) << b;
+        i += e;
+    }
+}
+
+/* Which columns [j0, j0 + n) (those < N) each tap reads inside its image:
+ * bit l of out[t * words ..] for column j0 + l, t = ky * KW + kx; words >=
+ * ceil(n / 64). Built per run of columns in one image row: the columns whose
+ * input row is inside for a ky and whose input column is inside for a kx,
+ * then tap = ky's & kx's. */
+static void tap_bits(const et_gemm_convb *cb, int N, int j0, int n, int words, uint64_t *out) {
+    enum { MAXW = (MAX_KC + 63) / 64 };
+    const int H = cb->H, W = cb->W, HW = H * W, PH = cb->KH / 2, PW = cb->KW / 2;
+    uint64_t rows[ET_CONVB_MAXTAPS][MAXW], cols[ET_CONVB_MAXTAPS][MAXW];
+    for (int i = 0; i < cb->KH; i++) memset(rows[i], 0, sizeof(uint64_t) * (size_t)words);
+    for (int i = 0; i < cb->KW; i++) memset(cols[i], 0, sizeof(uint64_t) * (size_t)words);
+    const int lim = N - j0 < n ? N - j0 : n;
+    int pix = j0 % HW, y = pix / W, xx = pix % W;
+    for (int l = 0; l < lim;) {
+        const int len = W - xx < lim - l ? W - xx : lim - l;
+        for (int ky = 0; ky < cb->KH; ky++)
+            if ((unsigned)(y + ky - PH) < (unsigned)H) set_bits(rows[ky], l, l + len);
+        for (int kx = 0; kx < cb->KW; kx++) { /* inside: PW - kx <= xx' < W + PW - kx */
+            const int a = PW - kx > xx ? PW - kx : xx, e = W + PW - kx < xx + len ? W + PW - kx : xx + len;
+            if (e > a) set_bits(cols[kx], l + a - xx, l + e - xx);
+        }
+        l += len, xx = 0;
+        if (++y == H) y = 0;
+    }
+    for (int ky = 0, t = 0; ky < cb->KH; ky++)
+        for (int kx = 0; kx < cb->KW; kx++, t++)
+            for (int w = 0; w < words; w++) out[t * words + w] = rows[ky][w] & cols[kx][w];
+}
+
+/* the taps' masks of a panel of n <= NR columns: tm[3*t + v] = columns
+ * j0 + 16v .. j0 + 16v + 15 */
+static void convb_masks(const et_gemm_convb *cb, int N, int j0, int n, uint16_t *tm) {
+    uint64_t b[ET_CONVB_MAXTAPS];
+    tap_bits(cb, N, j0, n, 1, b);
+    for (int t = 0; t < cb->KH * cb->KW; t++)
+        tm[3 * t] = (uint16_t)b[t], tm[3 * t + 1] = (uint16_t)(b[t] >> 16), tm[3 * t + 2] = (uint16_t)(b[t] >> 32);
+}
+
+/* floats of a region's buffer: all of A packed (MR-row panels per K block),
+ * then per K step its offset in x and its tap, then a B panel */
+static size_t convb_floats(const cargs *g, const kinfo *ki) {
+    return (size_t)((g->M + ki->mr - 1) / ki->mr * ki->mr) * (size_t)g->K + 2 * (size_t)g->K + (size_t)ki->kc * ki->nr + 32;
+}
+
+/* Columns [n0, n1): A packed once and the K steps' offsets and taps listed
+ * once, then per panel of NR columns its taps' masks and its K blocks, each
+ * packed and run over all row panels (the order of K blocks per element is
+ * et_sgemm's: first beta, then += each block). */
+static void convb_region(const cargs *g, const kinfo *ki, int n0, int n1, float *buf) {
+    const int mr = ki->mr, nr = ki->nr, kc = ki->kc, M = g->M, K = g->K;
+    const size_t mp = (size_t)(M + mr - 1) / mr * mr;
+    const et_gemm_convb *cb = g->cb;
+    const int taps = cb->KH * cb->KW, W = cb->W, PH = cb->KH / 2, PW = cb->KW / 2;
+    et_convb_step *ks = (et_convb_step *)(void *)(buf + mp * (size_t)K);
+    float *bp = (float *)(((uintptr_t)(buf + mp * (size_t)K + 2 * (size_t)K) + 63) & ~(uintptr_t)63);
+    uint16_t tm[3 * ET_CONVB_MAXTAPS];
+    for (int pc = 0; pc < K; pc += kc) {
+        const int kb = K - pc < kc ? K - pc : kc;
+        et_gemm_pack_a(ki, 0, g->A, g->lda, 0, M, pc, kb, buf + mp * (size_t)pc);
+    }
+    for (int k = 0; k < K; k++) {
+        const int ci = k / taps, t = k % taps, ky = t / cb->KW, kx = t % cb->KW;
+        ks[k].off = (int32_t)(ci * cb->cstride + (ptrdiff_t)(ky - PH) * W + (kx - PW));
+        ks[k].tap = 3 * t;
+    }
+    for (int jr = n0; jr < n1; jr += nr) {
+        const int n = n1 - jr < nr ? n1 - jr : nr;
+        convb_masks(cb, g->N, jr, n, tm);
+        for (int pc = 0; pc < K; pc += kc) {
+            const int kb = K - pc < kc ? K - pc : kc;
+            const float beta = pc == 0 ? g->beta : 1.0f;
+            const float *ap = buf + mp * (size_t)pc;
+            et_convb_packb_avx512(kb, cb->x + jr, ks + pc, tm, bp);
+            for (int ir = 0; ir < M; ir += mr) {
+                const int m = M - ir < mr ? M - ir : mr;
+                float *ct = g->C + (ptrdiff_t)ir * g->ldc + jr;
+                ki->kern(m, n, kb, ap + (size_t)ir * kb, 1, mr, bp, nr, ct, g->ldc, 1.0f, beta);
+                if (g->epi && pc + kb == K) et_gemm_epi_apply(g->epi, ir, m, n, ct, g->ldc);
+            }
+        }
+    }
+}
+
+/* without a large enough workspace of the calling thread: a buffer of its own */
+static void convb_alone(const cargs *g, const kinfo *ki, int n0, int n1) {
+    float *buf = malloc(sizeof(float) * convb_floats(g, ki));
+    if (!buf) return; /* cannot happen for the sizes conv asks; C left as it was */
+    convb_region(g, ki, n0, n1, buf);
+    free(buf);
+}
+#endif
+
+int et_sgemm_convb_fits(int M, int K) {
+#if ET_GEMM_HAVE_X86
+    if (!ws_mc_kc) ws_sizes();
+    const kinfo *ki = pick(et_cpu_isa());
+    const cargs g = {M, 0, K, NULL, 0, NULL, 0.0f, NULL, 0, NULL};
+    return ki->isa == ET_ISA_AVX512 && convb_floats(&g, ki) <= ws_mc_kc + ws_kc_nc;
+#else
+    (void)M, (void)K;
+    return 0;
+#endif
+}
+
+void et_sgemm_convb(int M, int N, int K, const float *A, int lda, const et_gemm_convb *cb, float beta, float *C,
+                    int ldc, const et_gemm_epi *epi) {
+#if ET_GEMM_HAVE_X86
+    const kinfo *ki = pick(et_cpu_isa());
+    if (epi && !epi->row_bias && !epi->relu) epi = NULL;
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || ki->isa != ET_ISA_AVX512 || (int64_t)K * cb->cstride >= ((int64_t)1 << 31)) {
+        /* never for the convolutions it serves; kept correct: the column
+         * matrix is only needed then */
+        float *col = malloc(sizeof(float) * ((size_t)K * N + 1));
+        if (!col) return;
+        const int taps = cb->KH * cb->KW, HW = cb->H * cb->W;
+        for (int k = 0; k < K; k++) {
+            int ci = k / taps, t = k % taps, dy = t / cb->KW - cb->KH / 2, dx = t % cb->KW - cb->KW / 2;
+            for (int j = 0; j < N; j++) {
+                int pix = j % HW, y = pix / cb->W + dy, xx = pix % cb->W + dx;
+                col[(size_t)k * N + j] = (unsigned)y < (unsigned)cb->H && (unsigned)xx < (unsigned)cb->W
+                                             ? cb->x[ci * cb->cstride + j + (ptrdiff_t)dy * cb->W + dx]
+                                             : 0.0f;
+            }
+        }
+        sgemm(ki, 0, 0, M, N, K, 1.0f, A, lda, col, N, beta, C, ldc, epi);
+        free(col);
+        return;
+    }
+    cargs g = {M, N, K, A, lda, cb, beta, C, ldc, epi};
+    const size_t need = convb_floats(&g, ki);
+    int nested = 0;
+#ifdef _OPENMP
+    nested = omp_in_parallel();
+#endif
+    if (nested) {
+        size_t have = 0;
+        float *tb = et_tlbuf_peek(&tl_buf, &have);
+        if (tb && have >= need * sizeof(float))
+            convb_region(&g, ki, 0, N, tb);
+        else
+            convb_alone(&g, ki, 0, N);
+        return;
+    }
+    if (atomic_flag_test_and_set_explicit(&ws_busy, memory_order_acquire)) {
+        convb_alone(&g, ki, 0, N);
+        return;
+    }
+    int T = et_get_threads();
+    if (T < 1) T = 1;
+    if ((!ws_mem || ws_threads < T) && ws_grow(T) != ET_OK) T = ws_threads;
+    if (T > ws_threads) T = ws_threads;
+    if ((double)M * N * K < (double)MIN_MACS_PER_THREAD * 2) T = 1;
+    const int tiles = (N + 15) / 16; /* columns split on multiples of 16: any split gives the same bits */
+    if (T > tiles) T = tiles;
+#ifndef _OPENMP
+    T = 1;
+#endif
+    const size_t per = ws_mc_kc + ws_kc_nc;
+    if (!ws_mem || per < need) {
+        unlock_ws();
+        convb_alone(&g, ki, 0, N); /* T == 1 there: a buffer larger than the workspace is rare */
+        return;
+    }
+    if (T <= 1) {
+        convb_region(&g, ki, 0, N, ws_mem);
+    } else {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(T)
+        {
+            int t = omp_get_thread_num(), nt = omp_get_num_threads(), lo, hi;
+            for (int r = t; r < T; r += nt) {
+                split(tiles, T, r, 16, N, &lo, &hi);
+                if (lo < hi) convb_region(&g, ki, lo, hi, ws_mem + per * (size_t)t);
+            }
+        }
+#endif
+    }
+    unlock_ws();
+#else
+    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)cb, (void)beta, (void)C, (void)ldc, (void)epi;
+#endif
+}
+
+/* --------------------------------------- implicit im2col (conv WG, A side)
+ *
+ * et_sgemm_convA (gemm_internal.h): gemm_region's loop nest for op(B) = Bᵀ
+ * (always packed) with A's MR-row panels copied from x, row-major, by
+ * et_convA_packa_avx512 and read in place by the micro-kernel (as
+ * gemm_region reads a row-major A at most two panels wide; in place or
+ * packed, the values and the order are the same). Rows [m0, m1). */
+#if ET_GEMM_HAVE_X86
+typedef struct aargs {
+    int M, N, K;
+    const et_gemm_convb *cb;
+    const float *B;
+    ptrdiff_t ldb;
+    float beta;
+    float *C;
+    ptrdiff_t ldc;
+} aargs;
+
+static void convA_region(const aargs *g, const kinfo *ki, int m0, int m1, float *Ap, float *Bp) {
+    enum { MAXW = (MAX_KC + 63) / 64 };
+    const int mr = ki->mr, nr = ki->nr, kc = ki->kc, mc = ki->mc, nc = ki->nc;
+    const et_gemm_convb *cb = g->cb;
+    const int taps = cb->KH * cb->KW, W = cb->W, PH = cb->KH / 2, PW = cb->KW / 2;
+    uint64_t bits[ET_CONVB_MAXTAPS * MAXW];
+    for (int jc = 0; jc < g->N; jc += nc) {
+        const int nb = g->N - jc < nc ? g->N - jc : nc;
+        for (int pc = 0; pc < g->K; pc += kc) {
+            const int kb = g->K - pc < kc ? g->K - pc : kc, words = (kb + 63) / 64;
+            const float beta = pc == 0 ? g->beta : 1.0f;
+            et_gemm_pack_b(ki, 1, g->B, g->ldb, pc, kb, jc, nb, Bp);
+            tap_bits(cb, g->K, pc, kb, words, bits);
+            for (int ic = m0; ic < m1; ic += mc) {
+                const int mb = m1 - ic < mc ? m1 - ic : mc;
+                for (int ir = 0; ir < mb; ir += mr) {
+                    const int m = mb - ir < mr ? mb - ir : mr;
+                    const float *src[MAX_MR];
+                    const uint64_t *bq[MAX_MR];
+                    for (int q = 0; q < m; q++) {
+                        const int r = ic + ir + q, ci = r / taps, t = r % taps;
+                        src[q] = cb->x + ci * cb->cstride + pc + (ptrdiff_t)(t / cb->KW - PH) * W + (t % cb->KW - PW);
+                        bq[q] = bits + t * words;
+                    }
+                    et_convA_packa_avx512(m, kb, src, bq, Ap + (size_t)ir * kb);
+                }
+                for (int jr = 0; jr < nb; jr += nr) {
+                    const int n = nb - jr < nr ? nb - jr : nr;
+                    for (int ir = 0; ir < mb; ir += mr) {
+                        const int m = mb - ir < mr ? mb - ir : mr;
+                        ki->kern(m, n, kb, Ap + (size_t)ir * kb, kb, 1, Bp + (size_t)jr * kb, nr,
+                                 g->C + (ptrdiff_t)(ic + ir) * g->ldc + jc + jr, g->ldc, 1.0f, beta);
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void convA_alone(const aargs *g, const kinfo *ki, int m0, int m1) {
+    float *Ap = aligned_alloc(64, sizeof(float) * ws_mc_kc), *Bp = aligned_alloc(64, sizeof(float) * ws_kc_nc);
+    if (Ap && Bp) convA_region(g, ki, m0, m1, Ap, Bp); /* else cannot happen for conv's sizes; C left */
+    free(Ap), free(Bp);
+}
+#endif
+
+void et_sgemm_convA(int M, int N, int K, const et_gemm_convb *cb, const float *B, int ldb, float beta, float *C,
+                    int ldc) {
+#if ET_GEMM_HAVE_X86
+    const kinfo *ki = pick(et_cpu_isa());
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || ki->isa != ET_ISA_AVX512) { /* never for conv; kept correct */
+        args g = {0, 0, M, N, 0, 1.0f, beta, NULL, 0, NULL, 0, C, ldc, NULL};
+        if (K <= 0) scale_c(&g);
+        return;
+    }
+    if (!ws_mc_kc) ws_sizes();
+    aargs g = {M, N, K, cb, B, ldb, beta, C, ldc};
+    int nested = 0;
+#ifdef _OPENMP
+    nested = omp_in_parallel();
+#endif
+    if (nested) {
+        float *tb = et_tlbuf_peek(&tl_buf, NULL);
+        if (tb)
+            convA_region(&g, ki, 0, M, tb, tb + ws_mc_kc);
+        else
+            convA_alone(&g, ki, 0, M);
+        return;
+    }
+    if (atomic_flag_test_and_set_explicit(&ws_busy, memory_order_acquire)) {
+        convA_alone(&g, ki, 0, M);
+        return;
+    }
+    int T = et_get_threads();
+    if (T < 1) T = 1;
+    if ((!ws_mem || ws_threads < T) && ws_grow(T) != ET_OK) T = ws_threads;
+    if (T > ws_threads) T = ws_threads;
+    if ((double)M * N * K < (double)MIN_MACS_PER_THREAD * 2) T = 1;
+    const int tiles = (M + ki->mr - 1) / ki->mr; /* rows split on the MR grid: any split gives the same bits */
+    if (T > tiles) T = tiles;
+#ifndef _OPENMP
+    T = 1;
+#endif
+    if (!ws_mem) {
+        unlock_ws();
+        convA_alone(&g, ki, 0, M);
+        return;
+    }
+    if (T <= 1) {
+        convA_region(&g, ki, 0, M, ws_mem, ws_mem + ws_mc_kc);
+    } else {
+#ifdef _OPENMP
+        const size_t per = ws_mc_kc + ws_kc_nc;
+#pragma omp parallel num_threads(T)
+        {
+            int t = omp_get_thread_num(), nt = omp_get_num_threads(), lo, hi;
+            for (int r = t; r < T; r += nt) {
+                split(tiles, T, r, ki->mr, M, &lo, &hi);
+                float *Ap = ws_mem + per * (size_t)t;
+                if (lo < hi) convA_region(&g, ki, lo, hi, Ap, Ap + ws_mc_kc);
+            }
+        }
+#endif
+    }
+    unlock_ws();
+#else
+    (void)M, (void)N, (void)K, (void)cb, (void)B, (void)ldb, (void)beta, (void)C, (void)ldc;
+#endif
+}

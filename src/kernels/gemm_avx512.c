@@ -277,3 +277,36 @@ void et_gemm_packb_avx512(int tb, const float *B, ptrdiff_t ldb, int p0, int kc,
         for (int p = 0; p < kc; p++)
             for (int j = used % NR; j < NR; j++) dst[(used / NR) * panel + (ptrdiff_t)p * NR + j] = 0.0f;
 }
+
+/* ------------------------------------------- implicit im2col (gemm.c) */
+
+/* et_sgemm_convA's packer (gemm_internal.h): m rows of the column matrix,
+ * read from x 16 columns at a time by masked loads (0 outside the image),
+ * copied into a row-major panel that the micro-kernel reads in place. */
+void et_convA_packa_avx512(int m, int kc, const float *const *src, const uint64_t *const *bits, float *dst) {
+    for (int q = 0; q < m; q++) {
+        const float *s = src[q];
+        const uint64_t *b = bits[q];
+        float *d = dst + (ptrdiff_t)q * kc;
+        int p = 0;
+        for (; p + 16 <= kc; p += 16)
+            _mm512_storeu_ps(d + p, _mm512_maskz_loadu_ps((__mmask16)(b[p >> 6] >> (p & 63)), s + p));
+        if (p < kc) {
+            const __mmask16 st = (__mmask16)((1u << (kc - p)) - 1);
+            _mm512_mask_storeu_ps(d + p, st, _mm512_maskz_loadu_ps((__mmask16)(b[p >> 6] >> (p & 63)) & st, s + p));
+        }
+    }
+}
+
+/* et_sgemm_convb's B panel: dst[p*NR + j] = step p of op(B) at column j,
+ * x + ks[p].off + j under the tap's masks tm + ks[p].tap (0 outside the
+ * image and past the columns, as im2col's padding), NR wide: the panel
+ * et_gemm_packb_avx512 makes from im2col's matrix */
+void et_convb_packb_avx512(int k, const float *x, const et_convb_step *ks, const uint16_t *tm, float *dst) {
+    for (int p = 0; p < k; p++, dst += NR) {
+        const float *s = x + ks[p].off;
+        const uint16_t *tp = tm + ks[p].tap;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) _mm512_storeu_ps(dst + 16 * v, _mm512_maskz_loadu_ps((__mmask16)tp[v], s + 16 * v));
+    }
+}

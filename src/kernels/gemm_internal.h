@@ -17,6 +17,7 @@
 #ifndef ET_GEMM_INTERNAL_H
 #define ET_GEMM_INTERNAL_H
 #include <stddef.h>
+#include <stdint.h>
 
 #include "edgetrain.h"
 
@@ -42,8 +43,20 @@ typedef void (*et_gemm_packa)(int ta, const float *A, ptrdiff_t lda, int i0, int
 #define ET_GEMM_AVX512_MR 8
 #define ET_GEMM_AVX512_NR 48
 
+/* One K step of et_sgemm_convb's operand: where its row of op(B) starts in
+ * x (relative to the panel's first column) and its tap's row of masks. */
+typedef struct et_convb_step {
+    int32_t off; /* ci * cstride + (ky - PH) * W + (kx - PW) */
+    int32_t tap; /* 3 * (ky * KW + kx): the tap's 3 masks (16 columns each) */
+} et_convb_step;
+
 #if defined(__x86_64__) || defined(_M_X64)
 #define ET_GEMM_HAVE_X86 1
+/* et_sgemm_convb's B packer: a kc x NR panel of op(B), step p read from
+ * x + ks[p].off under the masks tm[ks[p].tap + v] of its 16-column groups v
+ * (0 where the bit is clear) */
+void et_convb_packb_avx512(int k, const float *x, const et_convb_step *ks, const uint16_t *tm, float *dst);
+void et_convA_packa_avx512(int m, int kc, const float *const *src, const uint64_t *const *bits, float *dst);
 void et_gemm_ukernel_avx2(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t as,
                           const float *b, ptrdiff_t bs, float *c, ptrdiff_t ldc, float alpha,
                           float beta);
@@ -112,5 +125,41 @@ void et_sgemm_epi_isa(et_isa isa, int ta, int tb, int M, int N, int K, float alp
 /* The epilogue alone over rows [0, M) x columns [0, N) of C (row i0 of C is
  * row i0 + r0 of the bias). */
 void et_gemm_epi_apply(const et_gemm_epi *epi, int r0, int M, int N, float *C, ptrdiff_t ldc);
+
+/* Implicit im2col: conv FF's product Y = W · col for a stride-1 convolution
+ * whose output plane has the input's size (padding (KH-1)/2, (KW-1)/2), with
+ * col never made. Column j of op(B) is pixel j of the images laid end to end
+ * (j = n*H*W + y*W + x), row k = (ci*KH + ky)*KW + kx holds
+ *   x[ci*cstride + j + (ky-PH)*W + (kx-PW)]  where the tap reads inside
+ * image n, else 0: im2col's column matrix. Each NR-column panel of a K
+ * block is packed from x under per-tap masks instead (AVX-512 only:
+ * et_sgemm_convb_ok) and multiplied by et_sgemm's micro-kernel. Blocks, K
+ * order and kernel are et_sgemm's, so the result has the bits of
+ *   et_sgemm_epi(0, 0, M, N, K, 1, A, lda, col, N, beta, C, ldc, epi). */
+typedef struct et_gemm_convb {
+    const float *x;    /* channel 0 plane of the first image of the columns */
+    ptrdiff_t cstride; /* floats from one channel's planes to the next's */
+    int H, W, KH, KW;
+} et_gemm_convb;
+
+#define ET_CONVB_MAXTAPS 64 /* KH * KW */
+
+/* Whether et_sgemm_convb runs here for this geometry (the CPU's ISA, capped
+ * by ET_ISA, is AVX-512; odd KH, KW with KH * KW <= ET_CONVB_MAXTAPS). */
+int et_sgemm_convb_ok(const et_gemm_convb *cb);
+/* Whether a call with M rows and K steps runs in the calling thread's
+ * workspace (et_gemm_init's; else it allocates a buffer per call). */
+int et_sgemm_convb_fits(int M, int K);
+void et_sgemm_convb(int M, int N, int K, const float *A, int lda, const et_gemm_convb *cb, float beta, float *C,
+                    int ldc, const et_gemm_epi *epi);
+/* The same column matrix as the A of conv WG's transposed product,
+ * dWᵀ[CK, Cout] (+)= col · dYᵀ: C[M x N] = col[M x K] · op(B) + beta * C with
+ * op(B) = Bᵀ (B is N x K, row-major, ldb), M = CK rows of col and K columns
+ * (pixels). A's panels are packed from x (et_convA_packa_avx512), never from
+ * a col in memory: the bits of
+ *   et_sgemm(0, 1, M, N, K, 1, col, K, B, ldb, beta, C, ldc)
+ * when that call does not take the dot path (et_gemm_dot_fits(0, 1, M, N, K)). */
+void et_sgemm_convA(int M, int N, int K, const et_gemm_convb *cb, const float *B, int ldb, float beta, float *C,
+                    int ldc);
 
 #endif /* ET_GEMM_INTERNAL_H */

@@ -250,6 +250,14 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     return ET_OK;
 }
 
+void et_matmul_count_plain(et_engine *eng, const et_matmul *mm) {
+    if (!eng) return;
+    const uint64_t macs = (uint64_t)mm->M * (uint64_t)mm->N * (uint64_t)mm->K;
+    const work w = {macs, macs, macs, (uint64_t)mm->M * (uint64_t)mm->N, 0};
+    count(&eng->total, mm->stage, &w);
+    if (eng->per_layer && mm->layer >= 0 && mm->layer < eng->nlayers) count(&eng->per_layer[mm->layer], mm->stage, &w);
+}
+
 void et_engine_set_sink(et_engine *eng, et_matmul_sink sink, void *ctx) {
     eng->sink = sink;
     eng->sink_ctx = ctx;

@@ -7,7 +7,10 @@
  * with CK = Cin*KH*KW and the chunk's columns of Y/dY addressed in place
  * (leading dimension N*HoWo). The chunk size depends only on the shapes, so
  * WG's accumulation order never depends on the thread count. A 1x1, stride-1,
- * unpadded convolution uses its input directly as the col matrix.
+ * unpadded convolution uses its input directly as the col matrix. Dense
+ * plain FP32 FF and WG of a stride-1 "same" convolution on AVX-512 make no
+ * col matrix: the GEMM packs its col panels from x itself (ff_implicit;
+ * kernels/gemm_internal.h, et_sgemm_convb / et_sgemm_convA), same bits.
  * Pruned weights (params[0].mask, src/sparsity/prune.c): FF and EP skip zero
  * operands, WG computes only the kept weights' gradients (mask = dW's layout). */
 #include "nn/layer_impl.h"
@@ -17,6 +20,8 @@
 #include <omp.h>
 #endif
 
+#include "kernels/gemm_dot.h"
+#include "kernels/gemm_internal.h"
 #include "kernels/igemm.h"
 #include "kernels/matmul.h"
 #include "kernels/spconv.h"
@@ -498,6 +503,7 @@ typedef struct cjob {
     const uint32_t *a_vnni; /* FF under speculation: the weights' packed codes, NULL: none */
     int epi;     /* FF: the products add the bias and apply relu_out themselves (conv_ff) */
     int cpl;     /* > 0: FF/EP's chunks by lane (balance_lanes), cpl chunks per lane */
+    int implicit; /* FF, WG: the products read x itself (ff_implicit), no col matrix */
     const et_conv_implicit *imp; /* EP/WG without the column matrix (conv_implicit), NULL: with */
 } cjob;
 
@@ -649,6 +655,21 @@ static int mm_skip_ff(const cjob *j) {
     return (j->cx->sp && j->cx->sp->ff_skip) || j->l->params[0].mask != NULL;
 }
 
+/* FF reads x itself (et_sgemm_convb, implicit im2col) where the product is
+ * the plain dense FP32 one (no sparsity, integer operands or observer: the
+ * matmul path would run et_sgemm_epi) of a stride-1 convolution whose output
+ * plane is its input's, on a CPU that has the kernel, and K is long enough
+ * to pay for the per-panel masks (VGG8's first conv, K = 9, is faster with
+ * its small col matrix). Same bits either way. */
+static int ff_implicit(const et_layer *l, const et_lctx *cx) {
+    const et_conv_cfg *c = &l->cfg.conv;
+    const et_gemm_convb cb = {NULL, 0, l->in.h, l->in.w, c->kh, c->kw};
+    return conv_ck(l) >= 32 && conv_plain(l, cx) && !cx->sp && !(l->int_scale[ET_IS_W] > 0 && l->int_scale[ET_IS_A] > 0) &&
+           !conv_direct(c) && c->sh == 1 && c->sw == 1 && 2 * c->ph == c->kh - 1 && 2 * c->pw == c->kw - 1 &&
+           l->out.h == l->in.h && l->out.w == l->in.w && et_sgemm_convb_ok(&cb) &&
+           et_sgemm_convb_fits(l->out.c, (int)conv_ck(l));
+}
+
 static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
     et_layer *l = j->l;
     const int N = j->cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c, CK = (int)conv_ck(l);
@@ -657,6 +678,18 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
     for (int c = c0; c < c1; c++) {
         int n0, nb = chunk_images(j, c, &n0), ldb;
         if (nb <= 0) continue; /* an empty chunk of a short lane (odd batch) */
+        if (j->implicit) { /* et_sgemm_epi on im2col's matrix, without the matrix */
+            const et_gemm_convb cb = {j->x + (int64_t)n0 * l->in.h * l->in.w, (ptrdiff_t)N * l->in.h * l->in.w,
+                                      l->in.h, l->in.w, l->cfg.conv.kh, l->cfg.conv.kw};
+            const et_gemm_epi epi = {l->cfg.conv.bias ? l->params[1].data : NULL, j->cx->relu_out};
+            et_sgemm_convb(Cout, nb * HWo, CK, l->params[0].use, CK, &cb, 0.0f, j->y + (int64_t)n0 * HWo, N * HWo,
+                           &epi);
+            const et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK, NULL, 0,
+                                  j->y + (int64_t)n0 * HWo, N * HWo, 0.0f, 0, NULL, 0, NULL, 0, 0,
+                                  NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL};
+            et_matmul_count_plain(j->cx->eng, &mm);
+            continue;
+        }
         /* FF skipping zeros: nnz of col's rows, counted by im2col (direct: from x) */
         const int cnt = mm_skip_ff(j) && !spec;
         const int8_t *Bq;
@@ -711,7 +744,7 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const et_spec *spec = cx->sp ? cx->sp->spec : NULL;
-    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL, NULL, 0, 0, NULL};
+    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL, NULL, 0, 0, 0, NULL};
     if (!spec && ((cx->sp && cx->sp->ff_skip) || l->params[0].mask)) { /* the same for every chunk */
         int32_t *wc = weight_colcnt(&j);
         et_spgemm_linecount(0, Cout, (int)conv_ck(l), l->params[0].use, (int)conv_ck(l), wc);
@@ -748,6 +781,9 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
      * here (relu_out), as it stores the output: the same float operations as
      * the passes below (kernels/gemm_internal.h, et_gemm_epi). */
     j.epi = !spec && et_matmul_plain(cx->eng, l->index);
+    j.implicit = j.epi && ff_implicit(l, cx);
+    if (j.implicit && N >= 2) /* no col matrix to bound the chunks: one per lane (any cut gives the same bits) */
+        j.nbmax = (N + 1) / 2, j.nch = 2;
     et_status st = run_lanes(&j, balance_lanes(&j), ff_lane);
     if (st) return st;
     if (j.epi) return ET_OK;
@@ -890,7 +926,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
      * sink) and the exact count needs no pattern of W (no zero in W) */
     const int post = masked && et_matmul_plain(cx->eng, l->index) && !l->params[0].mask &&
                      !et_spgemm_any_zero(l->params[0].use, Cout, CK, CK);
-    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL, NULL, 0, 0, NULL};
+    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL, NULL, 0, 0, 0, NULL};
     /* without col: the weights by tap go where WG's lane gradients live (free
      * during EP; both together hold them when Cin is a multiple of 8) */
     et_conv_implicit imp;
@@ -942,6 +978,16 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
         int n0, nb = chunk_images(j, c, &n0), ldb;
         const int8_t *colq = NULL, *dyq = l->int_codes[ET_IS_E];
         const float *dyc = j->dy + (int64_t)n0 * HWo, *col = NULL;
+        if (j->implicit && !et_gemm_dot_fits(0, 1, CK, Cout, nb * HWo)) { /* et_sgemm on im2col's matrix, without it */
+            const int HW = l->in.h * l->in.w;
+            const et_gemm_convb cb = {j->x + (int64_t)n0 * HW, (ptrdiff_t)N * HW, l->in.h, l->in.w, l->cfg.conv.kh,
+                                      l->cfg.conv.kw};
+            et_sgemm_convA(CK, Cout, nb * HWo, &cb, dyc, N * HWo, c == c0 ? 0.0f : 1.0f, dst, Cout);
+            const et_matmul mm = {ET_WG, l->index, 0, 1, CK, Cout, nb * HWo, NULL, CK, dyc, N * HWo, dst, Cout,
+                                  c == c0 ? 0.0f : 1.0f, 0, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL};
+            et_matmul_count_plain(j->cx->eng, &mm);
+            continue;
+        }
         const int colt = !j->imp && rows_t && et_spwg_pays(Cout, et_spwg_density(Cout, nb * HWo, dyc, N * HWo));
         et_conv_implicit g;
         if (j->imp) { /* no col: the product reads x */
@@ -992,11 +1038,12 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const int h = et_matmul_emulated(cx->eng, l->index) ? nch : (nch + 1) / 2;
     const int tr = wg_transposed(l, cx);
-    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL, 0, 0, NULL};
+    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL, 0, 0, 0, NULL};
     /* without col: each lane's gradient in the kernel's layout, which fits the
      * lane's buffer when Cin is a multiple of 16 */
     et_conv_implicit imp;
     if (tr && l->in.c % 16 == 0 && conv_implicit(l, cx, ET_WG, x, dy, &imp)) j.imp = &imp;
+    if (!j.imp) j.implicit = tr && ff_implicit(l, cx); /* the column matrix packed from x (et_sgemm_convA) */
     et_status st = run_lanes(&j, h, wg_lane);
     if (st) return st;
     float *dw = l->params[0].grad;
