@@ -103,6 +103,16 @@ static int known_count(const et_matmul *mm, uint64_t *elem, uint64_t *kept) {
     return 1;
 }
 
+/* An implicit convolution takes no output mask of its own (EP's mask is
+ * applied by the kernel, post_mask_cols only counts it). */
+static int mask_given_or_post(const et_matmul *mm) { return mm->mask != NULL; }
+
+/* The im2col operand of an implicit convolution, for et_sgemm_convb/convA. */
+static et_gemm_convb convb_of(const et_conv_implicit *g) {
+    const int64_t HW = (int64_t)g->H * g->W;
+    return (et_gemm_convb){g->x + (int64_t)g->n0 * HW, (ptrdiff_t)g->N * HW, g->H, g->W, g->KH, g->KW};
+}
+
 /* An epilogue over all of C, rows split over the threads. */
 static void apply_epi(const et_gemm_epi *epi, int M, int N, float *C, int ldc) {
 #pragma omp parallel for schedule(static) if ((int64_t)M * N > 65536)
@@ -130,7 +140,7 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     }
     const int sparse = mm->skip_zeros || mask || mm->post_mask_cols;
     const int integer = mm->a_scale > 0 && mm->b_scale > 0 && mm->K <= 131072;
-    if (mm->K > 0 && (!mm->A || !mm->B) && !(mm->conv && mm->B) &&
+    if (mm->K > 0 && (!mm->A || !mm->B) && !(mm->conv && (mm->stage == ET_FF ? mm->A : mm->B)) &&
         !(integer && !sparse && !mm->spec && !(eng && eng->sink) && (mm->A || mm->a_codes) && (mm->B || mm->b_codes)))
         return et_set_error(ET_ERR_INVALID, "matmul: NULL operand (codes alone serve only a plain integer product)");
     const et_gemm_epi epi = {mm->bias_rows, mm->relu};
@@ -138,10 +148,22 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     work w = {macs, macs, macs, (uint64_t)mm->M * (uint64_t)mm->N, 0};
     uint64_t kept = w.outputs, kelem = 0, kkept = 0;
     const int known = sparse && known_count(mm, &kelem, &kkept);
-    if (mm->conv && (mm->stage == ET_FF || !mm->skip_zeros || mask || integer || !et_matmul_plain(eng, mm->layer) ||
-                     !known))
-        return et_set_error(ET_ERR_INVALID, "matmul: an implicit convolution is only conv EP/WG with skip_zeros, "
-                                            "counts from the layer and plain FP32");
+    /* An implicit convolution (et_matmul.conv): plain FP32 only; EP and sparse
+     * WG skip dY's zeros with the layer's counts (spconv.h); dense FF and WG
+     * pack col's panels from x (et_sgemm_convb / convA); a speculated FF runs
+     * et_sgemm_convb where the prediction counted (then the caller applies
+     * the mask, et_spec.pre_kept). */
+    if (mm->conv) {
+        const int ok = !integer && et_matmul_plain(eng, mm->layer) && !mask_given_or_post(mm) &&
+                       (mm->stage == ET_EP   ? mm->skip_zeros && known
+                        : mm->stage == ET_WG ? !mm->skip_zeros || known
+                                             : (!mm->spec && !mm->skip_zeros) ||
+                                                   (mm->spec && mm->spec->pre_kept && fu.valid && !fu.dense));
+        if (!ok)
+            return et_set_error(ET_ERR_INVALID, "matmul: an implicit convolution is only a plain FP32 conv product: "
+                                                "EP/WG skipping zeros with the layer's counts, dense FF/WG, or a "
+                                                "speculated FF whose mask the layer predicted");
+    }
     int in_range = eng && mm->layer >= 0 && mm->layer < eng->nlayers;
     const et_format *mul = in_range && eng->mul ? eng->mul[mm->layer] : NULL;
     const et_format *acc = in_range && eng->acc ? eng->acc[mm->layer] : NULL;
@@ -173,6 +195,23 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
             w.executed = kelem, kept = kkept;
         else if (sparse)
             w.executed = mask_and_count(mm, mask, ldm, &kept);
+    } else if (mm->conv && !sparse) {
+        /* dense, col's panels packed from x: et_sgemm's bits (gemm_internal.h) */
+        const et_gemm_convb cb = convb_of(mm->conv);
+        if (mm->stage == ET_FF) {
+            et_sgemm_convb(mm->M, mm->N, mm->K, mm->A, mm->lda, &cb, mm->beta, mm->C, mm->ldc,
+                           epi.row_bias || epi.relu ? &epi : NULL);
+            epi_done = 1;
+        } else {
+            et_sgemm_convA(mm->M, mm->N, mm->K, &cb, mm->B, mm->ldb, mm->beta, mm->C, mm->ldc);
+        }
+    } else if (mm->conv && mm->stage == ET_FF) {
+        /* speculated: the dense product from x (the layer applies the mask
+         * it predicted), counted as the prediction counted */
+        const et_gemm_convb cb = convb_of(mm->conv);
+        et_sgemm_convb(mm->M, mm->N, mm->K, mm->A, mm->lda, &cb, mm->beta, mm->C, mm->ldc, NULL);
+        kept = fu.kept;
+        w.executed = mm->skip_zeros ? fu.elem_dense_a : fu.kept * (uint64_t)mm->K;
     } else if (mm->conv) {
         /* the column matrix never formed (spconv.h): EP writes dx, col2im
          * included, WG the gradient in the kernel's layout; the caller chose
@@ -248,14 +287,6 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
         if (eng->per_layer && in_range) count(&eng->per_layer[mm->layer], mm->stage, &w);
     }
     return ET_OK;
-}
-
-void et_matmul_count_plain(et_engine *eng, const et_matmul *mm) {
-    if (!eng) return;
-    const uint64_t macs = (uint64_t)mm->M * (uint64_t)mm->N * (uint64_t)mm->K;
-    const work w = {macs, macs, macs, (uint64_t)mm->M * (uint64_t)mm->N, 0};
-    count(&eng->total, mm->stage, &w);
-    if (eng->per_layer && mm->layer >= 0 && mm->layer < eng->nlayers) count(&eng->per_layer[mm->layer], mm->stage, &w);
 }
 
 void et_engine_set_sink(et_engine *eng, et_matmul_sink sink, void *ctx) {

@@ -36,8 +36,4 @@ int et_matmul_plain(const et_engine *eng, int layer);
 /* Whether a layer's products round to a multiplier or accumulator format
  * (emulated accumulation; src/kernels/qgemm.c). */
 int et_matmul_emulated(const et_engine *eng, int layer);
-/* Counts a product the caller computed itself as et_matmul_run counts a
- * plain dense FP32 one (no sparsity, integer operands, emulation or sink):
- * conv's implicit-im2col products (kernels/gemm_internal.h, et_sgemm_convb). */
-void et_matmul_count_plain(et_engine *eng, const et_matmul *mm);
 #endif

@@ -661,13 +661,25 @@ static int mm_skip_ff(const cjob *j) {
  * plane is its input's, on a CPU that has the kernel, and K is long enough
  * to pay for the per-panel masks (VGG8's first conv, K = 9, is faster with
  * its small col matrix). Same bits either way. */
-static int ff_implicit(const et_layer *l, const et_lctx *cx) {
+static int convb_geom(const et_layer *l) {
     const et_conv_cfg *c = &l->cfg.conv;
     const et_gemm_convb cb = {NULL, 0, l->in.h, l->in.w, c->kh, c->kw};
-    return conv_ck(l) >= 32 && conv_plain(l, cx) && !cx->sp && !(l->int_scale[ET_IS_W] > 0 && l->int_scale[ET_IS_A] > 0) &&
-           !conv_direct(c) && c->sh == 1 && c->sw == 1 && 2 * c->ph == c->kh - 1 && 2 * c->pw == c->kw - 1 &&
-           l->out.h == l->in.h && l->out.w == l->in.w && et_sgemm_convb_ok(&cb) &&
+    return conv_ck(l) >= 32 && !conv_direct(c) && c->sh == 1 && c->sw == 1 && 2 * c->ph == c->kh - 1 &&
+           2 * c->pw == c->kw - 1 && l->out.h == l->in.h && l->out.w == l->in.w && et_sgemm_convb_ok(&cb) &&
            et_sgemm_convb_fits(l->out.c, (int)conv_ck(l));
+}
+
+static int ff_implicit(const et_layer *l, const et_lctx *cx) {
+    return convb_geom(l) && conv_plain(l, cx) && !cx->sp && !(l->int_scale[ET_IS_W] > 0 && l->int_scale[ET_IS_A] > 0);
+}
+
+/* The implicit operand of a chunk's product (et_matmul.conv): x read in
+ * place of col (FF's B, WG's A). */
+static et_conv_implicit chunk_implicit(const cjob *j, int n0, int nb) {
+    const et_layer *l = j->l;
+    const et_conv_cfg *c = &l->cfg.conv;
+    return (et_conv_implicit){l->in.c, j->cx->batch, l->in.h, l->in.w, l->out.c, c->kh, c->kw, c->ph, c->pw,
+                              l->out.h, l->out.w, n0, nb, j->x, NULL, 0, NULL, NULL, 0};
 }
 
 static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
@@ -678,23 +690,14 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
     for (int c = c0; c < c1; c++) {
         int n0, nb = chunk_images(j, c, &n0), ldb;
         if (nb <= 0) continue; /* an empty chunk of a short lane (odd batch) */
-        if (j->implicit) { /* et_sgemm_epi on im2col's matrix, without the matrix */
-            const et_gemm_convb cb = {j->x + (int64_t)n0 * l->in.h * l->in.w, (ptrdiff_t)N * l->in.h * l->in.w,
-                                      l->in.h, l->in.w, l->cfg.conv.kh, l->cfg.conv.kw};
-            const et_gemm_epi epi = {l->cfg.conv.bias ? l->params[1].data : NULL, j->cx->relu_out};
-            et_sgemm_convb(Cout, nb * HWo, CK, l->params[0].use, CK, &cb, 0.0f, j->y + (int64_t)n0 * HWo, N * HWo,
-                           &epi);
-            const et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK, NULL, 0,
-                                  j->y + (int64_t)n0 * HWo, N * HWo, 0.0f, 0, NULL, 0, NULL, 0, 0,
-                                  NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL};
-            et_matmul_count_plain(j->cx->eng, &mm);
-            continue;
-        }
         /* FF skipping zeros: nnz of col's rows, counted by im2col (direct: from x) */
         const int cnt = mm_skip_ff(j) && !spec;
-        const int8_t *Bq;
-        const float *B = chunk_cols(j, lane, n0, nb, &ldb, cnt ? lane_rowcnt(j, lane) : NULL, &Bq,
-                                    l->int_scale[ET_IS_W], CK);
+        const int8_t *Bq = NULL;
+        const float *B = NULL; /* j->implicit: the product packs col's panels from x */
+        et_conv_implicit g = chunk_implicit(j, n0, nb);
+        ldb = nb * HWo;
+        if (!j->implicit)
+            B = chunk_cols(j, lane, n0, nb, &ldb, cnt ? lane_rowcnt(j, lane) : NULL, &Bq, l->int_scale[ET_IS_W], CK);
         et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK,
                         B, ldb, j->y + (int64_t)n0 * HWo, N * HWo, 0.0f,
                         (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, NULL,
@@ -705,6 +708,7 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
             mm.knnz_b = rc, mm.knnz_a = j->wcnt;
         }
         mm.lane = lane;
+        if (j->implicit) mm.conv = &g;
         if (j->epi) { /* bias (and the relu) as each tile of the product is stored */
             mm.bias_rows = l->cfg.conv.bias ? l->params[1].data : NULL;
             mm.relu = j->cx->relu_out;
@@ -784,6 +788,15 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     j.implicit = j.epi && ff_implicit(l, cx);
     if (j.implicit && N >= 2) /* no col matrix to bound the chunks: one per lane (any cut gives the same bits) */
         j.nbmax = (N + 1) / 2, j.nch = 2;
+    /* A speculated FF whose mask the AMX path predicted (the layer applies
+     * it below) runs the same dense product from x, except on checked calls
+     * (their dense product is formed from col by the prediction). The
+     * executed count assumes weights without zero. */
+    const et_spec *js = j.cx->sp ? j.cx->sp->spec : NULL;
+    if (js && js->pre_kept && !js->check && convb_geom(l) && et_matmul_plain(cx->eng, l->index) &&
+        !l->params[0].mask && !(l->int_scale[ET_IS_W] > 0 && l->int_scale[ET_IS_A] > 0) &&
+        !et_spgemm_any_zero(l->params[0].use, Cout, (int)conv_ck(l), (int)conv_ck(l)))
+        j.implicit = 1;
     et_status st = run_lanes(&j, balance_lanes(&j), ff_lane);
     if (st) return st;
     if (j.epi) return ET_OK;
@@ -979,13 +992,12 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
         const int8_t *colq = NULL, *dyq = l->int_codes[ET_IS_E];
         const float *dyc = j->dy + (int64_t)n0 * HWo, *col = NULL;
         if (j->implicit && !et_gemm_dot_fits(0, 1, CK, Cout, nb * HWo)) { /* et_sgemm on im2col's matrix, without it */
-            const int HW = l->in.h * l->in.w;
-            const et_gemm_convb cb = {j->x + (int64_t)n0 * HW, (ptrdiff_t)N * HW, l->in.h, l->in.w, l->cfg.conv.kh,
-                                      l->cfg.conv.kw};
-            et_sgemm_convA(CK, Cout, nb * HWo, &cb, dyc, N * HWo, c == c0 ? 0.0f : 1.0f, dst, Cout);
-            const et_matmul mm = {ET_WG, l->index, 0, 1, CK, Cout, nb * HWo, NULL, CK, dyc, N * HWo, dst, Cout,
-                                  c == c0 ? 0.0f : 1.0f, 0, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL};
-            et_matmul_count_plain(j->cx->eng, &mm);
+            const et_conv_implicit gi = chunk_implicit(j, n0, nb);
+            et_matmul mm = {ET_WG, l->index, 0, 1, CK, Cout, nb * HWo, NULL, CK, dyc, N * HWo, dst, Cout,
+                            c == c0 ? 0.0f : 1.0f, 0, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, &gi};
+            mm.lane = lane;
+            et_status st = et_matmul_run(j->cx->eng, &mm);
+            if (st) return st;
             continue;
         }
         const int colt = !j->imp && rows_t && et_spwg_pays(Cout, et_spwg_density(Cout, nb * HWo, dyc, N * HWo));
