@@ -154,10 +154,18 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
      * et_sgemm_convb where the prediction counted (then the caller applies
      * the mask, et_spec.pre_kept). */
     if (mm->conv) {
+        const et_conv_implicit *g = mm->conv;
+        const int64_t ck = (int64_t)g->C * g->KH * g->KW, P = (int64_t)g->nb * g->Ho * g->Wo;
+        const int shape = mm->stage == ET_FF   ? mm->M == g->Cout && mm->K == ck && mm->N == P && !mm->ta && !mm->tb &&
+                                                   !mm->post_mask_cols
+                          : mm->stage == ET_WG ? mm->M == ck && mm->N == g->Cout && mm->K == P && !mm->ta && mm->tb
+                                               : mm->M == ck && mm->N == P && mm->K == g->Cout && mm->ta && !mm->tb;
+        if (!shape || !g->x || g->n0 < 0 || g->nb < 1 || g->n0 + g->nb > g->N)
+            return et_set_error(ET_ERR_INVALID, "matmul: the implicit convolution's geometry does not match the product");
         const int ok = !integer && et_matmul_plain(eng, mm->layer) && !mask_given_or_post(mm) &&
                        (mm->stage == ET_EP   ? mm->skip_zeros && known
                         : mm->stage == ET_WG ? !mm->skip_zeros || known
-                                             : (!mm->spec && !mm->skip_zeros) ||
+                                             : (!mm->spec && (!mm->skip_zeros || known)) ||
                                                    (mm->spec && mm->spec->pre_kept && fu.valid && !fu.dense));
         if (!ok)
             return et_set_error(ET_ERR_INVALID, "matmul: an implicit convolution is only a plain FP32 conv product: "
@@ -205,6 +213,14 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
         } else {
             et_sgemm_convA(mm->M, mm->N, mm->K, &cb, mm->B, mm->ldb, mm->beta, mm->C, mm->ldc);
         }
+    } else if (mm->conv && mm->stage == ET_FF && !mm->spec) {
+        /* skipping zeros, counted from the layer's counts: the dense product
+         * from x, as the known-count path below runs et_sgemm */
+        const et_gemm_convb cb = convb_of(mm->conv);
+        et_sgemm_convb(mm->M, mm->N, mm->K, mm->A, mm->lda, &cb, mm->beta, mm->C, mm->ldc,
+                       epi.row_bias || epi.relu ? &epi : NULL);
+        epi_done = 1;
+        w.executed = kelem, kept = kkept;
     } else if (mm->conv && mm->stage == ET_FF) {
         /* speculated: the dense product from x (the layer applies the mask
          * it predicted), counted as the prediction counted */

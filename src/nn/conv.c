@@ -698,6 +698,8 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
         ldb = nb * HWo;
         if (!j->implicit)
             B = chunk_cols(j, lane, n0, nb, &ldb, cnt ? lane_rowcnt(j, lane) : NULL, &Bq, l->int_scale[ET_IS_W], CK);
+        else if (cnt) /* no im2col to count col's rows on the way: from x */
+            conv_xstats(l, j->x, N, n0, nb, lane_rowcnt(j, lane), NULL);
         et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK,
                         B, ldb, j->y + (int64_t)n0 * HWo, N * HWo, 0.0f,
                         (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, NULL,
@@ -788,6 +790,12 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     j.implicit = j.epi && ff_implicit(l, cx);
     if (j.implicit && N >= 2) /* no col matrix to bound the chunks: one per lane (any cut gives the same bits) */
         j.nbmax = (N + 1) / 2, j.nch = 2;
+    /* FF skipping zeros (no pruning mask) counts from x and runs the same
+     * dense product from x, in the column buffer's chunks (the counts' buffers
+     * are sized by them) */
+    if (!j.implicit && j.epi && cx->sp && cx->sp->ff_skip && !spec && convb_geom(l) && !l->params[0].mask &&
+        !(l->int_scale[ET_IS_W] > 0 && l->int_scale[ET_IS_A] > 0))
+        j.implicit = 1;
     /* A speculated FF whose mask the AMX path predicted (the layer applies
      * it below) runs the same dense product from x, except on checked calls
      * (their dense product is formed from col by the prediction). The
