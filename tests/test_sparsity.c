@@ -670,26 +670,32 @@ static void test_model_skip(void **state) {
  * routing) runs the column-sparse kernel on AVX-512 although the layer passes
  * its exact counts (matmul.c's known-count branch): training is bit-identical
  * to none, and the CPU ran fewer EP MACs than dense there. */
-static void test_model_skip_cols(void **state) {
-    (void)state;
-    const char *spec = "input 2 10 10\nconv 8 k=3 p=1\nrelu\nconv 64 k=3 p=1\nrelu\nmaxpool k=2\n"
-                       "conv 64 k=3 p=1\nrelu\nmaxpool k=2\nflatten\nlinear 3\n";
+/* Trains spec (batch 6, 3 steps, SGD momentum 0.9, He init from seed) under
+ * none into m[0] and skip into m[1], and checks that both give the same bits. */
+static void train_none_skip(const char *spec, uint64_t seed, et_model *m[2]) {
     const int B = 6, S = 3;
     et_sparsity sp[2];
     et_sparsity_parse("none", NULL, &sp[0]);
     et_sparsity_parse("skip", NULL, &sp[1]);
-    et_model *m[2];
     float loss[2][3];
     for (int v = 0; v < 2; v++) {
-        assert_int_equal(et_model_parse(spec, "cols", &m[v]), ET_OK);
+        assert_int_equal(et_model_parse(spec, "pair", &m[v]), ET_OK);
         assert_int_equal(et_model_set_sparsity(m[v], &sp[v]), ET_OK);
         et_optim o = et_optim_default(ET_OPT_SGD);
         o.momentum = 0.9f;
         assert_int_equal(et_model_plan(m[v], B, &o), ET_OK);
-        assert_int_equal(et_model_init_he(m[v], 5), ET_OK);
+        assert_int_equal(et_model_init_he(m[v], seed), ET_OK);
         run_steps(m[v], B, S, loss[v]);
     }
     compare_models(m[0], m[1], loss[0], loss[1], S);
+}
+
+static void test_model_skip_cols(void **state) {
+    (void)state;
+    const char *spec = "input 2 10 10\nconv 8 k=3 p=1\nrelu\nconv 64 k=3 p=1\nrelu\nmaxpool k=2\n"
+                       "conv 64 k=3 p=1\nrelu\nmaxpool k=2\nflatten\nlinear 3\n";
+    et_model *m[2];
+    train_none_skip(spec, 5, m);
     const et_counters *c;
     const char *kind;
     et_model_node_info(m[1], 5, NULL, &kind, &c); /* the second 64-channel conv */
@@ -711,24 +717,10 @@ static void test_model_skip_implicit(void **state) {
     (void)state;
     const char *spec = "input 1 12 12\nconv 16 k=3 p=1\nrelu\nconv 32 k=3 p=1\nrelu\nmaxpool k=3\n"
                        "conv 32 k=3 p=1\nrelu\nmaxpool k=2\nflatten\nlinear 3\n";
-    const int B = 6, S = 3;
     for (int t = 1; t <= 2; t++) {
         et_set_threads(t);
-        et_sparsity sp[2];
-        et_sparsity_parse("none", NULL, &sp[0]);
-        et_sparsity_parse("skip", NULL, &sp[1]);
         et_model *m[2];
-        float loss[2][3];
-        for (int v = 0; v < 2; v++) {
-            assert_int_equal(et_model_parse(spec, "imp", &m[v]), ET_OK);
-            assert_int_equal(et_model_set_sparsity(m[v], &sp[v]), ET_OK);
-            et_optim o = et_optim_default(ET_OPT_SGD);
-            o.momentum = 0.9f;
-            assert_int_equal(et_model_plan(m[v], B, &o), ET_OK);
-            assert_int_equal(et_model_init_he(m[v], 7), ET_OK);
-            run_steps(m[v], B, S, loss[v]);
-        }
-        compare_models(m[0], m[1], loss[0], loss[1], S);
+        train_none_skip(spec, 7, m);
         const et_counters *c;
         const char *kind;
         et_model_node_info(m[1], 2, NULL, &kind, &c);

@@ -670,6 +670,18 @@ int et_sgemm_convb_fits(int M, int K) {
 #endif
 }
 
+/* The threads of an implicit-conv product that owns the shared workspace:
+ * the caller's count, as many as the workspace holds, one for small products,
+ * at most one per tile of the split. */
+static int conv_team(int M, int N, int K, int tiles) {
+    int T = et_get_threads();
+    if (T < 1) T = 1;
+    if ((!ws_mem || ws_threads < T) && ws_grow(T) != ET_OK) T = ws_threads;
+    if (T > ws_threads) T = ws_threads;
+    if ((double)M * N * K < (double)MIN_MACS_PER_THREAD * 2) T = 1;
+    return T > tiles ? tiles : T;
+}
+
 void et_sgemm_convb(int M, int N, int K, const float *A, int lda, const et_gemm_convb *cb, float beta, float *C,
                     int ldc, const et_gemm_epi *epi) {
 #if ET_GEMM_HAVE_X86
@@ -714,13 +726,8 @@ void et_sgemm_convb(int M, int N, int K, const float *A, int lda, const et_gemm_
         convb_alone(&g, ki, 0, N);
         return;
     }
-    int T = et_get_threads();
-    if (T < 1) T = 1;
-    if ((!ws_mem || ws_threads < T) && ws_grow(T) != ET_OK) T = ws_threads;
-    if (T > ws_threads) T = ws_threads;
-    if ((double)M * N * K < (double)MIN_MACS_PER_THREAD * 2) T = 1;
     const int tiles = (N + 15) / 16; /* columns split on multiples of 16: any split gives the same bits */
-    if (T > tiles) T = tiles;
+    int T = conv_team(M, N, K, tiles);
 #ifndef _OPENMP
     T = 1;
 #endif
@@ -842,13 +849,8 @@ void et_sgemm_convA(int M, int N, int K, const et_gemm_convb *cb, const float *B
         convA_alone(&g, ki, 0, M);
         return;
     }
-    int T = et_get_threads();
-    if (T < 1) T = 1;
-    if ((!ws_mem || ws_threads < T) && ws_grow(T) != ET_OK) T = ws_threads;
-    if (T > ws_threads) T = ws_threads;
-    if ((double)M * N * K < (double)MIN_MACS_PER_THREAD * 2) T = 1;
     const int tiles = (M + ki->mr - 1) / ki->mr; /* rows split on the MR grid: any split gives the same bits */
-    if (T > tiles) T = tiles;
+    int T = conv_team(M, N, K, tiles);
 #ifndef _OPENMP
     T = 1;
 #endif
