@@ -375,7 +375,8 @@ static void test_workspace_reserved(void **state) {
             if (!c.ok) fail_msg("%s: %s", policies[p], et_last_error());
             /* at 2 threads the team's second thread (conv's second lane) holds
              * the same buffers as the planning thread; the codes exist once */
-            if (!(c.planned > 0 && c.after == c.planned && c.plan_ws == c.gemm_ws + (size_t)t * c.planned + c.codes))
+            /* (below AVX-512 the emulation reserves nothing: its scalar path has no packing buffers) */
+            if (!((c.planned > 0 || et_cpu_isa() < ET_ISA_AVX512) && c.after == c.planned && c.plan_ws == c.gemm_ws + (size_t)t * c.planned + c.codes))
                 fail_msg("%s T=%d: reserved %zu, after 2 steps %zu, plan workspace %zu (gemm %zu, codes %zu)",
                          policies[p], t, c.planned, c.after, c.plan_ws, c.gemm_ws, c.codes);
         }
