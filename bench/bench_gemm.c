@@ -23,6 +23,7 @@
 #include <immintrin.h>
 #endif
 
+#include "bench_util.h"
 #include "edgetrain.h"
 #include "kernels/gemm_internal.h"
 
@@ -31,11 +32,6 @@ static int cpu_clock; /* --cputime: 1-thread runs timed by this thread's CPU tim
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-static double thread_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -106,14 +102,14 @@ static double measure_peak(int threads, const char **how) {
 #pragma omp parallel num_threads(threads) reduction(+ : rate)
 #endif
         {
-            double c0 = thread_now();
+            double c0 = bench_thread_now();
 #if defined(__x86_64__) && defined(__GNUC__)
             if (isa == 2)
                 peak_avx512(PEAK_ITERS);
             else
                 peak_avx2(PEAK_ITERS);
 #endif
-            rate += flops_per_iter * PEAK_ITERS / (thread_now() - c0) * 1e-9;
+            rate += flops_per_iter * PEAK_ITERS / (bench_thread_now() - c0) * 1e-9;
         }
         double dt = now() - t0;
         double g = cpu_clock ? rate : flops_per_iter * PEAK_ITERS * threads / dt * 1e-9;
@@ -220,7 +216,7 @@ static double time_shape(int blas, const shape *s, mats *m, int threads, double 
     }
     call(blas, s, m); /* warm up: first touch, workspace, thread pool */
     double flops = 2.0 * s->M * s->N * s->K, best = 0;
-    double (*clk)(void) = cpu_clock && threads == 1 ? thread_now : now;
+    double (*clk)(void) = cpu_clock && threads == 1 ? bench_thread_now : now;
     /* calls per sample from a wall-clock estimate, so that the clock (a
      * system call for --cputime) is read only twice per sample */
     int reps = 0;

@@ -22,17 +22,8 @@
 #include "kernels/spconv.h"
 #include "nn/conv_rows.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "bench_util.h"
 
-static uint64_t rng = 88172645463325252ull;
-static double unif(void) {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
 
 int main(int argc, char **argv) {
     int reps = 5, only = -1;
@@ -72,29 +63,29 @@ int main(int argc, char **argv) {
         float *dx0 = malloc(sizeof(float) * (size_t)(C * P)), *dx1 = malloc(sizeof(float) * (size_t)(C * P));
         float *g0 = malloc(sizeof(float) * (size_t)CK * Co), *g1 = malloc(sizeof(float) * (size_t)CK * Co);
         float *ws = aligned_alloc(64, sizeof(float) * (size_t)(CK * P + 16));
-        for (int64_t i = 0; i < C * P; i++) x[i] = unif() < 0.5 ? (float)unif() : 0.0f;
-        for (int64_t i = 0; i < (int64_t)Co * CK; i++) w[i] = (float)(unif() - 0.5);
+        for (int64_t i = 0; i < C * P; i++) x[i] = bench_unif() < 0.5 ? (float)bench_unif() : 0.0f;
+        for (int64_t i = 0; i < (int64_t)Co * CK; i++) w[i] = (float)(bench_unif() - 0.5);
         et_spconv_ep_weights(w, Co, C, 3, 3, wt);
         const et_conv_implicit g = {C, N, H, H, Co, 3, 3, 1, 1, H, H, 0, nb, x, dx1, 1, wt, ws, (size_t)(CK * P)};
         for (int d = 0; d < nd; d++) {
-            for (int64_t i = 0; i < Co * P; i++) dy[i] = unif() < dens[d] ? (float)(unif() - 0.5) : 0.0f;
+            for (int64_t i = 0; i < Co * P; i++) dy[i] = bench_unif() < dens[d] ? (float)(bench_unif() - 0.5) : 0.0f;
             double best[4] = {1e9, 1e9, 1e9, 1e9};
             for (int r = 0; r < reps; r++) {
-                double t0 = now();
+                double t0 = bench_thread_now();
                 et_sgemm(1, 0, CK, (int)P, Co, 1.0f, w, CK, dy, (int)P, 0.0f, col, (int)P);
                 for (int ci = 0; ci < C; ci++)
                     et_col2im_chan_keep_avx512(&geo, col + (int64_t)ci * KK * P, P, nb, dx0 + ci * P, x + ci * P);
-                double t1 = now();
+                double t1 = bench_thread_now();
                 uint64_t m;
                 et_spconv_ep(&g, dy, P, &m);
-                double t2 = now();
+                double t2 = bench_thread_now();
                 for (int ci = 0; ci < C; ci++)
                     for (int t = 0; t < KK; t++)
                         et_im2col_row_avx512(&geo, t / 3, t % 3, x + ci * P, nb, col + ((int64_t)ci * KK + t) * P, NULL);
                 et_sgemm(0, 1, CK, Co, (int)P, 1.0f, col, (int)P, dy, (int)P, 0.0f, g0, Co);
-                double t3 = now();
+                double t3 = bench_thread_now();
                 et_spconv_wg(&g, dy, P, 0.0f, g1, &m);
-                double t4 = now();
+                double t4 = bench_thread_now();
                 const double t[4] = {t1 - t0, t2 - t1, t3 - t2, t4 - t3};
                 for (int k = 0; k < 4; k++) best[k] = t[k] < best[k] ? t[k] : best[k];
             }

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "edgetrain.h"
 #include "kernels/spgemm_internal.h"
 
@@ -42,23 +43,16 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static uint64_t rs = 88172645463325252ull;
-static double unif(void) {
-    rs ^= rs << 13;
-    rs ^= rs >> 7;
-    rs ^= rs << 17;
-    return (double)(rs >> 11) / 9007199254740992.0;
-}
 
 /* C maps of nb images of h x w (CNHW), non-zero per the pattern */
 static void make_act(float *x, int C, int nb, int h, int w, double d, int clustered) {
     for (int c = 0; c < C; c++)
         for (int n = 0; n < nb; n++) {
             float *p = x + ((size_t)c * nb + n) * h * w;
-            double cy = (h - 1) / 2.0 + (unif() - 0.5) * h * 0.2;
-            double cx = (w - 1) / 2.0 + (unif() - 0.5) * w * 0.2;
-            double asp = 0.75 + 0.5 * unif();
-            double area = d * h * w * (0.85 + 0.3 * unif());
+            double cy = (h - 1) / 2.0 + (bench_unif() - 0.5) * h * 0.2;
+            double cx = (w - 1) / 2.0 + (bench_unif() - 0.5) * w * 0.2;
+            double asp = 0.75 + 0.5 * bench_unif();
+            double area = d * h * w * (0.85 + 0.3 * bench_unif());
             double ry = sqrt(area / M_PI * asp), rx = sqrt(area / M_PI / asp);
             for (int y = 0; y < h; y++)
                 for (int xx = 0; xx < w; xx++) {
@@ -66,12 +60,12 @@ static void make_act(float *x, int C, int nb, int h, int w, double d, int cluste
                     if (d >= 1.0)
                         on = 1;
                     else if (!clustered)
-                        on = unif() < d;
+                        on = bench_unif() < d;
                     else {
                         double u = (y - cy) / ry, v = (xx - cx) / rx;
                         on = u * u + v * v <= 1.0;
                     }
-                    p[y * w + xx] = on ? (float)(0.05 + unif()) : 0.0f;
+                    p[y * w + xx] = on ? (float)(0.05 + bench_unif()) : 0.0f;
                 }
         }
 }
@@ -127,7 +121,7 @@ static uint8_t *nzmask(const float *x, size_t n) {
 }
 static float *weights(size_t n) {
     float *w = fl(n);
-    for (size_t i = 0; i < n; i++) w[i] = (float)(unif() - 0.5);
+    for (size_t i = 0; i < n; i++) w[i] = (float)(bench_unif() - 0.5);
     return w;
 }
 
@@ -170,9 +164,9 @@ static void build(double d, int clustered) {
     for (int l = 0; l < 2; l++) {
         int in = ln[l][0], out = ln[l][1];
         float *X = fl((size_t)batch * in), *Y = fl((size_t)batch * out);
-        for (size_t i = 0; i < (size_t)batch * in; i++) X[i] = unif() < d ? (float)(0.05 + unif()) : 0.0f;
+        for (size_t i = 0; i < (size_t)batch * in; i++) X[i] = bench_unif() < d ? (float)(0.05 + bench_unif()) : 0.0f;
         for (size_t i = 0; i < (size_t)batch * out; i++)
-            Y[i] = (l == 1 || unif() < d) ? (float)(0.05 + unif()) : 0.0f;
+            Y[i] = (l == 1 || bench_unif() < d) ? (float)(0.05 + bench_unif()) : 0.0f;
         uint8_t *xm = nzmask(X, (size_t)batch * in), *ym = l == 0 ? nzmask(Y, (size_t)batch * out) : NULL;
         float *W = weights((size_t)out * in);
         const char *nm[2][3] = {{"fc1 FF", "fc1 EP", "fc1 WG"}, {"fc2 FF", "fc2 EP", "fc2 WG"}};

@@ -18,17 +18,8 @@
 #include "edgetrain.h"
 #include "kernels/spwg.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "bench_util.h"
 
-static uint64_t rng = 88172645463325252ull;
-static double unif(void) {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
 
 int main(int argc, char **argv) {
     int reps = 7, only = -1;
@@ -55,18 +46,18 @@ int main(int argc, char **argv) {
         const int M = sh[s].M, N = sh[s].N, K = sh[s].K;
         float *A = malloc(sizeof(float) * (size_t)M * K), *B = malloc(sizeof(float) * (size_t)N * K);
         float *C = malloc(sizeof(float) * (size_t)M * N);
-        for (size_t i = 0; i < (size_t)M * K; i++) A[i] = unif() < 0.6 ? (float)unif() : 0.0f;
+        for (size_t i = 0; i < (size_t)M * K; i++) A[i] = bench_unif() < 0.6 ? (float)bench_unif() : 0.0f;
         double r[8];
         for (int d = 0; d < nd; d++) {
-            for (size_t i = 0; i < (size_t)N * K; i++) B[i] = unif() < dens[d] ? (float)(unif() - 0.5) : 0.0f;
+            for (size_t i = 0; i < (size_t)N * K; i++) B[i] = bench_unif() < dens[d] ? (float)(bench_unif() - 0.5) : 0.0f;
             double td = 1e30, ts = 1e30;
             uint64_t cpu;
             for (int q = 0; q < reps; q++) {
-                double t0 = now();
+                double t0 = bench_thread_now();
                 et_sgemm(0, 1, M, N, K, 1.0f, A, K, B, K, 1.0f, C, N);
-                double t1 = now();
+                double t1 = bench_thread_now();
                 et_sgemm_spwg_isa(et_cpu_isa(), 0, M, N, K, A, K, B, K, 1.0f, C, N, 1.0, &cpu);
-                double t2 = now();
+                double t2 = bench_thread_now();
                 if (t1 - t0 < td) td = t1 - t0;
                 if (t2 - t1 < ts) ts = t2 - t1;
             }
