@@ -103,10 +103,6 @@ static int known_count(const et_matmul *mm, uint64_t *elem, uint64_t *kept) {
     return 1;
 }
 
-/* An implicit convolution takes no output mask of its own (EP's mask is
- * applied by the kernel, post_mask_cols only counts it). */
-static int mask_given_or_post(const et_matmul *mm) { return mm->mask != NULL; }
-
 /* The im2col operand of an implicit convolution, for et_sgemm_convb/convA. */
 static et_gemm_convb convb_of(const et_conv_implicit *g) {
     const int64_t HW = (int64_t)g->H * g->W;
@@ -152,7 +148,8 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
      * WG skip dY's zeros with the layer's counts (spconv.h); dense FF and WG
      * pack col's panels from x (et_sgemm_convb / convA); a speculated FF runs
      * et_sgemm_convb where the prediction counted (then the caller applies
-     * the mask, et_spec.pre_kept). */
+     * the mask, et_spec.pre_kept). No output mask of its own: EP's is the
+     * kernel's, post_mask_cols only counts it. */
     if (mm->conv) {
         const et_conv_implicit *g = mm->conv;
         const int64_t ck = (int64_t)g->C * g->KH * g->KW, P = (int64_t)g->nb * g->Ho * g->Wo;
@@ -162,7 +159,7 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
                                                : mm->M == ck && mm->N == P && mm->K == g->Cout && mm->ta && !mm->tb;
         if (!shape || !g->x || g->n0 < 0 || g->nb < 1 || g->n0 + g->nb > g->N)
             return et_set_error(ET_ERR_INVALID, "matmul: the implicit convolution's geometry does not match the product");
-        const int ok = !integer && et_matmul_plain(eng, mm->layer) && !mask_given_or_post(mm) &&
+        const int ok = !integer && et_matmul_plain(eng, mm->layer) && !mm->mask &&
                        (mm->stage == ET_EP   ? mm->skip_zeros && known
                         : mm->stage == ET_WG ? !mm->skip_zeros || known
                                              : (!mm->spec && (!mm->skip_zeros || known)) ||
@@ -203,31 +200,23 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
             w.executed = kelem, kept = kkept;
         else if (sparse)
             w.executed = mask_and_count(mm, mask, ldm, &kept);
-    } else if (mm->conv && !sparse) {
-        /* dense, col's panels packed from x: et_sgemm's bits (gemm_internal.h) */
-        const et_gemm_convb cb = convb_of(mm->conv);
-        if (mm->stage == ET_FF) {
-            et_sgemm_convb(mm->M, mm->N, mm->K, mm->A, mm->lda, &cb, mm->beta, mm->C, mm->ldc,
-                           epi.row_bias || epi.relu ? &epi : NULL);
-            epi_done = 1;
-        } else {
-            et_sgemm_convA(mm->M, mm->N, mm->K, &cb, mm->B, mm->ldb, mm->beta, mm->C, mm->ldc);
-        }
-    } else if (mm->conv && mm->stage == ET_FF && !mm->spec) {
-        /* skipping zeros, counted from the layer's counts: the dense product
-         * from x, as the known-count path below runs et_sgemm */
-        const et_gemm_convb cb = convb_of(mm->conv);
-        et_sgemm_convb(mm->M, mm->N, mm->K, mm->A, mm->lda, &cb, mm->beta, mm->C, mm->ldc,
-                       epi.row_bias || epi.relu ? &epi : NULL);
-        epi_done = 1;
-        w.executed = kelem, kept = kkept;
     } else if (mm->conv && mm->stage == ET_FF) {
-        /* speculated: the dense product from x (the layer applies the mask
-         * it predicted), counted as the prediction counted */
+        /* col's panels packed from x (et_sgemm_convb): et_sgemm's bits. Dense
+         * or skipping zeros (counted from the layer's counts, as the
+         * known-count path below) with the epilogue; speculated without it
+         * (the layer applies the mask it predicted), counted as the
+         * prediction counted */
         const et_gemm_convb cb = convb_of(mm->conv);
-        et_sgemm_convb(mm->M, mm->N, mm->K, mm->A, mm->lda, &cb, mm->beta, mm->C, mm->ldc, NULL);
-        kept = fu.kept;
-        w.executed = mm->skip_zeros ? fu.elem_dense_a : fu.kept * (uint64_t)mm->K;
+        const int with_epi = !mm->spec && (epi.row_bias || epi.relu);
+        et_sgemm_convb(mm->M, mm->N, mm->K, mm->A, mm->lda, &cb, mm->beta, mm->C, mm->ldc, with_epi ? &epi : NULL);
+        epi_done = !mm->spec;
+        if (mm->spec)
+            kept = fu.kept, w.executed = mm->skip_zeros ? fu.elem_dense_a : fu.kept * (uint64_t)mm->K;
+        else if (known)
+            w.executed = kelem, kept = kkept;
+    } else if (mm->conv && !sparse) { /* dense WG, col's panels packed from x (et_sgemm_convA) */
+        const et_gemm_convb cb = convb_of(mm->conv);
+        et_sgemm_convA(mm->M, mm->N, mm->K, &cb, mm->B, mm->ldb, mm->beta, mm->C, mm->ldc);
     } else if (mm->conv) {
         /* the column matrix never formed (spconv.h): EP writes dx, col2im
          * included, WG the gradient in the kernel's layout; the caller chose
