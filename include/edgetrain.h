@@ -208,6 +208,11 @@ typedef struct et_matmul {
      * and dcol (EP's C) may be NULL. Only with skip_zeros and counts from the
      * layer, on plain FP32 products. */
     const struct et_conv_implicit *conv;
+    /* With post_mask_cols and skip_zeros: bnz_cols[j] = nnz(op(B)[:,j]) for
+     * j < N, when the caller knows it (conv EP: dY's non-zeros per pixel,
+     * counted once for EP and WG); the count then reads no operand. NULL:
+     * counted from B. */
+    const int32_t *bnz_cols;
 } et_matmul;
 
 typedef struct et_engine et_engine; /* the matmul path's state: counters, hooks */

@@ -137,7 +137,7 @@ static void check_layer_w(et_layer_type t, const void *cfg, size_t cfg_size, et_
     /* some zero weights too (without: conv EP applies its mask after col2im) */
     for (int64_t i = 0; zero_w && i < d.l.params[0].n; i += 5) d.l.params[0].data[i] = s.l.params[0].data[i] = 0.0f;
     uint8_t *mb = calloc(2 * ((et_layer_ep_mask_bytes(&s.l, N) + 63) & ~(size_t)63) + 1, 1); /* two lanes */
-    et_layer_sparsity sp = {1, 1, 1, NULL, mb, NULL};
+    et_layer_sparsity sp = {1, 1, 1, NULL, mb, NULL, NULL, NULL};
     s.sp = &sp;
     assert_int_equal(lh_ff(&d), ET_OK);
     assert_int_equal(lh_ff(&s), ET_OK);
@@ -263,7 +263,7 @@ static void test_emulated(void **state) {
         sparsify(hs[k]->dy, hs[k]->ny, 3, 0.5f);
     }
     uint8_t mb[64];
-    et_layer_sparsity sp = {1, 1, 1, NULL, mb, NULL};
+    et_layer_sparsity sp = {1, 1, 1, NULL, mb, NULL, NULL, NULL};
     s.sp = &sp;
     assert_int_equal(lh_ff(&d), ET_OK), assert_int_equal(lh_ff(&s), ET_OK);
     assert_true(bits_equal(s.y, d.y, d.ny));
@@ -327,7 +327,7 @@ static void check_spec_linear(int bits) {
     h.eng.spec_ws = ws, h.eng.spec_ws_bytes = wsb;
     et_spec_stats stats = {0};
     et_spec spec = {bits, absmaxf(h.x, h.nx), absmaxf(w, h.l.params[0].n), b, 0, mask, out, 1, &stats, NULL, 0, NULL, NULL, NULL};
-    et_layer_sparsity sp = {0, 0, 0, &spec, NULL, NULL};
+    et_layer_sparsity sp = {0, 0, 0, &spec, NULL, NULL, NULL, NULL};
     h.sp = &sp;
     assert_int_equal(lh_ff(&h), ET_OK);
     uint64_t pz = 0, tz = 0, fz = 0, mz = 0;
@@ -438,7 +438,7 @@ static void test_spec_conv(void **state) {
     h.eng.spec_ws = ws, h.eng.spec_ws_bytes = wsb;
     float aw = absmaxf(h.l.params[0].data, h.l.params[0].n), ax = absmaxf(h.x, h.nx);
     et_spec spec = {bits, aw, ax, h.l.params[1].data, 1, mask, N * Ho * Wo, 0, NULL, NULL, 0, NULL, NULL, NULL};
-    et_layer_sparsity sp = {0, 0, 0, &spec, NULL, NULL};
+    et_layer_sparsity sp = {0, 0, 0, &spec, NULL, NULL, NULL, NULL};
     h.sp = &sp;
     assert_int_equal(lh_ff(&h), ET_OK);
     const float *w = h.l.params[0].data, *b = h.l.params[1].data;
@@ -527,7 +527,7 @@ static void test_spec_product(void **state) {
                     eng.spec_ws = ws, eng.spec_ws_bytes = wsb;
                     memset(mask, 7, (size_t)M * ldm);
                     for (int i = 0; i < M * ldc; i++) C[i] = NAN;
-                    et_matmul mm = {ET_FF, -1, 0, 0, M, N, K, A, lda, B, ldb, C, ldc, 0.0f, 1, NULL, 0, &spec, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL};
+                    et_matmul mm = {ET_FF, -1, 0, 0, M, N, K, A, lda, B, ldb, C, ldc, 0.0f, 1, NULL, 0, &spec, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL};
                     et_set_threads(T);
                     assert_int_equal(et_matmul_run(&eng, &mm), ET_OK);
                     et_set_threads(1);

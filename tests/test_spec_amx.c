@@ -148,7 +148,7 @@ static void test_amx_layer(void **state) {
             memset(&st[run], 0, sizeof st[run]);
             et_spec spec = {bits, aw, ax, h.l.params[1].data, 1, mask[run], N * Ho * Wo, 0, &st[run], NULL, 0,
                             NULL, NULL, NULL};
-            et_layer_sparsity sp = {1, 0, 1, &spec, NULL, codes};
+            et_layer_sparsity sp = {1, 0, 1, &spec, NULL, codes, NULL, NULL};
             h.sp = &sp;
             et_engine_reset(&h.eng);
             assert_int_equal(lh_ff(&h), ET_OK);

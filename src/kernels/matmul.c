@@ -82,6 +82,12 @@ static int known_count(const et_matmul *mm, uint64_t *elem, uint64_t *kept) {
         for (int j = 0; j < N; j++) k += (uint64_t)mm->post_mask_cols[j];
         *kept = k;
         /* sum_j nnz(op(B)[:,j]) * kept(j) (op(A) has no zero: the caller's promise) */
+        if (mm->skip_zeros && mm->bnz_cols) {
+            uint64_t e = 0;
+            for (int j = 0; j < N; j++) e += (uint64_t)mm->bnz_cols[j] * (uint64_t)mm->post_mask_cols[j];
+            *elem = e;
+            return 1;
+        }
         *elem = !mm->skip_zeros ? k * (uint64_t)(K > 0 ? K : 0)
                 : mm->tb ? et_spgemm_wsum(1, N, K, mm->B, mm->ldb, mm->post_mask_cols)
                          : et_spgemm_wsum(0, K, N, mm->B, mm->ldb, mm->post_mask_cols);

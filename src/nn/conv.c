@@ -462,6 +462,51 @@ static void conv_xstats(const et_layer *l, const float *x, int N, int n0, int nb
     }
 }
 
+/* The counts a step's products share, in the node's own room (et_layer_sparsity
+ * xcols, dycols), counted once for all images: FF clears the tags, the first
+ * stage that needs a count makes it, the others of the same step (same
+ * tensor, same engine step) reuse it. NULL where the node has no room.
+ *   xcols[n*HoWo + p]  = nnz(col's column) of output pixel p of image n
+ *                        (conv_xstats' colcnt): FF's speculation counts, EP's
+ *                        kept outputs (post_mask_cols), WG's knnz of col;
+ *   dycols[n*HoWo + p] = nnz(dY's column) there: EP's and WG's knnz of dY and
+ *                        dY's density (l->dy_density).
+ * EP's and WG's executed MACs are then both sum_p xcols[p] * dycols[p], with
+ * no read of x or dY in the matmul call. */
+static const int32_t *layer_xcols(et_layer *l, const et_lctx *cx, const float *x) {
+    const et_layer_sparsity *sp = cx->sp;
+    if (!sp || !sp->xcols) return NULL;
+    const int64_t step = cx->eng ? cx->eng->step : -1;
+    if (cx->eng && l->xcols_of == x && l->xcols_step == step) return sp->xcols;
+    const int N = cx->batch, HWo = l->out.h * l->out.w;
+    int32_t *c = sp->xcols;
+#pragma omp parallel for schedule(static) if (N > 1 && (int64_t)N * et_shape_numel(l->in) > 65536)
+    for (int n = 0; n < N; n++) conv_xstats(l, x, N, n, 1, NULL, c + (int64_t)n * HWo);
+    if (cx->eng) l->xcols_of = x, l->xcols_step = step;
+    return c;
+}
+
+#define DYCOLS_BLOCK 2048
+static const int32_t *layer_dycols(et_layer *l, const et_lctx *cx, const float *dy) {
+    const et_layer_sparsity *sp = cx->sp;
+    if (!sp || !sp->dycols) return NULL;
+    const int64_t step = cx->eng ? cx->eng->step : -1;
+    if (cx->eng && l->dycols_of == dy && l->dycols_step == step) return sp->dycols;
+    const int Cout = l->out.c, P = cx->batch * l->out.h * l->out.w, nblk = (P + DYCOLS_BLOCK - 1) / DYCOLS_BLOCK;
+    int32_t *c = sp->dycols;
+    uint64_t nz = 0;
+#pragma omp parallel for schedule(static) reduction(+ : nz) if ((int64_t)Cout * P > 65536)
+    for (int b = 0; b < nblk; b++) { /* a block of pixels, all channels */
+        const int p0 = b * DYCOLS_BLOCK, n = P - p0 < DYCOLS_BLOCK ? P - p0 : DYCOLS_BLOCK;
+        memset(c + p0, 0, sizeof(int32_t) * (size_t)n);
+        for (int co = 0; co < Cout; co++) et_spgemm_nzcount_add(dy + (int64_t)co * P + p0, n, c + p0);
+        for (int q = 0; q < n; q++) nz += (uint64_t)c[p0 + q];
+    }
+    l->dy_density = Cout > 0 && P > 0 ? (double)nz / ((double)Cout * (double)P) : 1.0;
+    if (cx->eng) l->dycols_of = dy, l->dycols_step = step;
+    return c;
+}
+
 /* dx = 0 where x == 0 for images n0..n0+nb-1: EP's mask applied after col2im
  * (every dcol entry col2im adds into dx[ci][n][iy][ix] has the mask bit of
  * x[ci][n][iy][ix] != 0, so this gives the masked product's values) */
@@ -505,7 +550,16 @@ typedef struct cjob {
     int cpl;     /* > 0: FF/EP's chunks by lane (balance_lanes), cpl chunks per lane */
     int implicit; /* FF, WG: the products read x itself (ff_implicit), no col matrix */
     const et_conv_implicit *imp; /* EP/WG without the column matrix (conv_implicit), NULL: with */
+    const int32_t *xcols, *dycols; /* the whole batch's counts (layer_xcols, layer_dycols), NULL: none */
 } cjob;
+
+/* dY's density over images n0..n0+nb-1 from dycols */
+static double chunk_density(const cjob *j, int n0, int nb) {
+    const int HWo = j->l->out.h * j->l->out.w;
+    uint64_t nz = 0;
+    for (int64_t p = (int64_t)n0 * HWo; p < (int64_t)(n0 + nb) * HWo; p++) nz += (uint64_t)j->dycols[p];
+    return (double)nz / ((double)j->l->out.c * (double)nb * HWo);
+}
 
 static float *lane_grad(const et_layer *l, const et_lctx *cx, int lane);
 
@@ -533,6 +587,14 @@ static int32_t *weight_colcnt(const cjob *j) { return lane_rowcnt(j, 2); }
 
 static int32_t *lane_colcnt(const cjob *j, int lane) {
     return lane_rowcnt(j, lane) + ((conv_ck(j->l) + 15) & ~(int64_t)15);
+}
+
+/* xcols of images n0..n0+nb-1: the batch's (layer_xcols), else counted into the lane's buffer */
+static const int32_t *chunk_xcols(const cjob *j, int lane, int n0, int nb) {
+    if (j->xcols) return j->xcols + (int64_t)n0 * j->l->out.h * j->l->out.w;
+    int32_t *c = lane_colcnt(j, lane);
+    conv_xstats(j->l, j->x, j->cx->batch, n0, nb, NULL, c);
+    return c;
 }
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -703,7 +765,7 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
         et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK,
                         B, ldb, j->y + (int64_t)n0 * HWo, N * HWo, 0.0f,
                         (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, NULL,
-                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W], Bq, NULL, 0, NULL};
+                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W], Bq, NULL, 0, NULL, NULL};
         if (cnt) {
             int32_t *rc = lane_rowcnt(j, lane);
             if (conv_direct(&l->cfg.conv)) conv_xstats(l, j->x, N, n0, nb, rc, NULL);
@@ -722,9 +784,7 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
             chunk.ldmask = N * HWo;
             mm.spec = &chunk;
             if (spec->pre_kept) { /* the whole call's mask is predicted (AMX path): counts only */
-                int32_t *nz = lane_colcnt(j, lane);
-                conv_xstats(l, j->x, N, n0, nb, NULL, nz);
-                chunk.b_colnz = nz;
+                chunk.b_colnz = chunk_xcols(j, lane, n0, nb);
                 chunk.pre_kept = spec->pre_kept + (int64_t)n0 * HWo;
             } else if (j->xcodes) { /* B's codes: an im2col of the input's codes; nnz of B's columns from x */
                 if (conv_direct(&l->cfg.conv)) {
@@ -734,9 +794,7 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
                     im2col_codes(l, j->xcodes, N, n0, nb, cc);
                     chunk.b_codes = cc, chunk.ldb_codes = nb * HWo;
                 }
-                int32_t *nz = lane_colcnt(j, lane);
-                conv_xstats(l, j->x, N, n0, nb, NULL, nz);
-                chunk.b_colnz = nz;
+                chunk.b_colnz = chunk_xcols(j, lane, n0, nb);
                 chunk.a_vnni = j->a_vnni;
             }
         }
@@ -750,7 +808,11 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     const int N = cx->batch, HWo = l->out.h * l->out.w, Cout = l->out.c;
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const et_spec *spec = cx->sp ? cx->sp->spec : NULL;
-    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL, NULL, 0, 0, 0, NULL};
+    cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL, NULL, 0, 0, 0, NULL,
+              NULL, NULL};
+    l->xcols_of = l->dycols_of = NULL; /* a new x (or the same one refilled) */
+    /* speculation's counts: nnz of col's columns, for the whole batch */
+    if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes) j.xcols = layer_xcols(l, cx, x);
     if (!spec && ((cx->sp && cx->sp->ff_skip) || l->params[0].mask)) { /* the same for every chunk */
         int32_t *wc = weight_colcnt(&j);
         et_spgemm_linecount(0, Cout, (int)conv_ck(l), l->params[0].use, (int)conv_ck(l), wc);
@@ -788,11 +850,8 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
      * the passes below (kernels/gemm_internal.h, et_gemm_epi). */
     j.epi = !spec && et_matmul_plain(cx->eng, l->index);
     j.implicit = j.epi && ff_implicit(l, cx);
-    if (j.implicit && N >= 2) /* no col matrix to bound the chunks: one per lane (any cut gives the same bits) */
-        j.nbmax = (N + 1) / 2, j.nch = 2;
     /* FF skipping zeros (no pruning mask) counts from x and runs the same
-     * dense product from x, in the column buffer's chunks (the counts' buffers
-     * are sized by them) */
+     * dense product from x */
     if (!j.implicit && j.epi && cx->sp && cx->sp->ff_skip && !spec && convb_geom(l) && !l->params[0].mask &&
         !(l->int_scale[ET_IS_W] > 0 && l->int_scale[ET_IS_A] > 0))
         j.implicit = 1;
@@ -805,6 +864,10 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
         !l->params[0].mask && !(l->int_scale[ET_IS_W] > 0 && l->int_scale[ET_IS_A] > 0) &&
         !et_spgemm_any_zero(l->params[0].use, Cout, (int)conv_ck(l), (int)conv_ck(l)))
         j.implicit = 1;
+    /* no col matrix to bound the chunks: one per lane (any cut gives the same
+     * bits and counts; the column counts are the batch's, layer_xcols, or
+     * there are none: only CK row counts per chunk) */
+    if (j.implicit && N >= 2 && (!js || j.xcols)) j.nbmax = (N + 1) / 2, j.nch = 2;
     et_status st = run_lanes(&j, balance_lanes(&j), ff_lane);
     if (st) return st;
     if (j.epi) return ET_OK;
@@ -870,16 +933,9 @@ static int conv_implicit(et_layer *l, const et_lctx *cx, et_stage st, const floa
     size_t need = 0;
     const int ok = st == ET_EP ? et_spconv_ep_applies(g, &need) : et_spconv_wg_applies(g, &need);
     if (!ok || need > chunk_floats(l, N)) return 0;
-    /* once per step: EP and WG read the same dY (a stale value would only
-     * choose another kernel with the same bits) */
-    const int64_t step = cx->eng ? cx->eng->step : -1;
-    double d;
-    if (cx->eng && l->dy_seen == dy && l->dy_step == step) {
-        d = l->dy_density;
-    } else {
-        d = et_spwg_density(l->out.c, N * l->out.h * l->out.w, dy, N * l->out.h * l->out.w);
-        l->dy_seen = dy, l->dy_step = step, l->dy_density = d;
-    }
+    /* measured once per step: EP and WG read the same dY */
+    const double d = layer_dycols(l, cx, dy) ? l->dy_density
+                                             : et_spwg_density(l->out.c, N * l->out.h * l->out.w, dy, N * l->out.h * l->out.w);
     return st == ET_EP ? et_spconv_ep_pays(g, d) : et_spconv_wg_pays(g, d);
 }
 
@@ -897,7 +953,7 @@ static et_status ep_lane(const cjob *j, int lane, int c0, int c1) {
                         j->dy + (int64_t)n0 * HWo, N * HWo, dcol, nb * HWo, 0.0f,
                         skip || l->params[0].mask != NULL, NULL, 0, NULL,
                         l->int_scale[ET_IS_W], l->int_scale[ET_IS_E], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W],
-                        dyq ? dyq + (int64_t)n0 * HWo : NULL, NULL, 0, NULL};
+                        dyq ? dyq + (int64_t)n0 * HWo : NULL, NULL, 0, NULL, NULL};
         mm.lane = lane;
         et_conv_implicit g;
         if (j->imp) { /* dx written by the product itself, col2im included */
@@ -907,9 +963,8 @@ static et_status ep_lane(const cjob *j, int lane, int c0, int c1) {
             mm.conv = &g, mm.C = NULL;
         }
         if (masked && j->ep_post) { /* the mask after col2im; its counts from x */
-            int32_t *cc = lane_colcnt(j, lane);
-            conv_xstats(l, j->x, N, n0, nb, NULL, cc);
-            mm.post_mask_cols = cc;
+            mm.post_mask_cols = chunk_xcols(j, lane, n0, nb);
+            if (j->dycols) mm.bnz_cols = j->dycols + (int64_t)n0 * HWo;
         } else if (masked) { /* this lane's mask bytes */
             uint8_t *mb = sp->ep_maskbuf + (size_t)lane * ((et_layer_ep_mask_bytes(l, N) + 63) & ~(size_t)63);
             im2col_mask(l, j->x, N, n0, nb, mb);
@@ -934,7 +989,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, N * HWo, Cout, l->params[0].use, CK,
                         dy, N * HWo, dx, N * HWo, 0.0f, skip || l->params[0].mask != NULL, NULL, 0, NULL,
                         l->int_scale[ET_IS_W], l->int_scale[ET_IS_E], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W],
-                        l->int_codes[ET_IS_E], NULL, 0, NULL};
+                        l->int_codes[ET_IS_E], NULL, 0, NULL, NULL};
         if (masked) {
             nonzero_mask(x, (int64_t)CK * N * HWo, sp->ep_maskbuf);
             mm.mask = sp->ep_maskbuf, mm.ldmask = N * HWo;
@@ -947,7 +1002,9 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
      * sink) and the exact count needs no pattern of W (no zero in W) */
     const int post = masked && et_matmul_plain(cx->eng, l->index) && !l->params[0].mask &&
                      !et_spgemm_any_zero(l->params[0].use, Cout, CK, CK);
-    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL, NULL, 0, 0, 0, NULL};
+    cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL, NULL, 0, 0, 0, NULL,
+              NULL, NULL};
+    if (post) j.xcols = layer_xcols(l, cx, x), j.dycols = skip ? layer_dycols(l, cx, dy) : NULL;
     /* without col: the weights by tap go where WG's lane gradients live (free
      * during EP; both together hold them when Cin is a multiple of 8) */
     et_conv_implicit imp;
@@ -1002,13 +1059,14 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
         if (j->implicit && !et_gemm_dot_fits(0, 1, CK, Cout, nb * HWo)) { /* et_sgemm on im2col's matrix, without it */
             const et_conv_implicit gi = chunk_implicit(j, n0, nb);
             et_matmul mm = {ET_WG, l->index, 0, 1, CK, Cout, nb * HWo, NULL, CK, dyc, N * HWo, dst, Cout,
-                            c == c0 ? 0.0f : 1.0f, 0, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, &gi};
+                            c == c0 ? 0.0f : 1.0f, 0, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, &gi, NULL};
             mm.lane = lane;
             et_status st = et_matmul_run(j->cx->eng, &mm);
             if (st) return st;
             continue;
         }
-        const int colt = !j->imp && rows_t && et_spwg_pays(Cout, et_spwg_density(Cout, nb * HWo, dyc, N * HWo));
+        const int colt = !j->imp && rows_t &&
+                         et_spwg_pays(Cout, j->dycols ? chunk_density(j, n0, nb) : et_spwg_density(Cout, nb * HWo, dyc, N * HWo));
         et_conv_implicit g;
         if (j->imp) { /* no col: the product reads x */
             g = *j->imp;
@@ -1029,7 +1087,7 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
         et_matmul mm = {ET_WG, l->index, 0, 1, Cout, CK, nb * HWo, dyc, N * HWo, col, ldb, dst, CK, beta,
                         j->cx->sp && j->cx->sp->bw_skip, l->params[0].mask, CK, NULL,
                         l->int_scale[ET_IS_E], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0,
-                        dyq ? dyq + (int64_t)n0 * HWo : NULL, colq, NULL, 0, NULL};
+                        dyq ? dyq + (int64_t)n0 * HWo : NULL, colq, NULL, 0, NULL, NULL};
         mm.lane = lane;
         if (tr) { /* fp32 only (wg_transposed) */
             mm.M = CK, mm.N = Cout;
@@ -1039,13 +1097,13 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
             mm.a_codes = mm.b_codes = NULL;
             if (j->imp) mm.A = NULL, mm.conv = &g; /* C: dst in the kernel's layout */
         }
-        if (mm.skip_zeros && !mm.mask) { /* nnz of col's columns (the K of WG), from x */
-            int32_t *cc = lane_colcnt(j, lane);
-            conv_xstats(l, j->x, N, n0, nb, NULL, cc);
+        if (mm.skip_zeros && !mm.mask) { /* nnz of col's and dY's columns (the K of WG) */
+            const int32_t *cc = chunk_xcols(j, lane, n0, nb);
+            const int32_t *dc = j->dycols ? j->dycols + (int64_t)n0 * HWo : NULL;
             if (tr)
-                mm.knnz_a = cc;
+                mm.knnz_a = cc, mm.knnz_b = dc;
             else
-                mm.knnz_b = cc;
+                mm.knnz_b = cc, mm.knnz_a = dc;
         }
         et_status st = et_matmul_run(j->cx->eng, &mm);
         if (st) return st;
@@ -1058,7 +1116,9 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const int h = et_matmul_emulated(cx->eng, l->index) ? nch : (nch + 1) / 2;
     const int tr = wg_transposed(l, cx);
-    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL, 0, 0, 0, NULL};
+    cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL, 0, 0, 0, NULL,
+              NULL, NULL};
+    if (cx->sp && cx->sp->bw_skip && !l->params[0].mask) j.xcols = layer_xcols(l, cx, x), j.dycols = layer_dycols(l, cx, dy);
     /* without col: each lane's gradient in the kernel's layout, which fits the
      * lane's buffer when Cin is a multiple of 16 */
     et_conv_implicit imp;

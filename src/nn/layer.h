@@ -73,10 +73,11 @@ typedef struct et_layer {
      * policy with acc=int32 keeps them on int8-sized grids (nn/precision.c);
      * 0 otherwise. They go into the matmul records (et_matmul.a_scale/b_scale). */
     float int_scale[3];
-    /* conv under backward skipping: the density of dY measured for EP and
-     * reused by WG of the same step (the same dY; conv.c, conv_implicit) */
-    const float *dy_seen;
-    int64_t dy_step;
+    /* conv under run-time sparsity: the tensors and engine step that
+     * et_layer_sparsity's xcols and dycols were counted for (conv.c; FF
+     * clears them), and dY's density from dycols */
+    const float *xcols_of, *dycols_of;
+    int64_t xcols_step, dycols_step;
     double dy_density;
     /* Their int8 codes when the rounding wrote them (same layout as the
      * tensor; NULL: none): conv/linear hand them to the records' a_codes/b_codes. */
@@ -96,6 +97,10 @@ typedef struct et_layer_sparsity {
     int8_t *spec_codes;   /* conv FF under speculation with 1..8 bits: room for the
                              input's codes and two lanes' im2col of them
                              (et_layer_spec_code_bytes); NULL: B is coded per product */
+    int32_t *xcols;       /* conv: this node's own room for batch x Ho*Wo counts each, */
+    int32_t *dycols;      /* kept from FF to EP and WG: per output pixel, the non-zeros
+                             of col's column (from x) and of dY's column; conv.c counts
+                             them once per step (layer_xcols, layer_dycols). NULL: none */
 } et_layer_sparsity;
 
 enum { ET_IS_W = 0, ET_IS_A = 1, ET_IS_E = 2 };

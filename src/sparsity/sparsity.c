@@ -37,6 +37,7 @@ typedef struct node_sp {
     et_spec spec; /* the request for this node's FF */
     int active;   /* any field set */
     int speculate;
+    size_t cols_off; /* conv: its xcols, then dycols, in the counts' part of the memory */
 } node_sp;
 
 typedef struct sparsity_state {
@@ -44,7 +45,8 @@ typedef struct sparsity_state {
     int nnodes;
     node_sp *node;
     et_spec_stats *stats;
-    size_t ep_mask_bytes, out_mask_bytes, ws_bytes, code_bytes;
+    size_t ep_mask_bytes, out_mask_bytes, ws_bytes, code_bytes, cols_bytes;
+    int batch;
     uint8_t *ep_mask, *out_mask;
     int8_t *codes;
 } sparsity_state;
@@ -177,13 +179,19 @@ static int feeds_relu_only(const et_model *m, int node) {
 
 static size_t al(size_t n) { return (n + 63) & ~(size_t)63; }
 
+/* one of a conv node's xcols / dycols */
+static size_t cols_bytes(const et_layer *l, int batch) {
+    return al((size_t)batch * (size_t)l->out.h * (size_t)l->out.w * sizeof(int32_t));
+}
+
 et_status et_sparsity_plan(et_model *m, int batch, size_t *bytes) {
     sparsity_state *st = m->sparsity;
     *bytes = 0;
     if (!st) return ET_OK;
     if (st->nnodes != m->nnodes) return et_set_error(ET_ERR_INVALID, "sparsity: the model changed after set_sparsity");
     const int skip = st->cfg.skip || st->cfg.speculate;
-    st->ep_mask_bytes = st->out_mask_bytes = st->ws_bytes = st->code_bytes = 0;
+    st->ep_mask_bytes = st->out_mask_bytes = st->ws_bytes = st->code_bytes = st->cols_bytes = 0;
+    st->batch = batch;
     const int coded = st->cfg.spec_bits >= 1 && st->cfg.spec_bits <= 8;
     for (int i = 0; i < m->nnodes; i++) {
         const et_layer *l = &m->nodes[i].layer;
@@ -195,6 +203,10 @@ et_status et_sparsity_plan(et_model *m, int batch, size_t *bytes) {
         ns->sp.ep_mask = skip && !l->skip_ep && relu_gated(m, i);
         ns->speculate = st->cfg.speculate && feeds_relu_only(m, i);
         ns->active = 1;
+        if (l->type == ET_L_CONV) {
+            ns->cols_off = st->cols_bytes;
+            st->cols_bytes += 2 * cols_bytes(l, batch);
+        }
         if (ns->sp.ep_mask) {
             size_t b = et_layer_ep_mask_bytes(l, batch);
             if (b > st->ep_mask_bytes) st->ep_mask_bytes = b;
@@ -213,7 +225,8 @@ et_status et_sparsity_plan(et_model *m, int batch, size_t *bytes) {
     }
     /* two speculation workspaces: conv's lanes predict side by side */
     /* EP mask bytes for each of conv's two lanes */
-    *bytes = 2 * al(st->ep_mask_bytes) + al(st->out_mask_bytes) + 2 * al(st->ws_bytes) + al(st->code_bytes);
+    *bytes = 2 * al(st->ep_mask_bytes) + al(st->out_mask_bytes) + 2 * al(st->ws_bytes) + al(st->code_bytes) +
+             st->cols_bytes;
     return ET_OK;
 }
 
@@ -230,10 +243,16 @@ void et_sparsity_bind(et_model *m, void *mem) {
     m->eng.spec_ws_bytes = st->ws_bytes;
     p += 2 * al(st->ws_bytes);
     st->codes = st->code_bytes ? (int8_t *)p : NULL;
+    p += al(st->code_bytes);
     for (int i = 0; i < m->nnodes; i++) {
         node_sp *ns = &st->node[i];
         ns->sp.ep_maskbuf = ns->sp.ep_mask ? st->ep_mask : NULL;
         ns->sp.spec_codes = ns->speculate && m->nodes[i].layer.type == ET_L_CONV ? st->codes : NULL;
+        ns->sp.xcols = ns->sp.dycols = NULL;
+        if (ns->active && m->nodes[i].layer.type == ET_L_CONV) {
+            ns->sp.xcols = (int32_t *)(void *)(p + ns->cols_off);
+            ns->sp.dycols = (int32_t *)(void *)(p + ns->cols_off + cols_bytes(&m->nodes[i].layer, st->batch));
+        }
     }
 }
 

@@ -204,7 +204,8 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spe
     if (!(sp->bits == ET_SPEC_EXP || sp->bits == ET_SPEC_EXACT || (sp->bits >= 1 && sp->bits <= 8)))
         return et_set_error(ET_ERR_INVALID, "speculation: bits must be 1..8, exp or 32 (got %d)", sp->bits);
     if (!sp->mask || sp->ldmask < N) return et_set_error(ET_ERR_INVALID, "speculation: no mask buffer");
-    if (!ws || ws_bytes < et_spec_ws_bytes(sp->bits, M, N, K))
+    /* a mask the caller predicted needs room only for a check's dense output */
+    if ((!sp->pre_kept || sp->check) && (!ws || ws_bytes < et_spec_ws_bytes(sp->bits, M, N, K)))
         return et_set_error(ET_ERR_INVALID, "speculation: workspace of %zu bytes is too small for %dx%dx%d", ws_bytes,
                             M, N, K);
     et_spec_fused nofu;
