@@ -598,7 +598,8 @@ static const int32_t *chunk_xcols(const cjob *j, int lane, int n0, int nb) {
 }
 
 #if defined(__x86_64__) || defined(_M_X64)
-void et_bias_masked_avx512(float *y, const uint8_t *m, int64_t n, float b, int add, int zero); /* conv_avx512.c */
+void et_bias_masked_avx512(float *y, const uint8_t *m, int64_t n, float b, int add, int zero, int relu,
+                           uint64_t chk[4]); /* conv_avx512.c */
 #endif
 
 /* A product with no sparsity (no skipping, speculation or mask), no pruning
@@ -784,6 +785,7 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
             chunk.ldmask = N * HWo;
             mm.spec = &chunk;
             if (spec->pre_kept) { /* the whole call's mask is predicted (AMX path): counts only */
+                chunk.check = 0; /* conv_ff checks the whole output against the dense values */
                 chunk.b_colnz = chunk_xcols(j, lane, n0, nb);
                 chunk.pre_kept = spec->pre_kept + (int64_t)n0 * HWo;
             } else if (j->xcodes) { /* B's codes: an im2col of the input's codes; nnz of B's columns from x */
@@ -856,11 +858,10 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
         !(l->int_scale[ET_IS_W] > 0 && l->int_scale[ET_IS_A] > 0))
         j.implicit = 1;
     /* A speculated FF whose mask the AMX path predicted (the layer applies
-     * it below) runs the same dense product from x, except on checked calls
-     * (their dense product is formed from col by the prediction). The
-     * executed count assumes weights without zero. */
+     * it below, and checks it there on checked calls) runs the same dense
+     * product from x. The executed count assumes weights without zero. */
     const et_spec *js = j.cx->sp ? j.cx->sp->spec : NULL;
-    if (js && js->pre_kept && !js->check && convb_geom(l) && et_matmul_plain(cx->eng, l->index) &&
+    if (js && js->pre_kept && convb_geom(l) && et_matmul_plain(cx->eng, l->index) &&
         !l->params[0].mask && !(l->int_scale[ET_IS_W] > 0 && l->int_scale[ET_IS_A] > 0) &&
         !et_spgemm_any_zero(l->params[0].use, Cout, (int)conv_ck(l), (int)conv_ck(l)))
         j.implicit = 1;
@@ -873,28 +874,38 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     if (j.epi) return ET_OK;
     /* the bias add; under speculation predicted zeros stay exactly 0. The
      * AMX path's products leave the mask to this pass (et_spec.pre_kept):
-     * y = mask ? y + b : 0, which is what masking and then adding gives */
-    const int own = spec && j.cx != cx;
+     * y = mask ? y + b : 0, which is what masking and then adding gives, and
+     * the fused relu (relu_out) on the way. Their checked calls count the
+     * check here, from the dense values (ff_lane left it out) */
+    const int own = spec && j.cx != cx, check = own && spec->check && spec->stats;
+    const int fuse = own && cx->relu_out;
+    uint64_t tz = 0, fz = 0, mz = 0, pz = 0;
     if (l->cfg.conv.bias || own) {
         const float *b = l->cfg.conv.bias ? l->params[1].data : NULL;
         const int64_t plane = (int64_t)N * HWo;
         const int avx512 = et_cpu_isa() >= ET_ISA_AVX512;
         (void)avx512;
-#pragma omp parallel for schedule(static) if (Cout * plane > 32768)
+#pragma omp parallel for schedule(static) reduction(+ : tz, fz, mz, pz) if (Cout * plane > 32768)
         for (int co = 0; co < Cout; co++) {
             float *yc = y + co * plane, bv = b ? b[co] : 0.0f;
             if (spec) {
                 const uint8_t *mc = spec->mask + co * plane;
 #if defined(__x86_64__) || defined(_M_X64)
                 if (avx512) {
-                    et_bias_masked_avx512(yc, mc, plane, bv, b != NULL, own);
+                    uint64_t c[4] = {0, 0, 0, 0};
+                    et_bias_masked_avx512(yc, mc, plane, bv, b != NULL, own, fuse, check ? c : NULL);
+                    tz += c[0], fz += c[1], mz += c[2], pz += c[3];
                     continue;
                 }
 #endif
-                if (b && own)
-                    for (int64_t i = 0; i < plane; i++) yc[i] = mc[i] ? yc[i] + bv : 0.0f;
-                else if (own)
-                    for (int64_t i = 0; i < plane; i++) yc[i] = mc[i] ? yc[i] : 0.0f;
+                if (own)
+                    for (int64_t i = 0; i < plane; i++) {
+                        const float v = b ? yc[i] + bv : yc[i];
+                        const int t = v <= 0.0f;
+                        tz += (uint64_t)t, fz += (uint64_t)(!mc[i] && !t), mz += (uint64_t)(mc[i] && t);
+                        pz += (uint64_t)!mc[i];
+                        yc[i] = mc[i] && (!fuse || v > 0.0f) ? v : 0.0f;
+                    }
                 else
                     for (int64_t i = 0; i < plane; i++) {
                         float v = yc[i]; /* loaded unconditionally so the select vectorises */
@@ -905,7 +916,15 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
             }
         }
     }
-    if (cx->relu_out) { /* the executor fuses only where the products can (j.epi); kept correct anyway */
+    if (check) { /* as et_spec_predict counts a checked call (atomic: the stats are shared) */
+        et_spec_stats *s = spec->stats;
+        __atomic_fetch_add(&s->checked, (uint64_t)Cout * N * HWo, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->checked_predicted_zero, pz, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->true_zero, tz, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->false_zero, fz, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->missed_zero, mz, __ATOMIC_RELAXED);
+    }
+    if (cx->relu_out && !fuse) { /* the executor fuses where the products can (j.epi) or this pass can; kept correct anyway */
         const int64_t n = (int64_t)Cout * N * HWo;
 #pragma omp parallel for schedule(static) if (n > 65536)
         for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;

@@ -125,20 +125,36 @@ void et_nonzero_bytes_avx512(const float *x, int n, uint8_t *mask) {
 
 /* y[i] += b where m[i] != 0 (conv FF's bias under speculation: predicted
  * zeros stay exactly 0), 16 per step. */
-void et_bias_masked_avx512(float *y, const uint8_t *m, int64_t n, float b, int add, int zero) {
-    /* where m: y + b (add) or y; elsewhere 0 (zero) or y unchanged */
-    const __m512 vb = _mm512_set1_ps(b);
+/* Where m: v = y + b (add) or y, then max(v, 0) with relu (v > 0 ? v : 0, as
+ * the relu layer); elsewhere 0 (zero) or y unchanged. With chk (the layer's
+ * own mask only: zero and the dense values in y) adds, over the n outputs,
+ * [0] the true zeros (v <= 0, v before the mask and the relu: the check's
+ * rule, NaN not zero), [1] false zeros (m == 0, v not zero), [2] missed zeros
+ * (m != 0, v zero), [3] predicted zeros (m == 0). */
+void et_bias_masked_avx512(float *y, const uint8_t *m, int64_t n, float b, int add, int zero, int relu,
+                           uint64_t chk[4]) {
+    const __m512 vb = _mm512_set1_ps(b), z = _mm512_setzero_ps();
     const __m128i z8 = _mm_setzero_si128();
+    uint64_t tz = 0, fz = 0, mz = 0, pz = 0;
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 lim = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
         __mmask16 k = _mm_mask_cmpneq_epi8_mask(lim, _mm_maskz_loadu_epi8(lim, m + i), z8);
         __m512 v = _mm512_maskz_loadu_ps(lim, y + i);
         if (add) v = _mm512_add_ps(v, vb);
+        if (chk) {
+            const __mmask16 t = _mm512_mask_cmp_ps_mask(lim, v, z, _CMP_LE_OQ);
+            tz += (uint64_t)__builtin_popcount((unsigned)t);
+            fz += (uint64_t)__builtin_popcount((unsigned)(lim & ~k & ~t));
+            mz += (uint64_t)__builtin_popcount((unsigned)(k & t));
+            pz += (uint64_t)__builtin_popcount((unsigned)(lim & ~k));
+        }
+        if (relu) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, z, _CMP_GT_OQ), v);
         if (zero)
             _mm512_mask_storeu_ps(y + i, lim, _mm512_maskz_mov_ps(k, v));
         else
             _mm512_mask_storeu_ps(y + i, k, v);
     }
+    if (chk) chk[0] += tz, chk[1] += fz, chk[2] += mz, chk[3] += pz;
 }
 
 void et_im2row_avx512(const et_conv_geom *g, int C, const float *x, int64_t cstride, int nb, float *dst,

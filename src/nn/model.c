@@ -598,9 +598,9 @@ et_status et_model_forward(et_model *m, int n, int train, const float **logits) 
         float *y = m->tensors[nd->out].val;
         c.sp = et_sparsity_node(m, i, x, n, train);
         /* the in-place relu after this layer, in its FF: for plain FP32
-         * products (no sink to see the outputs before the relu) without
-         * speculation (whose predicted zeros skip the bias) */
-        c.relu_out = nd->ff_relu_node >= 0 && !(c.sp && c.sp->spec) && et_matmul_plain(&m->eng, i);
+         * products (no sink to see the outputs before the relu); under
+         * speculation conv applies it with the mask */
+        c.relu_out = nd->ff_relu_node >= 0 && et_matmul_plain(&m->eng, i);
         t0 = now_seconds();
         if (nd->layer.type == ET_L_ADD) st = et_add_ff(&c, nd->layer.out, x, m->tensors[nd->in2].val, y);
         else st = et_layer_table[nd->layer.type]->ff(&nd->layer, &c, x, y);
