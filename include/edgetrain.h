@@ -197,7 +197,9 @@ typedef struct et_matmul {
      * then with relu C[i][j] = C[i][j] > 0 ? C[i][j] : 0 (one rounding each: the
      * values of a bias pass and a ReLU pass after the call). The plain FP32
      * kernel applies it to each tile as it finishes; the other paths after the
-     * product. Not with spec; a sink sees C after it. */
+     * product. A sink sees C after it. With spec only on an implicit conv FF
+     * whose mask the layer predicted (et_spec.pre_kept, ldmask == ldc): then
+     * C = mask ? epilogue(C) : 0 as each tile is stored. */
     const float *bias_rows;
     int relu;
     /* Implicit convolution (NULL: none; src/kernels/spconv.h): conv EP / WG of

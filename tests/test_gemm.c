@@ -366,13 +366,16 @@ static void test_epilogue(void **state) {
         if (K > 0 && M > 1) A[ta ? 1 : (size_t)lda] = NAN;
         float *C0 = make_mat(M, N, ldc, 0), *C = malloc(sizeof(float) * (size_t)M * ldc),
               *R = malloc(sizeof(float) * (size_t)M * ldc);
+        uint8_t *mask = malloc((size_t)M * ldc + 1); /* laid out as C */
         assert_non_null(C);
         assert_non_null(R);
+        assert_non_null(mask);
+        for (size_t e = 0; e < (size_t)M * ldc; e++) mask[e] = (uint8_t)((e * 2654435761u >> 7) % 7 < 3);
         for (int isa = 0; isa <= ET_ISA_AVX512; isa++) {
             if (!isa_ok((et_isa)isa)) continue;
-            for (int q = 0; q < 6; q++) { /* bias only / relu only / both, beta 0 and 1 */
-                const et_gemm_epi epi = {q % 3 != 1 ? bias : NULL, q % 3 != 0};
-                const float beta = q < 3 ? 0.0f : 1.0f;
+            for (int q = 0; q < 9; q++) { /* bias only / relu only / both, beta 0 and 1; then with a mask */
+                const et_gemm_epi epi = {q % 3 != 1 ? bias : NULL, q % 3 != 0, q >= 6 ? mask : NULL, C};
+                const float beta = q < 3 || q >= 6 ? 0.0f : 1.0f;
                 et_set_threads(1);
                 memcpy(R, C0, sizeof(float) * (size_t)M * ldc);
                 et_sgemm_isa((et_isa)isa, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, R, ldc);
@@ -381,6 +384,7 @@ static void test_epilogue(void **state) {
                         volatile float v = R[(size_t)i * ldc + j]; /* one rounding per operation */
                         if (epi.row_bias) v = v + bias[i];
                         if (epi.relu) v = v > 0.0f ? v : 0.0f;
+                        if (epi.mask && !mask[(size_t)i * ldc + j]) v = 0.0f;
                         R[(size_t)i * ldc + j] = v;
                     }
                 for (int T = 0; T <= 3; T++) { /* T == 0: nested inside a parallel region */
@@ -420,6 +424,7 @@ static void test_epilogue(void **state) {
         free(C0);
         free(C);
         free(R);
+        free(mask);
     }
     et_set_threads(saved);
 }

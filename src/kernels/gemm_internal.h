@@ -112,6 +112,10 @@ void et_sgemm_isa(et_isa isa, int ta, int tb, int M, int N, int K, float alpha, 
 typedef struct et_gemm_epi {
     const float *row_bias;
     int relu;
+    /* then, with mask: C[i][j] = mask[i][j] ? C[i][j] : 0, the mask laid out
+     * as C (the byte at mask + (&C[i][j] - c0)); NULL: none */
+    const uint8_t *mask;
+    const float *c0;
 } et_gemm_epi;
 
 /* et_sgemm with an epilogue (NULL: none), applied to each micro-tile of C

@@ -125,8 +125,10 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     if (mm->M < 0 || mm->N < 0 || mm->K < 0 || (unsigned)mm->stage >= ET_NSTAGES)
         return et_set_error(ET_ERR_INVALID, "matmul: bad shape %dx%dx%d", mm->M, mm->N, mm->K);
     if (mm->spec && mm->mask) return et_set_error(ET_ERR_INVALID, "matmul: give a mask or a speculation, not both");
-    if (mm->spec && (mm->bias_rows || mm->relu))
-        return et_set_error(ET_ERR_INVALID, "matmul: an epilogue with a speculation");
+    if (mm->spec && (mm->bias_rows || mm->relu) &&
+        !(mm->conv && mm->stage == ET_FF && mm->spec->pre_kept && mm->spec->ldmask == mm->ldc))
+        return et_set_error(ET_ERR_INVALID, "matmul: an epilogue with a speculation (only on an implicit conv FF "
+                                            "whose mask the layer predicted, laid out as C)");
     if (mm->mask && mm->ldmask < mm->N) return et_set_error(ET_ERR_INVALID, "matmul: mask stride %d < N %d", mm->ldmask, mm->N);
     uint64_t macs = (uint64_t)mm->M * (uint64_t)mm->N * (uint64_t)mm->K;
     const uint8_t *mask = mm->mask;
@@ -145,7 +147,7 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     if (mm->K > 0 && (!mm->A || !mm->B) && !(mm->conv && (mm->stage == ET_FF ? mm->A : mm->B)) &&
         !(integer && !sparse && !mm->spec && !(eng && eng->sink) && (mm->A || mm->a_codes) && (mm->B || mm->b_codes)))
         return et_set_error(ET_ERR_INVALID, "matmul: NULL operand (codes alone serve only a plain integer product)");
-    const et_gemm_epi epi = {mm->bias_rows, mm->relu};
+    const et_gemm_epi epi = {mm->bias_rows, mm->relu, NULL, NULL};
     int epi_done = 0;
     work w = {macs, macs, macs, (uint64_t)mm->M * (uint64_t)mm->N, 0};
     uint64_t kept = w.outputs, kelem = 0, kkept = 0;
@@ -209,13 +211,16 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     } else if (mm->conv && mm->stage == ET_FF) {
         /* col's panels packed from x (et_sgemm_convb): et_sgemm's bits. Dense
          * or skipping zeros (counted from the layer's counts, as the
-         * known-count path below) with the epilogue; speculated without it
-         * (the layer applies the mask it predicted), counted as the
-         * prediction counted */
+         * known-count path below) with the epilogue; speculated, counted as
+         * the prediction counted, with the epilogue and then the predicted
+         * mask when the record has an epilogue, else dense (the layer applies
+         * the mask) */
         const et_gemm_convb cb = convb_of(mm->conv);
-        const int with_epi = !mm->spec && (epi.row_bias || epi.relu);
-        et_sgemm_convb(mm->M, mm->N, mm->K, mm->A, mm->lda, &cb, mm->beta, mm->C, mm->ldc, with_epi ? &epi : NULL);
-        epi_done = !mm->spec;
+        et_gemm_epi e = epi;
+        if (mm->spec) e.mask = mm->spec->mask, e.c0 = mm->C;
+        const int with_epi = epi.row_bias || epi.relu;
+        et_sgemm_convb(mm->M, mm->N, mm->K, mm->A, mm->lda, &cb, mm->beta, mm->C, mm->ldc, with_epi ? &e : NULL);
+        epi_done = 1;
         if (mm->spec)
             kept = fu.kept, w.executed = mm->skip_zeros ? fu.elem_dense_a : fu.kept * (uint64_t)mm->K;
         else if (known)

@@ -551,6 +551,8 @@ typedef struct cjob {
     int implicit; /* FF, WG: the products read x itself (ff_implicit), no col matrix */
     const et_conv_implicit *imp; /* EP/WG without the column matrix (conv_implicit), NULL: with */
     const int32_t *xcols, *dycols; /* the whole batch's counts (layer_xcols, layer_dycols), NULL: none */
+    int spec_epi; /* FF speculated on the AMX path, unchecked: the products add the bias, apply
+                     relu_out and then the mask themselves */
 } cjob;
 
 /* dY's density over images n0..n0+nb-1 from dycols */
@@ -774,7 +776,7 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
         }
         mm.lane = lane;
         if (j->implicit) mm.conv = &g;
-        if (j->epi) { /* bias (and the relu) as each tile of the product is stored */
+        if (j->epi || j->spec_epi) { /* bias (and the relu; the mask) as each tile of the product is stored */
             mm.bias_rows = l->cfg.conv.bias ? l->params[1].data : NULL;
             mm.relu = j->cx->relu_out;
         }
@@ -811,7 +813,7 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const et_spec *spec = cx->sp ? cx->sp->spec : NULL;
     cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL, NULL, 0, 0, 0, NULL,
-              NULL, NULL};
+              NULL, NULL, 0};
     l->xcols_of = l->dycols_of = NULL; /* a new x (or the same one refilled) */
     /* speculation's counts: nnz of col's columns, for the whole batch */
     if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes) j.xcols = layer_xcols(l, cx, x);
@@ -869,9 +871,10 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
      * bits and counts; the column counts are the batch's, layer_xcols, or
      * there are none: only CK row counts per chunk) */
     if (j.implicit && N >= 2 && (!js || j.xcols)) j.nbmax = (N + 1) / 2, j.nch = 2;
+    j.spec_epi = j.implicit && js && js->pre_kept && !js->check && (l->cfg.conv.bias || cx->relu_out);
     et_status st = run_lanes(&j, balance_lanes(&j), ff_lane);
     if (st) return st;
-    if (j.epi) return ET_OK;
+    if (j.epi || j.spec_epi) return ET_OK;
     /* the bias add; under speculation predicted zeros stay exactly 0. The
      * AMX path's products leave the mask to this pass (et_spec.pre_kept):
      * y = mask ? y + b : 0, which is what masking and then adding gives, and
@@ -1022,7 +1025,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     const int post = masked && et_matmul_plain(cx->eng, l->index) && !l->params[0].mask &&
                      !et_spgemm_any_zero(l->params[0].use, Cout, CK, CK);
     cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL, NULL, 0, 0, 0, NULL,
-              NULL, NULL};
+              NULL, NULL, 0};
     if (post) j.xcols = layer_xcols(l, cx, x), j.dycols = skip ? layer_dycols(l, cx, dy) : NULL;
     /* without col: the weights by tap go where WG's lane gradients live (free
      * during EP; both together hold them when Cin is a multiple of 8) */
@@ -1136,7 +1139,7 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
     const int h = et_matmul_emulated(cx->eng, l->index) ? nch : (nch + 1) / 2;
     const int tr = wg_transposed(l, cx);
     cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL, 0, 0, 0, NULL,
-              NULL, NULL};
+              NULL, NULL, 0};
     if (cx->sp && cx->sp->bw_skip && !l->params[0].mask) j.xcols = layer_xcols(l, cx, x), j.dycols = layer_dycols(l, cx, dy);
     /* without col: each lane's gradient in the kernel's layout, which fits the
      * lane's buffer when Cin is a multiple of 16 */
