@@ -347,6 +347,45 @@ static void conv_xstats(const et_layer *l, const float *x, int N, int n0, int nb
     if (rowcnt) memset(rowcnt, 0, sizeof(int32_t) * (size_t)CK);
     uint8_t nz[XS_MAXHW];
     int32_t cc[XS_MAXHW], R[XS_MAXHW], Cc[XS_MAXHW];
+    if (rowcnt && small && rect) {
+        /* the row counts need only the chunk's sum of the planes' non-zero
+         * maps per channel (cc): the rectangles' counts are then taken once
+         * per channel, not per image */
+        for (int ci = 0; ci < Cin; ci++) {
+            memset(cc, 0, sizeof(int32_t) * (size_t)HW);
+            for (int n = 0; n < nb; n++) et_spgemm_nzcount_add(x + ((int64_t)ci * N + n0 + n) * HW, (int)HW, cc);
+            int32_t total = 0;
+            for (int ix = 0; ix < W; ix++) Cc[ix] = 0;
+            for (int iy = 0; iy < H; iy++) {
+                const int32_t *zr = cc + (int64_t)iy * W;
+                int32_t r = 0;
+                for (int ix = 0; ix < W; ix++) r += zr[ix], Cc[ix] += zr[ix];
+                R[iy] = r, total += r;
+            }
+            for (int ky = 0; ky < KH; ky++)
+                for (int kx = 0; kx < KW; kx++) { /* rows [r0, r1), columns [c0, c1) of the plane */
+                    int r0 = ky - c->ph, r1 = ky - c->ph + Ho, c0 = kx - c->pw, c1 = kx - c->pw + Wo;
+                    r0 = r0 < 0 ? 0 : r0, r1 = r1 > H ? H : r1, c0 = c0 < 0 ? 0 : c0, c1 = c1 > W ? W : c1;
+                    int32_t cnt = 0;
+                    if (r0 < r1 && c0 < c1) { /* total - rows outside - columns outside + both outside */
+                        cnt = total;
+                        for (int iy = 0; iy < H; iy++) {
+                            if (iy == r0) iy = r1;
+                            if (iy >= H) break;
+                            const int32_t *zr = cc + (int64_t)iy * W;
+                            cnt -= R[iy];
+                            for (int ix = 0; ix < c0; ix++) cnt += zr[ix];
+                            for (int ix = c1; ix < W; ix++) cnt += zr[ix];
+                        }
+                        for (int ix = 0; ix < c0; ix++) cnt -= Cc[ix];
+                        for (int ix = c1; ix < W; ix++) cnt -= Cc[ix];
+                    }
+                    rowcnt[((int64_t)ci * KH + ky) * KW + kx] = cnt;
+                }
+        }
+        rowcnt = NULL; /* done; the column counts below, per image */
+        if (!colcnt) return;
+    }
     for (int n = 0; n < nb; n++) {
         if (colcnt && small) memset(cc, 0, sizeof(int32_t) * (size_t)HW);
         for (int ci = 0; ci < Cin; ci++) {
