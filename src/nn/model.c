@@ -195,8 +195,11 @@ static int plan_tensors(et_model *m) {
         m->tensors[n->out].alias_of = inplace ? (in->alias_of >= 0 ? in->alias_of : n->in) : -1;
     }
     /* A relu whose input feeds only it and whose output feeds only a layer
-     * that can apply the ReLU mask in its own EP (maxpool): that layer does
-     * the relu's EP, and both gradients share one slot. */
+     * that can apply the ReLU mask in its own EP (maxpool), or that computes
+     * only the entries whose input is non-zero anyway (a conv/linear EP under
+     * skip or speculate, et_sparsity_masks_ep; without a precision policy,
+     * which would round the relu's error): that layer does the relu's EP,
+     * and both gradients share one slot. */
     for (int i = 0; i < m->nnodes; i++) m->nodes[i].relu_ep_fused = m->nodes[i].ep_relu_in = 0;
     for (int i = 0; i < m->nnodes; i++) {
         et_node *n = &m->nodes[i];
@@ -206,7 +209,8 @@ static int plan_tensors(et_model *m) {
         for (int j = i + 1; j < m->nnodes; j++) {
             et_node *c = &m->nodes[j];
             if (c->in != n->out && c->in2 != n->out) continue;
-            if (c->in == n->out && c->in2 < 0 && et_layer_fuses_relu_ep(c->layer.type))
+            if (c->in == n->out && c->in2 < 0 &&
+                (et_layer_fuses_relu_ep(c->layer.type) || (!m->policy && et_sparsity_masks_ep(m, j))))
                 n->relu_ep_fused = c->ep_relu_in = 1;
             break;
         }

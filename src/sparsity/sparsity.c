@@ -177,6 +177,13 @@ static int feeds_relu_only(const et_model *m, int node) {
     return 0;
 }
 
+int et_sparsity_masks_ep(const et_model *m, int node) {
+    const sparsity_state *st = m->sparsity;
+    if (!st || !(st->cfg.skip || st->cfg.speculate) || node < 0 || node >= m->nnodes) return 0;
+    const et_layer *l = &m->nodes[node].layer;
+    return is_matmul(l) && !l->skip_ep && relu_gated(m, node);
+}
+
 static size_t al(size_t n) { return (n + 63) & ~(size_t)63; }
 
 /* one of a conv node's xcols / dycols */
@@ -200,7 +207,7 @@ et_status et_sparsity_plan(et_model *m, int batch, size_t *bytes) {
         if (!is_matmul(l)) continue;
         ns->sp.ff_skip = skip;
         ns->sp.bw_skip = skip;
-        ns->sp.ep_mask = skip && !l->skip_ep && relu_gated(m, i);
+        ns->sp.ep_mask = et_sparsity_masks_ep(m, i);
         ns->speculate = st->cfg.speculate && feeds_relu_only(m, i);
         ns->active = 1;
         if (l->type == ET_L_CONV) {

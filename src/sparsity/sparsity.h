@@ -51,6 +51,11 @@ float et_spec_exp(float x);
 
 /* Model side (sparsity.c): per-node decisions, buffers in the memory plan. */
 et_status et_sparsity_plan(struct et_model *m, int batch, size_t *bytes);
+/* Whether node's EP will compute only the input-gradient entries whose input
+ * is non-zero (the ep_mask rule, top of sparsity.c): then a relu that feeds
+ * only this node needs no EP of its own (model.c fuses it). Valid once the
+ * tensors' producers and aliases are known. */
+int et_sparsity_masks_ep(const struct et_model *m, int node);
 void et_sparsity_bind(struct et_model *m, void *mem);
 /* What node `node` does in this call (NULL: dense). Fills the speculation
  * request's scales from the input x (n images) and the weights. */
