@@ -197,9 +197,10 @@ typedef struct et_matmul {
      * then with relu C[i][j] = C[i][j] > 0 ? C[i][j] : 0 (one rounding each: the
      * values of a bias pass and a ReLU pass after the call). The plain FP32
      * kernel applies it to each tile as it finishes; the other paths after the
-     * product. A sink sees C after it. With spec only on an implicit conv FF
-     * whose mask the layer predicted (et_spec.pre_kept, ldmask == ldc): then
-     * C = mask ? epilogue(C) : 0 as each tile is stored. */
+     * product. A sink sees C after it. With spec (mask laid out as C,
+     * ldmask == ldc) the predicted mask comes last: C = mask ? epilogue(C) : 0,
+     * and the call applies the mask itself even where et_spec.pre_kept would
+     * leave it to the caller. */
     const float *bias_rows;
     int relu;
     /* Implicit convolution (NULL: none; src/kernels/spconv.h): conv EP / WG of

@@ -125,10 +125,8 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     if (mm->M < 0 || mm->N < 0 || mm->K < 0 || (unsigned)mm->stage >= ET_NSTAGES)
         return et_set_error(ET_ERR_INVALID, "matmul: bad shape %dx%dx%d", mm->M, mm->N, mm->K);
     if (mm->spec && mm->mask) return et_set_error(ET_ERR_INVALID, "matmul: give a mask or a speculation, not both");
-    if (mm->spec && (mm->bias_rows || mm->relu) &&
-        !(mm->conv && mm->stage == ET_FF && mm->spec->pre_kept && mm->spec->ldmask == mm->ldc))
-        return et_set_error(ET_ERR_INVALID, "matmul: an epilogue with a speculation (only on an implicit conv FF "
-                                            "whose mask the layer predicted, laid out as C)");
+    if (mm->spec && (mm->bias_rows || mm->relu) && mm->spec->ldmask != mm->ldc)
+        return et_set_error(ET_ERR_INVALID, "matmul: an epilogue with a speculation needs the mask laid out as C");
     if (mm->mask && mm->ldmask < mm->N) return et_set_error(ET_ERR_INVALID, "matmul: mask stride %d < N %d", mm->ldmask, mm->N);
     uint64_t macs = (uint64_t)mm->M * (uint64_t)mm->N * (uint64_t)mm->K;
     const uint8_t *mask = mm->mask;
@@ -147,7 +145,10 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     if (mm->K > 0 && (!mm->A || !mm->B) && !(mm->conv && (mm->stage == ET_FF ? mm->A : mm->B)) &&
         !(integer && !sparse && !mm->spec && !(eng && eng->sink) && (mm->A || mm->a_codes) && (mm->B || mm->b_codes)))
         return et_set_error(ET_ERR_INVALID, "matmul: NULL operand (codes alone serve only a plain integer product)");
-    const et_gemm_epi epi = {mm->bias_rows, mm->relu, NULL, NULL};
+    /* with a speculation the epilogue ends with the predicted mask: C = mask ? epi(C) : 0 */
+    et_gemm_epi epi = {mm->bias_rows, mm->relu, NULL, NULL};
+    const int has_epi = epi.row_bias || epi.relu;
+    if (mm->spec && has_epi) epi.mask = mask, epi.c0 = mm->C;
     int epi_done = 0;
     work w = {macs, macs, macs, (uint64_t)mm->M * (uint64_t)mm->N, 0};
     uint64_t kept = w.outputs, kelem = 0, kkept = 0;
@@ -216,10 +217,7 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
          * mask when the record has an epilogue, else dense (the layer applies
          * the mask) */
         const et_gemm_convb cb = convb_of(mm->conv);
-        et_gemm_epi e = epi;
-        if (mm->spec) e.mask = mm->spec->mask, e.c0 = mm->C;
-        const int with_epi = epi.row_bias || epi.relu;
-        et_sgemm_convb(mm->M, mm->N, mm->K, mm->A, mm->lda, &cb, mm->beta, mm->C, mm->ldc, with_epi ? &e : NULL);
+        et_sgemm_convb(mm->M, mm->N, mm->K, mm->A, mm->lda, &cb, mm->beta, mm->C, mm->ldc, has_epi ? &epi : NULL);
         epi_done = 1;
         if (mm->spec)
             kept = fu.kept, w.executed = mm->skip_zeros ? fu.elem_dense_a : fu.kept * (uint64_t)mm->K;
@@ -269,6 +267,10 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
                 float *c = mm->C + (int64_t)i * mm->ldc;
                 for (int j = 0; j < mm->N; j++) c[j] = r[j] ? d[j] : 0.0f;
             }
+        } else if (has_epi) { /* the epilogue applies the mask as each tile is stored */
+            et_sgemm_epi(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
+                         mm->ldc, &epi);
+            epi_done = 1;
         } else {
             et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
                      mm->ldc);
@@ -288,10 +290,10 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
         w.executed = ss.macs_elem, w.cpu = ss.macs_cpu, kept = cnt.kept;
     } else {
         et_sgemm_epi(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
-                     mm->ldc, epi.row_bias || epi.relu ? &epi : NULL);
+                     mm->ldc, has_epi ? &epi : NULL);
         epi_done = 1;
     }
-    if (!epi_done && (epi.row_bias || epi.relu)) /* the other paths: a pass after the product */
+    if (!epi_done && has_epi) /* the other paths: a pass after the product (their masked outputs are 0 already) */
         apply_epi(&epi, mm->M, mm->N, mm->C, mm->ldc);
     if (mask || mm->post_mask_cols) w.masked = w.outputs - kept;
     if (eng && eng->sink) {

@@ -590,8 +590,8 @@ typedef struct cjob {
     int implicit; /* FF, WG: the products read x itself (ff_implicit), no col matrix */
     const et_conv_implicit *imp; /* EP/WG without the column matrix (conv_implicit), NULL: with */
     const int32_t *xcols, *dycols; /* the whole batch's counts (layer_xcols, layer_dycols), NULL: none */
-    int spec_epi; /* FF speculated on the AMX path, unchecked: the products add the bias, apply
-                     relu_out and then the mask themselves */
+    int spec_epi; /* FF speculated: the products add the bias, apply relu_out and then the
+                     mask themselves */
 } cjob;
 
 /* dY's density over images n0..n0+nb-1 from dycols */
@@ -910,7 +910,11 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
      * bits and counts; the column counts are the batch's, layer_xcols, or
      * there are none: only CK row counts per chunk) */
     if (j.implicit && N >= 2 && (!js || j.xcols)) j.nbmax = (N + 1) / 2, j.nch = 2;
-    j.spec_epi = j.implicit && js && js->pre_kept && !js->check && (l->cfg.conv.bias || cx->relu_out);
+    /* speculated, plain FP32: the products add the bias and apply the ReLU
+     * and the mask as they store C, except the AMX path's checked calls
+     * (this layer counts their check from the dense values below) */
+    j.spec_epi = js && et_matmul_plain(cx->eng, l->index) && !(js->pre_kept && js->check) &&
+                 (l->cfg.conv.bias || cx->relu_out);
     et_status st = run_lanes(&j, balance_lanes(&j), ff_lane);
     if (st) return st;
     if (j.epi || j.spec_epi) return ET_OK;
