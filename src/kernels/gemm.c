@@ -209,6 +209,12 @@ void et_gemm_pack_b(const et_gemm_kinfo *ki, int tb, const float *B, ptrdiff_t l
  * compiler's vectorised code computes the same values. */
 void et_gemm_epi_apply(const et_gemm_epi *epi, int r0, int M, int N, float *C, ptrdiff_t ldc) {
     if (!epi) return;
+#if ET_GEMM_HAVE_X86
+    if (et_cpu_isa() >= ET_ISA_AVX512) {
+        et_gemm_epi_apply_avx512(epi, r0, M, N, C, ldc);
+        return;
+    }
+#endif
     for (int r = 0; r < M; r++) {
         float *restrict c = C + (ptrdiff_t)r * ldc;
         if (epi->row_bias) {

@@ -310,3 +310,25 @@ void et_convb_packb_avx512(int k, const float *x, const et_convb_step *ks, const
         for (int v = 0; v < NV; v++) _mm512_storeu_ps(dst + 16 * v, _mm512_maskz_loadu_ps((__mmask16)tp[v], s + 16 * v));
     }
 }
+
+/* et_gemm_epi_apply's rows with 16 columns per step: the bias add, the ReLU
+ * (v > 0 ? v : 0) and the mask as selects, in one pass (the same values as
+ * the portable loops: each element gets the same one rounding and selects). */
+void et_gemm_epi_apply_avx512(const et_gemm_epi *epi, int r0, int M, int N, float *C, ptrdiff_t ldc) {
+    const __m512 z = _mm512_setzero_ps();
+    const __m128i z8 = _mm_setzero_si128();
+    for (int r = 0; r < M; r++) {
+        float *c = C + (ptrdiff_t)r * ldc;
+        const uint8_t *m = epi->mask ? epi->mask + (c - epi->c0) : NULL;
+        const __m512 b = _mm512_set1_ps(epi->row_bias ? epi->row_bias[r0 + r] : 0.0f);
+        for (int j = 0; j < N; j += 16) {
+            const __mmask16 lim = N - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - j)) - 1);
+            __m512 v = _mm512_maskz_loadu_ps(lim, c + j);
+            __mmask16 keep = lim;
+            if (epi->row_bias) v = _mm512_add_ps(v, b);
+            if (epi->relu) keep &= _mm512_cmp_ps_mask(v, z, _CMP_GT_OQ);
+            if (m) keep &= _mm_mask_cmpneq_epi8_mask(lim, _mm_maskz_loadu_epi8(lim, m + j), z8);
+            _mm512_mask_storeu_ps(c + j, lim, _mm512_maskz_mov_ps(keep, v));
+        }
+    }
+}

@@ -129,6 +129,7 @@ void et_sgemm_epi_isa(et_isa isa, int ta, int tb, int M, int N, int K, float alp
 /* The epilogue alone over rows [0, M) x columns [0, N) of C (row i0 of C is
  * row i0 + r0 of the bias). */
 void et_gemm_epi_apply(const et_gemm_epi *epi, int r0, int M, int N, float *C, ptrdiff_t ldc);
+void et_gemm_epi_apply_avx512(const et_gemm_epi *epi, int r0, int M, int N, float *C, ptrdiff_t ldc);
 
 /* Implicit im2col: conv FF's product Y = W · col for a stride-1 convolution
  * whose output plane has the input's size (padding (KH-1)/2, (KW-1)/2), with
