@@ -83,7 +83,9 @@ int main(int argc, char **argv) {
         const int64_t HW = (int64_t)H * H, P = nb * HW;
         const et_conv_geom geo = {H, H, H, H, 3, 3, 1, 1};
         float *x = malloc(sizeof(float) * (size_t)(C * P)), *dy = malloc(sizeof(float) * (size_t)(Co * P));
-        float *w = malloc(sizeof(float) * (size_t)Co * CK), *wt = malloc(sizeof(float) * (size_t)Co * KK * et_spconv_cp(C));
+        /* wt 64-byte aligned as in conv.c's scratch (a split load per vector otherwise) */
+        float *w = malloc(sizeof(float) * (size_t)Co * CK);
+        float *wt = aligned_alloc(64, sizeof(float) * (size_t)Co * KK * et_spconv_cp(C));
         float *col = aligned_alloc(64, sizeof(float) * (size_t)(CK * P + 16));
         float *dx0 = malloc(sizeof(float) * (size_t)(C * P)), *dx1 = malloc(sizeof(float) * (size_t)(C * P));
         float *g0 = malloc(sizeof(float) * (size_t)CK * Co), *g1 = malloc(sizeof(float) * (size_t)CK * Co);
