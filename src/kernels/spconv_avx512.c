@@ -58,25 +58,32 @@ typedef struct ep_row {
  * over the non-zero output channels ascending from +0 (the micro-kernel's
  * sum of that dcol entry) added to the dx pixel the tap feeds. */
 AI void ep_row_k(const int NV, const int TG, const ep_row *r) {
+    /* locals: the stores into acc cannot alias them */
+    const float *const wb = r->wb, *const dy = r->dy;
+    const uint64_t *const wbits = r->w;
+    const int64_t cs = r->cs, ldy = r->ldy, ws = r->ws, Cp = r->Cp;
     const int nw = r->nw;
+    float *const acc = r->acc;
+    int64_t off[9];
+    for (int t = 0; t < TG; t++) off[t] = r->off[t];
     for (int ox = r->Wo - 1; ox >= 0; ox--) {
-        const uint64_t *w = r->w + ox;
+        const uint64_t *w = wbits + ox;
         uint64_t any = w[0];
-        for (int k = 1; k < nw; k++) any |= w[k * r->ws];
+        for (int k = 1; k < nw; k++) any |= w[k * ws];
         if (!any) continue;
         __m512 s[27];
 #pragma GCC unroll 9
         for (int t = 0; t < TG; t++)
 #pragma GCC unroll 3
             for (int v = 0; v < NV; v++) s[t * NV + v] = _mm512_setzero_ps();
-        const float *dv = r->dy + ox;
+        const float *dv = dy + ox;
         for (int k = 0; k < nw; k++) {
-            uint64_t m = w[k * r->ws];
+            uint64_t m = w[k * ws];
             while (m) {
                 const int64_t co = 64 * k + __builtin_ctzll(m);
                 m &= m - 1;
-                const __m512 bv = _mm512_set1_ps(dv[co * r->ldy]);
-                const float *wr = r->wb + co * r->cs;
+                const __m512 bv = _mm512_set1_ps(dv[co * ldy]);
+                const float *wr = wb + co * cs;
 #pragma GCC unroll 9
                 for (int t = 0; t < TG; t++)
 #pragma GCC unroll 3
@@ -84,10 +91,10 @@ AI void ep_row_k(const int NV, const int TG, const ep_row *r) {
                         s[t * NV + v] = _mm512_fmadd_ps(_mm512_loadu_ps(wr + 16 * (t * NV + v)), bv, s[t * NV + v]);
             }
         }
-        float *d0 = r->acc + ox * r->Cp;
+        float *d0 = acc + ox * Cp;
 #pragma GCC unroll 9
         for (int t = 0; t < TG; t++) {
-            float *d = d0 + r->off[t];
+            float *d = d0 + off[t];
 #pragma GCC unroll 3
             for (int v = 0; v < NV; v++)
                 _mm512_storeu_ps(d + 16 * v, _mm512_add_ps(_mm512_loadu_ps(d + 16 * v), s[t * NV + v]));
