@@ -177,6 +177,13 @@ uint64_t et_spconv_ep_image_avx512(const et_conv_implicit *g, const et_spconv_ep
     for (int ob1 = Ho - 1; ob1 >= 0; ob1 -= sh->band) {
         const int ob0 = ob1 - sh->band + 1 < 0 ? 0 : ob1 - sh->band + 1;
         ep_bits(g->Cout, (int64_t)ob0 * Wo, (int64_t)(ob1 + 1) * Wo, dyn, ldy, dband, wband, bs);
+        /* the next band's dY into L2 while this one runs */
+        if (ob0 > 0) {
+            const int64_t q0 = (int64_t)(ob0 - sh->band < 0 ? 0 : ob0 - sh->band) * Wo, q1 = (int64_t)ob0 * Wo;
+            for (int co = 0; co < g->Cout; co++)
+                for (int64_t q = q0; q < q1 + 15; q += 16)
+                    _mm_prefetch((const char *)(dyn + co * ldy + (q < q1 ? q : q1 - 1)), _MM_HINT_T1);
+        }
         /* the pixels written after this band: x (the mask) and dx into L2 while it runs */
         const int lo = ob0 ? ob0 - g->PH + KH - 1 : 0;
         const int64_t qlo = lo <= 0 ? 0 : lo >= H ? HW : (int64_t)lo * W;
