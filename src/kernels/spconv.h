@@ -59,15 +59,19 @@ int et_spconv_ep_pays(const et_conv_implicit *g, double density);
 int et_spconv_wg_pays(const et_conv_implicit *g, double density);
 
 /* How EP cuts its work (et_spconv_ep_shape_of): input channels in blocks of
- * 16*nv (the last one narrower when Cp is not a multiple), taps in groups of
- * tg (tg*nv sums in registers; a block and group's weights, Cout*tg*16*nv
- * floats, fit in L1), dY rows in bands of band (a block and group is run
- * over a band's pixels). */
+ * 16*nv (nv <= 3; the last block narrower when Cp is not a multiple), taps
+ * in groups of tg <= 9 (tg*nv sums in registers), dY rows in bands of band
+ * rows (>= 64 pixels; each block and group is run over a band's pixels). */
 typedef struct et_spconv_ep_shape {
     int nv, tg, band;
 } et_spconv_ep_shape;
 et_spconv_ep_shape et_spconv_ep_shape_of(const et_conv_implicit *g);
 
+/* EP's weights by channel block and tap: for the block of channels
+ * [cb, cb + nb) (et_spconv_ep_shape), wt[cb*KK*Cout + (co*KK + tap)*nb +
+ * ci - cb] = W[co][ci][tap] (W is OIHW, KK = KH*KW, tap = ky*KW + kx), zero
+ * for ci >= C: KK*Cout*Cp floats, so that each sum's weight vectors are
+ * contiguous. The kernel is fastest with wt 64-byte aligned. */
 void et_spconv_ep_weights(const float *W, int Cout, int C, int KH, int KW, float *wt);
 
 /* EP for the chunk: dx of images n0..n0+nb-1 from dY's columns of those
