@@ -163,8 +163,8 @@ static void ep_emit(const et_conv_implicit *g, int n, const float *acc, int Cp, 
  * the pixels of the rows no later dY row reaches are written to dx (CNHW,
  * through the mask of x) 16 at a time from the end of the plane, so acc's
  * live part is the rows being summed. wband, dband: a band's bit sets and
- * dY (ep_bits, band*Wo per 64 channels and per channel). Returns the non-zero dY entries visited times
- * the taps each feeds inside the image. */
+ * dY (ep_bits; band*Wo per 64 channels and per channel). Returns the
+ * non-zero dY entries visited times the taps each feeds inside the image. */
 uint64_t et_spconv_ep_image_avx512(const et_conv_implicit *g, const et_spconv_ep_shape *sh, const float *dy,
                                    int64_t ldy, int n, uint64_t *wband, float *dband, float *acc) {
     const int Cp = (g->C + 15) & ~15, KH = g->KH, KW = g->KW, KK = KH * KW, H = g->H, W = g->W, Ho = g->Ho,
@@ -204,10 +204,11 @@ uint64_t et_spconv_ep_image_avx512(const et_conv_implicit *g, const et_spconv_ep
             const uint64_t *wr = wband + (int64_t)(oy - ob0) * Wo;
             uint64_t e = 0;
             for (int ox = 0; ox < Wo; ox++) {
-                const int lo = g->PW - ox > 0 ? g->PW - ox : 0, hi = ox - g->PW + KW - W > 0 ? ox - g->PW + KW - W : 0;
+                /* kernel columns left of the image, right of it */
+                const int cl = g->PW - ox > 0 ? g->PW - ox : 0, cr = ox - g->PW + KW - W > 0 ? ox - g->PW + KW - W : 0;
                 int cnt = 0;
                 for (int k = 0; k < nw; k++) cnt += __builtin_popcountll(wr[k * bs + ox]);
-                e += (uint64_t)cnt * (uint64_t)(KW - lo - hi > 0 ? KW - lo - hi : 0);
+                e += (uint64_t)cnt * (uint64_t)(KW - cl - cr > 0 ? KW - cl - cr : 0);
             }
             ent += e * (uint64_t)ry;
         }
