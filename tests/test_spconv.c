@@ -79,9 +79,27 @@ static et_conv_implicit implicit(const geo *g, int n0, int nb, const float *x, f
                               n0, nb, x, dx, 1, wt, ws, wsf};
 }
 
+/* dY as max-pool backward leaves it (the pattern VGG8's EP sees): per
+ * channel, image and 2x2 window of the output one position, non-zero with
+ * probability 4*dens (at most one non-zero per window). */
+static void fill_pool(const geo *g, int Ho, int Wo, double dens, float *dy) {
+    const int64_t HWo = (int64_t)Ho * Wo;
+    memset(dy, 0, sizeof(float) * (size_t)(g->Cout * g->N * HWo));
+    for (int co = 0; co < g->Cout; co++)
+        for (int n = 0; n < g->N; n++)
+            for (int y = 0; y < Ho; y += 2)
+                for (int x = 0; x < Wo; x += 2) {
+                    const int k = (int)(urand() % 4), yy = y + (k >> 1), xx = x + (k & 1);
+                    const int keep = unif() < 4 * dens;
+                    const float v = val();
+                    if (keep && yy < Ho && xx < Wo) dy[((int64_t)co * g->N + n) * HWo + (int64_t)yy * Wo + xx] = v;
+                }
+}
+
 /* One geometry and density: EP of the images [1, 1 + nb) and WG over two
- * chunks, against the reference; returns whether the kernels ran. */
-static int check(const geo *g, int nb, double dens, double xdens) {
+ * chunks, against the reference; returns whether the kernels ran. dY at
+ * random (pool 0) or with the max-pool pattern (pool 1). */
+static int check_dy(const geo *g, int nb, double dens, double xdens, int pool) {
     const int Ho = g->H + 2 * g->PH - g->KH + 1, Wo = g->W + 2 * g->PW - g->KW + 1, KK = g->KH * g->KW;
     const int CK = g->C * KK, Cp = et_spconv_cp(g->C);
     const int64_t HW = (int64_t)g->H * g->W, HWo = (int64_t)Ho * Wo, P = (int64_t)nb * HWo, ldy = (int64_t)g->N * HWo;
@@ -94,7 +112,10 @@ static int check(const geo *g, int nb, double dens, double xdens) {
     float *G0 = malloc(sizeof(float) * (size_t)CK * g->Cout), *G1 = malloc(sizeof(float) * (size_t)g->Cout * KK * Cp);
     assert_true(x && dy && w && wt && col && dcol && dx0 && dx1 && G0 && G1);
     for (int64_t i = 0; i < (int64_t)g->C * g->N * HW; i++) x[i] = unif() < xdens ? val() : 0.0f;
-    for (int64_t i = 0; i < (int64_t)g->Cout * ldy; i++) dy[i] = unif() < dens ? val() : 0.0f;
+    if (pool)
+        fill_pool(g, Ho, Wo, dens, dy);
+    else
+        for (int64_t i = 0; i < (int64_t)g->Cout * ldy; i++) dy[i] = unif() < dens ? val() : 0.0f;
     for (int64_t i = 0; i < (int64_t)g->Cout * CK; i++) w[i] = val();
     et_spconv_ep_weights(w, g->Cout, g->C, g->KH, g->KW, wt);
     for (int64_t i = 0; i < (int64_t)g->C * g->N * HW; i++) dx0[i] = dx1[i] = -7.0f; /* other images untouched */
@@ -161,6 +182,8 @@ static int check(const geo *g, int nb, double dens, double xdens) {
     return ran;
 }
 
+static int check(const geo *g, int nb, double dens, double xdens) { return check_dy(g, nb, dens, xdens, 0); }
+
 static void test_kernels(void **state) {
     (void)state;
     const geo gs[] = {
@@ -190,6 +213,35 @@ static void test_kernels(void **state) {
         assert_int_equal(any, 3);
     else
         assert_int_equal(any, 0);
+}
+
+/* EP's ways of cutting the work (et_spconv_ep_shape): channel blocks of 1,
+ * 2 and 3 vectors and their remainders (Cin 7, 20, 40, 64, 72, 100, 128),
+ * taps in one group or several (1x1, 3x3, 1x7, 7x1, 5x5 = 9 + 9 + 7, 4x4
+ * with padding 3), bands of one row (a wide image), of several rows and of
+ * the whole image, output channels up to 256 (bit sets of 1..4 words), at
+ * the densities VGG8's EP sees, dY at random and with the max-pool pattern,
+ * at 1 and 2 threads: et_sgemm + col2im's bits. */
+static void test_ep_shapes(void **state) {
+    (void)state;
+    const geo gs[] = {
+        {32, 32, 28, 28, 3, 3, 1, 1, 3}, {64, 64, 14, 14, 3, 3, 1, 1, 3}, {128, 128, 7, 7, 3, 3, 1, 1, 5},
+        {7, 9, 9, 6, 3, 3, 1, 1, 2},     {20, 65, 11, 13, 3, 3, 1, 1, 2}, {40, 16, 30, 5, 3, 3, 1, 1, 2},
+        {72, 24, 6, 7, 5, 5, 2, 2, 2},   {100, 200, 5, 5, 3, 3, 1, 1, 2}, {16, 12, 3, 70, 1, 7, 0, 3, 2},
+        {24, 8, 12, 4, 7, 1, 3, 0, 2},   {48, 33, 5, 6, 4, 4, 3, 3, 2},   {32, 256, 4, 4, 1, 1, 0, 0, 3},
+        {16, 16, 1, 1, 3, 3, 1, 1, 2},
+    };
+    const double dens[] = {0.05, 0.1, 0.15};
+    int any = 0;
+    for (int t = 1; t <= 2; t++) {
+        et_set_threads(t);
+        for (size_t i = 0; i < sizeof gs / sizeof gs[0]; i++)
+            for (size_t d = 0; d < sizeof dens / sizeof dens[0]; d++)
+                for (int pool = 0; pool < 2; pool++)
+                    any |= check_dy(&gs[i], 1 + (int)(i + d + pool) % 2, dens[d], 0.5, pool) & 1;
+    }
+    et_set_threads(0);
+    assert_int_equal(any, et_cpu_isa() >= ET_ISA_AVX512);
 }
 
 /* Shapes the kernels decline: stride is not a field (stride 1 only), a
@@ -236,6 +288,7 @@ static void test_matmul_rules(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels),
+        cmocka_unit_test(test_ep_shapes),
         cmocka_unit_test(test_declines),
         cmocka_unit_test(test_matmul_rules),
     };

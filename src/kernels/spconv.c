@@ -2,8 +2,10 @@
  * space and the drivers; the kernels are in spconv_avx512.c.
  *
  * Work space (the caller's, conv's lane column buffer):
- *   EP  dyT (P x Coutp floats) and the per-column bit sets of non-zero output
- *       channels (P x nw words), P = the chunk's nb*Ho*Wo;
+ *   EP  per thread, one image's dx channels last and zero-padded
+ *       ((H + 2PH) x (W + 2PW) x Cp), and a band of dY rows' bit sets of
+ *       non-zero output channels (band*Wo x Cout/64 words) and copy
+ *       (band*Wo x Cout floats);
  *   WG  the chunk's input padded and channels last (nb x Hp x Wp x Cp), the
  *       window offset of every output pixel (P int32), and per thread a list
  *       of one KC block's non-zeros (2*KC). */
@@ -19,10 +21,8 @@
 #include "kernels/gemm_internal.h"
 
 #if ET_GEMM_HAVE_X86
-void et_spconv_ep_prep_avx512(int Cout, int Coutp, int nw, int64_t P, const float *dy, int64_t ldy, float *dyT,
-                              uint64_t *bits);
-uint64_t et_spconv_ep_image_avx512(const et_conv_implicit *g, int Coutp, int nw, const float *dyT, const uint64_t *bits,
-                                   int n, float *acc);
+uint64_t et_spconv_ep_image_avx512(const et_conv_implicit *g, const et_spconv_ep_shape *sh, const float *dy,
+                                   int64_t ldy, int n, uint64_t *wband, float *dband, float *acc);
 void et_spconv_wg_xt_avx512(const et_conv_implicit *g, int Cp, int Hp, int Wp, float *xt);
 uint64_t et_spconv_wg_rows_avx512(const et_conv_implicit *g, int Cp, int Wp, int kc, const float *xt, const int32_t *pofs,
                                   const float *dy, int64_t ldy, float beta, float *G, int c0, int c1, int32_t *lbuf);
@@ -55,20 +55,24 @@ static int geom_ok(const et_conv_implicit *g) {
            et_cpu_isa() >= ET_ISA_AVX512 && ET_GEMM_HAVE_X86;
 }
 
-static size_t ep_ws(const et_conv_implicit *g, int *coutp, int *nw) {
-    const size_t P = (size_t)g->nb * g->Ho * g->Wo;
-    *coutp = et_spconv_cp(g->Cout);
-    *nw = (g->Cout + 63) / 64;
-    return al16(P * (size_t)*coutp) + al16(P * (size_t)*nw * 2) +
-           (size_t)threads_here() * al16((size_t)g->H * g->W * (size_t)et_spconv_cp(g->C));
+/* one thread's part of EP's work space */
+static size_t ep_acc(const et_conv_implicit *g) {
+    return al16((size_t)(g->H + 2 * g->PH) * (size_t)(g->W + 2 * g->PW) * (size_t)et_spconv_cp(g->C));
+}
+static size_t ep_wband(const et_conv_implicit *g) {
+    const et_spconv_ep_shape sh = et_spconv_ep_shape_of(g);
+    return al16(2 * (size_t)sh.band * g->Wo * (size_t)((g->Cout + 63) / 64));
+}
+static size_t ep_ws1(const et_conv_implicit *g) {
+    const et_spconv_ep_shape sh = et_spconv_ep_shape_of(g);
+    return ep_acc(g) + ep_wband(g) + al16((size_t)sh.band * g->Wo * (size_t)g->Cout);
 }
 
 int et_spconv_ep_applies(const et_conv_implicit *g, size_t *ws_floats) {
     if (!geom_ok(g) || g->Cout > EP_COUT_MAX) return 0;
     /* one KC block in EP's K = Cout: the micro-kernel's sum is one fma chain */
     if (g->Cout > et_gemm_kinfo_for(ET_ISA_AVX512)->kc) return 0;
-    int cp, nw;
-    if (ws_floats) *ws_floats = ep_ws(g, &cp, &nw);
+    if (ws_floats) *ws_floats = (size_t)threads_here() * ep_ws1(g);
     return 1;
 }
 
@@ -95,14 +99,38 @@ int et_spconv_wg_applies(const et_conv_implicit *g, size_t *ws_floats) {
 int et_spconv_ep_pays(const et_conv_implicit *g, double density) { return g && density <= EP_DMAX; }
 int et_spconv_wg_pays(const et_conv_implicit *g, double density) { return g && density <= WG_DMAX; }
 
+/* EP's shape (spconv.h): channel blocks of at most 3 vectors, as even as
+ * they come (64 channels: 2 + 2), and all taps in one group up to 9 (27
+ * sums in registers, the most the 32 vector registers leave room for);
+ * bands of at least EP_BAND_PIXELS pixels. */
+#define EP_BAND_PIXELS 64
+static void ep_nv_tg(int C, int KH, int KW, int *nv, int *tg) {
+    const int cv = et_spconv_cp(C) / 16, nblk = (cv + 2) / 3;
+    *nv = (cv + nblk - 1) / nblk;
+    *tg = KH * KW < 9 ? KH * KW : 9;
+}
+
+et_spconv_ep_shape et_spconv_ep_shape_of(const et_conv_implicit *g) {
+    et_spconv_ep_shape sh;
+    ep_nv_tg(g->C, g->KH, g->KW, &sh.nv, &sh.tg);
+    sh.band = (EP_BAND_PIXELS + g->Wo - 1) / g->Wo;
+    if (sh.band > g->Ho) sh.band = g->Ho;
+    return sh;
+}
+
 void et_spconv_ep_weights(const float *W, int Cout, int C, int KH, int KW, float *wt) {
     const int Cp = et_spconv_cp(C), KK = KH * KW;
-    for (int t = 0; t < KK; t++)
-        for (int co = 0; co < Cout; co++) {
-            float *d = wt + ((int64_t)co * KK + t) * Cp;
-            for (int ci = 0; ci < C; ci++) d[ci] = W[((int64_t)co * C + ci) * KK + t];
-            for (int ci = C; ci < Cp; ci++) d[ci] = 0.0f;
-        }
+    int nv, tg;
+    ep_nv_tg(C, KH, KW, &nv, &tg);
+    for (int cb = 0; cb < Cp; cb += 16 * nv) {
+        const int nb = Cp - cb < 16 * nv ? Cp - cb : 16 * nv;
+        float *b = wt + (int64_t)cb * KK * Cout;
+        for (int co = 0; co < Cout; co++)
+            for (int t = 0; t < KK; t++) {
+                float *d = b + ((int64_t)co * KK + t) * nb;
+                for (int i = 0; i < nb; i++) d[i] = cb + i < C ? W[((int64_t)co * C + cb + i) * KK + t] : 0.0f;
+            }
+    }
 }
 
 int et_spconv_ep(const et_conv_implicit *g, const float *dy, int64_t ldy, uint64_t *macs_cpu) {
@@ -111,13 +139,8 @@ int et_spconv_ep(const et_conv_implicit *g, const float *dy, int64_t ldy, uint64
         return 0;
     uint64_t ent = 0;
 #if ET_GEMM_HAVE_X86
-    int coutp, nw;
-    ep_ws(g, &coutp, &nw);
-    const int64_t P = (int64_t)g->nb * g->Ho * g->Wo;
-    float *dyT = g->ws;
-    uint64_t *bits = (uint64_t *)(void *)(g->ws + al16((size_t)P * (size_t)coutp));
-    float *accs = (float *)(void *)(bits + al16((size_t)P * (size_t)nw * 2) / 2);
-    const size_t per = al16((size_t)g->H * g->W * (size_t)et_spconv_cp(g->C));
+    const size_t per = ep_ws1(g);
+    const et_spconv_ep_shape sh = et_spconv_ep_shape_of(g);
     const int T = threads_here();
 #pragma omp parallel num_threads(T) if (T > 1 && g->nb > 1) reduction(+ : ent)
     {
@@ -125,12 +148,11 @@ int et_spconv_ep(const et_conv_implicit *g, const float *dy, int64_t ldy, uint64
 #ifdef _OPENMP
         t = omp_get_thread_num();
 #endif
+        float *acc = g->ws + (size_t)t * per;
+        uint64_t *wband = (uint64_t *)(void *)(acc + ep_acc(g));
+        float *dband = acc + ep_acc(g) + ep_wband(g);
 #pragma omp for schedule(static)
-        for (int64_t p0 = 0; p0 < P; p0 += 256)
-            et_spconv_ep_prep_avx512(g->Cout, coutp, nw, P - p0 < 256 ? P - p0 : 256, dy + p0, ldy, dyT + p0 * coutp,
-                                     bits + p0 * nw);
-#pragma omp for schedule(static)
-        for (int n = 0; n < g->nb; n++) ent += et_spconv_ep_image_avx512(g, coutp, nw, dyT, bits, n, accs + (size_t)t * per);
+        for (int n = 0; n < g->nb; n++) ent += et_spconv_ep_image_avx512(g, &sh, dy, ldy, n, wband, dband, acc);
     }
 #else
     (void)dy, (void)ldy;

@@ -58,8 +58,20 @@ int et_spconv_wg_applies(const et_conv_implicit *g, size_t *ws_floats);
 int et_spconv_ep_pays(const et_conv_implicit *g, double density);
 int et_spconv_wg_pays(const et_conv_implicit *g, double density);
 
-/* EP's weights by tap: wt[(co*KH*KW + tap)*Cp + ci] = W[co][ci][tap] (W is
- * OIHW, tap = ky*KW + kx), zero for ci >= C: KH*KW*Cout*Cp floats. */
+/* How EP cuts its work (et_spconv_ep_shape_of): input channels in blocks of
+ * 16*nv (nv <= 3; the last block narrower when Cp is not a multiple), taps
+ * in groups of tg <= 9 (tg*nv sums in registers), dY rows in bands of band
+ * rows (>= 64 pixels; each block and group is run over a band's pixels). */
+typedef struct et_spconv_ep_shape {
+    int nv, tg, band;
+} et_spconv_ep_shape;
+et_spconv_ep_shape et_spconv_ep_shape_of(const et_conv_implicit *g);
+
+/* EP's weights by channel block and tap: for the block of channels
+ * [cb, cb + nb) (et_spconv_ep_shape), wt[cb*KK*Cout + (co*KK + tap)*nb +
+ * ci - cb] = W[co][ci][tap] (W is OIHW, KK = KH*KW, tap = ky*KW + kx), zero
+ * for ci >= C: KK*Cout*Cp floats, so that each sum's weight vectors are
+ * contiguous. The kernel is fastest with wt 64-byte aligned. */
 void et_spconv_ep_weights(const float *W, int Cout, int C, int KH, int KW, float *wt);
 
 /* EP for the chunk: dx of images n0..n0+nb-1 from dY's columns of those
