@@ -199,36 +199,88 @@ void et_spec_vnni_panel_codes(int M, int K, int Kq, const uint32_t *Ap, const in
 }
 
 /* ---- the AMX path's input codes (speculate_amx.h) ----
- * Group g of image n: for each padded row, pw zeros, the W coded pixels with
- * the four channels' codes in the four bytes of each uint32, pw zeros. */
+ * Image n's virtual rows: zero rows, then per input row pw zero pixels, the W
+ * coded pixels (cb bytes each: the channels' codes, zero past cin) and the
+ * zero pixels up to wp. 16 pixels x 16 channel quads at a time: each quad's
+ * codes go into the four bytes of each pixel's 32-bit lane, then the 16 x 16
+ * lanes are transposed so that each pixel's bytes are one row. */
 
-void et_spec_code_xq_avx512(const et_spec_amx_layout *L, const float *x, int g, int n, float inv, int bits,
-                            uint32_t *xq) {
+static inline void transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int b = 0; b < 4; b++) { /* rows 4b..4b+3: r[4b + k] lane l = their column 4l + k */
+        r[4 * b] = _mm512_unpacklo_epi64(t[4 * b], t[4 * b + 2]);
+        r[4 * b + 1] = _mm512_unpackhi_epi64(t[4 * b], t[4 * b + 2]);
+        r[4 * b + 2] = _mm512_unpacklo_epi64(t[4 * b + 1], t[4 * b + 3]);
+        r[4 * b + 3] = _mm512_unpackhi_epi64(t[4 * b + 1], t[4 * b + 3]);
+    }
+    for (int k = 0; k < 4; k++) {
+        const __m512i lo01 = _mm512_shuffle_i32x4(r[k], r[4 + k], 0x44), hi01 = _mm512_shuffle_i32x4(r[k], r[4 + k], 0xEE);
+        const __m512i lo23 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0x44),
+                      hi23 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0xEE);
+        t[k] = _mm512_shuffle_i32x4(lo01, lo23, 0x88);
+        t[4 + k] = _mm512_shuffle_i32x4(lo01, lo23, 0xDD);
+        t[8 + k] = _mm512_shuffle_i32x4(hi01, hi23, 0x88);
+        t[12 + k] = _mm512_shuffle_i32x4(hi01, hi23, 0xDD);
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+void et_spec_code_xt_avx512(const et_spec_amx_layout *L, const float *x, int n, float inv, int bits, int8_t *xt) {
+    enum { TMP = 16384 }; /* bytes of quads per pass */
+    uint32_t tmp[TMP / 4] __attribute__((aligned(64)));
     const __m512 vinv = _mm512_set1_ps(inv);
     const __m128i sh = _mm_cvtsi32_si128(8 - bits);
-    const __m512i ff = _mm512_set1_epi32(0xff);
-    const int H = L->h, W = L->w, wp = L->wp;
-    uint32_t *dst = xq + (int64_t)g * L->vs + (int64_t)n * L->hp * wp;
-    const float *src[4];
-    for (int b = 0; b < 4; b++) {
-        const int c = 4 * g + b;
-        src[b] = c < L->cin ? x + ((int64_t)c * L->n + n) * H * W : NULL;
-    }
-    memset(dst, 0, sizeof(uint32_t) * (size_t)L->ph * wp);
+    const int H = L->h, W = L->w, wp = L->wp, cb = L->cb, cin = L->cin, nq = cb / 4, nqx = (cin + 3) / 4;
+    const int64_t HW = (int64_t)H * W, rowb = (int64_t)wp * cb;
+    const int R = TMP / cb; /* pixels per pass, a multiple of 16 */
+    int8_t *img = xt + (int64_t)n * L->hp * rowb;
+    memset(img, 0, (size_t)(L->ph * rowb));
     for (int iy = 0; iy < H; iy++) {
-        uint32_t *d = dst + (int64_t)(iy + L->ph) * wp;
-        memset(d, 0, sizeof(uint32_t) * (size_t)L->pw);
-        for (int ix = 0; ix < W; ix += 16) {
-            const __mmask16 m = W - ix >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (W - ix)) - 1);
-            __m512i v = _mm512_setzero_si512();
-            for (int b = 0; b < 4; b++) {
-                if (!src[b]) break;
-                __m512i c = code16(_mm512_maskz_loadu_ps(m, src[b] + (int64_t)iy * W + ix), vinv, sh);
-                v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_and_si512(c, ff), 8 * b));
-            }
-            _mm512_mask_storeu_epi32(d + L->pw + ix, m, v);
-        }
-        memset(d + L->pw + W, 0, sizeof(uint32_t) * (size_t)(wp - L->pw - W));
+        int8_t *row = img + (int64_t)(L->ph + iy) * rowb;
+        memset(row, 0, (size_t)(L->pw * cb));
+        memset(row + (int64_t)(L->pw + W) * cb, 0, (size_t)((wp - L->pw - W) * cb));
     }
-    memset(dst + (int64_t)(L->ph + H) * wp, 0, sizeof(uint32_t) * (size_t)(L->hp - L->ph - H) * wp);
+    memset(img + (int64_t)(L->ph + H) * rowb, 0, (size_t)((L->hp - L->ph - H) * rowb));
+    for (int64_t p0 = 0; p0 < HW; p0 += R) {
+        const int np = HW - p0 < R ? (int)(HW - p0) : R;
+        /* pass 1: each quad's codes along the pixels (four planes read in order) */
+        for (int g = 0; g < nqx; g++)
+            for (int j = 0; j < np; j += 16) {
+                const __mmask16 m = np - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (np - j)) - 1);
+                __m512i r = _mm512_setzero_si512();
+                for (int b = 0; b < 4; b++) {
+                    const int c = 4 * g + b;
+                    if (c >= cin) break;
+                    const __m512i v = code16(_mm512_maskz_loadu_ps(m, x + ((int64_t)c * L->n + n) * HW + p0 + j), vinv, sh);
+                    /* r |= (v & 0xff) << 8b */
+                    r = _mm512_ternarylogic_epi32(r, _mm512_slli_epi32(v, 8 * b), _mm512_set1_epi32(0xff << (8 * b)), 0xF8);
+                }
+                _mm512_store_si512(tmp + g * R + j, r);
+            }
+        /* pass 2: 16 pixels x 16 quads transposed into the pixels' rows */
+        int iy = (int)(p0 / W), ix = (int)(p0 % W);
+        for (int j = 0; j < np; j += 16) {
+            const int nj = np - j < 16 ? np - j : 16;
+            int8_t *d[16];
+            for (int t = 0; t < nj; t++) {
+                d[t] = img + ((int64_t)(L->ph + iy) * wp + L->pw + ix) * cb;
+                if (++ix == W) ix = 0, iy++;
+            }
+            for (int q0 = 0; q0 < nq; q0 += 16) {
+                __m512i r[16];
+                for (int g = 0; g < 16; g++)
+                    r[g] = q0 + g < nqx ? _mm512_load_si512(tmp + (q0 + g) * R + j) : _mm512_setzero_si512();
+                transpose16(r);
+                const int nb = cb - 4 * q0 < 64 ? cb - 4 * q0 : 64;
+                if (nb == 64)
+                    for (int t = 0; t < nj; t++) _mm512_storeu_si512(d[t] + 4 * q0, r[t]);
+                else
+                    for (int t = 0; t < nj; t++) _mm512_mask_storeu_epi8(d[t] + 4 * q0, ((__mmask64)1 << nb) - 1, r[t]);
+            }
+        }
+    }
 }
