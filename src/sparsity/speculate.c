@@ -422,26 +422,17 @@ int et_spec_conv_amx(const et_spec_amx_layout *L, const float *x, const float *w
         for (int n = 0; n < L->n; n++) et_spec_code_xt_avx512(L, x, n, invx, sp->bits, xt);
 #pragma omp single nowait
         memset(xt + L->v * L->cb, 0, (size_t)((L->vs - L->v) * L->cb)); /* past the virtual pixels */
+        /* the weights' codes in [co][tap][ci] order (a row's codes, then moved) */
+        int8_t row[65536];
 #pragma omp for schedule(static)
-        for (int co = 0; co < L->cout; co++)
-            et_spec_codes_row_avx512(w + (int64_t)co * CK, CK, invw, sp->bits, wt + (int64_t)co * CK);
-        /* B tile (ky, kx step g, K step gb, co block): row q, channel c, byte
-         * t = k of K step: tap kx = g * tp + k / cb, channel k % cb (tp > 1)
-         * or kx = g, channel gb * 64 + k */
-#pragma omp for schedule(static)
-        for (int bt = 0; bt < btiles; bt++) {
-            const int c16 = bt % nco16, s = bt / nco16, gb = s % L->ngb, g = s / L->ngb % L->gx, ky = s / L->ngb / L->gx;
-            int8_t *d = wq + (int64_t)bt * 1024;
-            for (int c = 0; c < 16; c++) {
-                const int co = c16 * 16 + c;
-                for (int k = 0; k < 64; k++) {
-                    const int kx = L->tp > 1 ? g * L->tp + k / L->cb : g, ci = L->tp > 1 ? k % L->cb : gb * 64 + k;
-                    d[(k / 4) * 64 + c * 4 + k % 4] = co < L->cout && ci < L->cin && kx < L->kw
-                                                          ? wt[(int64_t)co * CK + (int64_t)ci * taps + ky * L->kw + kx]
-                                                          : 0;
-                }
-            }
+        for (int co = 0; co < L->cout; co++) {
+            et_spec_codes_row_avx512(w + (int64_t)co * CK, CK, invw, sp->bits, row);
+            int8_t *d = wt + (int64_t)co * CK;
+            for (int ci = 0; ci < L->cin; ci++)
+                for (int t = 0; t < taps; t++) d[t * L->cin + ci] = row[ci * taps + t];
         }
+#pragma omp for schedule(static)
+        for (int bt = 0; bt < btiles; bt++) et_spec_pack_wq_avx512(L, wt, bt, wq + (int64_t)bt * 1024);
     }
     et_spec_amx_run(L, xt, wq, thr, sp->mask, sp->ldmask, kp, T);
     *kept = kp;

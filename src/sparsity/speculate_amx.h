@@ -41,4 +41,7 @@ uint64_t et_spec_amx_run(const et_spec_amx_layout *L, const int8_t *xt, const in
 /* speculate_avx512.c: the virtual rows of image n in xt (codes of
  * et_spec_code with inv and bits; padding and channels past cin are 0). */
 void et_spec_code_xt_avx512(const et_spec_amx_layout *L, const float *x, int n, float inv, int bits, int8_t *xt);
+/* speculate_avx512.c: B tile bt of wq (64-byte aligned) from the weights'
+ * codes wt in [co][ky*kw + kx][ci] order. */
+void et_spec_pack_wq_avx512(const et_spec_amx_layout *L, const int8_t *wt, int bt, int8_t *d);
 #endif

@@ -255,7 +255,10 @@ void et_spec_code_xt_avx512(const et_spec_amx_layout *L, const float *x, int n, 
                 for (int b = 0; b < 4; b++) {
                     const int c = 4 * g + b;
                     if (c >= cin) break;
-                    const __m512i v = code16(_mm512_maskz_loadu_ps(m, x + ((int64_t)c * L->n + n) * HW + p0 + j), vinv, sh);
+                    const float *src = x + ((int64_t)c * L->n + n) * HW + p0 + j;
+                    /* the planes are short streams (one image's): fetch the next image's line now */
+                    if (n + 1 < L->n) _mm_prefetch((const char *)(src + HW), _MM_HINT_T1);
+                    const __m512i v = code16(_mm512_maskz_loadu_ps(m, src), vinv, sh);
                     /* r |= (v & 0xff) << 8b */
                     r = _mm512_ternarylogic_epi32(r, _mm512_slli_epi32(v, 8 * b), _mm512_set1_epi32(0xff << (8 * b)), 0xF8);
                 }
@@ -283,4 +286,38 @@ void et_spec_code_xt_avx512(const et_spec_amx_layout *L, const float *x, int n, 
             }
         }
     }
+}
+
+/* ---- the AMX path's weight tiles (speculate_amx.h) ----
+ * B tile bt of wq from wt (the codes as [co][tap][ci]): per output channel
+ * the 64 bytes of its K step (tp taps of cb bytes, or 64 channels of one
+ * tap; zero past cin, kw and cout), then the 16 x 16 lanes transposed into
+ * rows of 4 k x 16 channels. */
+void et_spec_pack_wq_avx512(const et_spec_amx_layout *L, const int8_t *wt, int bt, int8_t *d) {
+    const int nco16 = L->coutp / 16, c16 = bt % nco16, s = bt / nco16, gb = s % L->ngb, g = s / L->ngb % L->gx,
+              ky = s / L->ngb / L->gx, cin = L->cin, kw = L->kw;
+    const int64_t CK = (int64_t)cin * L->kh * kw;
+    __m512i r[16];
+    for (int c = 0; c < 16; c++) {
+        const int co = c16 * 16 + c;
+        r[c] = _mm512_setzero_si512();
+        if (co >= L->cout) continue;
+        const int8_t *src = wt + co * CK;
+        if (L->tp == 1) {
+            const int c0 = gb * 64, nb = cin - c0 < 64 ? cin - c0 : 64;
+            if (nb > 0)
+                r[c] = _mm512_maskz_loadu_epi8(nb == 64 ? ~(__mmask64)0 : ((__mmask64)1 << nb) - 1,
+                                               src + (int64_t)(ky * kw + g) * cin + c0);
+        } else {
+            for (int tl = 0; tl < L->tp; tl++) {
+                const int kx = g * L->tp + tl;
+                if (kx >= kw) break;
+                /* bytes tl*cb .. tl*cb + cin of the step: the tap's channels */
+                const int8_t *p = (const int8_t *)((uintptr_t)(src + (int64_t)(ky * kw + kx) * cin) - (uintptr_t)(tl * L->cb));
+                r[c] = _mm512_mask_loadu_epi8(r[c], (((__mmask64)1 << cin) - 1) << (tl * L->cb), p);
+            }
+        }
+    }
+    transpose16(r);
+    for (int q = 0; q < 16; q++) _mm512_store_si512(d + 64 * q, r[q]);
 }
