@@ -363,7 +363,10 @@ int et_spec_amx_plan(et_spec_amx_layout *L, int n, int cin, int h, int w, int co
     L->wtmp_off = L->wq_off + al64((size_t)kh * L->gx * L->ngb * (size_t)L->coutp * 64);
     L->thr_off = L->wtmp_off + al64((size_t)cout * (size_t)cin * kh * kw);
     L->kept_off = L->thr_off + al64((size_t)L->coutp * 4);
-    L->bytes = L->kept_off + al64((size_t)n * L->ho * L->wo * 4);
+    L->lanes_off = L->kept_off + al64((size_t)n * L->ho * L->wo * 4);
+    const int64_t HWp = (int64_t)L->hp * L->wp;
+    L->lanes_n = al64((size_t)((32 / HWp + 2) * HWp));
+    L->bytes = L->lanes_off + 5 * L->lanes_n;
     return 1;
 }
 
@@ -434,7 +437,7 @@ int et_spec_conv_amx(const et_spec_amx_layout *L, const float *x, const float *w
 #pragma omp for schedule(static)
         for (int bt = 0; bt < btiles; bt++) et_spec_pack_wq_avx512(L, wt, bt, wq + (int64_t)bt * 1024);
     }
-    et_spec_amx_run(L, xt, wq, thr, sp->mask, sp->ldmask, kp, T);
+    et_spec_amx_run(L, buf, sp->mask, sp->ldmask, T);
     *kept = kp;
     return 1;
 }

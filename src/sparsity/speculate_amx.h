@@ -22,21 +22,21 @@ typedef struct et_spec_amx_layout {
     int coutp;   /* output channels rounded to 32 */
     int64_t v, vpad; /* virtual pixels n*hp*wp, rounded up to 32 */
     int64_t vs;      /* pixels of xt: vpad + the taps' reach */
-    size_t xt_off, wq_off, wtmp_off, thr_off, kept_off, bytes; /* in the buffer, 64-byte aligned */
+    size_t lanes_n;  /* virtual pixels of the lane tables: at least one image and 32 more */
+    size_t xt_off, wq_off, wtmp_off, thr_off, kept_off, lanes_off, bytes; /* in the buffer, 64-byte aligned */
 } et_spec_amx_layout;
 
 /* Fills L; 0 when the shape does not suit the path (stride != 1 is the caller's to reject). */
 int et_spec_amx_plan(et_spec_amx_layout *L, int n, int cin, int h, int w, int cout, int kh, int kw, int ph, int pw);
 
 /* The mask of every output (cout rows, row stride ldm, real columns
- * n*ho*wo) from the coded input xt (xt[v][cb], pixel-major) and weights wq
- * (B tiles: [ky][kx step][K step][co / 16][16 rows of 4 k][16 co][4 bytes]):
- * mask = S >= thr[co] (the integer threshold of the estimate's formula,
- * speculate.c), kept[j] = the kept outputs of real column j. Returns the
- * predicted zeros. Tiles are configured and released in each of `threads`
- * threads. */
-uint64_t et_spec_amx_run(const et_spec_amx_layout *L, const int8_t *xt, const int8_t *wq, const int32_t *thr,
-                         uint8_t *mask, int64_t ldm, int32_t *kept, int threads);
+ * n*ho*wo) from the coded input at buf + xt_off (xt[v][cb], pixel-major) and
+ * weights at wq_off (B tiles: [ky][kx step][K step][co / 16][16 rows of 4 k]
+ * [16 co][4 bytes]): mask = S >= thr[co] (thr_off: the integer threshold of
+ * the estimate's formula, speculate.c); buf + kept_off gets kept[j] = the
+ * kept outputs of real column j. Returns the predicted zeros. Tiles are
+ * configured and released in each of `threads` threads. */
+uint64_t et_spec_amx_run(const et_spec_amx_layout *L, void *buf, uint8_t *mask, int64_t ldm, int threads);
 
 /* speculate_avx512.c: the virtual rows of image n in xt (codes of
  * et_spec_code with inv and bits; padding and channels past cin are 0). */
