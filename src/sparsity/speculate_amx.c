@@ -93,13 +93,15 @@ static inline void epilogue(const int32_t (*cb)[256], pairst *ps, int cp, int co
             if (co0 >= cout) break;
             const int32_t *t = cb[2 * h + c];
             const __m512i tv = _mm512_loadu_si512(thr + co0);
-            __mmask16 k[16];
-            for (int r = 0; r < 16; r++) k[r] = _mm512_cmpge_epi32_mask(_mm512_load_si512(t + 16 * r), tv);
             __m512i zz[4];
-            for (int q = 0; q < 4; q++)
-                zz[q] = _mm512_maskz_mov_epi8(_mm512_kunpackd(_mm512_kunpackw(k[4 * q + 3], k[4 * q + 2]),
-                                                              _mm512_kunpackw(k[4 * q + 1], k[4 * q])),
-                                              ones8);
+            for (int q = 0; q < 4; q++) { /* four rows' masks at a time (there are 8 mask registers) */
+                const int32_t *tq = t + 64 * q;
+                const __mmask16 k0 = _mm512_cmpge_epi32_mask(_mm512_load_si512(tq), tv);
+                const __mmask16 k1 = _mm512_cmpge_epi32_mask(_mm512_load_si512(tq + 16), tv);
+                const __mmask16 k2 = _mm512_cmpge_epi32_mask(_mm512_load_si512(tq + 32), tv);
+                const __mmask16 k3 = _mm512_cmpge_epi32_mask(_mm512_load_si512(tq + 48), tv);
+                zz[q] = _mm512_maskz_mov_epi8(_mm512_kunpackd(_mm512_kunpackw(k3, k2), _mm512_kunpackw(k1, k0)), ones8);
+            }
             const __m512i u00 = _mm512_permutex2var_epi8(zz[0], idx1a, zz[1]);
             const __m512i u01 = _mm512_permutex2var_epi8(zz[0], idx1b, zz[1]);
             const __m512i u10 = _mm512_permutex2var_epi8(zz[2], idx1a, zz[3]);
