@@ -97,9 +97,10 @@ static void test_amx_kernel(void **state) {
                 fill(x, nx, -0.1f); /* relu-like input: about 45% zeros */
                 fill(w, nw, -2.0f);
                 for (int i = 0; i < Co; i++) b[i] = 0.3f * rndf();
-                if (si == nshapes - 1) { /* the threshold's edges: infinite, NaN and huge biases; then a zero input */
+                if (si == nshapes - 1) { /* the threshold's edges: infinite, NaN and huge biases; then a zero input; NaN inputs */
                     b[0] = INFINITY, b[1] = -INFINITY, b[2] = NAN, b[3] = 1e30f, b[4] = -1e30f, b[5] = 0.0f, b[6] = -0.0f;
                     if (bits == 4) memset(x, 0, sizeof(float) * (size_t)nx);
+                    x[1] = NAN, x[nx / 2] = -NAN; /* coded 0 (absmaxf skips them) */
                 }
                 memset(mask, 0x77, (size_t)(Co * ldm));
                 const float aw = absmaxf(w, nw), ax = absmaxf(x, nx);

@@ -205,6 +205,24 @@ void et_spec_vnni_panel_codes(int M, int K, int Kq, const uint32_t *Ap, const in
  * codes go into the four bytes of each pixel's 32-bit lane, then the 16 x 16
  * lanes are transposed so that each pixel's bytes are one row. */
 
+/* code16's codes by another route (the same values): NaN -> 0 first
+ * (fixupimm), then the magnitude min(|v|, 127) rounded to nearest even,
+ * shifted, and the sign put back. */
+static inline __m512i code16m(__m512 x, __m512 vinv, __m128i sh) {
+    const __m512 v = _mm512_fixupimm_ps(_mm512_mul_ps(x, vinv), _mm512_mul_ps(x, vinv), _mm512_set1_epi32(0x88), 0);
+    const __m512i t = _mm512_srl_epi32(_mm512_cvtps_epi32(_mm512_min_ps(_mm512_abs_ps(v), _mm512_set1_ps(127.0f))), sh);
+    return _mm512_mask_sub_epi32(t, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_si512(), t);
+}
+
+/* Four channels' codes (int32 lanes in [-127, 127]) as one 32-bit lane per
+ * pixel, channel b in byte b: saturating packs (exact in range), then the
+ * bytes of each 128-bit lane put in pixel order. */
+static inline __m512i quad_bytes(const __m512i c[4]) {
+    const __m512i b = _mm512_packs_epi16(_mm512_packs_epi32(c[0], c[1]), _mm512_packs_epi32(c[2], c[3]));
+    const __m512i ord = _mm512_set4_epi32(0x0f0b0703, 0x0e0a0602, 0x0d090501, 0x0c080400);
+    return _mm512_shuffle_epi8(b, ord);
+}
+
 static inline void transpose16(__m512i r[16]) {
     __m512i t[16];
     for (int i = 0; i < 8; i++) {
@@ -248,22 +266,25 @@ void et_spec_code_xt_avx512(const et_spec_amx_layout *L, const float *x, int n, 
     for (int64_t p0 = 0; p0 < HW; p0 += R) {
         const int np = HW - p0 < R ? (int)(HW - p0) : R;
         /* pass 1: each quad's codes along the pixels (four planes read in order) */
-        for (int g = 0; g < nqx; g++)
+        for (int g = 0; g < nqx; g++) {
+            const float *src[4];
+            for (int b = 0; b < 4; b++)
+                src[b] = 4 * g + b < cin ? x + ((int64_t)(4 * g + b) * L->n + n) * HW + p0 : NULL;
             for (int j = 0; j < np; j += 16) {
                 const __mmask16 m = np - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (np - j)) - 1);
-                __m512i r = _mm512_setzero_si512();
+                __m512i c[4];
                 for (int b = 0; b < 4; b++) {
-                    const int c = 4 * g + b;
-                    if (c >= cin) break;
-                    const float *src = x + ((int64_t)c * L->n + n) * HW + p0 + j;
+                    if (!src[b]) {
+                        c[b] = _mm512_setzero_si512();
+                        continue;
+                    }
                     /* the planes are short streams (one image's): fetch the next image's line now */
-                    if (n + 1 < L->n) _mm_prefetch((const char *)(src + HW), _MM_HINT_T1);
-                    const __m512i v = code16(_mm512_maskz_loadu_ps(m, src), vinv, sh);
-                    /* r |= (v & 0xff) << 8b */
-                    r = _mm512_ternarylogic_epi32(r, _mm512_slli_epi32(v, 8 * b), _mm512_set1_epi32(0xff << (8 * b)), 0xF8);
+                    if (n + 1 < L->n) _mm_prefetch((const char *)(src[b] + j + HW), _MM_HINT_T1);
+                    c[b] = code16m(_mm512_maskz_loadu_ps(m, src[b] + j), vinv, sh);
                 }
-                _mm512_store_si512(tmp + g * R + j, r);
+                _mm512_store_si512(tmp + g * R + j, quad_bytes(c));
             }
+        }
         /* pass 2: 16 pixels x 16 quads transposed into the pixels' rows */
         int iy = (int)(p0 / W), ix = (int)(p0 % W);
         for (int j = 0; j < np; j += 16) {
