@@ -425,15 +425,10 @@ int et_spec_conv_amx(const et_spec_amx_layout *L, const float *x, const float *w
         for (int n = 0; n < L->n; n++) et_spec_code_xt_avx512(L, x, n, invx, sp->bits, xt);
 #pragma omp single nowait
         memset(xt + L->v * L->cb, 0, (size_t)((L->vs - L->v) * L->cb)); /* past the virtual pixels */
-        /* the weights' codes in [co][tap][ci] order (a row's codes, then moved) */
-        int8_t row[65536];
+        /* the weights' codes in [co][tap][ci] order */
 #pragma omp for schedule(static)
-        for (int co = 0; co < L->cout; co++) {
-            et_spec_codes_row_avx512(w + (int64_t)co * CK, CK, invw, sp->bits, row);
-            int8_t *d = wt + (int64_t)co * CK;
-            for (int ci = 0; ci < L->cin; ci++)
-                for (int t = 0; t < taps; t++) d[t * L->cin + ci] = row[ci * taps + t];
-        }
+        for (int co = 0; co < L->cout; co++)
+            et_spec_code_wt_avx512(w + (int64_t)co * CK, L->cin, taps, invw, sp->bits, wt + (int64_t)co * CK);
 #pragma omp for schedule(static)
         for (int bt = 0; bt < btiles; bt++) et_spec_pack_wq_avx512(L, wt, bt, wq + (int64_t)bt * 1024);
     }

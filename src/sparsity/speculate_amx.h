@@ -41,6 +41,9 @@ uint64_t et_spec_amx_run(const et_spec_amx_layout *L, void *buf, uint8_t *mask, 
 /* speculate_avx512.c: the virtual rows of image n in xt (codes of
  * et_spec_code with inv and bits; padding and channels past cin are 0). */
 void et_spec_code_xt_avx512(const et_spec_amx_layout *L, const float *x, int n, float inv, int bits, int8_t *xt);
+/* speculate_avx512.c: one output channel's weights w[ci][t] (cin x taps)
+ * coded into out[t][ci]. */
+void et_spec_code_wt_avx512(const float *w, int cin, int taps, float inv, int bits, int8_t *out);
 /* speculate_avx512.c: B tile bt of wq (64-byte aligned) from the weights'
  * codes wt in [co][ky*kw + kx][ci] order. */
 void et_spec_pack_wq_avx512(const et_spec_amx_layout *L, const int8_t *wt, int bt, int8_t *d);

@@ -342,3 +342,19 @@ void et_spec_pack_wq_avx512(const et_spec_amx_layout *L, const int8_t *wt, int b
     transpose16(r);
     for (int q = 0; q < 16; q++) _mm512_store_si512(d + 64 * q, r[q]);
 }
+
+/* One output channel's weights w[ci][t] (cin x taps floats) coded into
+ * out[t][ci] (et_spec_code's codes): 16 channels of a tap gathered at a
+ * time. */
+void et_spec_code_wt_avx512(const float *w, int cin, int taps, float inv, int bits, int8_t *out) {
+    const __m512 vinv = _mm512_set1_ps(inv);
+    const __m128i sh = _mm_cvtsi32_si128(8 - bits);
+    const __m512i step = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32(taps));
+    for (int t = 0; t < taps; t++)
+        for (int ci = 0; ci < cin; ci += 16) {
+            const __mmask16 m = cin - ci >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (cin - ci)) - 1);
+            const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, step, w + (int64_t)ci * taps + t, 4);
+            _mm_mask_storeu_epi8(out + (int64_t)t * cin + ci, m, _mm512_cvtepi32_epi8(code16m(v, vinv, sh)));
+        }
+}
