@@ -278,8 +278,6 @@ void et_spec_code_xt_avx512(const et_spec_amx_layout *L, const float *x, int n, 
                         c[b] = _mm512_setzero_si512();
                         continue;
                     }
-                    /* the planes are short streams (one image's): fetch the next image's line now */
-                    if (n + 1 < L->n) _mm_prefetch((const char *)(src[b] + j + HW), _MM_HINT_T1);
                     c[b] = code16m(_mm512_maskz_loadu_ps(m, src[b] + j), vinv, sh);
                 }
                 _mm512_store_si512(tmp + g * R + j, quad_bytes(c));
