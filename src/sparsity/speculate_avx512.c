@@ -278,6 +278,9 @@ void et_spec_code_xt_avx512(const et_spec_amx_layout *L, const float *x, int n, 
                         c[b] = _mm512_setzero_si512();
                         continue;
                     }
+                    /* a plane holds one image's pixels here, too short a stream for the
+                     * hardware prefetcher: fetch the next image's line (same plane) now */
+                    if (n + 1 < L->n) _mm_prefetch((const char *)(src[b] + j + HW), _MM_HINT_T0);
                     c[b] = code16m(_mm512_maskz_loadu_ps(m, src[b] + j), vinv, sh);
                 }
                 _mm512_store_si512(tmp + g * R + j, quad_bytes(c));
