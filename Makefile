@@ -33,7 +33,7 @@ ifeq ($(ARCH),x86_64)
 AVX2FLAGS   = -mavx2 -mfma -mf16c
 AVX512FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mf16c
 # AMX-INT8 (speculation's convolution path), only where the compiler has it
-AMXFLAGS := $(shell $(CC) -mamx-tile -mamx-int8 -mavx512vbmi2 -E -x c /dev/null >/dev/null 2>&1 && echo yes)
+AMXFLAGS := $(shell $(CC) -mamx-tile -mamx-int8 -mavx512vbmi -mavx512vbmi2 -E -x c /dev/null >/dev/null 2>&1 && echo yes)
 else
 AVX2FLAGS   =
 AVX512FLAGS =
@@ -71,7 +71,7 @@ $(BUILD)/obj/%_avx512.o: %_avx512.c
 	$(CC) $(ALLCFLAGS) $(AVX512FLAGS) -MMD -MP -c $< -o $@
 $(BUILD)/obj/%_amx.o: %_amx.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLCFLAGS) $(AVX512FLAGS) -mavx512vbmi2 -mamx-tile -mamx-int8 -MMD -MP -c $< -o $@
+	$(CC) $(ALLCFLAGS) $(AVX512FLAGS) -mavx512vbmi -mavx512vbmi2 -mamx-tile -mamx-int8 -MMD -MP -c $< -o $@
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLCFLAGS) -MMD -MP -c $< -o $@

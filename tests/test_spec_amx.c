@@ -63,14 +63,23 @@ static void fill(float *a, int64_t n, float zeros) {
 static void test_amx_kernel(void **state) {
     (void)state;
     if (!et_spec_amx_ok()) skip();
-    /* n, cin, h, w, cout, kh, kw, ph, pw: four channels, a partial group, more
-     * than 16 groups (two blocks, padded), 1x1, uneven kernels, VGG8's shape */
-    static const int shapes[][9] = {{2, 4, 7, 9, 5, 3, 3, 1, 1},   {1, 8, 5, 6, 32, 3, 3, 1, 1},
-                                    {2, 68, 4, 5, 40, 3, 3, 1, 1}, {3, 5, 6, 4, 7, 1, 1, 0, 0},
-                                    {1, 16, 9, 3, 33, 5, 3, 2, 0}, {2, 32, 28, 28, 32, 3, 3, 1, 1}};
+    /* n, cin, h, w, cout, kh, kw, ph, pw: code bytes per pixel 4 (16 taps
+     * per K step), 8, 16, 32 (two taps), 64 and 128 (two K steps per tap)
+     * with partial channel groups and output blocks, 1x1, uneven kernels,
+     * padding wider than the kernel, no padding, VGG8's shapes (28x28 with
+     * Cin 32, 14x14 with 64, 7x7 with 128), more images than threads */
+    static const int shapes[][9] = {{2, 4, 7, 9, 5, 3, 3, 1, 1},     {1, 8, 5, 6, 32, 3, 3, 1, 1},
+                                    {2, 68, 4, 5, 40, 3, 3, 1, 1},   {3, 5, 6, 4, 7, 1, 1, 0, 0},
+                                    {1, 16, 9, 3, 33, 5, 3, 2, 0},   {2, 32, 28, 28, 32, 3, 3, 1, 1},
+                                    {2, 12, 6, 5, 9, 3, 3, 1, 1},    {2, 6, 5, 5, 8, 1, 1, 1, 1},
+                                    {1, 20, 6, 7, 16, 5, 5, 1, 2},   {2, 33, 5, 6, 17, 3, 3, 0, 0},
+                                    {2, 64, 14, 14, 64, 3, 3, 1, 1}, {3, 128, 7, 7, 40, 3, 3, 1, 1},
+                                    {5, 16, 6, 6, 20, 3, 3, 1, 1},   {7, 64, 4, 4, 33, 3, 3, 1, 1},
+                                    {2, 40, 6, 6, 24, 3, 3, 1, 1}};
+    const int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     et_spec_amx_layout none;
     assert_int_equal(et_spec_amx_plan(&none, 2, 3, 8, 8, 16, 3, 3, 1, 1), 0); /* under 4 channels: not this path */
-    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+    for (int si = 0; si < nshapes; si++)
         for (int bits = 1; bits <= 8; bits += 3)
             for (int threads = 1; threads <= 2; threads++) {
                 const int *s = shapes[si];
@@ -88,9 +97,14 @@ static void test_amx_kernel(void **state) {
                 fill(x, nx, -0.1f); /* relu-like input: about 45% zeros */
                 fill(w, nw, -2.0f);
                 for (int i = 0; i < Co; i++) b[i] = 0.3f * rndf();
+                if (si == nshapes - 1) { /* the threshold's edges: infinite, NaN and huge biases; then a zero input; NaN inputs */
+                    b[0] = INFINITY, b[1] = -INFINITY, b[2] = NAN, b[3] = 1e30f, b[4] = -1e30f, b[5] = 0.0f, b[6] = -0.0f;
+                    if (bits == 4) memset(x, 0, sizeof(float) * (size_t)nx);
+                    x[1] = NAN, x[nx / 2] = -NAN; /* coded 0 (absmaxf skips them) */
+                }
                 memset(mask, 0x77, (size_t)(Co * ldm));
                 const float aw = absmaxf(w, nw), ax = absmaxf(x, nx);
-                et_spec sp = {bits, aw, ax, si % 2 ? NULL : b, 1, mask, (int)ldm, 0, NULL, NULL, 0, NULL, NULL, NULL};
+                et_spec sp = {bits, aw, ax, si % 2 && si != nshapes - 1 ? NULL : b, 1, mask, (int)ldm, 0, NULL, NULL, 0, NULL, NULL, NULL};
                 const int32_t *kept = NULL;
                 et_set_threads(threads);
                 assert_int_equal(et_spec_conv_amx(&L, x, w, &sp, buf, &kept), 1);
@@ -104,7 +118,7 @@ static void test_amx_kernel(void **state) {
                                 int want = ref_keep(x, w, sp.bias, N, Ci, H, W, kh, kw, ph, pw, aw, ax, bits, co, n,
                                                     oy, ox);
                                 if (mask[co * ldm + j] != want)
-                                    fail_msg("shape %zu bits %d: mask[%d][%lld] = %d, want %d", si, bits, co,
+                                    fail_msg("shape %d bits %d: mask[%d][%lld] = %d, want %d", si, bits, co,
                                              (long long)j, mask[co * ldm + j], want);
                                 k += want;
                             }

@@ -313,7 +313,7 @@ static int amx_state = -1; /* -1: not probed; 0: off; 1: usable */
 static int amx_forced_off;
 
 /* AMX-TILE and AMX-INT8 (CPUID 7.0 EDX bits 24, 25), AVX512-VBMI2 for the
- * byte compress stores, and the kernel's permission to use tile data
+ * byte permutes and compress stores, and the kernel's permission to use tile data
  * (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, once per process);
  * ET_AMX=0 in the environment turns the path off. */
 int et_spec_amx_ok(void) {
@@ -325,7 +325,7 @@ int et_spec_amx_ok(void) {
         const char *env = getenv("ET_AMX");
         s = 0;
         if (!(env && env[0] == '0') && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 24 & 1) && (d >> 25 & 1) &&
-            __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("avx512vnni"))
+            __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("avx512vnni"))
             s = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
         __atomic_store_n(&amx_state, s, __ATOMIC_RELEASE);
     }
@@ -344,23 +344,58 @@ int et_spec_amx_plan(et_spec_amx_layout *L, int n, int cin, int h, int w, int co
     /* channels are taken four at a time: fewer than 4 would waste most of the tiles */
     if (n <= 0 || cin < 4 || h <= 0 || w <= 0 || cout <= 0 || kh <= 0 || kw <= 0 || ph < 0 || pw < 0) return 0;
     L->n = n, L->cin = cin, L->h = h, L->w = w, L->cout = cout, L->kh = kh, L->kw = kw, L->ph = ph, L->pw = pw;
-    L->hp = h + 2 * ph, L->wp = w + 2 * pw, L->ho = L->hp - kh + 1, L->wo = L->wp - kw + 1;
+    L->ho = h + 2 * ph - kh + 1, L->wo = w + 2 * pw - kw + 1;
     if (L->ho <= 0 || L->wo <= 0 || (int64_t)cin * kh * kw > 65536) return 0; /* int32 sums stay exact */
-    const int g = (cin + 3) / 4;
-    L->gp = g <= 16 ? g : (g + 15) & ~15;
+    /* shared padding: the last tap reads at most pw - 1 columns (ph - 1 rows)
+     * past the next row's (image's) start, which are its zeros; a padding
+     * wider than the kernel also needs the outputs to fit in a row */
+    L->hp = h + ph + (ph >= kh ? ph - kh + 1 : 0);
+    L->wp = w + pw + (pw >= kw ? pw - kw + 1 : 0);
+    L->cb = cin <= 4 ? 4 : cin <= 8 ? 8 : cin <= 16 ? 16 : cin <= 32 ? 32 : (cin + 63) & ~63;
+    L->tp = L->cb < 64 ? 64 / L->cb : 1;
+    L->ngb = L->cb < 64 ? 1 : L->cb / 64;
+    L->gx = (kw + L->tp - 1) / L->tp;
     L->coutp = (cout + 31) & ~31;
     L->v = (int64_t)n * L->hp * L->wp;
     L->vpad = (L->v + 31) & ~(int64_t)31;
-    L->vs = (L->vpad + (int64_t)(kh - 1) * L->wp + kw - 1 + 15) & ~(int64_t)15;
-    L->xq_off = 0;
-    L->wq_off = al64((size_t)L->gp * (size_t)L->vs * 4);
-    L->wtmp_off = L->wq_off + al64((size_t)kh * kw * (size_t)L->coutp * (size_t)L->gp * 4);
-    L->kept_off = L->wtmp_off + al64((size_t)cout * (size_t)cin * kh * kw);
-    L->bytes = L->kept_off + al64((size_t)n * L->ho * L->wo * 4);
+    L->vs = L->vpad + (int64_t)(kh - 1) * L->wp + (int64_t)L->gx * L->tp;
+    L->xt_off = 0;
+    L->wq_off = al64((size_t)L->vs * (size_t)L->cb);
+    L->wtmp_off = L->wq_off + al64((size_t)kh * L->gx * L->ngb * (size_t)L->coutp * 64);
+    L->thr_off = L->wtmp_off + al64((size_t)cout * (size_t)cin * kh * kw);
+    L->kept_off = L->thr_off + al64((size_t)L->coutp * 4);
+    L->lanes_off = L->kept_off + al64((size_t)n * L->ho * L->wo * 4);
+    const int64_t HWp = (int64_t)L->hp * L->wp;
+    L->lanes_n = al64((size_t)((32 / HWp + 2) * HWp));
+    L->bytes = L->lanes_off + 5 * L->lanes_n;
     return 1;
 }
 
 #ifdef ET_HAVE_AMX
+/* keep(S) = !(scale * (float)S + bias <= 0) with the two fp32 roundings of
+ * the other paths. With scale >= 0 (or NaN) it is monotonic in S: (float)S
+ * and the product and sum round monotonically, and the infinities and NaNs
+ * they can give (scale or bias infinite, 0 * inf) keep, or keep everything
+ * above them. So keep(S) == (S >= thr), thr the least S it keeps (INT32_MAX:
+ * none, since |S| <= 127 * 127 * 65536 < INT32_MAX). */
+static int keep_s(int64_t S, float scale, float bias) {
+    const float p = scale * (float)S;
+    const float e = p + bias;
+    return !(e <= 0.0f);
+}
+
+static int32_t keep_threshold(float scale, float bias) {
+    int64_t lo = -(int64_t)INT32_MAX, hi = INT32_MAX; /* keep(hi), not keep(lo) */
+    if (keep_s(lo, scale, bias)) return INT32_MIN;
+    if (!keep_s(hi, scale, bias)) return INT32_MAX;
+    while (hi - lo > 1) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (keep_s(mid, scale, bias)) hi = mid;
+        else lo = mid;
+    }
+    return (int32_t)hi;
+}
+
 /* Codes the input and the weights into buf's layout and runs the AMX
  * prediction of the whole call: sp->mask for all outputs, *kept = per real
  * column the kept outputs (in buf). Returns 0 (nothing done) where the path
@@ -368,13 +403,18 @@ int et_spec_amx_plan(et_spec_amx_layout *L, int n, int cin, int h, int w, int co
 int et_spec_conv_amx(const et_spec_amx_layout *L, const float *x, const float *w, const et_spec *sp, void *buf,
                      const int32_t **kept) {
     if (!et_spec_amx_ok() || sp->bits < 1 || sp->bits > 8 || !L->bytes || (sp->bias && !sp->bias_rows)) return 0;
+    const float step = (float)(1 << (8 - sp->bits));
+    const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step, scale = sa * sb;
+    if (scale < 0.0f) return 0; /* never (absmax >= 0), but the threshold needs it */
     char *base = buf;
-    uint32_t *xq = (uint32_t *)(void *)(base + L->xq_off);
-    int8_t *wq = (int8_t *)(base + L->wq_off), *wt = (int8_t *)(base + L->wtmp_off);
-    int32_t *kp = (int32_t *)(void *)(base + L->kept_off);
+    int8_t *xt = (int8_t *)(base + L->xt_off), *wq = (int8_t *)(base + L->wq_off), *wt = (int8_t *)(base + L->wtmp_off);
+    int32_t *thr = (int32_t *)(void *)(base + L->thr_off), *kp = (int32_t *)(void *)(base + L->kept_off);
     const float invx = sp->absmax_b > 0.0f ? 127.0f / sp->absmax_b : 0.0f;
     const float invw = sp->absmax_a > 0.0f ? 127.0f / sp->absmax_a : 0.0f;
-    const int taps = L->kh * L->kw, CK = L->cin * taps, G = (L->cin + 3) / 4, units = G * L->n;
+    const int taps = L->kh * L->kw, CK = L->cin * taps, nco16 = L->coutp / 16;
+    const int btiles = L->kh * L->gx * L->ngb * nco16;
+    for (int co = 0; co < L->coutp; co++)
+        thr[co] = co < L->cout ? keep_threshold(scale, sp->bias ? sp->bias[co] : 0.0f) : INT32_MAX;
     int T = 1;
 #ifdef _OPENMP
     if (!omp_in_parallel()) T = et_get_threads();
@@ -383,26 +423,17 @@ int et_spec_conv_amx(const et_spec_amx_layout *L, const float *x, const float *w
 #pragma omp parallel num_threads(T) if (T > 1)
     {
 #pragma omp for schedule(static) nowait
-        for (int u = 0; u < units; u++) et_spec_code_xq_avx512(L, x, u / L->n, u % L->n, invx, sp->bits, xq);
-#pragma omp for schedule(static) nowait
+        for (int n = 0; n < L->n; n++) et_spec_code_xt_avx512(L, x, n, invx, sp->bits, xt);
+#pragma omp single nowait
+        memset(xt + L->v * L->cb, 0, (size_t)((L->vs - L->v) * L->cb)); /* past the virtual pixels */
+        /* the weights' codes in [co][tap][ci] order */
+#pragma omp for schedule(static)
         for (int co = 0; co < L->cout; co++)
-            et_spec_codes_row_avx512(w + (int64_t)co * CK, CK, invw, sp->bits, wt + (int64_t)co * CK);
+            et_spec_code_wt_avx512(w + (int64_t)co * CK, L->cin, taps, invw, sp->bits, wt + (int64_t)co * CK);
 #pragma omp for schedule(static)
-        for (int g = 0; g < L->gp; g++) { /* past the virtual pixels; whole groups past cin */
-            const int64_t from = g < G ? L->v : 0;
-            memset(xq + (int64_t)g * L->vs + from, 0, sizeof(uint32_t) * (size_t)(L->vs - from));
-        }
-#pragma omp for schedule(static)
-        for (int t = 0; t < taps; t++)
-            for (int co = 0; co < L->coutp; co++) {
-                int8_t *d = wq + ((int64_t)t * L->coutp + co) * L->gp * 4;
-                for (int ci = 0; ci < L->gp * 4; ci++)
-                    d[ci] = co < L->cout && ci < L->cin ? wt[(int64_t)co * CK + (int64_t)ci * taps + t] : 0;
-            }
+        for (int bt = 0; bt < btiles; bt++) et_spec_pack_wq_avx512(L, wt, bt, wq + (int64_t)bt * 1024);
     }
-    const float step = (float)(1 << (8 - sp->bits));
-    const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step;
-    et_spec_amx_run(L, xq, wq, sa * sb, sp->bias, sp->mask, sp->ldmask, kp, T);
+    et_spec_amx_run(L, buf, sp->mask, sp->ldmask, T);
     *kept = kp;
     return 1;
 }

@@ -199,36 +199,163 @@ void et_spec_vnni_panel_codes(int M, int K, int Kq, const uint32_t *Ap, const in
 }
 
 /* ---- the AMX path's input codes (speculate_amx.h) ----
- * Group g of image n: for each padded row, pw zeros, the W coded pixels with
- * the four channels' codes in the four bytes of each uint32, pw zeros. */
+ * Image n's virtual rows: zero rows, then per input row pw zero pixels, the W
+ * coded pixels (cb bytes each: the channels' codes, zero past cin) and the
+ * zero pixels up to wp. 16 pixels x 16 channel quads at a time: each quad's
+ * codes go into the four bytes of each pixel's 32-bit lane, then the 16 x 16
+ * lanes are transposed so that each pixel's bytes are one row. */
 
-void et_spec_code_xq_avx512(const et_spec_amx_layout *L, const float *x, int g, int n, float inv, int bits,
-                            uint32_t *xq) {
+/* code16's codes by another route (the same values): NaN -> 0 first
+ * (fixupimm), then the magnitude min(|v|, 127) rounded to nearest even,
+ * shifted, and the sign put back. */
+static inline __m512i code16m(__m512 x, __m512 vinv, __m128i sh) {
+    const __m512 v = _mm512_fixupimm_ps(_mm512_mul_ps(x, vinv), _mm512_mul_ps(x, vinv), _mm512_set1_epi32(0x88), 0);
+    const __m512i t = _mm512_srl_epi32(_mm512_cvtps_epi32(_mm512_min_ps(_mm512_abs_ps(v), _mm512_set1_ps(127.0f))), sh);
+    return _mm512_mask_sub_epi32(t, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_si512(), t);
+}
+
+/* Four channels' codes (int32 lanes in [-127, 127]) as one 32-bit lane per
+ * pixel, channel b in byte b: saturating packs (exact in range), then the
+ * bytes of each 128-bit lane put in pixel order. */
+static inline __m512i quad_bytes(const __m512i c[4]) {
+    const __m512i b = _mm512_packs_epi16(_mm512_packs_epi32(c[0], c[1]), _mm512_packs_epi32(c[2], c[3]));
+    const __m512i ord = _mm512_set4_epi32(0x0f0b0703, 0x0e0a0602, 0x0d090501, 0x0c080400);
+    return _mm512_shuffle_epi8(b, ord);
+}
+
+static inline void transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int b = 0; b < 4; b++) { /* rows 4b..4b+3: r[4b + k] lane l = their column 4l + k */
+        r[4 * b] = _mm512_unpacklo_epi64(t[4 * b], t[4 * b + 2]);
+        r[4 * b + 1] = _mm512_unpackhi_epi64(t[4 * b], t[4 * b + 2]);
+        r[4 * b + 2] = _mm512_unpacklo_epi64(t[4 * b + 1], t[4 * b + 3]);
+        r[4 * b + 3] = _mm512_unpackhi_epi64(t[4 * b + 1], t[4 * b + 3]);
+    }
+    for (int k = 0; k < 4; k++) {
+        const __m512i lo01 = _mm512_shuffle_i32x4(r[k], r[4 + k], 0x44), hi01 = _mm512_shuffle_i32x4(r[k], r[4 + k], 0xEE);
+        const __m512i lo23 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0x44),
+                      hi23 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0xEE);
+        t[k] = _mm512_shuffle_i32x4(lo01, lo23, 0x88);
+        t[4 + k] = _mm512_shuffle_i32x4(lo01, lo23, 0xDD);
+        t[8 + k] = _mm512_shuffle_i32x4(hi01, hi23, 0x88);
+        t[12 + k] = _mm512_shuffle_i32x4(hi01, hi23, 0xDD);
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+void et_spec_code_xt_avx512(const et_spec_amx_layout *L, const float *x, int n, float inv, int bits, int8_t *xt) {
+    enum { TMP = 16384 }; /* bytes of quads per pass */
+    uint32_t tmp[TMP / 4] __attribute__((aligned(64)));
     const __m512 vinv = _mm512_set1_ps(inv);
     const __m128i sh = _mm_cvtsi32_si128(8 - bits);
-    const __m512i ff = _mm512_set1_epi32(0xff);
-    const int H = L->h, W = L->w, wp = L->wp;
-    uint32_t *dst = xq + (int64_t)g * L->vs + (int64_t)n * L->hp * wp;
-    const float *src[4];
-    for (int b = 0; b < 4; b++) {
-        const int c = 4 * g + b;
-        src[b] = c < L->cin ? x + ((int64_t)c * L->n + n) * H * W : NULL;
-    }
-    memset(dst, 0, sizeof(uint32_t) * (size_t)L->ph * wp);
+    const int H = L->h, W = L->w, wp = L->wp, cb = L->cb, cin = L->cin, nq = cb / 4, nqx = (cin + 3) / 4;
+    const int64_t HW = (int64_t)H * W, rowb = (int64_t)wp * cb;
+    const int R = TMP / cb; /* pixels per pass, a multiple of 16 */
+    int8_t *img = xt + (int64_t)n * L->hp * rowb;
+    memset(img, 0, (size_t)(L->ph * rowb));
     for (int iy = 0; iy < H; iy++) {
-        uint32_t *d = dst + (int64_t)(iy + L->ph) * wp;
-        memset(d, 0, sizeof(uint32_t) * (size_t)L->pw);
-        for (int ix = 0; ix < W; ix += 16) {
-            const __mmask16 m = W - ix >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (W - ix)) - 1);
-            __m512i v = _mm512_setzero_si512();
-            for (int b = 0; b < 4; b++) {
-                if (!src[b]) break;
-                __m512i c = code16(_mm512_maskz_loadu_ps(m, src[b] + (int64_t)iy * W + ix), vinv, sh);
-                v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_and_si512(c, ff), 8 * b));
-            }
-            _mm512_mask_storeu_epi32(d + L->pw + ix, m, v);
-        }
-        memset(d + L->pw + W, 0, sizeof(uint32_t) * (size_t)(wp - L->pw - W));
+        int8_t *row = img + (int64_t)(L->ph + iy) * rowb;
+        memset(row, 0, (size_t)(L->pw * cb));
+        memset(row + (int64_t)(L->pw + W) * cb, 0, (size_t)((wp - L->pw - W) * cb));
     }
-    memset(dst + (int64_t)(L->ph + H) * wp, 0, sizeof(uint32_t) * (size_t)(L->hp - L->ph - H) * wp);
+    memset(img + (int64_t)(L->ph + H) * rowb, 0, (size_t)((L->hp - L->ph - H) * rowb));
+    for (int64_t p0 = 0; p0 < HW; p0 += R) {
+        const int np = HW - p0 < R ? (int)(HW - p0) : R;
+        /* pass 1: each quad's codes along the pixels (four planes read in order) */
+        for (int g = 0; g < nqx; g++) {
+            const float *src[4];
+            for (int b = 0; b < 4; b++)
+                src[b] = 4 * g + b < cin ? x + ((int64_t)(4 * g + b) * L->n + n) * HW + p0 : NULL;
+            for (int j = 0; j < np; j += 16) {
+                const __mmask16 m = np - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (np - j)) - 1);
+                __m512i c[4];
+                for (int b = 0; b < 4; b++) {
+                    if (!src[b]) {
+                        c[b] = _mm512_setzero_si512();
+                        continue;
+                    }
+                    /* a plane holds one image's pixels here, too short a stream for the
+                     * hardware prefetcher: fetch the next image's line (same plane) now */
+                    if (n + 1 < L->n) _mm_prefetch((const char *)(src[b] + j + HW), _MM_HINT_T0);
+                    c[b] = code16m(_mm512_maskz_loadu_ps(m, src[b] + j), vinv, sh);
+                }
+                _mm512_store_si512(tmp + g * R + j, quad_bytes(c));
+            }
+        }
+        /* pass 2: 16 pixels x 16 quads transposed into the pixels' rows */
+        int iy = (int)(p0 / W), ix = (int)(p0 % W);
+        for (int j = 0; j < np; j += 16) {
+            const int nj = np - j < 16 ? np - j : 16;
+            int8_t *d[16];
+            for (int t = 0; t < nj; t++) {
+                d[t] = img + ((int64_t)(L->ph + iy) * wp + L->pw + ix) * cb;
+                if (++ix == W) ix = 0, iy++;
+            }
+            for (int q0 = 0; q0 < nq; q0 += 16) {
+                __m512i r[16];
+                for (int g = 0; g < 16; g++)
+                    r[g] = q0 + g < nqx ? _mm512_load_si512(tmp + (q0 + g) * R + j) : _mm512_setzero_si512();
+                transpose16(r);
+                const int nb = cb - 4 * q0 < 64 ? cb - 4 * q0 : 64;
+                if (nb == 64)
+                    for (int t = 0; t < nj; t++) _mm512_storeu_si512(d[t] + 4 * q0, r[t]);
+                else
+                    for (int t = 0; t < nj; t++) _mm512_mask_storeu_epi8(d[t] + 4 * q0, ((__mmask64)1 << nb) - 1, r[t]);
+            }
+        }
+    }
+}
+
+/* ---- the AMX path's weight tiles (speculate_amx.h) ----
+ * B tile bt of wq from wt (the codes as [co][tap][ci]): per output channel
+ * the 64 bytes of its K step (tp taps of cb bytes, or 64 channels of one
+ * tap; zero past cin, kw and cout), then the 16 x 16 lanes transposed into
+ * rows of 4 k x 16 channels. */
+void et_spec_pack_wq_avx512(const et_spec_amx_layout *L, const int8_t *wt, int bt, int8_t *d) {
+    const int nco16 = L->coutp / 16, c16 = bt % nco16, s = bt / nco16, gb = s % L->ngb, g = s / L->ngb % L->gx,
+              ky = s / L->ngb / L->gx, cin = L->cin, kw = L->kw;
+    const int64_t CK = (int64_t)cin * L->kh * kw;
+    __m512i r[16];
+    for (int c = 0; c < 16; c++) {
+        const int co = c16 * 16 + c;
+        r[c] = _mm512_setzero_si512();
+        if (co >= L->cout) continue;
+        const int8_t *src = wt + co * CK;
+        if (L->tp == 1) {
+            const int c0 = gb * 64, nb = cin - c0 < 64 ? cin - c0 : 64;
+            if (nb > 0)
+                r[c] = _mm512_maskz_loadu_epi8(nb == 64 ? ~(__mmask64)0 : ((__mmask64)1 << nb) - 1,
+                                               src + (int64_t)(ky * kw + g) * cin + c0);
+        } else {
+            for (int tl = 0; tl < L->tp; tl++) {
+                const int kx = g * L->tp + tl;
+                if (kx >= kw) break;
+                /* bytes tl*cb .. tl*cb + cin of the step: the tap's channels */
+                const int8_t *p = (const int8_t *)((uintptr_t)(src + (int64_t)(ky * kw + kx) * cin) - (uintptr_t)(tl * L->cb));
+                r[c] = _mm512_mask_loadu_epi8(r[c], (((__mmask64)1 << cin) - 1) << (tl * L->cb), p);
+            }
+        }
+    }
+    transpose16(r);
+    for (int q = 0; q < 16; q++) _mm512_store_si512(d + 64 * q, r[q]);
+}
+
+/* One output channel's weights w[ci][t] (cin x taps floats) coded into
+ * out[t][ci] (et_spec_code's codes): 16 channels of a tap gathered at a
+ * time. */
+void et_spec_code_wt_avx512(const float *w, int cin, int taps, float inv, int bits, int8_t *out) {
+    const __m512 vinv = _mm512_set1_ps(inv);
+    const __m128i sh = _mm_cvtsi32_si128(8 - bits);
+    const __m512i step = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32(taps));
+    for (int t = 0; t < taps; t++)
+        for (int ci = 0; ci < cin; ci += 16) {
+            const __mmask16 m = cin - ci >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (cin - ci)) - 1);
+            const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, step, w + (int64_t)ci * taps + t, 4);
+            _mm_mask_storeu_epi8(out + (int64_t)t * cin + ci, m, _mm512_cvtepi32_epi8(code16m(v, vinv, sh)));
+        }
 }
