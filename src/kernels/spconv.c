@@ -34,7 +34,7 @@ uint64_t et_spconv_wg_rows_avx512(const et_conv_implicit *g, int Cp, int Wp, int
 #define WG_SEG_MAX 384
 /* Density rules (nnz(dY) / numel, measured with bench/bench_spconv.c, see
  * docs/sparsity.md "Kernels"). */
-#define EP_DMAX 0.15
+#define EP_DMAX 0.40
 #define WG_DMAX 0.40
 
 int et_spconv_cp(int C) { return (C + 15) & ~15; }
