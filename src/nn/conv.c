@@ -893,9 +893,10 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
      * the passes below (kernels/gemm_internal.h, et_gemm_epi). */
     j.epi = !spec && et_matmul_plain(cx->eng, l->index);
     j.implicit = j.epi && ff_implicit(l, cx);
-    /* FF skipping zeros (no pruning mask) counts from x and runs the same
-     * dense product from x */
-    if (!j.implicit && j.epi && cx->sp && cx->sp->ff_skip && !spec && convb_geom(l) && !l->params[0].mask &&
+    /* FF skipping zeros (of x, or of pruned weights: zero in `use`) counts
+     * from x and the weights and runs the same dense product from x (adding a
+     * product with a zero operand leaves a finite sum as it is) */
+    if (!j.implicit && j.epi && mm_skip_ff(&j) && !spec && convb_geom(l) &&
         !(l->int_scale[ET_IS_W] > 0 && l->int_scale[ET_IS_A] > 0))
         j.implicit = 1;
     /* A speculated FF whose mask the AMX path predicted (the layer applies
