@@ -109,6 +109,13 @@ static int known_count(const et_matmul *mm, uint64_t *elem, uint64_t *kept) {
     return 1;
 }
 
+/* nnz / numel of an operand of `lines` lines of `len` from its line counts */
+static double known_density(const int32_t *cnt, int lines, int len) {
+    uint64_t nz = 0;
+    for (int i = 0; i < lines; i++) nz += (uint64_t)cnt[i];
+    return lines > 0 && len > 0 ? (double)nz / ((double)lines * (double)len) : 1.0;
+}
+
 /* The im2col operand of an implicit convolution, for et_sgemm_convb/convA. */
 static et_gemm_convb convb_of(const et_conv_implicit *g) {
     const int64_t HW = (int64_t)g->H * g->W;
@@ -246,7 +253,9 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
             if (!mm->tb)
                 done = et_sgemm_cols_known(mm->ta, mm->tb, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->B, mm->ldb,
                                            mm->beta, mm->C, mm->ldc, &w.cpu);
-            else if (!mm->post_mask_cols)
+            else if (!mm->post_mask_cols && (!mm->knnz_b || et_spwg_pays(mm->N, known_density(mm->knnz_b, mm->K, mm->N))))
+                /* B's density known from the caller's counts: dense B goes
+                 * straight to et_sgemm, without the kernel's read of B */
                 done = et_sgemm_spwg(mm->ta, mm->M, mm->N, mm->K, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
                                      mm->ldc, &w.cpu);
         }
