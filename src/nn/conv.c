@@ -592,6 +592,8 @@ typedef struct cjob {
     const int32_t *xcols, *dycols; /* the whole batch's counts (layer_xcols, layer_dycols), NULL: none */
     int spec_epi; /* FF speculated: the products add the bias, apply relu_out and then the
                      mask themselves */
+    int dynamic;  /* EP: with two lanes, each takes the next chunk left (any split gives the
+                     same bits: each image's dX is its own) instead of a fixed half */
 } cjob;
 
 /* dY's density over images n0..n0+nb-1 from dycols */
@@ -717,10 +719,13 @@ static et_status run_lanes(const cjob *j, int h, lane_fn fn) {
     }
     et_status st[2] = {ET_OK, ET_OK};
 #ifdef _OPENMP
+    int next = 0;
 #pragma omp parallel num_threads(2)
     {
         int t = omp_get_thread_num();
-        if (omp_get_num_threads() == 2)
+        if (omp_get_num_threads() == 2 && j->dynamic) {
+            for (int c; !st[t] && (c = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED)) < j->nch;) st[t] = fn(j, t, c, c + 1);
+        } else if (omp_get_num_threads() == 2)
             st[t] = t ? fn(j, 1, h, j->nch) : fn(j, 0, 0, h);
         else if (t == 0 && !(st[0] = fn(j, 0, 0, h)))
             st[1] = fn(j, 1, h, j->nch);
@@ -852,7 +857,7 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const et_spec *spec = cx->sp ? cx->sp->spec : NULL;
     cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL, NULL, 0, 0, 0, NULL,
-              NULL, NULL, 0};
+              NULL, NULL, 0, 0};
     l->xcols_of = l->dycols_of = NULL; /* a new x (or the same one refilled) */
     /* speculation's counts: nnz of col's columns, for the whole batch */
     if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes) j.xcols = layer_xcols(l, cx, x);
@@ -1069,7 +1074,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     const int post = masked && et_matmul_plain(cx->eng, l->index) && !l->params[0].mask &&
                      !et_spgemm_any_zero(l->params[0].use, Cout, CK, CK);
     cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL, NULL, 0, 0, 0, NULL,
-              NULL, NULL, 0};
+              NULL, NULL, 0, 0};
     if (post) j.xcols = layer_xcols(l, cx, x), j.dycols = skip ? layer_dycols(l, cx, dy) : NULL;
     /* without col: the weights by tap go where WG's lane gradients live (free
      * during EP; both together hold them when Cin is a multiple of 8) */
@@ -1082,6 +1087,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
         imp.wt = wt, imp.keep = 1;
         j.imp = &imp;
     }
+    j.dynamic = 1;
     return run_lanes(&j, balance_lanes(&j), ep_lane);
 }
 
@@ -1183,7 +1189,7 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
     const int h = et_matmul_emulated(cx->eng, l->index) ? nch : (nch + 1) / 2;
     const int tr = wg_transposed(l, cx);
     cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL, 0, 0, 0, NULL,
-              NULL, NULL, 0};
+              NULL, NULL, 0, 0};
     if (cx->sp && cx->sp->bw_skip && !l->params[0].mask) j.xcols = layer_xcols(l, cx, x), j.dycols = layer_dycols(l, cx, dy);
     /* without col: each lane's gradient in the kernel's layout, which fits the
      * lane's buffer when Cin is a multiple of 16 */
