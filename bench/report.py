@@ -153,17 +153,28 @@ def sparsity_section(out, md, peak):
     if not rows or rows[0][0] != "none":
         return
     base = rows[0][1]["train_images_per_second"]
+
+    def rounds(m):  # images/s of each round, in round order
+        fs = sorted((f for f in os.listdir(out) if f.startswith("sparsity-%s.run" % m)),
+                    key=lambda f: int(f.rsplit("run", 1)[1].split(".")[0]))
+        return [load(os.path.join(out, f))["train_images_per_second"] for f in fs]
+
+    def paired(m):  # median over the rounds of the mode's images/s over none's in the same round
+        r = sorted(a / b for a, b in zip(rounds(m), rounds("none")))
+        return (r[(len(r) - 1) // 2] + r[len(r) // 2]) / 2 if r else float("nan")
+    keys = {"none": "none", "skip": "skip", "prune, 50%": "prune50", "speculate, 4 bits": "spec4"}
     with open(md, "a") as f:
         f.write("\n## Run-time sparsity: cost per training step\n\nIssue 4's scenario: VGG8 pretrained in fp32 "
                 "(scripts/vgg8_pretrained.sh), retrained for %d steps of batch 100 at %d threads under each "
                 "`--sparsity` mode; the modes ran %d times interleaved and each row is the mode's median run "
-                "(bench/sparsity.sh). Executed MACs: element-level count (what a processor skipping zeros runs); "
+                "(bench/sparsity.sh); \"paired\" is the median over the rounds of the mode's speed over none's "
+                "in the same round. Executed MACs: element-level count (what a processor skipping zeros runs); "
                 "CPU MACs: what the CPU kernels really ran (100%%: they skipped nothing):\n\n"
-                "| mode | images/s | speed vs none | executed MACs | CPU MACs |\n|---|---|---|---|---|\n"
+                "| mode | images/s | speed vs none | paired | executed MACs | CPU MACs |\n|---|---|---|---|---|---|\n"
                 % (rows[0][1]["steps"], peak["threads"], rows[0][2]))
         for label, j, _ in rows:
             ips = j["train_images_per_second"]
-            f.write("| %s | %.0f | %.2fx | %.1f%% | %.1f%% |\n" % (label, ips, ips / base,
+            f.write("| %s | %.0f | %.2fx | %.2fx | %.1f%% | %.1f%% |\n" % (label, ips, ips / base, paired(keys[label]),
                     100 * j["sparsity"]["executed_fraction"]["total"], 100 * j["sparsity"]["cpu_fraction"]["total"]))
     for label, j, _ in rows:
         print("sparsity %-20s %8.0f img/s  %.2fx vs none" % (label, j["train_images_per_second"],

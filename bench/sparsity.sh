@@ -7,7 +7,7 @@
 # SPARSITY_REPEAT times, interleaved, so all see the same machine; each mode's
 # median run is kept (out/bench/sparsity-MODE.json; the others stay as .runK).
 # Called by bench/run.sh; alone: sh bench/sparsity.sh
-#   BENCH_THREADS=2  SPARSITY_STEPS=30  SPARSITY_REPEAT=3
+#   BENCH_THREADS=2  SPARSITY_STEPS=30  SPARSITY_REPEAT=5
 set -eu
 cd "$(dirname "$0")/.."
 make -s -j2 build/edgetrain
@@ -15,7 +15,7 @@ OUT=${OUT:-out/bench}
 mkdir -p $OUT
 T=${BENCH_THREADS:-2}
 S=${SPARSITY_STEPS:-30}
-R=${SPARSITY_REPEAT:-3}
+R=${SPARSITY_REPEAT:-5}
 CK=$(THREADS=$T sh scripts/vgg8_pretrained.sh)
 MODES="none skip prune50 spec4"
 rm -f $OUT/sparsity-*.json
@@ -43,9 +43,18 @@ for m in modes:
                   key=lambda f: json.load(open(os.path.join(out, f)))["train_images_per_second"])
     shutil.copyfile(os.path.join(out, runs[len(runs) // 2]), os.path.join(out, "sparsity-%s.json" % m))
 base = json.load(open(os.path.join(out, "sparsity-none.json")))["train_images_per_second"]
+def rounds(m):  # images/s of each round, in round order
+    fs = sorted((f for f in os.listdir(out) if f.startswith("sparsity-%s.run" % m)),
+                key=lambda f: int(f.rsplit("run", 1)[1].split(".")[0]))
+    return [json.load(open(os.path.join(out, f)))["train_images_per_second"] for f in fs]
+def median(v):
+    v = sorted(v)
+    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+nr = rounds("none")
 for m in modes:
     j = json.load(open(os.path.join(out, "sparsity-%s.json" % m)))
     ips = j["train_images_per_second"]
-    print("sparsity %-8s %8.0f img/s  %.2fx vs none  executed MACs %5.1f%%  CPU MACs %5.1f%% of dense" % (
-        m, ips, ips / base, 100 * j["sparsity"]["executed_fraction"]["total"], 100 * j["sparsity"]["cpu_fraction"]["total"]))
+    paired = median([a / b for a, b in zip(rounds(m), nr)])  # each round's ratio to none's run next to it
+    print("sparsity %-8s %8.0f img/s  %.2fx vs none (paired by round: %.2fx)  executed MACs %5.1f%%  CPU MACs %5.1f%% of dense" % (
+        m, ips, ips / base, paired, 100 * j["sparsity"]["executed_fraction"]["total"], 100 * j["sparsity"]["cpu_fraction"]["total"]))
 PY

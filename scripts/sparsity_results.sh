@@ -6,7 +6,7 @@
 # The wall-clock column comes from a separate timing pass: every mode again for
 # SPEED_STEPS steps without evaluation, SPEED_REPEAT rounds with the modes
 # interleaved, median per mode (single runs on this machine move by +-40%).
-#   PRETRAIN_LIMIT=12000  STEPS=100  TEST_LIMIT=2000  THREADS=2  SPEED_STEPS=30  SPEED_REPEAT=3
+#   PRETRAIN_LIMIT=12000  STEPS=100  TEST_LIMIT=2000  THREADS=2  SPEED_STEPS=30  SPEED_REPEAT=5
 #   REPORT_ONLY=1 (rewrite the doc only)
 # About 4 minutes on 2 cores.
 set -eu
@@ -38,7 +38,7 @@ while IFS='|' read -r name args; do
 done < $OUT/modes.txt
 rm -f $OUT/*.speed*.json
 r=1
-while [ $r -le "${SPEED_REPEAT:-3}" ]; do
+while [ $r -le "${SPEED_REPEAT:-5}" ]; do
     while IFS='|' read -r name args; do
         echo "== timing $name (round $r)" >&2
         # shellcheck disable=SC2086
