@@ -157,12 +157,17 @@ static void test_amx_layer(void **state) {
         et_spec_stats st[2];
         assert_true(ws0 && ws1 && codes && mask[0] && mask[1] && y[0] && y[1]);
         h.eng.spec_ws = ws0, h.eng.spec_ws1 = ws1, h.eng.spec_ws_bytes = wsb;
-        const float aw = absmaxf(h.l.params[0].data, h.l.params[0].n), ax = absmaxf(h.x, h.nx);
         et_set_threads(threads);
+        /* 0: unchecked; 1: checked (false and missed zeros counted); 2: checked, with
+         * zero weights (as pruning leaves them: then the product does not pack from x) */
+        for (int variant = 0; variant < 3; variant++) {
+        if (variant == 2)
+            for (int64_t i = 0; i < h.l.params[0].n; i += 5) h.l.params[0].data[i] = 0.0f;
+        const float aw = absmaxf(h.l.params[0].data, h.l.params[0].n), ax = absmaxf(h.x, h.nx);
         for (int run = 0; run < 2; run++) { /* 0: AMX where there is one, 1: without */
             et_spec_set_amx(run == 0);
             memset(&st[run], 0, sizeof st[run]);
-            et_spec spec = {bits, aw, ax, h.l.params[1].data, 1, mask[run], N * Ho * Wo, 0, &st[run], NULL, 0,
+            et_spec spec = {bits, aw, ax, h.l.params[1].data, 1, mask[run], N * Ho * Wo, variant > 0, &st[run], NULL, 0,
                             NULL, NULL, NULL};
             et_layer_sparsity sp = {1, 0, 1, &spec, NULL, codes, NULL, NULL};
             h.sp = &sp;
@@ -177,6 +182,12 @@ static void test_amx_layer(void **state) {
         assert_memory_equal(&tot[0], &tot[1], sizeof tot[0]);
         assert_memory_equal(&st[0], &st[1], sizeof st[0]);
         assert_true(st[0].predicted_zero > 0 && st[0].predicted_zero < (uint64_t)h.ny);
+        if (variant > 0) { /* the check: every output, and a true zero count of its own */
+            assert_int_equal(st[0].checked, (uint64_t)h.ny);
+            uint64_t tz = 0;
+            for (int64_t e = 0; e < h.ny; e++) tz += y[1][e] <= 0.0f && mask[1][e]; /* kept, yet not positive: missed */
+            assert_int_equal(st[0].missed_zero, tz);
+        }
         for (int co = 0; co < Co; co++)
             for (int n = 0; n < N; n++)
                 for (int oy = 0; oy < Ho; oy++)
@@ -185,6 +196,7 @@ static void test_amx_layer(void **state) {
                         assert_int_equal(mask[0][e], ref_keep(h.x, h.l.params[0].data, h.l.params[1].data, N, Ci, H,
                                                               W, 3, 3, 1, 1, aw, ax, bits, co, n, oy, ox));
                     }
+        }
         free(ws0), free(ws1), free(codes), free(mask[0]), free(mask[1]), free(y[0]), free(y[1]);
         lh_free(&h);
     }

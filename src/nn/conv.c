@@ -831,7 +831,7 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
             chunk.ldmask = N * HWo;
             mm.spec = &chunk;
             if (spec->pre_kept) { /* the whole call's mask is predicted (AMX path): counts only */
-                chunk.check = 0; /* conv_ff checks the whole output against the dense values */
+                if (j->implicit) chunk.check = 0; /* dense values in y: conv_ff checks the whole output */
                 chunk.b_colnz = chunk_xcols(j, lane, n0, nb);
                 chunk.pre_kept = spec->pre_kept + (int64_t)n0 * HWo;
             } else if (j->xcodes) { /* B's codes: an im2col of the input's codes; nnz of B's columns from x */
@@ -929,7 +929,9 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
      * y = mask ? y + b : 0, which is what masking and then adding gives, and
      * the fused relu (relu_out) on the way. Their checked calls count the
      * check here, from the dense values (ff_lane left it out) */
-    const int own = spec && j.cx != cx, check = own && spec->check && spec->stats;
+    /* (the products that packed from x stored the dense values; the others'
+     * checks ran in the prediction, which formed the dense output itself) */
+    const int own = spec && j.cx != cx, check = own && spec->check && spec->stats && j.implicit;
     const int fuse = own && cx->relu_out;
     uint64_t tz = 0, fz = 0, mz = 0, pz = 0;
     if (l->cfg.conv.bias || own) {
