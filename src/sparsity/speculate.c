@@ -341,9 +341,8 @@ static size_t al64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 int et_spec_amx_plan(et_spec_amx_layout *L, int n, int cin, int h, int w, int cout, int kh, int kw, int ph, int pw) {
     memset(L, 0, sizeof *L);
-    /* under 4 channels a pixel's 4 code bytes are padded with zeros (16 taps
-     * per K step, so still few tile steps: VGG8's first conv, Cin 1) */
-    if (n <= 0 || cin < 1 || h <= 0 || w <= 0 || cout <= 0 || kh <= 0 || kw <= 0 || ph < 0 || pw < 0) return 0;
+    /* channels are taken four at a time: fewer than 4 would waste most of the tiles */
+    if (n <= 0 || cin < 4 || h <= 0 || w <= 0 || cout <= 0 || kh <= 0 || kw <= 0 || ph < 0 || pw < 0) return 0;
     L->n = n, L->cin = cin, L->h = h, L->w = w, L->cout = cout, L->kh = kh, L->kw = kw, L->ph = ph, L->pw = pw;
     L->ho = h + 2 * ph - kh + 1, L->wo = w + 2 * pw - kw + 1;
     if (L->ho <= 0 || L->wo <= 0 || (int64_t)cin * kh * kw > 65536) return 0; /* int32 sums stay exact */
