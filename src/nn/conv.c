@@ -408,45 +408,17 @@ static void conv_xstats(const et_layer *l, const float *x, int N, int n0, int nb
             }
             if (colcnt) et_spgemm_nzcount_add(plane, (int)HW, cc);
             if (!rowcnt) continue;
+            /* other strides (stride 1 took the channel sums above): by enumeration */
             et_nonzero_bytes(plane, (int)HW, nz);
-            int32_t total = 0;
-            if (rect) {
-                for (int ix = 0; ix < W; ix++) Cc[ix] = 0;
-                for (int iy = 0; iy < H; iy++) {
-                    const uint8_t *zr = nz + (int64_t)iy * W;
-                    int32_t r = 0;
-                    for (int ix = 0; ix < W; ix++) r += zr[ix], Cc[ix] += zr[ix];
-                    R[iy] = r, total += r;
-                }
-            }
             for (int ky = 0; ky < KH; ky++)
                 for (int kx = 0; kx < KW; kx++) {
                     int32_t cnt = 0;
-                    if (rect) { /* rows [r0, r1), columns [c0, c1) of the plane */
-                        int r0 = ky - c->ph, r1 = ky - c->ph + Ho, c0 = kx - c->pw, c1 = kx - c->pw + Wo;
-                        r0 = r0 < 0 ? 0 : r0, r1 = r1 > H ? H : r1, c0 = c0 < 0 ? 0 : c0, c1 = c1 > W ? W : c1;
-                        if (r0 < r1 && c0 < c1) {
-                            /* total - rows outside - columns outside + both outside */
-                            cnt = total;
-                            for (int iy = 0; iy < H; iy++) {
-                                if (iy == r0) iy = r1; /* the rows inside */
-                                if (iy >= H) break;
-                                const uint8_t *zr = nz + (int64_t)iy * W;
-                                cnt -= R[iy];
-                                for (int ix = 0; ix < c0; ix++) cnt += zr[ix];
-                                for (int ix = c1; ix < W; ix++) cnt += zr[ix];
-                            }
-                            for (int ix = 0; ix < c0; ix++) cnt -= Cc[ix];
-                            for (int ix = c1; ix < W; ix++) cnt -= Cc[ix];
-                        }
-                    } else {
-                        for (int oy = 0; oy < Ho; oy++) {
-                            int iy = oy * c->sh - c->ph + ky;
-                            if (iy < 0 || iy >= H) continue;
-                            for (int ox = 0; ox < Wo; ox++) {
-                                int ix = ox * c->sw - c->pw + kx;
-                                cnt += ix >= 0 && ix < W && nz[(int64_t)iy * W + ix];
-                            }
+                    for (int oy = 0; oy < Ho; oy++) {
+                        int iy = oy * c->sh - c->ph + ky;
+                        if (iy < 0 || iy >= H) continue;
+                        for (int ox = 0; ox < Wo; ox++) {
+                            int ix = ox * c->sw - c->pw + kx;
+                            cnt += ix >= 0 && ix < W && nz[(int64_t)iy * W + ix];
                         }
                     }
                     rowcnt[((int64_t)ci * KH + ky) * KW + kx] += cnt;
