@@ -163,9 +163,10 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     /* An implicit convolution (et_matmul.conv): plain FP32 only; EP and sparse
      * WG skip dY's zeros with the layer's counts (spconv.h); dense FF and WG
      * pack col's panels from x (et_sgemm_convb / convA); a speculated FF runs
-     * et_sgemm_convb where the prediction counted (then the caller applies
-     * the mask, et_spec.pre_kept). No output mask of its own: EP's is the
-     * kernel's, post_mask_cols only counts it. */
+     * et_sgemm_convb where the layer predicted the mask (et_spec.pre_kept),
+     * applying it in the epilogue when the record has one, else leaving it to
+     * the layer. No output mask of its own: EP's is the kernel's,
+     * post_mask_cols only counts it. */
     if (mm->conv) {
         const et_conv_implicit *g = mm->conv;
         const int64_t ck = (int64_t)g->C * g->KH * g->KW, P = (int64_t)g->nb * g->Ho * g->Wo;
