@@ -1,6 +1,7 @@
-/* The AMX-INT8 prediction of a convolution (src/sparsity/speculate_amx.c):
- * its mask and per-column kept counts against a scalar loop over the direct
- * convolution of the codes, and a speculated conv layer with the AMX path on
+/* The whole-call predictions of a convolution, AMX-INT8
+ * (src/sparsity/speculate_amx.c) and the direct path for few taps
+ * (speculate.c, et_spec_conv_small): their masks and per-column kept counts
+ * against a scalar loop over the direct convolution of the codes, and a speculated conv layer with the AMX path on
  * and off (the VNNI or portable path) giving the same output, mask,
  * counters and statistics bit for bit. The kernel test is skipped where the
  * CPU (or the kernel, or ET_AMX=0) gives no AMX; the layer test then checks
@@ -60,6 +61,69 @@ static void fill(float *a, int64_t n, float zeros) {
     }
 }
 
+/* One whole-call prediction of shape s (n, cin, h, w, cout, kh, kw, ph, pw)
+ * through the AMX path (amx) or the direct path for few taps, against the
+ * scalar predictor: every mask byte, each column's kept count, nothing
+ * written past the columns. edge: the threshold's edges (infinite, NaN and
+ * huge biases), a zero input at 4 bits, NaN inputs. */
+static void check_call(int amx, const int *s, int bits, int threads, int with_bias, int edge) {
+    const int N = s[0], Ci = s[1], H = s[2], W = s[3], Co = s[4], kh = s[5], kw = s[6], ph = s[7], pw = s[8];
+    const int Ho = H + 2 * ph - kh + 1, Wo = W + 2 * pw - kw + 1;
+    et_spec_amx_layout L;
+    size_t bytes;
+    if (amx) {
+        assert_int_equal(et_spec_amx_plan(&L, N, Ci, H, W, Co, kh, kw, ph, pw), 1);
+        assert_int_equal(L.ho, Ho), assert_int_equal(L.wo, Wo);
+        bytes = L.bytes;
+    } else {
+        bytes = et_spec_small_bytes(N, Ci, H, W, Co, kh, kw, ph, pw);
+        assert_true(bytes > 0);
+    }
+    const int64_t nx = (int64_t)Ci * N * H * W, nw = (int64_t)Co * Ci * kh * kw, cols = (int64_t)N * Ho * Wo;
+    const int64_t ldm = cols + 3;
+    float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw), *b = malloc(sizeof(float) * Co);
+    uint8_t *mask = malloc((size_t)(Co * ldm));
+    void *buf = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    assert_true(x && w && b && mask && buf);
+    fill(x, nx, -0.1f); /* relu-like input: about 45% zeros */
+    fill(w, nw, -2.0f);
+    for (int i = 0; i < Co; i++) b[i] = 0.3f * rndf();
+    if (edge) {
+        b[0] = INFINITY, b[1] = -INFINITY, b[2] = NAN, b[3] = 1e30f, b[4] = -1e30f, b[5] = 0.0f, b[6] = -0.0f;
+        if (bits == 4) memset(x, 0, sizeof(float) * (size_t)nx);
+        x[1] = NAN, x[nx / 2] = -NAN; /* coded 0 (absmaxf skips them) */
+    }
+    memset(mask, 0x77, (size_t)(Co * ldm));
+    const float aw = absmaxf(w, nw), ax = absmaxf(x, nx);
+    et_spec sp = {bits, aw, ax, with_bias || edge ? b : NULL, 1, mask, (int)ldm, 0, NULL, NULL, 0, NULL, NULL, NULL};
+    const int32_t *kept = NULL;
+    et_set_threads(threads);
+    if (amx)
+        assert_int_equal(et_spec_conv_amx(&L, x, w, &sp, buf, &kept), 1);
+    else
+        assert_int_equal(et_spec_conv_small(x, N, Ci, H, W, w, Co, kh, kw, ph, pw, &sp, buf, bytes, &kept), 1);
+    assert_non_null(kept);
+    for (int n = 0; n < N; n++)
+        for (int oy = 0; oy < Ho; oy++)
+            for (int ox = 0; ox < Wo; ox++) {
+                const int64_t j = ((int64_t)n * Ho + oy) * Wo + ox;
+                int k = 0;
+                for (int co = 0; co < Co; co++) {
+                    int want = ref_keep(x, w, sp.bias, N, Ci, H, W, kh, kw, ph, pw, aw, ax, bits, co, n, oy, ox);
+                    if (mask[co * ldm + j] != want)
+                        fail_msg("%s %dx%dx%dx%d -> %d (%dx%d): bits %d: mask[%d][%lld] = %d, want %d",
+                                 amx ? "amx" : "small", N, Ci, H, W, Co, kh, kw, bits, co, (long long)j,
+                                 mask[co * ldm + j], want);
+                    k += want;
+                }
+                assert_int_equal(kept[j], k);
+            }
+    for (int co = 0; co < Co; co++) /* nothing past the columns */
+        for (int64_t j = cols; j < ldm; j++) assert_int_equal(mask[co * ldm + j], 0x77);
+    free(x), free(w), free(b), free(mask), free(buf);
+    et_set_threads(1);
+}
+
 static void test_amx_kernel(void **state) {
     (void)state;
     if (!et_spec_amx_ok()) skip();
@@ -81,54 +145,29 @@ static void test_amx_kernel(void **state) {
     assert_int_equal(et_spec_amx_plan(&none, 2, 3, 8, 8, 16, 3, 3, 1, 1), 0); /* under 4 channels: not this path */
     for (int si = 0; si < nshapes; si++)
         for (int bits = 1; bits <= 8; bits += 3)
-            for (int threads = 1; threads <= 2; threads++) {
-                const int *s = shapes[si];
-                const int N = s[0], Ci = s[1], H = s[2], W = s[3], Co = s[4], kh = s[5], kw = s[6], ph = s[7],
-                          pw = s[8];
-                et_spec_amx_layout L;
-                assert_int_equal(et_spec_amx_plan(&L, N, Ci, H, W, Co, kh, kw, ph, pw), 1);
-                const int Ho = L.ho, Wo = L.wo;
-                const int64_t nx = (int64_t)Ci * N * H * W, nw = (int64_t)Co * Ci * kh * kw, cols = (int64_t)N * Ho * Wo;
-                const int64_t ldm = cols + 3;
-                float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw), *b = malloc(sizeof(float) * Co);
-                uint8_t *mask = malloc((size_t)(Co * ldm));
-                void *buf = aligned_alloc(64, (L.bytes + 63) / 64 * 64);
-                assert_true(x && w && b && mask && buf);
-                fill(x, nx, -0.1f); /* relu-like input: about 45% zeros */
-                fill(w, nw, -2.0f);
-                for (int i = 0; i < Co; i++) b[i] = 0.3f * rndf();
-                if (si == nshapes - 1) { /* the threshold's edges: infinite, NaN and huge biases; then a zero input; NaN inputs */
-                    b[0] = INFINITY, b[1] = -INFINITY, b[2] = NAN, b[3] = 1e30f, b[4] = -1e30f, b[5] = 0.0f, b[6] = -0.0f;
-                    if (bits == 4) memset(x, 0, sizeof(float) * (size_t)nx);
-                    x[1] = NAN, x[nx / 2] = -NAN; /* coded 0 (absmaxf skips them) */
-                }
-                memset(mask, 0x77, (size_t)(Co * ldm));
-                const float aw = absmaxf(w, nw), ax = absmaxf(x, nx);
-                et_spec sp = {bits, aw, ax, si % 2 && si != nshapes - 1 ? NULL : b, 1, mask, (int)ldm, 0, NULL, NULL, 0, NULL, NULL, NULL};
-                const int32_t *kept = NULL;
-                et_set_threads(threads);
-                assert_int_equal(et_spec_conv_amx(&L, x, w, &sp, buf, &kept), 1);
-                assert_non_null(kept);
-                for (int n = 0; n < N; n++)
-                    for (int oy = 0; oy < Ho; oy++)
-                        for (int ox = 0; ox < Wo; ox++) {
-                            const int64_t j = ((int64_t)n * Ho + oy) * Wo + ox;
-                            int k = 0;
-                            for (int co = 0; co < Co; co++) {
-                                int want = ref_keep(x, w, sp.bias, N, Ci, H, W, kh, kw, ph, pw, aw, ax, bits, co, n,
-                                                    oy, ox);
-                                if (mask[co * ldm + j] != want)
-                                    fail_msg("shape %d bits %d: mask[%d][%lld] = %d, want %d", si, bits, co,
-                                             (long long)j, mask[co * ldm + j], want);
-                                k += want;
-                            }
-                            assert_int_equal(kept[j], k);
-                        }
-                for (int co = 0; co < Co; co++) /* nothing past the columns */
-                    for (int64_t j = cols; j < ldm; j++) assert_int_equal(mask[co * ldm + j], 0x77);
-                free(x), free(w), free(b), free(mask), free(buf);
-            }
-    et_set_threads(1);
+            for (int threads = 1; threads <= 2; threads++)
+                check_call(1, shapes[si], bits, threads, !(si % 2), si == nshapes - 1);
+}
+
+/* The direct path for few taps (K = cin * kh * kw <= ET_SPEC_SMALL_K), on
+ * any AVX-512 CPU: VGG8's and LeNet's first layers, 3 channels, channel
+ * counts that leave part of the last 8 (1, 5, 17), rows shorter than 16
+ * and not a multiple of it, padding wider than the kernel, K = 63 and 64;
+ * K = 65 is not this path. */
+static void test_small_kernel(void **state) {
+    (void)state;
+    if (et_cpu_isa() < ET_ISA_AVX512) skip();
+    static const int shapes[][9] = {{2, 1, 28, 28, 32, 3, 3, 1, 1}, {3, 1, 12, 10, 6, 5, 5, 0, 0},
+                                    {2, 3, 7, 9, 5, 3, 3, 1, 1},    {1, 2, 5, 6, 17, 3, 3, 3, 2},
+                                    {2, 7, 6, 6, 9, 3, 3, 1, 1},    {3, 64, 3, 5, 1, 1, 1, 0, 0},
+                                    {5, 1, 19, 35, 8, 1, 3, 0, 1},  {2, 4, 9, 9, 12, 3, 3, 1, 1}};
+    const int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
+    assert_int_equal(et_spec_small_bytes(2, 65, 4, 4, 8, 1, 1, 0, 0), 0);
+    assert_int_equal(et_spec_small_bytes(2, 8, 4, 4, 8, 3, 3, 1, 1), 0);
+    for (int si = 0; si < nshapes; si++)
+        for (int bits = 1; bits <= 8; bits += 3)
+            for (int threads = 1; threads <= 2; threads++)
+                check_call(0, shapes[si], bits, threads, !(si % 2), si == nshapes - 1);
 }
 
 /* A conv layer under speculation through its FF call (several chunks, two
@@ -204,6 +243,7 @@ static void test_amx_layer(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_amx_kernel),
+        cmocka_unit_test(test_small_kernel),
         cmocka_unit_test(test_amx_layer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

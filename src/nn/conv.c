@@ -856,6 +856,15 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
         spl = *cx->sp, spl.spec = &spx;
         cxl = *cx, cxl.sp = &spl;
         j.cx = &cxl;
+    } else if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes && cc->sh == 1 && cc->sw == 1 &&
+               l->out.h == l->in.h + 2 * cc->ph - cc->kh + 1 && l->out.w == l->in.w + 2 * cc->pw - cc->kw + 1 &&
+               et_spec_conv_small(x, N, l->in.c, l->in.h, l->in.w, l->params[0].use, Cout, cc->kh, cc->kw, cc->ph,
+                                  cc->pw, spec, cx->sp->spec_codes, et_layer_spec_code_bytes(l, N), &kept)) {
+        /* few products per output (the first layer): the direct path, the same contract */
+        spx = *spec, spx.pre_kept = kept;
+        spl = *cx->sp, spl.spec = &spx;
+        cxl = *cx, cxl.sp = &spl;
+        j.cx = &cxl;
     } else if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes) {
         /* the input coded once (the same codes as each col entry's) */
         j.xcodes = cx->sp->spec_codes;

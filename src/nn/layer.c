@@ -1,5 +1,6 @@
 /* The layer table and helpers shared by layer implementations. */
 #include "nn/layer_impl.h"
+#include "sparsity/sparsity.h"
 #include "sparsity/speculate_amx.h"
 
 #include <stdio.h>
@@ -69,14 +70,19 @@ size_t et_layer_spec_code_bytes(const et_layer *l, int batch) {
     /* + the weights' packed codes (et_spec_a_vnni_bytes: M rounded to 8, K to 4) */
     const size_t a = (size_t)((M + 7) & ~7) * (size_t)((K + 3) / 4) * 4;
     const size_t vnni = x + 2 * (((size_t)K * (size_t)N + 63) & ~(size_t)63) + ((a + 63) & ~(size_t)63);
-    /* or the AMX path's layout (stride 1; speculate_amx.h), whichever is larger,
-     * so that the plan does not depend on the CPU */
+    /* or the AMX path's layout (stride 1; speculate_amx.h), or the direct
+     * path's for few taps, whichever is largest, so that the plan does not
+     * depend on the CPU */
     const et_conv_cfg *c = &l->cfg.conv;
     et_spec_amx_layout L;
-    if (c->sh == 1 && c->sw == 1 &&
-        et_spec_amx_plan(&L, batch, l->in.c, l->in.h, l->in.w, l->out.c, c->kh, c->kw, c->ph, c->pw) && L.bytes > vnni)
-        return L.bytes;
-    return vnni;
+    size_t need = vnni;
+    if (c->sh == 1 && c->sw == 1) {
+        if (et_spec_amx_plan(&L, batch, l->in.c, l->in.h, l->in.w, l->out.c, c->kh, c->kw, c->ph, c->pw) && L.bytes > need)
+            need = L.bytes;
+        const size_t small = et_spec_small_bytes(batch, l->in.c, l->in.h, l->in.w, l->out.c, c->kh, c->kw, c->ph, c->pw);
+        if (small > need) need = small;
+    }
+    return need;
 }
 
 #if defined(__x86_64__) || defined(_M_X64)

@@ -46,6 +46,14 @@ void et_spec_set_amx(int on);
 struct et_spec_amx_layout;
 int et_spec_conv_amx(const struct et_spec_amx_layout *L, const float *x, const float *w, const et_spec *sp, void *buf,
                      const int32_t **kept);
+/* The direct path of a stride-1 convolution with few products per output
+ * (K = cin * kh * kw <= ET_SPEC_SMALL_K; speculate.c): the same contract as
+ * et_spec_conv_amx, on any AVX-512 CPU, with a buffer of
+ * et_spec_small_bytes (0: the path does not apply to the shape). */
+#define ET_SPEC_SMALL_K 64
+size_t et_spec_small_bytes(int n, int cin, int h, int w, int cout, int kh, int kw, int ph, int pw);
+int et_spec_conv_small(const float *x, int n, int cin, int h, int w, const float *wts, int cout, int kh, int kw,
+                       int ph, int pw, const et_spec *sp, void *buf, size_t bytes, const int32_t **kept);
 /* sign(x) * 2^floor(log2|x|), 0 for 0. */
 float et_spec_exp(float x);
 

@@ -297,6 +297,129 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spe
     return ET_OK;
 }
 
+/* keep(S) for the integer sums of the whole-call paths (AMX, few taps) */
+/* keep(S) = !(scale * (float)S + bias <= 0) with the two fp32 roundings of
+ * the other paths. With scale >= 0 (or NaN) it is monotonic in S: (float)S
+ * and the product and sum round monotonically, and the infinities and NaNs
+ * they can give (scale or bias infinite, 0 * inf) keep, or keep everything
+ * above them. So keep(S) == (S >= thr), thr the least S it keeps (INT32_MAX:
+ * none, since |S| <= 127 * 127 * 65536 < INT32_MAX). */
+static int keep_s(int64_t S, float scale, float bias) {
+    const float p = scale * (float)S;
+    const float e = p + bias;
+    return !(e <= 0.0f);
+}
+
+static int32_t keep_threshold(float scale, float bias) {
+    int64_t lo = -(int64_t)INT32_MAX, hi = INT32_MAX; /* keep(hi), not keep(lo) */
+    if (keep_s(lo, scale, bias)) return INT32_MIN;
+    if (!keep_s(hi, scale, bias)) return INT32_MAX;
+    while (hi - lo > 1) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (keep_s(mid, scale, bias)) hi = mid;
+        else lo = mid;
+    }
+    return (int32_t)hi;
+}
+
+/* ---- the direct prediction of a convolution with few taps ----
+ * (speculate_avx512.c): K = cin * kh * kw <= 64 products per output are too
+ * few for the VNNI panels or the AMX tiles to pay, so the codes' products
+ * are summed directly in fp32 (exact: |S| <= 127 * 127 * 64 < 2^24), 16
+ * output columns x 8 channels at a time, and the mask written as S >= thr.
+ * Layout of buf: kept (int32 per output column), thr, the taps' offsets,
+ * the weights' codes (8 channels by 8, zero past cout), the input's codes in
+ * padded planes. */
+#if defined(__x86_64__) || defined(_M_X64)
+void et_spec_small_rows_avx512(const float *xq, int cin, int hp, int wq, const float *wc, const int32_t *off, int ck,
+                               const int32_t *thr, int cout, int ho, int wo, int r0, int r1, uint8_t *mask,
+                               int64_t ldm, int32_t *kept);
+void et_spec_small_code_avx512(const float *x, int N, int n, int cin, int h, int w, int ph, int pw, int hp, int wq,
+                               float inv, int bits, float *xq);
+#endif
+
+typedef struct small_layout {
+    int ho, wo, hp, wq, coutp, ck;
+    size_t kept_off, thr_off, off_off, wc_off, xq_off, bytes;
+} small_layout;
+
+static size_t al64s(size_t n) { return (n + 63) & ~(size_t)63; }
+
+static int small_plan(small_layout *L, int n, int cin, int h, int w, int cout, int kh, int kw, int ph, int pw) {
+    memset(L, 0, sizeof *L);
+    if (n <= 0 || cin <= 0 || h <= 0 || w <= 0 || cout <= 0 || kh <= 0 || kw <= 0 || ph < 0 || pw < 0) return 0;
+    L->ck = cin * kh * kw;
+    L->ho = h + 2 * ph - kh + 1, L->wo = w + 2 * pw - kw + 1;
+    if (L->ck > ET_SPEC_SMALL_K || L->ho <= 0 || L->wo <= 0) return 0;
+    L->hp = h + 2 * ph;
+    L->wq = ((L->wo + 15) & ~15) + kw - 1; /* the last 16 columns' taps; >= w + 2 pw */
+    L->coutp = (cout + 7) & ~7;
+    L->kept_off = 0;
+    L->thr_off = al64s((size_t)n * L->ho * L->wo * 4);
+    L->off_off = L->thr_off + al64s((size_t)L->coutp * 4);
+    L->wc_off = L->off_off + al64s((size_t)L->ck * 4);
+    L->xq_off = L->wc_off + al64s((size_t)L->coutp * L->ck * 4);
+    L->bytes = L->xq_off + al64s((size_t)n * cin * L->hp * L->wq * 4);
+    return 1;
+}
+
+size_t et_spec_small_bytes(int n, int cin, int h, int w, int cout, int kh, int kw, int ph, int pw) {
+    small_layout L;
+    return small_plan(&L, n, cin, h, w, cout, kh, kw, ph, pw) ? L.bytes : 0;
+}
+
+int et_spec_conv_small(const float *x, int n, int cin, int h, int w, const float *wts, int cout, int kh, int kw,
+                       int ph, int pw, const et_spec *sp, void *buf, size_t bytes, const int32_t **kept) {
+#if defined(__x86_64__) || defined(_M_X64)
+    small_layout L;
+    if (et_cpu_isa() < ET_ISA_AVX512 || sp->bits < 1 || sp->bits > 8 || (sp->bias && !sp->bias_rows) ||
+        !small_plan(&L, n, cin, h, w, cout, kh, kw, ph, pw) || L.bytes > bytes || !buf)
+        return 0;
+    const float step = (float)(1 << (8 - sp->bits));
+    const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step, scale = sa * sb;
+    if (scale < 0.0f) return 0;
+    char *base = buf;
+    int32_t *kp = (int32_t *)(void *)(base + L.kept_off), *thr = (int32_t *)(void *)(base + L.thr_off);
+    int32_t *off = (int32_t *)(void *)(base + L.off_off);
+    float *wc = (float *)(void *)(base + L.wc_off), *xq = (float *)(void *)(base + L.xq_off);
+    const float invx = sp->absmax_b > 0.0f ? 127.0f / sp->absmax_b : 0.0f;
+    const float invw = sp->absmax_a > 0.0f ? 127.0f / sp->absmax_a : 0.0f;
+    for (int co = 0; co < L.coutp; co++) {
+        thr[co] = co < cout ? keep_threshold(scale, sp->bias ? sp->bias[co] : 0.0f) : INT32_MAX;
+        for (int k = 0; k < L.ck; k++)
+            wc[((int64_t)(co / 8) * L.ck + k) * 8 + co % 8] =
+                co < cout ? (float)et_spec_code(wts[(int64_t)co * L.ck + k], invw, sp->bits) : 0.0f;
+    }
+    for (int ci = 0, t = 0; ci < cin; ci++)
+        for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++) off[t++] = (int32_t)(((int64_t)ci * L.hp + ky) * L.wq + kx);
+    int T = 1;
+#ifdef _OPENMP
+    if (!omp_in_parallel()) T = et_get_threads();
+#endif
+    if (T < 1) T = 1;
+    const int rows = n * L.ho;
+#pragma omp parallel num_threads(T) if (T > 1)
+    {
+#pragma omp for schedule(static)
+        for (int i = 0; i < n; i++)
+            et_spec_small_code_avx512(x, n, i, cin, h, w, ph, pw, L.hp, L.wq, invx, sp->bits, xq);
+        int tid = 0, nt = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#endif
+        et_spec_small_rows_avx512(xq, cin, L.hp, L.wq, wc, off, L.ck, thr, cout, L.ho, L.wo, (int)((int64_t)rows * tid / nt),
+                                  (int)((int64_t)rows * (tid + 1) / nt), sp->mask, sp->ldmask, kp);
+    }
+    *kept = kp;
+    return 1;
+#else
+    (void)x, (void)n, (void)cin, (void)h, (void)w, (void)wts, (void)cout, (void)kh, (void)kw, (void)ph, (void)pw;
+    (void)sp, (void)buf, (void)bytes, (void)kept;
+    return 0;
+#endif
+}
+
 /* ---- the AMX-INT8 path of a convolution (speculate_amx.c) ---- */
 #include "sparsity/speculate_amx.h"
 #if defined(__x86_64__) && defined(__linux__) && !defined(ET_NO_AMX)
@@ -372,30 +495,6 @@ int et_spec_amx_plan(et_spec_amx_layout *L, int n, int cin, int h, int w, int co
 }
 
 #ifdef ET_HAVE_AMX
-/* keep(S) = !(scale * (float)S + bias <= 0) with the two fp32 roundings of
- * the other paths. With scale >= 0 (or NaN) it is monotonic in S: (float)S
- * and the product and sum round monotonically, and the infinities and NaNs
- * they can give (scale or bias infinite, 0 * inf) keep, or keep everything
- * above them. So keep(S) == (S >= thr), thr the least S it keeps (INT32_MAX:
- * none, since |S| <= 127 * 127 * 65536 < INT32_MAX). */
-static int keep_s(int64_t S, float scale, float bias) {
-    const float p = scale * (float)S;
-    const float e = p + bias;
-    return !(e <= 0.0f);
-}
-
-static int32_t keep_threshold(float scale, float bias) {
-    int64_t lo = -(int64_t)INT32_MAX, hi = INT32_MAX; /* keep(hi), not keep(lo) */
-    if (keep_s(lo, scale, bias)) return INT32_MIN;
-    if (!keep_s(hi, scale, bias)) return INT32_MAX;
-    while (hi - lo > 1) {
-        const int64_t mid = lo + (hi - lo) / 2;
-        if (keep_s(mid, scale, bias)) hi = mid;
-        else lo = mid;
-    }
-    return (int32_t)hi;
-}
-
 /* Codes the input and the weights into buf's layout and runs the AMX
  * prediction of the whole call: sp->mask for all outputs, *kept = per real
  * column the kept outputs (in buf). Returns 0 (nothing done) where the path

@@ -359,3 +359,79 @@ void et_spec_code_wt_avx512(const float *w, int cin, int taps, float inv, int bi
             _mm_mask_storeu_epi8(out + (int64_t)t * cin + ci, m, _mm512_cvtepi32_epi8(code16m(v, vinv, sh)));
         }
 }
+
+/* ---- the direct prediction of a stride-1 convolution with few taps ----
+ * (et_spec_conv_small, speculate.c). xq: the input's codes as floats, one
+ * zero-padded plane per (image, channel) of hp rows of wq floats; wc: the
+ * weights' codes as floats in blocks of 8 channels, wc[(co/8)][t][co%8]
+ * (zero past cout); off[t]: tap t's offset in an image's planes. Integer
+ * products of codes summed in fp32 are exact while every partial sum stays
+ * below 2^24 (the caller's bound on K), so S is the exact integer sum and
+ * the mask is S >= thr[co], as the other paths decide it. Output rows
+ * [r0, r1) of the call (row = n * ho + oy), 16 columns at a time, 8
+ * channels per pass. */
+static inline void small_store(__m512 acc, __mmask16 mt, int32_t t, uint8_t *m, __m512i *kc) {
+    const __mmask16 k = _mm512_mask_cmpge_epi32_mask(mt, _mm512_cvtps_epi32(acc), _mm512_set1_epi32(t));
+    _mm_mask_storeu_epi8(m, mt, _mm_maskz_mov_epi8(k, _mm_set1_epi8(1)));
+    *kc = _mm512_mask_add_epi32(*kc, k, *kc, _mm512_set1_epi32(1));
+}
+
+void et_spec_small_rows_avx512(const float *xq, int cin, int hp, int wq, const float *wc, const int32_t *off, int ck,
+                               const int32_t *thr, int cout, int ho, int wo, int r0, int r1, uint8_t *mask,
+                               int64_t ldm, int32_t *kept) {
+    for (int r = r0; r < r1; r++) {
+        const int n = r / ho, oy = r - n * ho;
+        const float *row = xq + (int64_t)n * cin * hp * wq + (int64_t)oy * wq;
+        const int64_t col0 = (int64_t)r * wo;
+        for (int ox = 0; ox < wo; ox += 16) {
+            const __mmask16 mt = wo - ox >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (wo - ox)) - 1);
+            const float *s = row + ox;
+            __m512i kc = _mm512_setzero_si512();
+            for (int c0 = 0; c0 < cout; c0 += 8) {
+                const float *w = wc + (int64_t)c0 * ck;
+                __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+                for (int t = 0; t < ck; t++, w += 8) {
+                    const __m512 v = _mm512_loadu_ps(s + off[t]);
+                    a0 = _mm512_fmadd_ps(_mm512_set1_ps(w[0]), v, a0);
+                    a1 = _mm512_fmadd_ps(_mm512_set1_ps(w[1]), v, a1);
+                    a2 = _mm512_fmadd_ps(_mm512_set1_ps(w[2]), v, a2);
+                    a3 = _mm512_fmadd_ps(_mm512_set1_ps(w[3]), v, a3);
+                    a4 = _mm512_fmadd_ps(_mm512_set1_ps(w[4]), v, a4);
+                    a5 = _mm512_fmadd_ps(_mm512_set1_ps(w[5]), v, a5);
+                    a6 = _mm512_fmadd_ps(_mm512_set1_ps(w[6]), v, a6);
+                    a7 = _mm512_fmadd_ps(_mm512_set1_ps(w[7]), v, a7);
+                }
+                uint8_t *m = mask + (int64_t)c0 * ldm + col0 + ox;
+                const int nc = cout - c0;
+                small_store(a0, mt, thr[c0], m, &kc);
+                if (nc > 1) small_store(a1, mt, thr[c0 + 1], m + ldm, &kc);
+                if (nc > 2) small_store(a2, mt, thr[c0 + 2], m + 2 * ldm, &kc);
+                if (nc > 3) small_store(a3, mt, thr[c0 + 3], m + 3 * ldm, &kc);
+                if (nc > 4) small_store(a4, mt, thr[c0 + 4], m + 4 * ldm, &kc);
+                if (nc > 5) small_store(a5, mt, thr[c0 + 5], m + 5 * ldm, &kc);
+                if (nc > 6) small_store(a6, mt, thr[c0 + 6], m + 6 * ldm, &kc);
+                if (nc > 7) small_store(a7, mt, thr[c0 + 7], m + 7 * ldm, &kc);
+            }
+            _mm512_mask_storeu_epi32(kept + col0 + ox, mt, kc);
+        }
+    }
+}
+
+/* One image's codes into its padded planes (zero outside the input): the
+ * codes of et_spec_code, as floats. */
+void et_spec_small_code_avx512(const float *x, int N, int n, int cin, int h, int w, int ph, int pw, int hp, int wq,
+                               float inv, int bits, float *xq) {
+    const __m512 vinv = _mm512_set1_ps(inv);
+    const __m128i sh = _mm_cvtsi32_si128(8 - bits);
+    for (int ci = 0; ci < cin; ci++) {
+        float *p = xq + ((int64_t)n * cin + ci) * hp * wq;
+        memset(p, 0, sizeof(float) * (size_t)hp * (size_t)wq);
+        const float *src = x + ((int64_t)ci * N + n) * h * w;
+        for (int iy = 0; iy < h; iy++)
+            for (int ix = 0; ix < w; ix += 16) {
+                const __mmask16 m = w - ix >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (w - ix)) - 1);
+                const __m512i c = code16(_mm512_maskz_loadu_ps(m, src + (int64_t)iy * w + ix), vinv, sh);
+                _mm512_mask_storeu_ps(p + (int64_t)(iy + ph) * wq + pw + ix, m, _mm512_cvtepi32_ps(c));
+            }
+    }
+}
