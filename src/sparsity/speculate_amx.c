@@ -20,9 +20,7 @@
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+
 
 typedef struct tilecfg {
     uint8_t palette, start;
@@ -155,6 +153,7 @@ uint64_t et_spec_amx_run(const et_spec_amx_layout *L, void *buf, uint8_t *mask, 
     const int kh = L->kh, gx = L->gx, ngb = L->ngb, cout = L->cout;
     const int64_t astep = (int64_t)L->tp * cb, bstep = nco16 * 1024;
     uint64_t z = 0;
+    int64_t next = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : z) if (threads > 1 && npairs > 1)
     {
         configure();
@@ -172,14 +171,10 @@ uint64_t et_spec_amx_run(const et_spec_amx_layout *L, void *buf, uint8_t *mask, 
          * to stay there too */
         enum { CH = 16 };
         pairst ps[CH];
-        int tid = 0, nt = 1;
-#ifdef _OPENMP
-        tid = omp_get_thread_num(), nt = omp_get_num_threads();
-#endif
-        /* an even split of the pairs, then chunks of it */
-        const int64_t pe = npairs * (tid + 1) / nt;
-        for (int64_t p0 = npairs * tid / nt; p0 < pe; p0 += CH) {
-            const int np = pe - p0 < CH ? (int)(pe - p0) : CH;
+        /* chunks of CH pairs, taken as the threads finish (any order gives
+         * the same mask and counts: each output is its own) */
+        for (int64_t p0; (p0 = __atomic_fetch_add(&next, CH, __ATOMIC_RELAXED)) < npairs;) {
+            const int np = npairs - p0 < CH ? (int)(npairs - p0) : CH;
             for (int i = 0; i < np; i++) {
                 const int64_t v0 = (p0 + i) * 32;
                 pairst *q = &ps[i];
