@@ -139,7 +139,7 @@ int main(int argc, char **argv) {
                 const int32_t *kept;
                 double (*now)(void) = T == 1 ? bench_thread_now : wall_now;
                 double t0 = now();
-                if (!et_spec_conv_amx(&L, x, w, &sp, buf, &kept)) return 1;
+                if (!et_spec_conv_amx(&L, x, w, &sp, buf, &kept, NULL)) return 1;
                 double t1 = now();
                 et_sgemm_convb(Co, (int)P, CK, w, CK, &cb, 0.0f, y, (int)P, NULL);
                 double t2 = now();

@@ -64,7 +64,8 @@ static void fill(float *a, int64_t n, float zeros) {
 /* One whole-call prediction of shape s (n, cin, h, w, cout, kh, kw, ph, pw)
  * through the AMX path (amx) or the direct path for few taps, against the
  * scalar predictor: every mask byte, each column's kept count, nothing
- * written past the columns. edge: the threshold's edges (infinite, NaN and
+ * written past the columns; on the AMX path also each input pixel's
+ * non-zero channels, counted by the coding pass. edge: the threshold's edges (infinite, NaN and
  * huge biases), a zero input at 4 bits, NaN inputs. */
 static void check_call(int amx, const int *s, int bits, int threads, int with_bias, int edge) {
     const int N = s[0], Ci = s[1], H = s[2], W = s[3], Co = s[4], kh = s[5], kw = s[6], ph = s[7], pw = s[8];
@@ -98,8 +99,10 @@ static void check_call(int amx, const int *s, int bits, int threads, int with_bi
     et_spec sp = {bits, aw, ax, with_bias || edge ? b : NULL, 1, mask, (int)ldm, 0, NULL, NULL, 0, NULL, NULL, NULL};
     const int32_t *kept = NULL;
     et_set_threads(threads);
+    int32_t *xnz = malloc(sizeof(int32_t) * (size_t)(N * H * W));
+    assert_non_null(xnz);
     if (amx)
-        assert_int_equal(et_spec_conv_amx(&L, x, w, &sp, buf, &kept), 1);
+        assert_int_equal(et_spec_conv_amx(&L, x, w, &sp, buf, &kept, xnz), 1);
     else
         assert_int_equal(et_spec_conv_small(x, N, Ci, H, W, w, Co, kh, kw, ph, pw, &sp, buf, bytes, &kept), 1);
     assert_non_null(kept);
@@ -120,7 +123,14 @@ static void check_call(int amx, const int *s, int bits, int threads, int with_bi
             }
     for (int co = 0; co < Co; co++) /* nothing past the columns */
         for (int64_t j = cols; j < ldm; j++) assert_int_equal(mask[co * ldm + j], 0x77);
-    free(x), free(w), free(b), free(mask), free(buf);
+    if (amx) /* the coding pass's count of each input pixel's non-zero channels (NaN counts) */
+        for (int n = 0; n < N; n++)
+            for (int p = 0; p < H * W; p++) {
+                int want = 0;
+                for (int ci = 0; ci < Ci; ci++) want += x[((int64_t)ci * N + n) * H * W + p] != 0.0f;
+                assert_int_equal(xnz[(int64_t)n * H * W + p], want);
+            }
+    free(x), free(w), free(b), free(mask), free(buf), free(xnz);
     et_set_threads(1);
 }
 

@@ -339,6 +339,40 @@ static void nonzero_mask(const float *x, int64_t n, uint8_t *mask) {
  * The matmul path forms the product's exact count from them (et_matmul.knnz_a,
  * knnz_b, post_mask_cols) instead of scanning col. Either may be NULL. */
 #define XS_MAXHW 4096
+/* Whether box_cols applies: stride 1, the plane and H x Wo within XS_MAXHW. */
+static int box_ok(const et_layer *l) {
+    const et_conv_cfg *c = &l->cfg.conv;
+    return c->sh == 1 && c->sw == 1 && (int64_t)l->in.h * l->in.w <= XS_MAXHW && (int64_t)l->in.h * l->out.w <= XS_MAXHW;
+}
+
+/* One image's column counts cj (Ho x Wo: nnz of each output pixel's window)
+ * from cc, its pixels' non-zero channels (H x W), for stride 1: a separable
+ * box sum, rows of taps first (hs[iy][ox], H x Wo scratch), then columns. */
+static void box_cols(const et_layer *l, const int32_t *cc, int32_t *hs, int32_t *cj) {
+    const et_conv_cfg *c = &l->cfg.conv;
+    const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w, KH = c->kh, KW = c->kw;
+    memset(hs, 0, sizeof(int32_t) * (size_t)H * Wo);
+    for (int iy = 0; iy < H; iy++) {
+        const int32_t *cr = cc + (int64_t)iy * W;
+        int32_t *hr = hs + (int64_t)iy * Wo;
+        for (int kx = 0; kx < KW; kx++) {
+            const int ix0 = kx - c->pw;
+            const int lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < Wo ? W - ix0 : Wo;
+            for (int ox = lo; ox < hi; ox++) hr[ox] += cr[ox + ix0];
+        }
+    }
+    memset(cj, 0, sizeof(int32_t) * (size_t)Ho * Wo);
+    for (int oy = 0; oy < Ho; oy++) {
+        int32_t *o = cj + (int64_t)oy * Wo;
+        for (int ky = 0; ky < KH; ky++) {
+            const int iy = oy - c->ph + ky;
+            if (iy < 0 || iy >= H) continue;
+            const int32_t *hr = hs + (int64_t)iy * Wo;
+            for (int ox = 0; ox < Wo; ox++) o[ox] += hr[ox];
+        }
+    }
+}
+
 static void conv_xstats(const et_layer *l, const float *x, int N, int n0, int nb, int32_t *rowcnt, int32_t *colcnt) {
     const et_conv_cfg *c = &l->cfg.conv;
     const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w, Cin = l->in.c, KH = c->kh, KW = c->kw;
@@ -426,29 +460,8 @@ static void conv_xstats(const et_layer *l, const float *x, int N, int n0, int nb
         }
         if (!colcnt) continue;
         int32_t *cj = colcnt + (int64_t)n * Ho * Wo;
-        if (small && rect && (int64_t)H * Wo <= XS_MAXHW) {
-            /* separable box sum: rows of taps first (hs[iy][ox]), then columns */
-            int32_t *hs = R; /* R is free here: H x Wo */
-            memset(hs, 0, sizeof(int32_t) * (size_t)H * Wo);
-            for (int iy = 0; iy < H; iy++) {
-                const int32_t *cr = cc + (int64_t)iy * W;
-                int32_t *hr = hs + (int64_t)iy * Wo;
-                for (int kx = 0; kx < KW; kx++) {
-                    const int ix0 = kx - c->pw;
-                    const int lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < Wo ? W - ix0 : Wo;
-                    for (int ox = lo; ox < hi; ox++) hr[ox] += cr[ox + ix0];
-                }
-            }
-            memset(cj, 0, sizeof(int32_t) * (size_t)Ho * Wo);
-            for (int oy = 0; oy < Ho; oy++) {
-                int32_t *o = cj + (int64_t)oy * Wo;
-                for (int ky = 0; ky < KH; ky++) {
-                    const int iy = oy - c->ph + ky;
-                    if (iy < 0 || iy >= H) continue;
-                    const int32_t *hr = hs + (int64_t)iy * Wo;
-                    for (int ox = 0; ox < Wo; ox++) o[ox] += hr[ox];
-                }
-            }
+        if (box_ok(l)) {
+            box_cols(l, cc, R, cj); /* R is free here */
             continue;
         }
         for (int oy = 0; oy < Ho; oy++)
@@ -484,17 +497,32 @@ static void conv_xstats(const et_layer *l, const float *x, int N, int n0, int nb
  *                        dY's density (l->dy_density).
  * EP's and WG's executed MACs are then both sum_p xcols[p] * dycols[p], with
  * no read of x or dY in the matmul call. */
-static const int32_t *layer_xcols(et_layer *l, const et_lctx *cx, const float *x) {
+/* xnz (or NULL): each input pixel's non-zero channels (N x H x W), counted
+ * already (the AMX prediction's coding pass); then only the box sums remain */
+static const int32_t *layer_xcols_nz(et_layer *l, const et_lctx *cx, const float *x, const int32_t *xnz) {
     const et_layer_sparsity *sp = cx->sp;
     if (!sp || !sp->xcols) return NULL;
     const int64_t step = cx->eng ? cx->eng->step : -1;
     if (cx->eng && l->xcols_of == x && l->xcols_step == step) return sp->xcols;
     const int N = cx->batch, HWo = l->out.h * l->out.w;
+    const int64_t HW = (int64_t)l->in.h * l->in.w;
     int32_t *c = sp->xcols;
+    if (xnz && box_ok(l)) {
+#pragma omp parallel for schedule(static) if (N > 1 && (int64_t)N * HW > 65536)
+        for (int n = 0; n < N; n++) {
+            int32_t hs[XS_MAXHW];
+            box_cols(l, xnz + (int64_t)n * HW, hs, c + (int64_t)n * HWo);
+        }
+    } else {
 #pragma omp parallel for schedule(static) if (N > 1 && (int64_t)N * et_shape_numel(l->in) > 65536)
-    for (int n = 0; n < N; n++) conv_xstats(l, x, N, n, 1, NULL, c + (int64_t)n * HWo);
+        for (int n = 0; n < N; n++) conv_xstats(l, x, N, n, 1, NULL, c + (int64_t)n * HWo);
+    }
     if (cx->eng) l->xcols_of = x, l->xcols_step = step;
     return c;
+}
+
+static const int32_t *layer_xcols(et_layer *l, const et_lctx *cx, const float *x) {
+    return layer_xcols_nz(l, cx, x, NULL);
 }
 
 #define DYCOLS_BLOCK 2048
@@ -831,8 +859,6 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL, NULL, 0, 0, 0, NULL,
               NULL, NULL, 0, 0};
     l->xcols_of = l->dycols_of = NULL; /* a new x (or the same one refilled) */
-    /* speculation's counts: nnz of col's columns, for the whole batch */
-    if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes) j.xcols = layer_xcols(l, cx, x);
     if (!spec && ((cx->sp && cx->sp->ff_skip) || l->params[0].mask)) { /* the same for every chunk */
         int32_t *wc = weight_colcnt(&j);
         et_spgemm_linecount(0, Cout, (int)conv_ck(l), l->params[0].use, (int)conv_ck(l), wc);
@@ -847,15 +873,22 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     et_lctx cxl;
     const et_conv_cfg *cc = &l->cfg.conv;
     const int32_t *kept = NULL;
+    /* the input pixels' non-zero channels, counted by the AMX path's coding
+     * pass, in the second lane's column buffer (free until the products) */
+    int32_t *xnz = NULL;
+    if (spec && cx->sp->xcols && box_ok(l) && (size_t)N * l->in.h * l->in.w <= chunk_floats(l, N))
+        xnz = (int32_t *)(void *)lane_cols(&j, 1);
     if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes && cc->sh == 1 && cc->sw == 1 &&
         et_spec_amx_ok() &&
         et_spec_amx_plan(&al, N, l->in.c, l->in.h, l->in.w, Cout, cc->kh, cc->kw, cc->ph, cc->pw) &&
         al.ho == l->out.h && al.wo == l->out.w && al.bytes <= et_layer_spec_code_bytes(l, N) &&
-        et_spec_conv_amx(&al, x, l->params[0].use, spec, cx->sp->spec_codes, &kept)) {
+        et_spec_conv_amx(&al, x, l->params[0].use, spec, cx->sp->spec_codes, &kept, xnz)) {
         spx = *spec, spx.pre_kept = kept;
         spl = *cx->sp, spl.spec = &spx;
         cxl = *cx, cxl.sp = &spl;
         j.cx = &cxl;
+        /* speculation's counts: nnz of col's columns, for the whole batch */
+        j.xcols = layer_xcols_nz(l, cx, x, xnz);
     } else if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes && cc->sh == 1 && cc->sw == 1 &&
                l->out.h == l->in.h + 2 * cc->ph - cc->kh + 1 && l->out.w == l->in.w + 2 * cc->pw - cc->kw + 1 &&
                et_spec_conv_small(x, N, l->in.c, l->in.h, l->in.w, l->params[0].use, Cout, cc->kh, cc->kw, cc->ph,
@@ -877,6 +910,8 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
      * the matmul call adds the bias, and applies the ReLU the executor fused
      * here (relu_out), as it stores the output: the same float operations as
      * the passes below (kernels/gemm_internal.h, et_gemm_epi). */
+    /* speculation's counts: nnz of col's columns, for the whole batch */
+    if (!j.xcols && spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes) j.xcols = layer_xcols(l, cx, x);
     j.epi = !spec && et_matmul_plain(cx->eng, l->index);
     j.implicit = j.epi && ff_implicit(l, cx);
     /* FF skipping zeros (of x, or of pruned weights: zero in `use`) counts

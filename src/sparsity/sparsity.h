@@ -40,12 +40,13 @@ int et_spec_pack_a(const float *A, int M, int K, int lda, float absmax, int bits
  * off, and an ISA capped below AVX-512). et_spec_conv_amx (layout from
  * et_spec_amx_plan, speculate_amx.h; buf of layout->bytes) predicts the mask
  * of all sp->mask's outputs from x (CNHW) and w with sp's scales, bits and
- * bias, and points *kept at the kept outputs per output column; 0: not run. */
+ * bias, and points *kept at the kept outputs per output column; xnz (or
+ * NULL): each input pixel's non-zero channels (N x H x W); 0: not run. */
 int et_spec_amx_ok(void);
 void et_spec_set_amx(int on);
 struct et_spec_amx_layout;
 int et_spec_conv_amx(const struct et_spec_amx_layout *L, const float *x, const float *w, const et_spec *sp, void *buf,
-                     const int32_t **kept);
+                     const int32_t **kept, int32_t *xnz);
 /* The direct path of a stride-1 convolution with few products per output
  * (K = cin * kh * kw <= ET_SPEC_SMALL_K; speculate.c): the same contract as
  * et_spec_conv_amx, on any AVX-512 CPU, with a buffer of

@@ -497,10 +497,11 @@ int et_spec_amx_plan(et_spec_amx_layout *L, int n, int cin, int h, int w, int co
 #ifdef ET_HAVE_AMX
 /* Codes the input and the weights into buf's layout and runs the AMX
  * prediction of the whole call: sp->mask for all outputs, *kept = per real
- * column the kept outputs (in buf). Returns 0 (nothing done) where the path
- * does not run. The statistics are the products' to count (et_spec.pre_kept). */
+ * column the kept outputs (in buf); xnz (unless NULL): per input pixel
+ * (image-major, N x H x W) its non-zero channels, counted on the way through
+ * x. Returns 0 (nothing done) where the path does not run. The statistics are the products' to count (et_spec.pre_kept). */
 int et_spec_conv_amx(const et_spec_amx_layout *L, const float *x, const float *w, const et_spec *sp, void *buf,
-                     const int32_t **kept) {
+                     const int32_t **kept, int32_t *xnz) {
     if (!et_spec_amx_ok() || sp->bits < 1 || sp->bits > 8 || !L->bytes || (sp->bias && !sp->bias_rows)) return 0;
     const float step = (float)(1 << (8 - sp->bits));
     const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step, scale = sa * sb;
@@ -522,7 +523,8 @@ int et_spec_conv_amx(const et_spec_amx_layout *L, const float *x, const float *w
 #pragma omp parallel num_threads(T) if (T > 1)
     {
 #pragma omp for schedule(static) nowait
-        for (int n = 0; n < L->n; n++) et_spec_code_xt_avx512(L, x, n, invx, sp->bits, xt);
+        for (int n = 0; n < L->n; n++)
+            et_spec_code_xt_avx512(L, x, n, invx, sp->bits, xt, xnz ? xnz + (int64_t)n * L->h * L->w : NULL);
 #pragma omp single nowait
         memset(xt + L->v * L->cb, 0, (size_t)((L->vs - L->v) * L->cb)); /* past the virtual pixels */
         /* the weights' codes in [co][tap][ci] order */
@@ -538,8 +540,8 @@ int et_spec_conv_amx(const et_spec_amx_layout *L, const float *x, const float *w
 }
 #else
 int et_spec_conv_amx(const et_spec_amx_layout *L, const float *x, const float *w, const et_spec *sp, void *buf,
-                     const int32_t **kept) {
-    (void)L, (void)x, (void)w, (void)sp, (void)buf, (void)kept;
+                     const int32_t **kept, int32_t *xnz) {
+    (void)L, (void)x, (void)w, (void)sp, (void)buf, (void)kept, (void)xnz;
     return 0;
 }
 #endif

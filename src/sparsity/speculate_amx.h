@@ -40,7 +40,8 @@ uint64_t et_spec_amx_run(const et_spec_amx_layout *L, void *buf, uint8_t *mask, 
 
 /* speculate_avx512.c: the virtual rows of image n in xt (codes of
  * et_spec_code with inv and bits; padding and channels past cin are 0). */
-void et_spec_code_xt_avx512(const et_spec_amx_layout *L, const float *x, int n, float inv, int bits, int8_t *xt);
+void et_spec_code_xt_avx512(const et_spec_amx_layout *L, const float *x, int n, float inv, int bits, int8_t *xt,
+                            int32_t *nz);
 /* speculate_avx512.c: one output channel's weights w[ci][t] (cin x taps)
  * coded into out[t][ci]. */
 void et_spec_code_wt_avx512(const float *w, int cin, int taps, float inv, int bits, int8_t *out);

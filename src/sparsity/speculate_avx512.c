@@ -247,9 +247,11 @@ static inline void transpose16(__m512i r[16]) {
     for (int i = 0; i < 16; i++) r[i] = t[i];
 }
 
-void et_spec_code_xt_avx512(const et_spec_amx_layout *L, const float *x, int n, float inv, int bits, int8_t *xt) {
+void et_spec_code_xt_avx512(const et_spec_amx_layout *L, const float *x, int n, float inv, int bits, int8_t *xt,
+                            int32_t *nz) {
     enum { TMP = 16384 }; /* bytes of quads per pass */
     uint32_t tmp[TMP / 4] __attribute__((aligned(64)));
+    int32_t cnt[TMP / 4] __attribute__((aligned(64))); /* the pass's pixels' non-zero channels (nz) */
     const __m512 vinv = _mm512_set1_ps(inv);
     const __m128i sh = _mm_cvtsi32_si128(8 - bits);
     const int H = L->h, W = L->w, wp = L->wp, cb = L->cb, cin = L->cin, nq = cb / 4, nqx = (cin + 3) / 4;
@@ -266,13 +268,14 @@ void et_spec_code_xt_avx512(const et_spec_amx_layout *L, const float *x, int n, 
     for (int64_t p0 = 0; p0 < HW; p0 += R) {
         const int np = HW - p0 < R ? (int)(HW - p0) : R;
         /* pass 1: each quad's codes along the pixels (four planes read in order) */
+        if (nz) memset(cnt, 0, sizeof(int32_t) * (size_t)((np + 15) & ~15));
         for (int g = 0; g < nqx; g++) {
             const float *src[4];
             for (int b = 0; b < 4; b++)
                 src[b] = 4 * g + b < cin ? x + ((int64_t)(4 * g + b) * L->n + n) * HW + p0 : NULL;
             for (int j = 0; j < np; j += 16) {
                 const __mmask16 m = np - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (np - j)) - 1);
-                __m512i c[4];
+                __m512i c[4], k = nz ? _mm512_load_si512(cnt + j) : _mm512_setzero_si512();
                 for (int b = 0; b < 4; b++) {
                     if (!src[b]) {
                         c[b] = _mm512_setzero_si512();
@@ -281,11 +284,17 @@ void et_spec_code_xt_avx512(const et_spec_amx_layout *L, const float *x, int n, 
                     /* a plane holds one image's pixels here, too short a stream for the
                      * hardware prefetcher: fetch the next image's line (same plane) now */
                     if (n + 1 < L->n) _mm_prefetch((const char *)(src[b] + j + HW), _MM_HINT_T0);
-                    c[b] = code16m(_mm512_maskz_loadu_ps(m, src[b] + j), vinv, sh);
+                    const __m512 v = _mm512_maskz_loadu_ps(m, src[b] + j);
+                    c[b] = code16m(v, vinv, sh);
+                    /* x != 0 (NaN counts), as et_spgemm_nzcount_add */
+                    k = _mm512_mask_sub_epi32(k, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ), k,
+                                              _mm512_set1_epi32(-1));
                 }
+                if (nz) _mm512_store_si512(cnt + j, k);
                 _mm512_store_si512(tmp + g * R + j, quad_bytes(c));
             }
         }
+        if (nz) memcpy(nz + p0, cnt, sizeof(int32_t) * (size_t)np);
         /* pass 2: 16 pixels x 16 quads transposed into the pixels' rows */
         int iy = (int)(p0 / W), ix = (int)(p0 % W);
         for (int j = 0; j < np; j += 16) {
