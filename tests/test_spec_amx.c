@@ -181,13 +181,21 @@ static void test_small_kernel(void **state) {
 }
 
 /* A conv layer under speculation through its FF call (several chunks, two
- * lanes at 2 threads): AMX on and off give the same bits everywhere, and the
- * mask is the scalar predictor's. */
+ * lanes at 2 threads): the whole-call paths (AMX, few taps) on and off give
+ * the same bits everywhere, statistics included, and the mask is the scalar
+ * predictor's. */
 static void test_amx_layer(void **state) {
     (void)state;
-    const int N = 6, bits = 4, Ci = 32, H = 14, W = 12;
-    et_conv_cfg cfg = {24, 3, 3, 1, 1, 1, 1, 1};
+    const int N = 6, bits = 4;
+    /* Cin 32, 3x3 "same": AMX, the product packed from x; Cin 1: the direct
+     * path (few taps), the product on col; Cin 6, 5x5 without padding: AMX,
+     * the product on col. The last two count a checked call's check in the
+     * layer's bias pass too (the product leaves the dense values). */
+    static const int geo[][6] = {{32, 14, 12, 24, 3, 1}, {1, 11, 13, 20, 3, 1}, {6, 12, 10, 16, 5, 0}};
+    for (int gi = 0; gi < 3; gi++)
     for (int threads = 1; threads <= 2; threads++) {
+        const int Ci = geo[gi][0], H = geo[gi][1], W = geo[gi][2], kk = geo[gi][4], pad = geo[gi][5];
+        et_conv_cfg cfg = {geo[gi][3], kk, kk, 1, 1, pad, pad, 1};
         lh h;
         assert_int_equal(lh_init(&h, ET_L_CONV, &cfg, sizeof cfg, (et_shape){Ci, H, W, 1}, N), ET_OK);
         const et_layer *l = &h.l;
@@ -198,11 +206,12 @@ static void test_amx_layer(void **state) {
         const size_t wsb = et_spec_ws_bytes(bits, M, Nn, K), cb = et_layer_spec_code_bytes(l, N);
         void *ws0 = aligned_alloc(64, (wsb + 63) / 64 * 64), *ws1 = aligned_alloc(64, (wsb + 63) / 64 * 64);
         int8_t *codes = aligned_alloc(64, (cb + 63) / 64 * 64);
+        int32_t *xcols = malloc(sizeof(int32_t) * (size_t)(N * Ho * Wo)); /* the layer's column counts' room */
         uint8_t *mask[2] = {malloc((size_t)h.ny), malloc((size_t)h.ny)};
         float *y[2] = {malloc(sizeof(float) * (size_t)h.ny), malloc(sizeof(float) * (size_t)h.ny)};
         et_counters tot[2];
         et_spec_stats st[2];
-        assert_true(ws0 && ws1 && codes && mask[0] && mask[1] && y[0] && y[1]);
+        assert_true(ws0 && ws1 && codes && xcols && mask[0] && mask[1] && y[0] && y[1]);
         h.eng.spec_ws = ws0, h.eng.spec_ws1 = ws1, h.eng.spec_ws_bytes = wsb;
         et_set_threads(threads);
         /* 0: unchecked; 1: checked (false and missed zeros counted); 2: checked, with
@@ -211,12 +220,13 @@ static void test_amx_layer(void **state) {
         if (variant == 2)
             for (int64_t i = 0; i < h.l.params[0].n; i += 5) h.l.params[0].data[i] = 0.0f;
         const float aw = absmaxf(h.l.params[0].data, h.l.params[0].n), ax = absmaxf(h.x, h.nx);
-        for (int run = 0; run < 2; run++) { /* 0: AMX where there is one, 1: without */
+        for (int run = 0; run < 2; run++) { /* 0: AMX or the direct path where they run, 1: neither */
             et_spec_set_amx(run == 0);
+            et_spec_set_small(run == 0);
             memset(&st[run], 0, sizeof st[run]);
             et_spec spec = {bits, aw, ax, h.l.params[1].data, 1, mask[run], N * Ho * Wo, variant > 0, &st[run], NULL, 0,
                             NULL, NULL, NULL};
-            et_layer_sparsity sp = {1, 0, 1, &spec, NULL, codes, NULL, NULL};
+            et_layer_sparsity sp = {1, 0, 1, &spec, NULL, codes, xcols, NULL};
             h.sp = &sp;
             et_engine_reset(&h.eng);
             assert_int_equal(lh_ff(&h), ET_OK);
@@ -224,6 +234,7 @@ static void test_amx_layer(void **state) {
             tot[run] = h.eng.total;
         }
         et_spec_set_amx(1);
+        et_spec_set_small(1);
         assert_memory_equal(y[0], y[1], sizeof(float) * (size_t)h.ny);
         assert_memory_equal(mask[0], mask[1], (size_t)h.ny);
         assert_memory_equal(&tot[0], &tot[1], sizeof tot[0]);
@@ -241,10 +252,10 @@ static void test_amx_layer(void **state) {
                     for (int ox = 0; ox < Wo; ox++) {
                         int64_t e = (((int64_t)co * N + n) * Ho + oy) * Wo + ox;
                         assert_int_equal(mask[0][e], ref_keep(h.x, h.l.params[0].data, h.l.params[1].data, N, Ci, H,
-                                                              W, 3, 3, 1, 1, aw, ax, bits, co, n, oy, ox));
+                                                              W, kk, kk, pad, pad, aw, ax, bits, co, n, oy, ox));
                     }
         }
-        free(ws0), free(ws1), free(codes), free(mask[0]), free(mask[1]), free(y[0]), free(y[1]);
+        free(ws0), free(ws1), free(codes), free(xcols), free(mask[0]), free(mask[1]), free(y[0]), free(y[1]);
         lh_free(&h);
     }
     et_set_threads(1);

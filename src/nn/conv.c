@@ -592,6 +592,9 @@ typedef struct cjob {
     const int32_t *xcols, *dycols; /* the whole batch's counts (layer_xcols, layer_dycols), NULL: none */
     int spec_epi; /* FF speculated: the products add the bias, apply relu_out and then the
                      mask themselves */
+    int late_check; /* FF speculated, mask predicted for the whole call (et_spec.pre_kept): the
+                       products store the dense values on checked calls, and conv_ff's bias
+                       pass counts the check from them */
     int dynamic;  /* EP: with two lanes, each takes the next chunk left (any split gives the
                      same bits: each image's dX is its own) instead of a fixed half */
 } cjob;
@@ -831,7 +834,7 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
             chunk.ldmask = N * HWo;
             mm.spec = &chunk;
             if (spec->pre_kept) { /* the whole call's mask is predicted (AMX path): counts only */
-                if (j->implicit) chunk.check = 0; /* dense values in y: conv_ff checks the whole output */
+                if (j->late_check) chunk.check = 0; /* dense values in y: conv_ff checks the whole output */
                 chunk.b_colnz = chunk_xcols(j, lane, n0, nb);
                 chunk.pre_kept = spec->pre_kept + (int64_t)n0 * HWo;
             } else if (j->xcodes) { /* B's codes: an im2col of the input's codes; nnz of B's columns from x */
@@ -857,7 +860,7 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const et_spec *spec = cx->sp ? cx->sp->spec : NULL;
     cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL, NULL, 0, 0, 0, NULL,
-              NULL, NULL, 0, 0};
+              NULL, NULL, 0, 0, 0};
     l->xcols_of = l->dycols_of = NULL; /* a new x (or the same one refilled) */
     if (!spec && ((cx->sp && cx->sp->ff_skip) || l->params[0].mask)) { /* the same for every chunk */
         int32_t *wc = weight_colcnt(&j);
@@ -906,12 +909,12 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
         uint32_t *ap = (uint32_t *)(void *)lane_codes(&j, 2);
         if (et_spec_pack_a(l->params[0].use, Cout, (int)conv_ck(l), (int)conv_ck(l), spec->absmax_a, spec->bits, ap)) j.a_vnni = ap;
     }
+    /* speculation's counts: nnz of col's columns, for the whole batch */
+    if (!j.xcols && spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes) j.xcols = layer_xcols(l, cx, x);
     /* Without speculation and with nothing watching the products (a sink),
      * the matmul call adds the bias, and applies the ReLU the executor fused
      * here (relu_out), as it stores the output: the same float operations as
      * the passes below (kernels/gemm_internal.h, et_gemm_epi). */
-    /* speculation's counts: nnz of col's columns, for the whole batch */
-    if (!j.xcols && spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes) j.xcols = layer_xcols(l, cx, x);
     j.epi = !spec && et_matmul_plain(cx->eng, l->index);
     j.implicit = j.epi && ff_implicit(l, cx);
     /* FF skipping zeros (of x, or of pruned weights: zero in `use`) counts
@@ -935,6 +938,17 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     /* speculated, plain FP32: the products add the bias and apply the ReLU
      * and the mask as they store C, except the AMX path's checked calls
      * (this layer counts their check from the dense values below) */
+    /* A checked call leaves the dense values in y where the product is the
+     * plain dense one: packed from x (j.implicit), or et_sgemm on col with
+     * the mask left to the layer (matmul.c: a predicted mask with the
+     * column counts, weights without zero; zero (pruned) weights take the
+     * zero-skipping kernel, which masks as it computes). The check is then
+     * counted in the bias pass below, with no dense product of its own in
+     * the prediction. */
+    j.late_check = js && js->pre_kept &&
+                   (j.implicit || (j.xcols && et_matmul_plain(cx->eng, l->index) &&
+                                   !(l->int_scale[ET_IS_W] > 0 && l->int_scale[ET_IS_A] > 0) && !l->params[0].mask &&
+                                   !et_spgemm_any_zero(l->params[0].use, Cout, (int)conv_ck(l), (int)conv_ck(l))));
     j.spec_epi = js && et_matmul_plain(cx->eng, l->index) && !(js->pre_kept && js->check) &&
                  (l->cfg.conv.bias || cx->relu_out);
     et_status st = run_lanes(&j, balance_lanes(&j), ff_lane);
@@ -947,7 +961,7 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
      * check here, from the dense values (ff_lane left it out) */
     /* (the products that packed from x stored the dense values; the others'
      * checks ran in the prediction, which formed the dense output itself) */
-    const int own = spec && j.cx != cx, check = own && spec->check && spec->stats && j.implicit;
+    const int own = spec && j.cx != cx, check = own && spec->check && spec->stats && j.late_check;
     const int fuse = own && cx->relu_out;
     uint64_t tz = 0, fz = 0, mz = 0, pz = 0;
     if (l->cfg.conv.bias || own) {
@@ -1092,7 +1106,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     const int post = masked && et_matmul_plain(cx->eng, l->index) && !l->params[0].mask &&
                      !et_spgemm_any_zero(l->params[0].use, Cout, CK, CK);
     cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL, NULL, 0, 0, 0, NULL,
-              NULL, NULL, 0, 0};
+              NULL, NULL, 0, 0, 0};
     if (post) j.xcols = layer_xcols(l, cx, x), j.dycols = skip ? layer_dycols(l, cx, dy) : NULL;
     /* without col: the weights by tap go where WG's lane gradients live (free
      * during EP; both together hold them when Cin is a multiple of 8) */
@@ -1207,7 +1221,7 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
     const int h = et_matmul_emulated(cx->eng, l->index) ? nch : (nch + 1) / 2;
     const int tr = wg_transposed(l, cx);
     cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL, 0, 0, 0, NULL,
-              NULL, NULL, 0, 0};
+              NULL, NULL, 0, 0, 0};
     if (cx->sp && cx->sp->bw_skip && !l->params[0].mask) j.xcols = layer_xcols(l, cx, x), j.dycols = layer_dycols(l, cx, dy);
     /* without col: each lane's gradient in the kernel's layout, which fits the
      * lane's buffer when Cin is a multiple of 16 */

@@ -55,6 +55,8 @@ int et_spec_conv_amx(const struct et_spec_amx_layout *L, const float *x, const f
 size_t et_spec_small_bytes(int n, int cin, int h, int w, int cout, int kh, int kw, int ph, int pw);
 int et_spec_conv_small(const float *x, int n, int cin, int h, int w, const float *wts, int cout, int kh, int kw,
                        int ph, int pw, const et_spec *sp, void *buf, size_t bytes, const int32_t **kept);
+/* et_spec_set_small(0): the direct path off (tests compare it with the others) */
+void et_spec_set_small(int on);
 /* sign(x) * 2^floor(log2|x|), 0 for 0. */
 float et_spec_exp(float x);
 

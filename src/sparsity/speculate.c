@@ -279,12 +279,21 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spe
     for (int i = 0; i < M; i++) {
         const float *er = est + (int64_t)i * N;
         const uint8_t *mr = sp->mask + (int64_t)i * sp->ldmask;
-        for (int j = 0; j < N; j++) {
-            int zero = er[j] + bias_at(sp, i, j) <= 0.0f;
-            tz += zero;
-            fz += !mr[j] && !zero;
-            mz += mr[j] && zero;
-        }
+        /* the row's bias hoisted (bias_at), so that the loops vectorise */
+        const float *bc = sp->bias && !sp->bias_rows ? sp->bias : NULL;
+        const float bi = sp->bias && sp->bias_rows ? sp->bias[i] : 0.0f;
+        uint64_t t = 0, f = 0, m = 0;
+        if (bc)
+            for (int j = 0; j < N; j++) {
+                const int zero = er[j] + bc[j] <= 0.0f, kept = mr[j] != 0;
+                t += (uint64_t)zero, f += (uint64_t)(!kept && !zero), m += (uint64_t)(kept && zero);
+            }
+        else
+            for (int j = 0; j < N; j++) {
+                const int zero = er[j] + bi <= 0.0f, kept = mr[j] != 0;
+                t += (uint64_t)zero, f += (uint64_t)(!kept && !zero), m += (uint64_t)(kept && zero);
+            }
+        tz += t, fz += f, mz += m;
     }
     if (sp->stats) {
         et_spec_stats *s = sp->stats;
@@ -368,11 +377,14 @@ size_t et_spec_small_bytes(int n, int cin, int h, int w, int cout, int kh, int k
     return small_plan(&L, n, cin, h, w, cout, kh, kw, ph, pw) ? L.bytes : 0;
 }
 
+static int small_forced_off;
+void et_spec_set_small(int on) { small_forced_off = !on; }
+
 int et_spec_conv_small(const float *x, int n, int cin, int h, int w, const float *wts, int cout, int kh, int kw,
                        int ph, int pw, const et_spec *sp, void *buf, size_t bytes, const int32_t **kept) {
 #if defined(__x86_64__) || defined(_M_X64)
     small_layout L;
-    if (et_cpu_isa() < ET_ISA_AVX512 || sp->bits < 1 || sp->bits > 8 || (sp->bias && !sp->bias_rows) ||
+    if (small_forced_off || et_cpu_isa() < ET_ISA_AVX512 || sp->bits < 1 || sp->bits > 8 || (sp->bias && !sp->bias_rows) ||
         !small_plan(&L, n, cin, h, w, cout, kh, kw, ph, pw) || L.bytes > bytes || !buf)
         return 0;
     const float step = (float)(1 << (8 - sp->bits));
