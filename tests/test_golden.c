@@ -296,7 +296,7 @@ static void run_optim_fixture(const char *name) {
     et_model_tensor(m, 0, NULL, &w, &n, &g);
     memcpy(w, p0->data, p0->nbytes);
     for (int s = 1; s <= 3; s++) {
-        char gn[8], pn[8];
+        char gn[16], pn[16];
         snprintf(gn, sizeof gn, "g%d", s);
         snprintf(pn, sizeof pn, "p%d", s);
         memcpy(g, get(st, gn)->data, (size_t)n * sizeof(float));
