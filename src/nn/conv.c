@@ -867,9 +867,9 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
         et_spgemm_linecount(0, Cout, (int)conv_ck(l), l->params[0].use, (int)conv_ck(l), wc);
         j.wcnt = wc;
     }
-    /* the AMX path predicts the whole call's mask here, without im2col of
-     * codes; the chunks' products then get its counts through a copy of the
-     * request (et_spec.pre_kept) */
+    /* the AMX path (or, with few taps, the direct one) predicts the whole
+     * call's mask here, without im2col of codes; the chunks' products then
+     * get its counts through a copy of the request (et_spec.pre_kept) */
     et_spec_amx_layout al;
     et_spec spx;
     et_layer_sparsity spl;
@@ -881,26 +881,26 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     int32_t *xnz = NULL;
     if (spec && cx->sp->xcols && box_ok(l) && (size_t)N * l->in.h * l->in.w <= chunk_floats(l, N))
         xnz = (int32_t *)(void *)lane_cols(&j, 1);
-    if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes && cc->sh == 1 && cc->sw == 1 &&
-        et_spec_amx_ok() &&
-        et_spec_amx_plan(&al, N, l->in.c, l->in.h, l->in.w, Cout, cc->kh, cc->kw, cc->ph, cc->pw) &&
-        al.ho == l->out.h && al.wo == l->out.w && al.bytes <= et_layer_spec_code_bytes(l, N) &&
-        et_spec_conv_amx(&al, x, l->params[0].use, spec, cx->sp->spec_codes, &kept, xnz)) {
-        spx = *spec, spx.pre_kept = kept;
-        spl = *cx->sp, spl.spec = &spx;
-        cxl = *cx, cxl.sp = &spl;
-        j.cx = &cxl;
-        /* speculation's counts: nnz of col's columns, for the whole batch */
-        j.xcols = layer_xcols_nz(l, cx, x, xnz);
-    } else if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes && cc->sh == 1 && cc->sw == 1 &&
-               l->out.h == l->in.h + 2 * cc->ph - cc->kh + 1 && l->out.w == l->in.w + 2 * cc->pw - cc->kw + 1 &&
-               et_spec_conv_small(x, N, l->in.c, l->in.h, l->in.w, l->params[0].use, Cout, cc->kh, cc->kw, cc->ph,
-                                  cc->pw, spec, cx->sp->spec_codes, et_layer_spec_code_bytes(l, N), &kept)) {
+    int amx = 0, whole = 0;
+    if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes && cc->sh == 1 && cc->sw == 1) {
+        amx = et_spec_amx_ok() &&
+              et_spec_amx_plan(&al, N, l->in.c, l->in.h, l->in.w, Cout, cc->kh, cc->kw, cc->ph, cc->pw) &&
+              al.ho == l->out.h && al.wo == l->out.w && al.bytes <= et_layer_spec_code_bytes(l, N) &&
+              et_spec_conv_amx(&al, x, l->params[0].use, spec, cx->sp->spec_codes, &kept, xnz);
         /* few products per output (the first layer): the direct path, the same contract */
+        whole = amx || (l->out.h == l->in.h + 2 * cc->ph - cc->kh + 1 && l->out.w == l->in.w + 2 * cc->pw - cc->kw + 1 &&
+                        et_spec_conv_small(x, N, l->in.c, l->in.h, l->in.w, l->params[0].use, Cout, cc->kh, cc->kw,
+                                           cc->ph, cc->pw, spec, cx->sp->spec_codes, et_layer_spec_code_bytes(l, N),
+                                           &kept));
+    }
+    if (whole) {
         spx = *spec, spx.pre_kept = kept;
         spl = *cx->sp, spl.spec = &spx;
         cxl = *cx, cxl.sp = &spl;
         j.cx = &cxl;
+        /* speculation's counts: nnz of col's columns, for the whole batch
+         * (the AMX path counted x's non-zeros on its way) */
+        if (amx) j.xcols = layer_xcols_nz(l, cx, x, xnz);
     } else if (spec && spec->bits >= 1 && spec->bits <= 8 && cx->sp->spec_codes) {
         /* the input coded once (the same codes as each col entry's) */
         j.xcodes = cx->sp->spec_codes;

@@ -30,6 +30,23 @@
 
 static size_t al(size_t n) { return (n + 63) & ~(size_t)63; }
 
+/* The threads a prediction may use: the engine's, or 1 inside a parallel
+ * region (conv's lanes). */
+static inline int team(void) {
+    int T = 1;
+#ifdef _OPENMP
+    if (!omp_in_parallel()) T = et_get_threads();
+#endif
+    return T < 1 ? 1 : T;
+}
+
+/* sA * sB of the B-bit estimate, s = absmax / 127 * 2^(8-B) (top of file) */
+static float code_scale(const et_spec *sp) {
+    const float step = (float)(1 << (8 - sp->bits));
+    const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step;
+    return sa * sb;
+}
+
 size_t et_spec_ws_bytes(int bits, int M, int N, int K) {
     size_t mn = (size_t)M * (size_t)N, mk = (size_t)M * (size_t)K, kn = (size_t)K * (size_t)N;
     size_t est = al(mn * 4);
@@ -143,11 +160,7 @@ static int predict_fused(const et_matmul *mm, const int8_t *ca, char *wsp, size_
     if (mm->ta || mm->tb || K <= 0 || K > 65536 || M <= 0 || N <= 0 || et_cpu_isa() < ET_ISA_AVX512 ||
         !__builtin_cpu_supports("avx512vnni") || (sp->b_codes && !sp->b_colnz))
         return 0;
-    int T = 1;
-#ifdef _OPENMP
-    if (!omp_in_parallel()) T = et_get_threads();
-#endif
-    if (T < 1) T = 1;
+    const int T = team();
     const int Kq = (K + 3) / 4, Mp = (M + 7) & ~7, npan = (N + 31) / 32;
     const uint32_t *Ap = sp->a_vnni;
     /* the packed weights (unless the caller packed them), a panel per thread, colnz and kept */
@@ -160,9 +173,7 @@ static int predict_fused(const et_matmul *mm, const int8_t *ca, char *wsp, size_
         Ap = (const uint32_t *)(void *)wsp;
     }
     const float invb = sp->absmax_b > 0.0f ? 127.0f / sp->absmax_b : 0.0f;
-    const float step = (float)(1 << (8 - sp->bits));
-    const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step;
-    const float scale = sa * sb;
+    const float scale = code_scale(sp);
     uint64_t z = 0;
 #pragma omp parallel for schedule(static) num_threads(T) reduction(+ : z) if (T > 1 && (int64_t)M * N > 65536)
     for (int p = 0; p < npan; p++) {
@@ -249,9 +260,7 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spe
                 codes(mm->B, br, bc, mm->ldb, sp->absmax_b, sp->bits, cb);
             isum = (int32_t *)ws;
             et_igemm_s8(mm->ta, mm->tb, M, N, K, ca, ac > 0 ? ac : 1, cb, ldcb, isum, N > 0 ? N : 1);
-            const float step = (float)(1 << (8 - sp->bits));
-            const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step;
-            scale = sa * sb;
+            scale = code_scale(sp);
         }
     }
 #pragma omp parallel for schedule(static) reduction(+ : pz) if (!fused && (int64_t)M * N > 65536)
@@ -313,13 +322,13 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spe
  * they can give (scale or bias infinite, 0 * inf) keep, or keep everything
  * above them. So keep(S) == (S >= thr), thr the least S it keeps (INT32_MAX:
  * none, since |S| <= 127 * 127 * 65536 < INT32_MAX). */
-static int keep_s(int64_t S, float scale, float bias) {
+static inline int keep_s(int64_t S, float scale, float bias) {
     const float p = scale * (float)S;
     const float e = p + bias;
     return !(e <= 0.0f);
 }
 
-static int32_t keep_threshold(float scale, float bias) {
+static inline int32_t keep_threshold(float scale, float bias) {
     int64_t lo = -(int64_t)INT32_MAX, hi = INT32_MAX; /* keep(hi), not keep(lo) */
     if (keep_s(lo, scale, bias)) return INT32_MIN;
     if (!keep_s(hi, scale, bias)) return INT32_MAX;
@@ -329,6 +338,13 @@ static int32_t keep_threshold(float scale, float bias) {
         else lo = mid;
     }
     return (int32_t)hi;
+}
+
+/* thr[co] for the channels up to cout (their biases), INT32_MAX (keep none)
+ * past it up to coutp */
+static inline void thresholds(const et_spec *sp, float scale, int cout, int coutp, int32_t *thr) {
+    for (int co = 0; co < coutp; co++)
+        thr[co] = co < cout ? keep_threshold(scale, sp->bias ? sp->bias[co] : 0.0f) : INT32_MAX;
 }
 
 /* ---- the direct prediction of a convolution with few taps ----
@@ -352,8 +368,6 @@ typedef struct small_layout {
     size_t kept_off, thr_off, off_off, wc_off, xq_off, bytes;
 } small_layout;
 
-static size_t al64s(size_t n) { return (n + 63) & ~(size_t)63; }
-
 static int small_plan(small_layout *L, int n, int cin, int h, int w, int cout, int kh, int kw, int ph, int pw) {
     memset(L, 0, sizeof *L);
     if (n <= 0 || cin <= 0 || h <= 0 || w <= 0 || cout <= 0 || kh <= 0 || kw <= 0 || ph < 0 || pw < 0) return 0;
@@ -364,11 +378,11 @@ static int small_plan(small_layout *L, int n, int cin, int h, int w, int cout, i
     L->wq = ((L->wo + 15) & ~15) + kw - 1; /* the last 16 columns' taps; >= w + 2 pw */
     L->coutp = (cout + 7) & ~7;
     L->kept_off = 0;
-    L->thr_off = al64s((size_t)n * L->ho * L->wo * 4);
-    L->off_off = L->thr_off + al64s((size_t)L->coutp * 4);
-    L->wc_off = L->off_off + al64s((size_t)L->ck * 4);
-    L->xq_off = L->wc_off + al64s((size_t)L->coutp * L->ck * 4);
-    L->bytes = L->xq_off + al64s((size_t)n * cin * L->hp * L->wq * 4);
+    L->thr_off = al((size_t)n * L->ho * L->wo * 4);
+    L->off_off = L->thr_off + al((size_t)L->coutp * 4);
+    L->wc_off = L->off_off + al((size_t)L->ck * 4);
+    L->xq_off = L->wc_off + al((size_t)L->coutp * L->ck * 4);
+    L->bytes = L->xq_off + al((size_t)n * cin * L->hp * L->wq * 4);
     return 1;
 }
 
@@ -387,8 +401,7 @@ int et_spec_conv_small(const float *x, int n, int cin, int h, int w, const float
     if (small_forced_off || et_cpu_isa() < ET_ISA_AVX512 || sp->bits < 1 || sp->bits > 8 || (sp->bias && !sp->bias_rows) ||
         !small_plan(&L, n, cin, h, w, cout, kh, kw, ph, pw) || L.bytes > bytes || !buf)
         return 0;
-    const float step = (float)(1 << (8 - sp->bits));
-    const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step, scale = sa * sb;
+    const float scale = code_scale(sp);
     if (scale < 0.0f) return 0;
     char *base = buf;
     int32_t *kp = (int32_t *)(void *)(base + L.kept_off), *thr = (int32_t *)(void *)(base + L.thr_off);
@@ -396,8 +409,8 @@ int et_spec_conv_small(const float *x, int n, int cin, int h, int w, const float
     float *wc = (float *)(void *)(base + L.wc_off), *xq = (float *)(void *)(base + L.xq_off);
     const float invx = sp->absmax_b > 0.0f ? 127.0f / sp->absmax_b : 0.0f;
     const float invw = sp->absmax_a > 0.0f ? 127.0f / sp->absmax_a : 0.0f;
+    thresholds(sp, scale, cout, L.coutp, thr);
     for (int co = 0; co < L.coutp; co++) {
-        thr[co] = co < cout ? keep_threshold(scale, sp->bias ? sp->bias[co] : 0.0f) : INT32_MAX;
         for (int k = 0; k < L.ck; k++)
             wc[((int64_t)(co / 8) * L.ck + k) * 8 + co % 8] =
                 co < cout ? (float)et_spec_code(wts[(int64_t)co * L.ck + k], invw, sp->bits) : 0.0f;
@@ -405,11 +418,7 @@ int et_spec_conv_small(const float *x, int n, int cin, int h, int w, const float
     for (int ci = 0, t = 0; ci < cin; ci++)
         for (int ky = 0; ky < kh; ky++)
             for (int kx = 0; kx < kw; kx++) off[t++] = (int32_t)(((int64_t)ci * L.hp + ky) * L.wq + kx);
-    int T = 1;
-#ifdef _OPENMP
-    if (!omp_in_parallel()) T = et_get_threads();
-#endif
-    if (T < 1) T = 1;
+    const int T = team();
     const int rows = n * L.ho;
 #pragma omp parallel num_threads(T) if (T > 1)
     {
@@ -515,8 +524,7 @@ int et_spec_amx_plan(et_spec_amx_layout *L, int n, int cin, int h, int w, int co
 int et_spec_conv_amx(const et_spec_amx_layout *L, const float *x, const float *w, const et_spec *sp, void *buf,
                      const int32_t **kept, int32_t *xnz) {
     if (!et_spec_amx_ok() || sp->bits < 1 || sp->bits > 8 || !L->bytes || (sp->bias && !sp->bias_rows)) return 0;
-    const float step = (float)(1 << (8 - sp->bits));
-    const float sa = sp->absmax_a / 127.0f * step, sb = sp->absmax_b / 127.0f * step, scale = sa * sb;
+    const float scale = code_scale(sp);
     if (scale < 0.0f) return 0; /* never (absmax >= 0), but the threshold needs it */
     char *base = buf;
     int8_t *xt = (int8_t *)(base + L->xt_off), *wq = (int8_t *)(base + L->wq_off), *wt = (int8_t *)(base + L->wtmp_off);
@@ -525,13 +533,8 @@ int et_spec_conv_amx(const et_spec_amx_layout *L, const float *x, const float *w
     const float invw = sp->absmax_a > 0.0f ? 127.0f / sp->absmax_a : 0.0f;
     const int taps = L->kh * L->kw, CK = L->cin * taps, nco16 = L->coutp / 16;
     const int btiles = L->kh * L->gx * L->ngb * nco16;
-    for (int co = 0; co < L->coutp; co++)
-        thr[co] = co < L->cout ? keep_threshold(scale, sp->bias ? sp->bias[co] : 0.0f) : INT32_MAX;
-    int T = 1;
-#ifdef _OPENMP
-    if (!omp_in_parallel()) T = et_get_threads();
-#endif
-    if (T < 1) T = 1;
+    thresholds(sp, scale, L->cout, L->coutp, thr);
+    const int T = team();
 #pragma omp parallel num_threads(T) if (T > 1)
     {
 #pragma omp for schedule(static) nowait
