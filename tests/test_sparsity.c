@@ -312,8 +312,13 @@ static float absmaxf(const float *x, int64_t n) {
     return a;
 }
 
-/* Linear: y[n][o] = sum_i x[n][i] w[o][i] + b[o]. */
-static void check_spec_linear(int bits) {
+/* Linear: y[n][o] = sum_i x[n][i] w[o][i] + b[o]. With skip (FF skipping
+ * zeros, as speculate always runs) every third input is 0, and with wzero
+ * one weight too: the executed count is then the brute-force count of
+ * products with two non-zero operands over the kept outputs (weights
+ * without zero take the prediction's row counts, matmul.c spec_count; a zero
+ * weight the counting kernels). */
+static void check_spec_linear(int bits, int skip, int wzero) {
     const int N = 6, in = 11, out = 5;
     lh h;
     et_linear_cfg cfg = {out, 1};
@@ -321,16 +326,19 @@ static void check_spec_linear(int bits) {
     if (bits == ET_SPEC_EXP) /* powers-of-two sums in this range are exact in float */
         for (int64_t i = 0; i < h.nx; i++) h.x[i] = 0.25f + 3.0f * fabsf(h.x[i]);
     float *w = h.l.params[0].data, *b = h.l.params[1].data;
+    if (skip)
+        for (int64_t i = 0; i < h.nx; i += 3) h.x[i] = 0.0f;
+    if (wzero) w[7] = 0.0f;
     uint8_t *mask = calloc((size_t)N * out, 1);
     size_t wsb = et_spec_ws_bytes(bits, N, out, in);
     void *ws = aligned_alloc(64, (wsb + 63) / 64 * 64);
     h.eng.spec_ws = ws, h.eng.spec_ws_bytes = wsb;
     et_spec_stats stats = {0};
     et_spec spec = {bits, absmaxf(h.x, h.nx), absmaxf(w, h.l.params[0].n), b, 0, mask, out, 1, &stats, NULL, 0, NULL, NULL, NULL};
-    et_layer_sparsity sp = {0, 0, 0, &spec, NULL, NULL, NULL, NULL};
+    et_layer_sparsity sp = {skip, 0, 0, &spec, NULL, NULL, NULL, NULL};
     h.sp = &sp;
     assert_int_equal(lh_ff(&h), ET_OK);
-    uint64_t pz = 0, tz = 0, fz = 0, mz = 0;
+    uint64_t pz = 0, tz = 0, fz = 0, mz = 0, nzk = 0;
     for (int n = 0; n < N; n++)
         for (int o = 0; o < out; o++) {
             float est;
@@ -355,6 +363,7 @@ static void check_spec_linear(int bits) {
             else assert_true(fabs(y - (exact + b[o])) < 1e-4);
             int tzero = exact + b[o] <= 0; /* (no ties in this data) */
             pz += !want, tz += tzero, fz += !want && !tzero, mz += want && tzero;
+            for (int i = 0; i < in && want; i++) nzk += h.x[n * in + i] != 0.0f && w[o * in + i] != 0.0f;
         }
     assert_int_equal(stats.outputs, N * out);
     assert_int_equal(stats.estimate_macs, N * out * in);
@@ -364,15 +373,19 @@ static void check_spec_linear(int bits) {
     assert_int_equal(stats.false_zero, fz);
     assert_int_equal(stats.missed_zero, mz);
     assert_int_equal(h.eng.total.outputs_masked[ET_FF], pz);
-    assert_int_equal(h.eng.total.macs_executed[ET_FF], (uint64_t)(N * out - pz) * in);
+    assert_int_equal(h.eng.total.macs_executed[ET_FF], skip ? nzk : (uint64_t)(N * out - pz) * in);
+    if (skip) assert_true(nzk < (uint64_t)(N * out - pz) * in); /* the zeros did count */
     free(mask), free(ws);
     lh_free(&h);
 }
 
 static void test_spec_predictor(void **state) {
     (void)state;
-    for (int b = 1; b <= 8; b++) check_spec_linear(b);
-    check_spec_linear(ET_SPEC_EXP);
+    for (int b = 1; b <= 8; b++)
+        for (int v = 0; v < 3; v++) check_spec_linear(b, v > 0, v > 1);
+    check_spec_linear(ET_SPEC_EXP, 0, 0);
+    check_spec_linear(ET_SPEC_EXP, 1, 0);
+    check_spec_linear(ET_SPEC_EXP, 1, 1);
     /* the code function itself, at the edges */
     assert_int_equal(et_spec_code(1.0f, 127.0f, 8), 127);
     assert_int_equal(et_spec_code(-1.0f, 127.0f, 4), -7);

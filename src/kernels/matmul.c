@@ -122,6 +122,24 @@ static et_gemm_convb convb_of(const et_conv_implicit *g) {
     return (et_gemm_convb){g->x + (int64_t)g->n0 * HW, (ptrdiff_t)g->N * HW, g->H, g->W, g->KH, g->KW};
 }
 
+/* Whether the prediction's counts give a speculated product's exact
+ * executed count, so that it can run the dense kernel and then the mask:
+ * 1, the fused path's sum_j kept(j) * nnz(op(B) column j), exact when op(A)
+ * has no zero (conv FF: the weights); 2, the generic paths' kept count of
+ * each row, with sum_i kept(i) * nnz(op(A) row i) exact when op(B) has no
+ * zero (linear FF: B = the weights); 0, neither (the counting kernels).
+ * Without skip_zeros any count of kept outputs does. The zero tests stop at
+ * the first zero. */
+static int spec_count(const et_matmul *mm, const et_spec_fused *fu) {
+    if (fu->valid && (!mm->skip_zeros || !et_spgemm_any_zero(mm->A, mm->ta ? mm->K : mm->M, mm->ta ? mm->M : mm->K,
+                                                             mm->lda)))
+        return 1;
+    if (fu->row_kept && (!mm->skip_zeros || !et_spgemm_any_zero(mm->B, mm->tb ? mm->N : mm->K,
+                                                                mm->tb ? mm->K : mm->N, mm->ldb)))
+        return 2;
+    return 0;
+}
+
 /* An epilogue over all of C, rows split over the threads. */
 static void apply_epi(const et_gemm_epi *epi, int M, int N, float *C, int ldc) {
 #pragma omp parallel for schedule(static) if ((int64_t)M * N > 65536)
@@ -138,7 +156,7 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     uint64_t macs = (uint64_t)mm->M * (uint64_t)mm->N * (uint64_t)mm->K;
     const uint8_t *mask = mm->mask;
     int ldm = mm->ldmask;
-    et_spec_fused fu = {0, 0, 0, NULL};
+    et_spec_fused fu = {0, 0, 0, NULL, NULL};
     if (mm->post_mask_cols && (mm->mask || mm->spec))
         return et_set_error(ET_ERR_INVALID, "matmul: post_mask_cols with a mask or a speculation");
     if (mm->spec) { /* predict the output mask first (src/sparsity/speculate.c) */
@@ -156,7 +174,7 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
     et_gemm_epi epi = {mm->bias_rows, mm->relu, NULL, NULL};
     const int has_epi = epi.row_bias || epi.relu;
     if (mm->spec && has_epi) epi.mask = mask, epi.c0 = mm->C;
-    int epi_done = 0;
+    int epi_done = 0, spec_counted = 0;
     work w = {macs, macs, macs, (uint64_t)mm->M * (uint64_t)mm->N, 0};
     uint64_t kept = w.outputs, kelem = 0, kkept = 0;
     const int known = sparse && known_count(mm, &kelem, &kkept);
@@ -264,11 +282,10 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
             et_sgemm(mm->ta, mm->tb, mm->M, mm->N, mm->K, 1.0f, mm->A, mm->lda, mm->B, mm->ldb, mm->beta, mm->C,
                      mm->ldc);
         w.executed = kelem, kept = kkept;
-    } else if (sparse && fu.valid &&
-               (!mm->skip_zeros || !et_spgemm_any_zero(mm->A, mm->ta ? mm->K : mm->M, mm->ta ? mm->M : mm->K, mm->lda))) {
-        /* the fused prediction counted on its way through B (op(A) has no
-         * zero): the dense kernel, then the mask; on a checked call the
-         * check's dense product is this product (same et_sgemm, beta 0) */
+    } else if (sparse && (spec_counted = spec_count(mm, &fu)) != 0) {
+        /* the prediction counted the product: the dense kernel, then the
+         * mask; on a checked call the check's dense product is this product
+         * (same et_sgemm, beta 0) */
         if (fu.dense && mm->beta == 0.0f) {
 #pragma omp parallel for schedule(static) if ((int64_t)mm->M * mm->N > 65536)
             for (int i = 0; i < mm->M; i++) {
@@ -289,7 +306,11 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
             if (!mm->spec->pre_kept || (eng && eng->sink)) et_spgemm_apply_mask(mm->M, mm->N, mm->C, mm->ldc, mask, ldm);
         }
         kept = fu.kept;
-        w.executed = mm->skip_zeros ? fu.elem_dense_a : fu.kept * (uint64_t)mm->K;
+        w.executed = !mm->skip_zeros ? fu.kept * (uint64_t)mm->K
+                     : spec_counted == 1
+                         ? fu.elem_dense_a
+                         : et_spgemm_wsum(!mm->ta, mm->ta ? mm->K : mm->M, mm->ta ? mm->M : mm->K, mm->A, mm->lda,
+                                          fu.row_kept);
     } else if (sparse) {
         /* per call: the skipping kernel where its micro-tiles can skip enough,
          * else the dense one and the mask after it; counted exactly either way */

@@ -29,9 +29,15 @@ static et_status linear_ff(et_layer *l, const et_lctx *c, const float *x, float 
     et_status st = et_matmul_run(c->eng, &mm);
     if (st || !l->cfg.linear.bias) return st;
     const float *b = l->params[1].data;
-    for (int n = 0; n < N; n++)
-        for (int o = 0; o < out; o++)
-            if (!spec || spec->mask[(int64_t)n * spec->ldmask + o]) y[(int64_t)n * out + o] += b[o]; /* predicted zeros stay 0 */
+    for (int n = 0; n < N; n++) {
+        float *yn = y + (int64_t)n * out;
+        if (spec) { /* predicted zeros stay 0 (a select, so that it vectorises) */
+            const uint8_t *mn = spec->mask + (int64_t)n * spec->ldmask;
+            for (int o = 0; o < out; o++) yn[o] = mn[o] ? yn[o] + b[o] : yn[o];
+        } else {
+            for (int o = 0; o < out; o++) yn[o] += b[o];
+        }
+    }
     return ET_OK;
 }
 

@@ -18,6 +18,10 @@ size_t et_spec_ws_bytes(int bits, int M, int N, int K);
 typedef struct et_spec_fused {
     int valid;
     uint64_t kept, elem_dense_a;
+    /* the generic paths (no fused count): each row's kept outputs, M of
+     * them in the workspace (NULL: not given); with op(B) free of zeros the
+     * product's exact skip_zeros count is sum_i row_kept[i] * nnz(op(A) row i) */
+    const int32_t *row_kept;
     /* a checked call's exact dense product op(A)·op(B) (et_sgemm, beta 0),
      * M x N with row stride N, in the workspace; NULL: not computed */
     const float *dense;

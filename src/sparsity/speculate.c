@@ -49,7 +49,8 @@ static float code_scale(const et_spec *sp) {
 
 size_t et_spec_ws_bytes(int bits, int M, int N, int K) {
     size_t mn = (size_t)M * (size_t)N, mk = (size_t)M * (size_t)K, kn = (size_t)K * (size_t)N;
-    size_t est = al(mn * 4);
+    /* the estimate, then each row's kept count (the generic paths) */
+    size_t est = al(mn * 4) + al((size_t)M * 4);
     if (bits == ET_SPEC_EXACT) return est;
     if (bits == ET_SPEC_EXP) return est + al(mk * 4) + al(kn * 4);
     return est + al(mk) + al(kn);
@@ -221,11 +222,11 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spe
                             M, N, K);
     et_spec_fused nofu;
     if (!fu) fu = &nofu;
-    fu->valid = 0, fu->kept = 0, fu->elem_dense_a = 0, fu->dense = NULL;
+    fu->valid = 0, fu->kept = 0, fu->elem_dense_a = 0, fu->dense = NULL, fu->row_kept = NULL;
     float *est = ws; /* M x N, ld N (fp32 estimates, or the int32 sums isum) */
-    int32_t *isum = NULL;
+    int32_t *isum = NULL, *rk = (int32_t *)(void *)((char *)ws + al((size_t)M * N * 4));
     float scale = 0.0f;
-    char *rest = (char *)ws + al((size_t)M * N * 4);
+    char *rest = (char *)rk + al((size_t)M * 4);
     uint64_t pz = 0;
     int fused = 0;
     const int ar = mm->ta ? K : M, ac = mm->ta ? M : K, br = mm->tb ? N : K, bc = mm->tb ? K : N;
@@ -266,13 +267,17 @@ et_status et_spec_predict(const et_matmul *mm, void *ws, size_t ws_bytes, et_spe
 #pragma omp parallel for schedule(static) reduction(+ : pz) if (!fused && (int64_t)M * N > 65536)
     for (int i = 0; i < (fused ? 0 : M); i++) {
         uint8_t *mr = sp->mask + (int64_t)i * sp->ldmask;
+        int32_t k = 0;
         for (int j = 0; j < N; j++) {
             int64_t e = (int64_t)i * N + j;
             float v = (isum ? scale * (float)isum[e] : est[e]) + bias_at(sp, i, j);
             mr[j] = !(v <= 0.0f);
-            pz += mr[j] == 0;
+            k += mr[j];
         }
+        rk[i] = k; /* the row's kept outputs, for the product's count (matmul.c) */
+        pz += (uint64_t)(N - k);
     }
+    if (!fused) fu->kept = (uint64_t)M * (uint64_t)N - pz, fu->row_kept = rk;
     if (sp->stats) { /* atomic: conv's two lanes may predict at once */
         __atomic_fetch_add(&sp->stats->outputs, (uint64_t)M * N, __ATOMIC_RELAXED);
         __atomic_fetch_add(&sp->stats->predicted_zero, pz, __ATOMIC_RELAXED);
