@@ -216,6 +216,10 @@ typedef struct et_matmul {
      * counted once for EP and WG); the count then reads no operand. NULL:
      * counted from B. */
     const int32_t *bnz_cols;
+    /* With an epilogue (bias_rows or relu; NULL: none): max |C[i][j]| over
+     * the stored results (NaN never counts) is merged into *out_amax, which
+     * must hold a value >= 0 (threads may share it). */
+    float *out_amax;
 } et_matmul;
 
 typedef struct et_engine et_engine; /* the matmul path's state: counters, hooks */

@@ -90,7 +90,7 @@ static void check_geom(const geom *g, int nested) {
     assert_true(et_sgemm_convb_ok(&cb));
     for (int v = 0; v < 4; v++) {
         const float beta = v & 1 ? 1.0f : 0.0f;
-        const et_gemm_epi epi = {v & 2 ? bias : NULL, v >> 1, NULL, NULL};
+        const et_gemm_epi epi = {v & 2 ? bias : NULL, v >> 1, NULL, NULL, NULL};
         memcpy(c1, c0, sizeof(float) * (size_t)g->M * ldc);
         memcpy(c2, c0, sizeof(float) * (size_t)g->M * ldc);
         et_sgemm_epi(0, 0, g->M, ncol, K, 1.0f, a, lda, col, ncol, beta, c1, ldc, &epi);
@@ -225,7 +225,7 @@ static void test_conv_layer_ff(void **state) {
                                         ? h.x[((size_t)ci * N + n) * H * W + (size_t)y * W + xx]
                                         : 0.0f;
                             }
-                const et_gemm_epi epi = {c->bias ? h.l.params[1].data : NULL, 0, NULL, NULL};
+                const et_gemm_epi epi = {c->bias ? h.l.params[1].data : NULL, 0, NULL, NULL, NULL};
                 et_sgemm_epi(0, 0, c->out, ncol, K, 1.0f, h.l.params[0].data, K, col, ncol, 0.0f, yref, ncol, &epi);
                 assert_int_equal(lh_ff(&h), ET_OK);
                 if (memcmp(h.y, yref, sizeof(float) * (size_t)c->out * ncol))

@@ -374,7 +374,9 @@ static void test_epilogue(void **state) {
         for (int isa = 0; isa <= ET_ISA_AVX512; isa++) {
             if (!isa_ok((et_isa)isa)) continue;
             for (int q = 0; q < 9; q++) { /* bias only / relu only / both, beta 0 and 1; then with a mask */
-                const et_gemm_epi epi = {q % 3 != 1 ? bias : NULL, q % 3 != 0, q >= 6 ? mask : NULL, C};
+                float am = 0.0f; /* and the stored values' absmax (amax), on every other variant */
+                const et_gemm_epi epi = {q % 3 != 1 ? bias : NULL, q % 3 != 0, q >= 6 ? mask : NULL, C,
+                                         q % 2 ? &am : NULL};
                 const float beta = q < 3 || q >= 6 ? 0.0f : 1.0f;
                 et_set_threads(1);
                 memcpy(R, C0, sizeof(float) * (size_t)M * ldc);
@@ -387,8 +389,15 @@ static void test_epilogue(void **state) {
                         if (epi.mask && !mask[(size_t)i * ldc + j]) v = 0.0f;
                         R[(size_t)i * ldc + j] = v;
                     }
+                float want_am = 0.0f; /* NaN never wins (A holds one), inf would count */
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) {
+                        const float v = fabsf(R[(size_t)i * ldc + j]);
+                        want_am = v > want_am ? v : want_am;
+                    }
                 for (int T = 0; T <= 3; T++) { /* T == 0: nested inside a parallel region */
                     memcpy(C, C0, sizeof(float) * (size_t)M * ldc);
+                    am = 0.0f;
                     if (T) {
                         et_set_threads(T);
                         et_sgemm_epi_isa((et_isa)isa, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc, &epi);
@@ -415,6 +424,9 @@ static void test_epilogue(void **state) {
                                          et_isa_name((et_isa)isa), T, ta, tb, M, N, K, epi.row_bias != NULL, epi.relu,
                                          beta, i, j, got, want);
                         }
+                    if (epi.amax && M > 0 && N > 0 && am != want_am)
+                        fail_msg("%s T=%d M=%d N=%d K=%d q=%d: amax %a, want %a", et_isa_name((et_isa)isa), T, M, N, K, q,
+                                 am, want_am);
                 }
             }
         }

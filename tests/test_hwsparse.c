@@ -79,7 +79,7 @@ static void test_hand_case(void **state) {
     et_trace_writer *tw;
     assert_int_equal(et_trace_create(tpath, 1, names, &tw), ET_OK);
     assert_int_equal(et_model_attach_hw(m, ra, rb, tw), ET_OK);
-    et_matmul mm = {ET_FF, 0, 0, 1, 3, 3, 4, X, 4, w, 4, C, 3, 0.0f, 0, mask, 3, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL};
+    et_matmul mm = {ET_FF, 0, 0, 1, 3, 3, 4, X, 4, w, 4, C, 3, 0.0f, 0, mask, 3, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL};
     assert_int_equal(et_matmul_run(et_model_engine(m), &mm), ET_OK);
     et_model_attach_hw(m, NULL, NULL, NULL); /* sends the product's record */
     assert_int_equal(et_trace_close(tw, 1), ET_OK);
@@ -256,7 +256,7 @@ static void test_non_pow2_tiles(void **state) {
     assert_true(m1.hw >= 5 * sizeof(int32_t));
     assert_int_equal(m1.total - m0.total, m1.hw);
     et_matmul mm = {ET_FF, 0, 0, 1, 5, 13, 5, X, 5, m->nodes[0].layer.params[0].use, 5, C, 13, 0.0f, 0, mask, 13,
-                    NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL};
+                    NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL};
     assert_int_equal(et_matmul_run(et_model_engine(m), &mm), ET_OK);
     /* a product with more positions than the plan allows is an error, not a
      * buffer that grows while training */
@@ -264,7 +264,7 @@ static void test_non_pow2_tiles(void **state) {
     static uint8_t mask6[78];
     memset(mask6, 1, sizeof mask6);
     et_matmul big = {ET_FF, 0, 0, 1, 6, 13, 5, X6, 5, m->nodes[0].layer.params[0].use, 5, C6, 13, 0.0f, 0, mask6, 13,
-                     NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL};
+                     NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL};
     et_hw_totals t;
     et_hw_run_totals(ra, -1, -1, &t);
     assert_int_equal(et_matmul_run(et_model_engine(m), &big), ET_ERR_INVALID);
@@ -336,12 +336,12 @@ static void test_live_equals_replay_sparse(void **state) {
     float *gc = m->nodes[0].layer.params[0].grad, *gl = m->nodes[3].layer.params[0].grad;
     for (int step = 0; step < 2; step++) {
         et_matmul ops[] = {
-            {ET_FF, 0, 0, 0, 4, 108, 18, wc, 18, B, 108, C, 108, 0.0f, 0, mask, 108, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL},
-            {ET_FF, 3, 0, 1, 3, 5, 144, A, 144, wl, 144, C, 5, 0.0f, 0, mask + 7, 5, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL},
-            {ET_WG, 3, 1, 0, 5, 144, 3, B, 5, A, 144, gl, 144, 0.0f, 0, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL},
-            {ET_EP, 3, 0, 0, 3, 144, 5, B, 5, wl, 144, C, 144, 0.0f, 0, mask + 3, 144, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL},
-            {ET_WG, 0, 0, 1, 4, 18, 108, B, 108, A, 108, gc, 18, 0.0f, 0, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL},
-            {ET_EP, 0, 1, 0, 18, 108, 4, wc, 18, B, 108, C, 108, 0.0f, 1, mask + 11, 108, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL},
+            {ET_FF, 0, 0, 0, 4, 108, 18, wc, 18, B, 108, C, 108, 0.0f, 0, mask, 108, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL},
+            {ET_FF, 3, 0, 1, 3, 5, 144, A, 144, wl, 144, C, 5, 0.0f, 0, mask + 7, 5, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL},
+            {ET_WG, 3, 1, 0, 5, 144, 3, B, 5, A, 144, gl, 144, 0.0f, 0, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL},
+            {ET_EP, 3, 0, 0, 3, 144, 5, B, 5, wl, 144, C, 144, 0.0f, 0, mask + 3, 144, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL},
+            {ET_WG, 0, 0, 1, 4, 18, 108, B, 108, A, 108, gc, 18, 0.0f, 0, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL},
+            {ET_EP, 0, 1, 0, 18, 108, 4, wc, 18, B, 108, C, 108, 0.0f, 1, mask + 11, 108, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL},
         };
         for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
             assert_int_equal(et_matmul_run(et_model_engine(m), &ops[i]), ET_OK);

@@ -16,6 +16,8 @@
 #include "kernels/gemm_internal.h"
 #include "kernels/matmul.h"
 #include "nn/layer.h"
+#include "nn/model.h"
+#include "numerics/format_internal.h"
 #include "sparsity/sparsity.h"
 #include "util/layer_harness.h"
 
@@ -540,7 +542,7 @@ static void test_spec_product(void **state) {
                     eng.spec_ws = ws, eng.spec_ws_bytes = wsb;
                     memset(mask, 7, (size_t)M * ldm);
                     for (int i = 0; i < M * ldc; i++) C[i] = NAN;
-                    et_matmul mm = {ET_FF, -1, 0, 0, M, N, K, A, lda, B, ldb, C, ldc, 0.0f, 1, NULL, 0, &spec, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL};
+                    et_matmul mm = {ET_FF, -1, 0, 0, M, N, K, A, lda, B, ldb, C, ldc, 0.0f, 1, NULL, 0, &spec, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL};
                     et_set_threads(T);
                     assert_int_equal(et_matmul_run(&eng, &mm), ET_OK);
                     et_set_threads(1);
@@ -796,6 +798,55 @@ static void test_model_speculate(void **state) {
     et_model_free(a), et_model_free(e), et_model_free(q), et_model_free(q1);
 }
 
+/* The activations' absmax that the FFs take as they write their outputs
+ * (et_lctx.out_amax: conv epilogues, relu, maxpool, flatten) is, for every
+ * tensor that has one after a forward pass, the absmax of its values: the
+ * speculation's scale. Only under speculation with 1..8 bits. */
+static void check_tensor_amax(et_model *m, int batch, int want_known) {
+    float *x = et_model_input(m);
+    for (int64_t i = 0; i < (int64_t)batch * 200; i++) x[i] = sinf((float)(i * 7) * 0.29f) * 3.0f - 0.5f;
+    x[5] = 40.0f; /* one large input, so that a layer's max is not the same everywhere */
+    assert_int_equal(et_model_forward(m, batch, 1, NULL), ET_OK);
+    int known = 0;
+    for (int t = 0; t < m->ntensors; t++) {
+        const et_tensor *tt = &m->tensors[t];
+        if (tt->amax < 0.0f) continue;
+        const float want = et_absmax_f32(tt->val, (size_t)et_shape_numel(tt->shape) * (size_t)batch, 1);
+        assert_true(want > 0.0f);
+        assert_true(tt->amax == want);
+        known++;
+    }
+    if (want_known) assert_true(known >= 6); /* conv + relu (three), relu after bn and after linear, maxpool */
+    else assert_int_equal(known, 0);
+    /* every speculated layer but the first (its input is the data) found its
+     * input's absmax taken: relu after bn, maxpool, flatten of a conv */
+    for (int i = 1; i < m->nnodes && want_known; i++) {
+        int sp;
+        et_model_node_sparsity_plan(m, i, NULL, NULL, NULL, &sp);
+        if (sp) assert_true(m->tensors[m->nodes[i].in].amax >= 0.0f);
+    }
+}
+
+static void test_model_amax(void **state) {
+    (void)state;
+    const int B = 5;
+    et_sparsity none, b4, b32;
+    et_sparsity_parse("none", NULL, &none);
+    et_sparsity_parse("speculate", "4", &b4);
+    et_sparsity_parse("speculate", "32", &b32);
+    b4.spec_check_every = 0;
+    et_model *a = make_model(&b4, B), *n = make_model(&none, B), *e = make_model(&b32, B);
+    check_tensor_amax(a, B, 1);
+    check_tensor_amax(n, B, 0); /* nothing wants it: no work */
+    check_tensor_amax(e, B, 0);
+    int threads = et_get_threads();
+    et_set_threads(1);
+    et_model *a1 = make_model(&b4, B);
+    check_tensor_amax(a1, B, 1);
+    et_set_threads(threads);
+    et_model_free(a), et_model_free(n), et_model_free(e), et_model_free(a1);
+}
+
 /* ---------------------------------------------------------------- CLI */
 
 static void test_cli(void **state) {
@@ -894,7 +945,7 @@ int main(void) {
         cmocka_unit_test(test_spec_codes_avx512),
         cmocka_unit_test(test_model_skip),      cmocka_unit_test(test_model_skip_cols),
         cmocka_unit_test(test_model_skip_implicit),
-        cmocka_unit_test(test_model_speculate),
+        cmocka_unit_test(test_model_speculate), cmocka_unit_test(test_model_amax),
         cmocka_unit_test(test_cli),             cmocka_unit_test(test_cli_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -277,7 +277,7 @@ static void test_matmul_rules(void **state) {
     int32_t cols[16];
     for (int i = 0; i < 16; i++) cols[i] = 1;
     et_matmul mm = {ET_FF, -1, 1, 0, 9, 16, 16, w, 9, dy, 16, NULL, 16, 0.0f, 1, NULL, 0, NULL, 0, 0,
-                    NULL, NULL, cols, 0, NULL, NULL, NULL, 0, &g, NULL};
+                    NULL, NULL, cols, 0, NULL, NULL, NULL, 0, &g, NULL, NULL};
     assert_int_not_equal(et_matmul_run(NULL, &mm), ET_OK); /* FF */
     mm.stage = ET_EP, mm.skip_zeros = 0;
     assert_int_not_equal(et_matmul_run(NULL, &mm), ET_OK); /* no skip_zeros */

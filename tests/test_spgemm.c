@@ -410,7 +410,7 @@ static void test_known_counts(void **state) {
                     memset(&eng, 0, sizeof eng);
                     et_matmul mm = {ET_FF, 0, ta, tb, M, N, K, A, lda, B, ldb, c1, N, 0.0f, 1, NULL, 0, NULL, 0, 0,
                                     form == 0 || form == 2 ? ka : NULL, form == 1 || form == 2 ? kb : NULL,
-                                    form == 3 ? pm : NULL, 0, NULL, NULL, NULL, 0, NULL, NULL};
+                                    form == 3 ? pm : NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL};
                     assert_int_equal(et_matmul_run(&eng, &mm), ET_OK);
                     assert_memory_equal(c0, c1, sizeof(float) * (size_t)M * N);
                     const et_counters *c = &eng.total;

@@ -12,10 +12,12 @@
  * element is computed by one thread in one fixed order: results are
  * bit-identical for any thread count. K is never split.
  */
+#include "core/amax.h"
 #include "core/tlbuf.h"
 #include "kernels/gemm_internal.h"
 #include "kernels/gemm_dot.h"
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -226,6 +228,14 @@ void et_gemm_epi_apply(const et_gemm_epi *epi, int r0, int M, int N, float *C, p
         if (epi->mask) {
             const uint8_t *restrict m = epi->mask + (c - epi->c0);
             for (int j = 0; j < N; j++) c[j] = m[j] ? c[j] : 0.0f;
+        }
+        if (epi->amax) {
+            float a = 0.0f;
+            for (int j = 0; j < N; j++) {
+                const float v = fabsf(c[j]);
+                a = v > a ? v : a; /* NaN never wins */
+            }
+            et_amax_merge(epi->amax, a);
         }
     }
 }
@@ -507,7 +517,7 @@ static void run(const args *g, const kinfo *ki) {
 static void sgemm(const kinfo *ki, int ta, int tb, int M, int N, int K, float alpha,
                   const float *A, int lda, const float *B, int ldb, float beta, float *C,
                   int ldc, const et_gemm_epi *epi) {
-    if (epi && !epi->row_bias && !epi->relu && !epi->mask) epi = NULL;
+    if (epi && !epi->row_bias && !epi->relu && !epi->mask && !epi->amax) epi = NULL;
     if (K > 0 && alpha != 0.0f && et_gemm_dot_fits(ta, tb, M, N, K)) {
         et_gemm_dot(ki->isa, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, et_get_threads());
         if (M > 0 && N > 0) et_gemm_epi_apply(epi, 0, M, N, C, ldc);
@@ -696,7 +706,7 @@ void et_sgemm_convb(int M, int N, int K, const float *A, int lda, const et_gemm_
                     int ldc, const et_gemm_epi *epi) {
 #if ET_GEMM_HAVE_X86
     const kinfo *ki = pick(et_cpu_isa());
-    if (epi && !epi->row_bias && !epi->relu && !epi->mask) epi = NULL;
+    if (epi && !epi->row_bias && !epi->relu && !epi->mask && !epi->amax) epi = NULL;
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || ki->isa != ET_ISA_AVX512 || (int64_t)K * cb->cstride >= ((int64_t)1 << 31)) {
         /* never for the convolutions it serves; kept correct: the column

@@ -3,6 +3,7 @@
  * See gemm_internal.h for the contract. */
 #include <immintrin.h>
 
+#include "core/amax.h"
 #include "kernels/gemm_internal.h"
 
 #define MR ET_GEMM_AVX512_MR
@@ -317,6 +318,7 @@ void et_convb_packb_avx512(int k, const float *x, const et_convb_step *ks, const
 void et_gemm_epi_apply_avx512(const et_gemm_epi *epi, int r0, int M, int N, float *C, ptrdiff_t ldc) {
     const __m512 z = _mm512_setzero_ps();
     const __m128i z8 = _mm_setzero_si128();
+    __m512 mx = z; /* the stored values' absmax (amax) */
     for (int r = 0; r < M; r++) {
         float *c = C + (ptrdiff_t)r * ldc;
         const uint8_t *m = epi->mask ? epi->mask + (c - epi->c0) : NULL;
@@ -328,7 +330,10 @@ void et_gemm_epi_apply_avx512(const et_gemm_epi *epi, int r0, int M, int N, floa
             if (epi->row_bias) v = _mm512_add_ps(v, b);
             if (epi->relu) keep &= _mm512_cmp_ps_mask(v, z, _CMP_GT_OQ);
             if (m) keep &= _mm_mask_cmpneq_epi8_mask(lim, _mm_maskz_loadu_epi8(lim, m + j), z8);
-            _mm512_mask_storeu_ps(c + j, lim, _mm512_maskz_mov_ps(keep, v));
+            v = _mm512_maskz_mov_ps(keep, v);
+            _mm512_mask_storeu_ps(c + j, lim, v);
+            if (epi->amax) mx = _mm512_max_ps(_mm512_abs_ps(v), mx); /* a NaN in v gives mx */
         }
     }
+    if (epi->amax) et_amax_merge(epi->amax, _mm512_reduce_max_ps(mx));
 }

@@ -116,6 +116,9 @@ typedef struct et_gemm_epi {
      * as C (the byte at mask + (&C[i][j] - c0)); NULL: none */
     const uint8_t *mask;
     const float *c0;
+    /* then, with amax: *amax = max(*amax, |C[i][j]|) over the stored values
+     * (NaN never wins; *amax >= 0; atomic, threads may share it) */
+    float *amax;
 } et_gemm_epi;
 
 /* et_sgemm with an epilogue (NULL: none), applied to each micro-tile of C

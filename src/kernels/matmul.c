@@ -171,7 +171,7 @@ et_status et_matmul_run(et_engine *eng, const et_matmul *mm) {
         !(integer && !sparse && !mm->spec && !(eng && eng->sink) && (mm->A || mm->a_codes) && (mm->B || mm->b_codes)))
         return et_set_error(ET_ERR_INVALID, "matmul: NULL operand (codes alone serve only a plain integer product)");
     /* with a speculation the epilogue ends with the predicted mask: C = mask ? epi(C) : 0 */
-    et_gemm_epi epi = {mm->bias_rows, mm->relu, NULL, NULL};
+    et_gemm_epi epi = {mm->bias_rows, mm->relu, NULL, NULL, mm->out_amax};
     const int has_epi = epi.row_bias || epi.relu;
     if (mm->spec && has_epi) epi.mask = mask, epi.c0 = mm->C;
     int epi_done = 0, spec_counted = 0;

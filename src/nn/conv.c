@@ -597,6 +597,7 @@ typedef struct cjob {
                        pass counts the check from them */
     int dynamic;  /* EP: with two lanes, each takes the next chunk left (any split gives the
                      same bits: each image's dX is its own) instead of a fixed half */
+    float *amax;  /* FF: the products' epilogues take the output's absmax (et_lctx.out_amax) */
 } cjob;
 
 /* dY's density over images n0..n0+nb-1 from dycols */
@@ -815,7 +816,7 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
         et_matmul mm = {ET_FF, l->index, 0, 0, Cout, nb * HWo, CK, l->params[0].use, CK,
                         B, ldb, j->y + (int64_t)n0 * HWo, N * HWo, 0.0f,
                         (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, NULL,
-                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W], Bq, NULL, 0, NULL, NULL};
+                        l->int_scale[ET_IS_W], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W], Bq, NULL, 0, NULL, NULL, NULL};
         if (cnt) {
             int32_t *rc = lane_rowcnt(j, lane);
             if (conv_direct(&l->cfg.conv)) conv_xstats(l, j->x, N, n0, nb, rc, NULL);
@@ -826,6 +827,7 @@ static et_status ff_lane(const cjob *j, int lane, int c0, int c1) {
         if (j->epi || j->spec_epi) { /* bias (and the relu; the mask) as each tile of the product is stored */
             mm.bias_rows = l->cfg.conv.bias ? l->params[1].data : NULL;
             mm.relu = j->cx->relu_out;
+            mm.out_amax = j->amax;
         }
         et_spec chunk;
         if (spec) { /* this chunk's columns of the whole output's mask */
@@ -860,7 +862,7 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
     const int nbmax = conv_chunk(l, N), nch = (N + nbmax - 1) / nbmax;
     const et_spec *spec = cx->sp ? cx->sp->spec : NULL;
     cjob j = {l, cx, x, NULL, y, NULL, nbmax, nch, 0, conv_lanes_ok(l, cx, spec != NULL), 0, NULL, NULL, NULL, 0, 0, 0, NULL,
-              NULL, NULL, 0, 0, 0};
+              NULL, NULL, 0, 0, 0, NULL};
     l->xcols_of = l->dycols_of = NULL; /* a new x (or the same one refilled) */
     if (!spec && ((cx->sp && cx->sp->ff_skip) || l->params[0].mask)) { /* the same for every chunk */
         int32_t *wc = weight_colcnt(&j);
@@ -951,6 +953,8 @@ static et_status conv_ff(et_layer *l, const et_lctx *cx, const float *x, float *
                                    !et_spgemm_any_zero(l->params[0].use, Cout, (int)conv_ck(l), (int)conv_ck(l))));
     j.spec_epi = js && et_matmul_plain(cx->eng, l->index) && !(js->pre_kept && js->check) &&
                  (l->cfg.conv.bias || cx->relu_out);
+    /* the output's absmax, where every stored value passes an epilogue */
+    if (cx->out_amax && (j.epi || j.spec_epi) && (l->cfg.conv.bias || cx->relu_out)) j.amax = cx->out_amax, *j.amax = 0.0f;
     et_status st = run_lanes(&j, balance_lanes(&j), ff_lane);
     if (st) return st;
     if (j.epi || j.spec_epi) return ET_OK;
@@ -1056,7 +1060,7 @@ static et_status ep_lane(const cjob *j, int lane, int c0, int c1) {
                         j->dy + (int64_t)n0 * HWo, N * HWo, dcol, nb * HWo, 0.0f,
                         skip || l->params[0].mask != NULL, NULL, 0, NULL,
                         l->int_scale[ET_IS_W], l->int_scale[ET_IS_E], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W],
-                        dyq ? dyq + (int64_t)n0 * HWo : NULL, NULL, 0, NULL, NULL};
+                        dyq ? dyq + (int64_t)n0 * HWo : NULL, NULL, 0, NULL, NULL, NULL};
         mm.lane = lane;
         et_conv_implicit g;
         if (j->imp) { /* dx written by the product itself, col2im included */
@@ -1092,7 +1096,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
         et_matmul mm = {ET_EP, l->index, 1, 0, CK, N * HWo, Cout, l->params[0].use, CK,
                         dy, N * HWo, dx, N * HWo, 0.0f, skip || l->params[0].mask != NULL, NULL, 0, NULL,
                         l->int_scale[ET_IS_W], l->int_scale[ET_IS_E], NULL, NULL, NULL, 0, l->int_codes[ET_IS_W],
-                        l->int_codes[ET_IS_E], NULL, 0, NULL, NULL};
+                        l->int_codes[ET_IS_E], NULL, 0, NULL, NULL, NULL};
         if (masked) {
             nonzero_mask(x, (int64_t)CK * N * HWo, sp->ep_maskbuf);
             mm.mask = sp->ep_maskbuf, mm.ldmask = N * HWo;
@@ -1106,7 +1110,7 @@ static et_status conv_ep(et_layer *l, const et_lctx *cx, const float *x, const f
     const int post = masked && et_matmul_plain(cx->eng, l->index) && !l->params[0].mask &&
                      !et_spgemm_any_zero(l->params[0].use, Cout, CK, CK);
     cjob j = {l, cx, x, dy, NULL, dx, nbmax, nch, 0, conv_lanes_ok(l, cx, 0), post, NULL, NULL, NULL, 0, 0, 0, NULL,
-              NULL, NULL, 0, 0, 0};
+              NULL, NULL, 0, 0, 0, NULL};
     if (post) j.xcols = layer_xcols(l, cx, x), j.dycols = skip ? layer_dycols(l, cx, dy) : NULL;
     /* without col: the weights by tap go where WG's lane gradients live (free
      * during EP; both together hold them when Cin is a multiple of 8) */
@@ -1163,7 +1167,7 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
         if (j->implicit && !et_gemm_dot_fits(0, 1, CK, Cout, nb * HWo)) { /* et_sgemm on im2col's matrix, without it */
             const et_conv_implicit gi = chunk_implicit(j, n0, nb);
             et_matmul mm = {ET_WG, l->index, 0, 1, CK, Cout, nb * HWo, NULL, CK, dyc, N * HWo, dst, Cout,
-                            c == c0 ? 0.0f : 1.0f, 0, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, &gi, NULL};
+                            c == c0 ? 0.0f : 1.0f, 0, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0, &gi, NULL, NULL};
             mm.lane = lane;
             et_status st = et_matmul_run(j->cx->eng, &mm);
             if (st) return st;
@@ -1191,7 +1195,7 @@ static et_status wg_lane(const cjob *j, int lane, int c0, int c1) {
         et_matmul mm = {ET_WG, l->index, 0, 1, Cout, CK, nb * HWo, dyc, N * HWo, col, ldb, dst, CK, beta,
                         j->cx->sp && j->cx->sp->bw_skip, l->params[0].mask, CK, NULL,
                         l->int_scale[ET_IS_E], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0,
-                        dyq ? dyq + (int64_t)n0 * HWo : NULL, colq, NULL, 0, NULL, NULL};
+                        dyq ? dyq + (int64_t)n0 * HWo : NULL, colq, NULL, 0, NULL, NULL, NULL};
         mm.lane = lane;
         if (tr) { /* fp32 only (wg_transposed) */
             mm.M = CK, mm.N = Cout;
@@ -1221,7 +1225,7 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
     const int h = et_matmul_emulated(cx->eng, l->index) ? nch : (nch + 1) / 2;
     const int tr = wg_transposed(l, cx);
     cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL, 0, 0, 0, NULL,
-              NULL, NULL, 0, 0, 0};
+              NULL, NULL, 0, 0, 0, NULL};
     if (cx->sp && cx->sp->bw_skip && !l->params[0].mask) j.xcols = layer_xcols(l, cx, x), j.dycols = layer_dycols(l, cx, dy);
     /* without col: each lane's gradient in the kernel's layout, which fits the
      * lane's buffer when Cin is a multiple of 16 */

@@ -14,6 +14,17 @@ static et_status same_shape(et_layer *l) {
 
 static et_status relu_ff(et_layer *l, const et_lctx *c, const float *x, float *y) {
     const int64_t n = et_shape_numel(l->in) * c->batch;
+    if (c->out_amax) { /* the output's absmax on the way (>= 0, never NaN) */
+        float a = 0.0f;
+#pragma omp parallel for schedule(static) reduction(max : a) if (n > PAR_MIN)
+        for (int64_t i = 0; i < n; i++) {
+            const float v = x[i] > 0.0f ? x[i] : 0.0f;
+            y[i] = v;
+            a = v > a ? v : a;
+        }
+        *c->out_amax = a;
+        return ET_OK;
+    }
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
     return ET_OK;

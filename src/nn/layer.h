@@ -119,6 +119,12 @@ typedef struct et_lctx {
     int relu_out;          /* FF only (conv): y is the input of an in-place ReLU whose FF
                               is fused into this FF (y = max(conv + bias, 0)); see
                               et_layer_fuses_relu_ff */
+    float *out_amax;       /* FF only, NULL: not wanted. The executor sets it to -1; a
+                              layer that takes the absmax of its whole output y as it
+                              writes it (et_absmax_f32(y, n, 1)'s value: max |y|, NaN
+                              never wins) stores it there (speculation's scale of the
+                              next layer's input, without a pass of its own) */
+    float in_amax;         /* FF only: the absmax of x where known, else -1 */
 } et_lctx;
 
 typedef struct et_layer_ops {

@@ -25,7 +25,7 @@ static et_status linear_ff(et_layer *l, const et_lctx *c, const float *x, float 
     const et_spec *spec = sp ? sp->spec : NULL;
     et_matmul mm = {ET_FF, l->index, 0, 1, N, out, in, x, in, l->params[0].use, in, y, out, 0.0f,
                     (sp && sp->ff_skip) || l->params[0].mask != NULL, NULL, 0, spec, l->int_scale[ET_IS_A], l->int_scale[ET_IS_W],
-                    NULL, NULL, NULL, 0, l->int_codes[ET_IS_A], l->int_codes[ET_IS_W], NULL, 0, NULL, NULL};
+                    NULL, NULL, NULL, 0, l->int_codes[ET_IS_A], l->int_codes[ET_IS_W], NULL, 0, NULL, NULL, NULL};
     et_status st = et_matmul_run(c->eng, &mm);
     if (st || !l->cfg.linear.bias) return st;
     const float *b = l->params[1].data;
@@ -47,7 +47,7 @@ static et_status linear_ep(et_layer *l, const et_lctx *c, const float *x, const 
     const et_layer_sparsity *sp = c->sp;
     et_matmul mm = {ET_EP, l->index, 0, 0, N, in, out, dy, out, l->params[0].use, in, dx, in, 0.0f,
                     (sp && sp->bw_skip) || l->params[0].mask != NULL, NULL, 0, NULL,
-                    l->int_scale[ET_IS_E], l->int_scale[ET_IS_W], NULL, NULL, NULL, 0, l->int_codes[ET_IS_E], l->int_codes[ET_IS_W], NULL, 0, NULL, NULL};
+                    l->int_scale[ET_IS_E], l->int_scale[ET_IS_W], NULL, NULL, NULL, 0, l->int_codes[ET_IS_E], l->int_codes[ET_IS_W], NULL, 0, NULL, NULL, NULL};
     if (sp && sp->ep_mask && sp->ep_maskbuf) { /* dL/dx is zero where the ReLU output x is */
         for (int n = 0; n < N; n++) et_nonzero_bytes(x + (int64_t)n * in, in, sp->ep_maskbuf + (int64_t)n * in);
         mm.mask = sp->ep_maskbuf, mm.ldmask = in;
@@ -59,7 +59,7 @@ static et_status linear_wg(et_layer *l, const et_lctx *c, const float *x, const 
     const int in = l->in.c, out = l->out.c, N = c->batch;
     et_matmul mm = {ET_WG, l->index, 1, 0, out, in, N, dy, out, x, in, l->params[0].grad, in, 0.0f,
                     c->sp && c->sp->bw_skip, l->params[0].mask, in, NULL,
-                    l->int_scale[ET_IS_E], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0, l->int_codes[ET_IS_E], l->int_codes[ET_IS_A], NULL, 0, NULL, NULL};
+                    l->int_scale[ET_IS_E], l->int_scale[ET_IS_A], NULL, NULL, NULL, 0, l->int_codes[ET_IS_E], l->int_codes[ET_IS_A], NULL, 0, NULL, NULL, NULL};
     et_status st = et_matmul_run(c->eng, &mm);
     if (st || !l->cfg.linear.bias) return st;
     /* db[o] = sum over n of dy[n][o], in n order in double; rows are walked

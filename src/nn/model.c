@@ -582,6 +582,12 @@ et_status et_model_forward(et_model *m, int n, int train, const float **logits) 
     if (m->policy && (st = et_precision_weights(m))) return st;
     if (m->policy) et_prune_apply_use(m); /* rounded copies stay zero where pruned */
     add_phase(m, ET_PHASE_PRECISION, t0);
+    /* Speculation's activation scales: each FF that can takes the absmax of
+     * its output as it writes it (et_lctx.out_amax), so the next layer needs
+     * no pass of its own. Not under a precision policy: it rounds the inputs
+     * in place after their producer ran. */
+    const int amax = et_sparsity_wants_amax(m) && !m->policy;
+    for (int t = 0; t < m->ntensors; t++) m->tensors[t].amax = -1.0f;
     for (int i = 0; i < m->nnodes; i++) {
         et_node *nd = &m->nodes[i];
         if (m->policy) {
@@ -600,7 +606,10 @@ et_status et_model_forward(et_model *m, int n, int train, const float **logits) 
         }
         const float *x = m->tensors[nd->in].val;
         float *y = m->tensors[nd->out].val;
-        c.sp = et_sparsity_node(m, i, x, n, train);
+        float oa = -1.0f;
+        c.in_amax = m->tensors[nd->in].amax;
+        c.out_amax = amax ? &oa : NULL;
+        c.sp = et_sparsity_node(m, i, x, c.in_amax, n, train);
         /* the in-place relu after this layer, in its FF: for plain FP32
          * products (no sink to see the outputs before the relu); under
          * speculation conv applies it with the mask */
@@ -610,6 +619,11 @@ et_status et_model_forward(et_model *m, int n, int train, const float **logits) 
         else st = et_layer_table[nd->layer.type]->ff(&nd->layer, &c, x, y);
         add_seconds(m, i, ET_FF, t0);
         if (st) return st;
+        /* the values just written, under every name of their storage (a
+         * fused in-place relu's output among them) */
+        const int root = m->tensors[nd->out].alias_of >= 0 ? m->tensors[nd->out].alias_of : nd->out;
+        for (int t = 0; t < m->ntensors; t++)
+            if (t == root || m->tensors[t].alias_of == root) m->tensors[t].amax = oa;
         if (c.relu_out) m->nodes[nd->ff_relu_node].ff_done = 1;
     }
     m->last_batch = n;
@@ -684,7 +698,7 @@ et_status et_model_backward(et_model *m, const uint8_t *labels, float *loss, int
         }
         const float *dy = dyw;
         const int64_t nin = et_shape_numel(L->in) * n;
-        c.sp = et_sparsity_node(m, i, NULL, n, m->last_train);
+        c.sp = et_sparsity_node(m, i, NULL, -1.0f, n, m->last_train);
         t0 = now_seconds();
         if (ops->wg && !L->skip_wg) {
             st = ops->wg(L, &c, x, dy);

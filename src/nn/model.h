@@ -14,6 +14,7 @@ typedef struct et_tensor {
     int grad_slot;  /* gradient slot, -1 if no gradient */
     int needs_grad; /* some layer upstream has parameters */
     float *val;     /* batch_cap * numel floats */
+    float amax;     /* forward: absmax of val as the FF that wrote it took it, -1 unknown */
 } et_tensor;
 
 typedef struct et_node {

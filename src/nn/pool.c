@@ -5,6 +5,7 @@
 #include "nn/layer_impl.h"
 
 #include <float.h>
+#include <math.h>
 #include <string.h>
 
 #include "nn/pool_rows.h"
@@ -76,21 +77,43 @@ static int is_2x2(const et_pool_cfg *p) {
     return p->kh == 2 && p->kw == 2 && p->sh == 2 && p->sw == 2 && p->ph == 0 && p->pw == 0;
 }
 
+/* max(a, |y[i]|) over a plane just written (in L1); NaN never wins, as in
+ * et_absmax_f32. Eight running maxima, so that the selects do not wait on
+ * each other (and vectorise). */
+static float plane_amax(const float *y, int64_t n, float a) {
+    float m[8] = {a, a, a, a, a, a, a, a};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) {
+            const float v = fabsf(y[i + k]);
+            m[k] = v > m[k] ? v : m[k];
+        }
+    for (; i < n; i++) {
+        const float v = fabsf(y[i]);
+        m[0] = v > m[0] ? v : m[0];
+    }
+    for (int k = 0; k < 8; k++) a = m[k] > a ? m[k] : a;
+    return a;
+}
+
 static et_status maxpool_ff(et_layer *l, const et_lctx *c, const float *x, float *y) {
     const et_pool_cfg *p = &l->cfg.pool;
     const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w;
     const int64_t planes = (int64_t)l->in.c * c->batch;
+    float am = 0.0f; /* the output's absmax, plane by plane while it is in L1 (out_amax) */
     if (is_2x2(p)) {
         const int fast = rows_fast();
-#pragma omp parallel for schedule(static) if (planes * Ho * Wo > 16384)
+#pragma omp parallel for schedule(static) reduction(max : am) if (planes * Ho * Wo > 16384)
         for (int64_t pl = 0; pl < planes; pl++) {
             const float *xp = x + pl * H * W;
             float *yp = y + pl * Ho * Wo;
+            int rows = 0; /* rows the vector kernel wrote (their absmax taken on the way) */
             for (int oy = 0; oy < Ho; oy++) {
                 const float *r0 = xp + (int64_t)2 * oy * W, *r1 = r0 + W;
 #if defined(__x86_64__) || defined(_M_X64)
                 if (fast) {
-                    et_maxpool2_ff_row_avx512(r0, r1, Wo, yp + oy * Wo);
+                    am = et_maxpool2_ff_row_avx512(r0, r1, Wo, yp + oy * Wo, am);
+                    rows++;
                     continue;
                 }
 #endif
@@ -107,16 +130,20 @@ static et_status maxpool_ff(et_layer *l, const et_lctx *c, const float *x, float
                     yp[oy * Wo + ox] = m;
                 }
             }
+            if (c->out_amax && rows < Ho) am = plane_amax(yp, (int64_t)Ho * Wo, am);
         }
+        if (c->out_amax) *c->out_amax = am;
         return ET_OK;
     }
-#pragma omp parallel for schedule(static) if (planes * Ho * Wo > 16384)
+#pragma omp parallel for schedule(static) reduction(max : am) if (planes * Ho * Wo > 16384)
     for (int64_t pl = 0; pl < planes; pl++) {
         const float *xp = x + pl * H * W;
         float *yp = y + pl * Ho * Wo;
         for (int oy = 0; oy < Ho; oy++)
             for (int ox = 0; ox < Wo; ox++) yp[oy * Wo + ox] = xp[window_argmax(p, xp, H, W, oy, ox)];
+        if (c->out_amax) am = plane_amax(yp, (int64_t)Ho * Wo, am);
     }
+    if (c->out_amax) *c->out_amax = am;
     return ET_OK;
 }
 

@@ -43,12 +43,16 @@ static inline pick window_pick(const float *r0, const float *r1, int n) {
     return p;
 }
 
-void et_maxpool2_ff_row_avx512(const float *r0, const float *r1, int Wo, float *y) {
+float et_maxpool2_ff_row_avx512(const float *r0, const float *r1, int Wo, float *y, float amax) {
+    __m512 mx = _mm512_set1_ps(amax);
     for (int x = 0; x < Wo; x += 16) {
         int n = Wo - x < 16 ? Wo - x : 16;
+        const __mmask16 lim = (__mmask16)((1u << n) - 1);
         pick p = window_pick(r0 + 2 * x, r1 + 2 * x, n);
-        _mm512_mask_storeu_ps(y + x, (__mmask16)((1u << n) - 1), p.v);
+        _mm512_mask_storeu_ps(y + x, lim, p.v);
+        mx = _mm512_mask_max_ps(mx, lim, _mm512_abs_ps(p.v), mx); /* a NaN gives mx */
     }
+    return _mm512_reduce_max_ps(mx);
 }
 
 static inline void store_pairs(float *d, int n2, __m512 even, __m512 odd) {

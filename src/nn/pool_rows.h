@@ -5,7 +5,8 @@
 #define ET_POOL_ROWS_H
 
 #if defined(__x86_64__) || defined(_M_X64)
-void et_maxpool2_ff_row_avx512(const float *r0, const float *r1, int Wo, float *y);
+/* returns max(amax, |y[x]|) over the row (NaN never wins) */
+float et_maxpool2_ff_row_avx512(const float *r0, const float *r1, int Wo, float *y, float amax);
 /* Writes all 2*Wo entries of both dx rows: dy to each window's pick, 0 to the
  * rest; with relu, also 0 where the picked value is not > 0 (the ReLU whose
  * output this pool reads, fused: see docs/architecture.md). */

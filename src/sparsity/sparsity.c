@@ -266,7 +266,12 @@ void et_sparsity_bind(et_model *m, void *mem) {
 /* max |x|: +-inf counts, NaN never wins (numerics/format.c, vectorised) */
 static float absmax(const float *x, int64_t n) { return et_absmax_f32(x, (size_t)n, 1); }
 
-const et_layer_sparsity *et_sparsity_node(et_model *m, int node, const float *x, int n, int train) {
+int et_sparsity_wants_amax(const et_model *m) {
+    const sparsity_state *st = m->sparsity;
+    return st && st->cfg.speculate && st->cfg.spec_bits >= 1 && st->cfg.spec_bits <= 8;
+}
+
+const et_layer_sparsity *et_sparsity_node(et_model *m, int node, const float *x, float x_amax, int n, int train) {
     sparsity_state *st = m->sparsity;
     if (!st || node < 0 || node >= st->nnodes || !st->node[node].active) return NULL;
     node_sp *ns = &st->node[node];
@@ -277,7 +282,8 @@ const et_layer_sparsity *et_sparsity_node(et_model *m, int node, const float *x,
         memset(s, 0, sizeof *s);
         s->bits = st->cfg.spec_bits;
         if (s->bits >= 1 && s->bits <= 8) {
-            float ax = absmax(x, et_shape_numel(l->in) * n), aw = absmax(l->params[0].use, l->params[0].n);
+            float ax = x_amax >= 0.0f ? x_amax : absmax(x, et_shape_numel(l->in) * n);
+            float aw = absmax(l->params[0].use, l->params[0].n);
             /* conv: A = W, B = col(x); linear: A = x, B = W */
             s->absmax_a = l->type == ET_L_CONV ? aw : ax;
             s->absmax_b = l->type == ET_L_CONV ? ax : aw;

@@ -73,7 +73,12 @@ et_status et_sparsity_plan(struct et_model *m, int batch, size_t *bytes);
 int et_sparsity_masks_ep(const struct et_model *m, int node);
 void et_sparsity_bind(struct et_model *m, void *mem);
 /* What node `node` does in this call (NULL: dense). Fills the speculation
- * request's scales from the input x (n images) and the weights. */
-const struct et_layer_sparsity *et_sparsity_node(struct et_model *m, int node, const float *x, int n, int train);
+ * request's scales from the input x (n images) and the weights; x_amax >= 0
+ * is x's absmax where the executor knows it (the FF that wrote x took it,
+ * et_lctx.out_amax), else it is computed here. */
+const struct et_layer_sparsity *et_sparsity_node(struct et_model *m, int node, const float *x, float x_amax, int n,
+                                                 int train);
+/* Whether the speculation's scales want the absmax of activations (B = 1..8). */
+int et_sparsity_wants_amax(const struct et_model *m);
 void et_sparsity_free(struct et_model *m);
 #endif
