@@ -20,6 +20,7 @@
 #include <omp.h>
 #endif
 
+#include "core/tlbuf.h"
 #include "kernels/gemm_dot.h"
 #include "kernels/gemm_internal.h"
 #include "kernels/igemm.h"
@@ -525,25 +526,85 @@ static const int32_t *layer_xcols(et_layer *l, const et_lctx *cx, const float *x
     return layer_xcols_nz(l, cx, x, NULL);
 }
 
-#define DYCOLS_BLOCK 2048
-static const int32_t *layer_dycols(et_layer *l, const et_lctx *cx, const float *dy) {
+/* One channel's row of dY: its pixels' non-zeros added to cnt, and the
+ * row's sum as et_sum_f32 forms it (the bias gradient) */
+static float dy_row(const float *dy, int64_t n, int32_t *cnt) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (et_cpu_isa() >= ET_ISA_AVX512) return et_conv_dyrow_avx512(dy, n, cnt);
+#endif
+    float lane[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; k++) lane[k] += dy[i + k], cnt[i + k] += dy[i + k] != 0.0f;
+    double s = 0;
+    for (int k = 0; k < 16; k++) s += lane[k];
+    for (; i < n; i++) s += dy[i], cnt[i] += dy[i] != 0.0f;
+    return (float)s;
+}
+
+static et_tlbuf dycnt_buf; /* layer_dycols: the other threads' pixel counts */
+
+/* nnz of each output pixel's dY over the channels, for the whole batch, once
+ * per step and dY (EP and WG share it). With db (the bias gradient), the
+ * same read of dY also gives db[co] = et_sum_f32(channel co's row): then
+ * *db_done = 1 (only when the counts are made in this call). The threads
+ * take the channels, so that each row is summed in order: thread 0 counts
+ * into the layer's buffer, the others into their own, added after. */
+static const int32_t *layer_dycols_db(et_layer *l, const et_lctx *cx, const float *dy, float *db, int *db_done) {
     const et_layer_sparsity *sp = cx->sp;
+    if (db_done) *db_done = 0;
     if (!sp || !sp->dycols) return NULL;
     const int64_t step = cx->eng ? cx->eng->step : -1;
     if (cx->eng && l->dycols_of == dy && l->dycols_step == step) return sp->dycols;
-    const int Cout = l->out.c, P = cx->batch * l->out.h * l->out.w, nblk = (P + DYCOLS_BLOCK - 1) / DYCOLS_BLOCK;
+    const int Cout = l->out.c;
+    const int64_t P = (int64_t)cx->batch * l->out.h * l->out.w;
     int32_t *c = sp->dycols;
+    int T = (int64_t)Cout * P > 65536 ? omp_get_max_threads() : 1;
+    T = T > Cout ? Cout : T > 64 ? 64 : T;
+    int32_t *part[64];
+    int fail = 0;
     uint64_t nz = 0;
-#pragma omp parallel for schedule(static) reduction(+ : nz) if ((int64_t)Cout * P > 65536)
-    for (int b = 0; b < nblk; b++) { /* a block of pixels, all channels */
-        const int p0 = b * DYCOLS_BLOCK, n = P - p0 < DYCOLS_BLOCK ? P - p0 : DYCOLS_BLOCK;
-        memset(c + p0, 0, sizeof(int32_t) * (size_t)n);
-        for (int co = 0; co < Cout; co++) et_spgemm_nzcount_add(dy + (int64_t)co * P + p0, n, c + p0);
-        for (int q = 0; q < n; q++) nz += (uint64_t)c[p0 + q];
+#pragma omp parallel num_threads(T) reduction(+ : nz) if (T > 1)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int32_t *mine = t == 0 ? c : et_tlbuf_get(&dycnt_buf, sizeof(int32_t) * (size_t)P);
+        part[t] = mine;
+        if (!mine) {
+            __atomic_store_n(&fail, 1, __ATOMIC_RELAXED);
+        } else {
+            memset(mine, 0, sizeof(int32_t) * (size_t)P);
+            for (int co = Cout * t / nt; co < Cout * (t + 1) / nt; co++) {
+                const float s = dy_row(dy + (int64_t)co * P, P, mine);
+                if (db) db[co] = s;
+            }
+        }
+#pragma omp barrier
+        if (!__atomic_load_n(&fail, __ATOMIC_RELAXED)) {
+#pragma omp for schedule(static)
+            for (int64_t p = 0; p < P; p++) {
+                int32_t v = c[p];
+                for (int u = 1; u < nt; u++) v += part[u][p];
+                c[p] = v, nz += (uint64_t)v;
+            }
+        }
+    }
+    if (fail) { /* a thread had no buffer: the calling thread alone */
+        nz = 0;
+        memset(c, 0, sizeof(int32_t) * (size_t)P);
+        for (int co = 0; co < Cout; co++) {
+            const float s = dy_row(dy + (int64_t)co * P, P, c);
+            if (db) db[co] = s;
+        }
+        for (int64_t p = 0; p < P; p++) nz += (uint64_t)c[p];
     }
     l->dy_density = Cout > 0 && P > 0 ? (double)nz / ((double)Cout * (double)P) : 1.0;
     if (cx->eng) l->dycols_of = dy, l->dycols_step = step;
+    if (db_done) *db_done = db != NULL;
     return c;
+}
+
+static const int32_t *layer_dycols(et_layer *l, const et_lctx *cx, const float *dy) {
+    return layer_dycols_db(l, cx, dy, NULL, NULL);
 }
 
 /* dx = 0 where x == 0 for images n0..n0+nb-1: EP's mask applied after col2im
@@ -1226,7 +1287,11 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
     const int tr = wg_transposed(l, cx);
     cjob j = {l, cx, x, dy, NULL, NULL, nbmax, nch, tr, conv_lanes_ok(l, cx, 0), 0, NULL, NULL, NULL, 0, 0, 0, NULL,
               NULL, NULL, 0, 0, 0, NULL};
-    if (cx->sp && cx->sp->bw_skip && !l->params[0].mask) j.xcols = layer_xcols(l, cx, x), j.dycols = layer_dycols(l, cx, dy);
+    /* the bias gradient from the read of dY that counts its pixels, where that is made here */
+    float *db = l->cfg.conv.bias ? l->params[1].grad : NULL;
+    int db_done = 0;
+    if (cx->sp && cx->sp->bw_skip && !l->params[0].mask)
+        j.xcols = layer_xcols(l, cx, x), j.dycols = layer_dycols_db(l, cx, dy, db, &db_done);
     /* without col: each lane's gradient in the kernel's layout, which fits the
      * lane's buffer when Cin is a multiple of 16 */
     et_conv_implicit imp;
@@ -1255,8 +1320,7 @@ static et_status conv_wg(et_layer *l, const et_lctx *cx, const float *x, const f
         const int64_t n = l->params[0].n;
         for (int64_t e = 0; e < n; e++) dw[e] += g1[e];
     }
-    if (l->cfg.conv.bias) {
-        float *db = l->params[1].grad;
+    if (db && !db_done) {
         const int64_t plane = (int64_t)N * HWo;
 #pragma omp parallel for schedule(static) if (Cout * plane > 32768)
         for (int co = 0; co < Cout; co++) db[co] = et_sum_f32(dy + co * plane, plane);

@@ -203,3 +203,26 @@ void et_im2row_avx512(const et_conv_geom *g, int C, const float *x, int64_t cstr
         }
     }
 }
+
+float et_conv_dyrow_avx512(const float *dy, int64_t n, int32_t *cnt) {
+    const __m512 z = _mm512_setzero_ps();
+    const __m512i one = _mm512_set1_epi32(1);
+    __m512 acc = z; /* lane k: dy[k] + dy[16 + k] + ... in order, as et_sum_f32's lane[k] */
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(dy + i);
+        acc = _mm512_add_ps(acc, v);
+        const __mmask16 nz = _mm512_cmp_ps_mask(v, z, _CMP_NEQ_UQ);
+        const __m512i c = _mm512_loadu_si512(cnt + i);
+        _mm512_storeu_si512(cnt + i, _mm512_mask_add_epi32(c, nz, c, one));
+    }
+    float lane[16];
+    _mm512_storeu_ps(lane, acc);
+    double s = 0;
+    for (int k = 0; k < 16; k++) s += lane[k];
+    for (; i < n; i++) {
+        s += dy[i];
+        cnt[i] += dy[i] != 0.0f;
+    }
+    return (float)s;
+}

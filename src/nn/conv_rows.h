@@ -37,5 +37,9 @@ void et_col2im_chan_avx512(const et_conv_geom *g, const float *col, int64_t ld, 
  * planes H*W apart) is 0: conv EP's mask applied after col2im. */
 void et_col2im_chan_keep_avx512(const et_conv_geom *g, const float *col, int64_t ld, int nb,
                                 float *dx, const float *keep);
+/* One channel's row of dY (n values): cnt[p] += dy[p] != 0 (NaN counts), and
+ * the row's sum in et_sum_f32's order (16 float lanes, then their sum and
+ * the tail in double), so the bias gradient comes from the same read. */
+float et_conv_dyrow_avx512(const float *dy, int64_t n, int32_t *cnt);
 #endif
 #endif
