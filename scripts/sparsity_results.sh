@@ -5,10 +5,12 @@
 # back at the same thread count, and writes docs/sparsity-results.md.
 # The wall-clock column comes from a separate timing pass: every mode again for
 # SPEED_STEPS steps without evaluation, SPEED_REPEAT rounds with the modes
-# interleaved, median per mode (single runs on this machine move by +-40%).
-#   PRETRAIN_LIMIT=12000  STEPS=100  TEST_LIMIT=2000  THREADS=2  SPEED_STEPS=30  SPEED_REPEAT=5
+# interleaved, median per mode (single runs on this machine move by +-40%,
+# and its slow spells last seconds: 60-step runs average over more of them
+# than 30-step ones), and each round's ratio to the `none` run of its round.
+#   PRETRAIN_LIMIT=12000  STEPS=100  TEST_LIMIT=2000  THREADS=2  SPEED_STEPS=60  SPEED_REPEAT=5
 #   REPORT_ONLY=1 (rewrite the doc only)
-# About 4 minutes on 2 cores.
+# About 7 minutes on 2 cores.
 set -eu
 cd "$(dirname "$0")/.."
 make -s -j2 build/edgetrain
@@ -42,7 +44,7 @@ while [ $r -le "${SPEED_REPEAT:-5}" ]; do
     while IFS='|' read -r name args; do
         echo "== timing $name (round $r)" >&2
         # shellcheck disable=SC2086
-        ./build/edgetrain train --model vgg8 --data fmnist --init-from $CK --steps ${SPEED_STEPS:-30} --batch 100 \
+        ./build/edgetrain train --model vgg8 --data fmnist --init-from $CK --steps ${SPEED_STEPS:-60} --batch 100 \
             --lr 0.01 --momentum 0.9 --seed 2 --threads $T --quiet --test-limit 0 --traffic-every 5 \
             --spec-check-every 5 --sparsity $args --json $OUT/$name.speed$r.json > /dev/null
     done < $OUT/modes.txt
@@ -60,6 +62,13 @@ def speed(n):  # median images/s of the timing pass
                for f in os.listdir(out) if f.startswith(n + ".speed") and f.endswith(".json"))
     return v[len(v) // 2], len(v)
 SPEED = {n: speed(n) for n, _ in runs}
+def rounds(n):  # images/s of each timing round, in round order
+    fs = sorted((f for f in os.listdir(out) if f.startswith(n + ".speed") and f.endswith(".json")),
+                key=lambda f: int(f.rsplit("speed", 1)[1].split(".")[0]))
+    return [json.load(open(os.path.join(out, f)))["train_images_per_second"] for f in fs]
+def median(v):
+    v = sorted(v)
+    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
 def st(j, key, s):
     return j[key][s]
 print("# Run-time sparsity: VGG8 on Fashion-MNIST")
@@ -93,7 +102,14 @@ if all(c >= 0.9999 for c in cpu.values()):
     print()
 print("Wall-clock speedup: images/s of a separate timing pass (every mode again for %d steps without" % (
     json.load(open(os.path.join(out, "none.speed1.json")))["steps"]))
-print("evaluation, %d rounds with the modes interleaved), median per mode, over `none`'s median." % SPEED["none"][1])
+print("evaluation, %d rounds with the modes interleaved), median per mode, over `none`'s median. Each round's" % SPEED["none"][1])
+print("ratio to the `none` run of the same round, and their median:")
+print()
+nr = rounds("none")
+for n, args in runs:
+    if n == "none": continue
+    pr = [a / b for a, b in zip(rounds(n), nr)]
+    print("- `%s`: %s (median %.2fx)" % (args, ", ".join("%.2f" % x for x in pr), median(pr)))
 print()
 print("False zeros: truly positive outputs predicted zero (lost); missed zeros: outputs predicted non-zero that")
 print("the ReLU zeroes anyway; both as fractions of the checked outputs of speculated layers.")
