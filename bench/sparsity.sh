@@ -7,14 +7,15 @@
 # SPARSITY_REPEAT times, interleaved, so all see the same machine; each mode's
 # median run is kept (out/bench/sparsity-MODE.json; the others stay as .runK).
 # Called by bench/run.sh; alone: sh bench/sparsity.sh
-#   BENCH_THREADS=2  SPARSITY_STEPS=30  SPARSITY_REPEAT=5
+#   BENCH_THREADS=2  SPARSITY_STEPS=60  SPARSITY_REPEAT=5 (60 steps: as sparsity_results.sh, longer
+#   than this machine's slow spells)
 set -eu
 cd "$(dirname "$0")/.."
 make -s -j2 build/edgetrain
 OUT=${OUT:-out/bench}
 mkdir -p $OUT
 T=${BENCH_THREADS:-2}
-S=${SPARSITY_STEPS:-30}
+S=${SPARSITY_STEPS:-60}
 R=${SPARSITY_REPEAT:-5}
 CK=$(THREADS=$T sh scripts/vgg8_pretrained.sh)
 MODES="none skip prune50 spec4"
