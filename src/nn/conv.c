@@ -526,20 +526,22 @@ static const int32_t *layer_xcols(et_layer *l, const et_lctx *cx, const float *x
     return layer_xcols_nz(l, cx, x, NULL);
 }
 
-/* One channel's row of dY: its pixels' non-zeros added to cnt, and the
- * row's sum as et_sum_f32 forms it (the bias gradient) */
-static float dy_row(const float *dy, int64_t n, int32_t *cnt) {
+/* Channels [co0, co1) of dY (rows of n pixels): each pixel's non-zeros
+ * added to cnt, and with db each row's sum as et_sum_f32 forms it (the bias
+ * gradient; the AVX-512 kernel in the same read, else the two functions) */
+static void dy_rows(const float *dy, int64_t n, int co0, int co1, int32_t *cnt, float *db) {
+    for (int co = co0; co < co1; co++) {
+        const float *r = dy + (int64_t)co * n;
 #if defined(__x86_64__) || defined(_M_X64)
-    if (et_cpu_isa() >= ET_ISA_AVX512) return et_conv_dyrow_avx512(dy, n, cnt);
+        if (et_cpu_isa() >= ET_ISA_AVX512) {
+            const float s = et_conv_dyrow_avx512(r, n, cnt);
+            if (db) db[co] = s;
+            continue;
+        }
 #endif
-    float lane[16] = {0};
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int k = 0; k < 16; k++) lane[k] += dy[i + k], cnt[i + k] += dy[i + k] != 0.0f;
-    double s = 0;
-    for (int k = 0; k < 16; k++) s += lane[k];
-    for (; i < n; i++) s += dy[i], cnt[i] += dy[i] != 0.0f;
-    return (float)s;
+        et_spgemm_nzcount_add(r, (int)n, cnt);
+        if (db) db[co] = et_sum_f32(r, n);
+    }
 }
 
 static et_tlbuf dycnt_buf; /* layer_dycols: the other threads' pixel counts */
@@ -573,10 +575,7 @@ static const int32_t *layer_dycols_db(et_layer *l, const et_lctx *cx, const floa
             __atomic_store_n(&fail, 1, __ATOMIC_RELAXED);
         } else {
             memset(mine, 0, sizeof(int32_t) * (size_t)P);
-            for (int co = Cout * t / nt; co < Cout * (t + 1) / nt; co++) {
-                const float s = dy_row(dy + (int64_t)co * P, P, mine);
-                if (db) db[co] = s;
-            }
+            dy_rows(dy, P, Cout * t / nt, Cout * (t + 1) / nt, mine, db);
         }
 #pragma omp barrier
         if (!__atomic_load_n(&fail, __ATOMIC_RELAXED)) {
@@ -591,10 +590,7 @@ static const int32_t *layer_dycols_db(et_layer *l, const et_lctx *cx, const floa
     if (fail) { /* a thread had no buffer: the calling thread alone */
         nz = 0;
         memset(c, 0, sizeof(int32_t) * (size_t)P);
-        for (int co = 0; co < Cout; co++) {
-            const float s = dy_row(dy + (int64_t)co * P, P, c);
-            if (db) db[co] = s;
-        }
+        dy_rows(dy, P, 0, Cout, c, db);
         for (int64_t p = 0; p < P; p++) nz += (uint64_t)c[p];
     }
     l->dy_density = Cout > 0 && P > 0 ? (double)nz / ((double)Cout * (double)P) : 1.0;

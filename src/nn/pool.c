@@ -5,10 +5,10 @@
 #include "nn/layer_impl.h"
 
 #include <float.h>
-#include <math.h>
 #include <string.h>
 
 #include "nn/pool_rows.h"
+#include "numerics/format_internal.h"
 
 static int rows_fast(void) {
 #if defined(__x86_64__) || defined(_M_X64)
@@ -77,25 +77,6 @@ static int is_2x2(const et_pool_cfg *p) {
     return p->kh == 2 && p->kw == 2 && p->sh == 2 && p->sw == 2 && p->ph == 0 && p->pw == 0;
 }
 
-/* max(a, |y[i]|) over a plane just written (in L1); NaN never wins, as in
- * et_absmax_f32. Eight running maxima, so that the selects do not wait on
- * each other (and vectorise). */
-static float plane_amax(const float *y, int64_t n, float a) {
-    float m[8] = {a, a, a, a, a, a, a, a};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) {
-            const float v = fabsf(y[i + k]);
-            m[k] = v > m[k] ? v : m[k];
-        }
-    for (; i < n; i++) {
-        const float v = fabsf(y[i]);
-        m[0] = v > m[0] ? v : m[0];
-    }
-    for (int k = 0; k < 8; k++) a = m[k] > a ? m[k] : a;
-    return a;
-}
-
 static et_status maxpool_ff(et_layer *l, const et_lctx *c, const float *x, float *y) {
     const et_pool_cfg *p = &l->cfg.pool;
     const int H = l->in.h, W = l->in.w, Ho = l->out.h, Wo = l->out.w;
@@ -130,7 +111,10 @@ static et_status maxpool_ff(et_layer *l, const et_lctx *c, const float *x, float
                     yp[oy * Wo + ox] = m;
                 }
             }
-            if (c->out_amax && rows < Ho) am = plane_amax(yp, (int64_t)Ho * Wo, am);
+            if (c->out_amax && rows < Ho) { /* the scalar rows: the plane's absmax after them */
+                const float a = et_absmax_f32(yp, (size_t)Ho * Wo, 1);
+                am = a > am ? a : am;
+            }
         }
         if (c->out_amax) *c->out_amax = am;
         return ET_OK;
@@ -141,7 +125,10 @@ static et_status maxpool_ff(et_layer *l, const et_lctx *c, const float *x, float
         float *yp = y + pl * Ho * Wo;
         for (int oy = 0; oy < Ho; oy++)
             for (int ox = 0; ox < Wo; ox++) yp[oy * Wo + ox] = xp[window_argmax(p, xp, H, W, oy, ox)];
-        if (c->out_amax) am = plane_amax(yp, (int64_t)Ho * Wo, am);
+        if (c->out_amax) {
+            const float a = et_absmax_f32(yp, (size_t)Ho * Wo, 1);
+            am = a > am ? a : am;
+        }
     }
     if (c->out_amax) *c->out_amax = am;
     return ET_OK;
